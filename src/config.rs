@@ -1,0 +1,264 @@
+//! Settings from the environment (and an optional `.env` file, loaded by `main`).
+//!
+//! Every variable of the contract's configuration table is read here and nowhere else, so a typo in
+//! a value stops the process with one line naming the variable instead of surfacing later.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// bcrypt accepts costs 4..=31; anything above 16 would make a single login take minutes.
+const BCRYPT_COST_RANGE: std::ops::RangeInclusive<u32> = 4..=16;
+pub const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is not valid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error(
+        "GATEHOUSE_JWT_SECRET is not set: set it to at least {MIN_SECRET_BYTES} random bytes, or run `gatehouse serve --dev` for an ephemeral one"
+    )]
+    MissingJwtSecret,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: SecretString,
+    pub bind: SocketAddr,
+    /// Explicit `GATEHOUSE_ISSUER`; when absent the issuer follows the address actually bound.
+    pub issuer: Option<String>,
+    pub jwt_secret: Option<SecretString>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub bcrypt_cost: u32,
+    pub session_key: Option<SecretString>,
+    pub strict_grant_type: bool,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Password attempts (`/token`, `/login`) one client address may make per minute; 0 turns it off.
+    pub login_rate_per_minute: u32,
+    /// `--dev`: ephemeral secret, cookies without `Secure`, demo users.
+    pub dev_mode: bool,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can supply variables without touching the process.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| "postgres:///gatehouse".to_owned());
+        let bind = match get("GATEHOUSE_BIND") {
+            Some(value) => parse_bind(&value)?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let issuer = get("GATEHOUSE_ISSUER").map(|value| parse_issuer(&value)).transpose()?;
+        let jwt_secret =
+            get("GATEHOUSE_JWT_SECRET").map(|value| parse_secret("GATEHOUSE_JWT_SECRET", value)).transpose()?;
+        let session_key =
+            get("GATEHOUSE_SESSION_KEY").map(|value| parse_secret("GATEHOUSE_SESSION_KEY", value)).transpose()?;
+        let access_token_ttl = parse_ttl("GATEHOUSE_ACCESS_TOKEN_TTL", get("GATEHOUSE_ACCESS_TOKEN_TTL"), "15m")?;
+        let refresh_token_ttl = parse_ttl("GATEHOUSE_REFRESH_TOKEN_TTL", get("GATEHOUSE_REFRESH_TOKEN_TTL"), "14d")?;
+        let bcrypt_cost = match get("GATEHOUSE_BCRYPT_COST") {
+            Some(value) => parse_bcrypt_cost(&value)?,
+            None => bcrypt::DEFAULT_COST,
+        };
+        let strict_grant_type = match get("GATEHOUSE_STRICT_GRANT_TYPE") {
+            Some(value) => parse_bool("GATEHOUSE_STRICT_GRANT_TYPE", &value)?,
+            None => false,
+        };
+        let trusted_proxies = match get("GATEHOUSE_TRUSTED_PROXIES") {
+            Some(value) => parse_proxies(&value)?,
+            None => Vec::new(),
+        };
+
+        let login_rate_per_minute = match get("GATEHOUSE_LOGIN_RATE_PER_MINUTE") {
+            Some(value) => value
+                .trim()
+                .parse()
+                .map_err(|_| invalid("GATEHOUSE_LOGIN_RATE_PER_MINUTE", format!("`{value}` is not a whole number")))?,
+            None => 30,
+        };
+
+        Ok(Settings {
+            database_url: SecretString::from(database_url),
+            bind,
+            issuer,
+            jwt_secret,
+            access_token_ttl,
+            refresh_token_ttl,
+            bcrypt_cost,
+            session_key,
+            strict_grant_type,
+            trusted_proxies,
+            login_rate_per_minute,
+            dev_mode: false,
+        })
+    }
+
+    /// The issuer to put in tokens and metadata once the listener's real address is known.
+    pub fn issuer_for(&self, bound: SocketAddr) -> String {
+        self.issuer.clone().unwrap_or_else(|| format!("http://{bound}"))
+    }
+
+    /// The HS256 key; with `--dev` and no configured secret, a fresh random one for this process only.
+    pub fn resolve_jwt_secret(&self) -> Result<SecretString, ConfigError> {
+        match (&self.jwt_secret, self.dev_mode) {
+            (Some(secret), _) => Ok(secret.clone()),
+            (None, true) => Ok(crate::auth::random_token(48).into()),
+            (None, false) => Err(ConfigError::MissingJwtSecret),
+        }
+    }
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { name, reason: reason.into() }
+}
+
+pub fn parse_bind(value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid("GATEHOUSE_BIND", format!("`{value}` is not an address like 127.0.0.1:8080")))
+}
+
+fn parse_issuer(value: &str) -> Result<String, ConfigError> {
+    let parsed = url::Url::parse(value.trim())
+        .map_err(|err| invalid("GATEHOUSE_ISSUER", format!("`{value}` is not a URL ({err})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid("GATEHOUSE_ISSUER", "must be an http(s) URL without query or fragment (RFC 8414 §2)"));
+    }
+    // RFC 8414 builds metadata URLs by appending paths, so a trailing slash would double up.
+    Ok(value.trim().trim_end_matches('/').to_owned())
+}
+
+fn parse_secret(name: &'static str, value: String) -> Result<SecretString, ConfigError> {
+    if value.len() < MIN_SECRET_BYTES {
+        return Err(invalid(name, format!("must be at least {MIN_SECRET_BYTES} bytes")));
+    }
+    Ok(SecretString::from(value))
+}
+
+fn parse_ttl(name: &'static str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_owned());
+    let ttl = humantime::parse_duration(text.trim())
+        .map_err(|err| invalid(name, format!("`{text}` is not a duration like 15m or 14d ({err})")))?;
+    if ttl < Duration::from_secs(1) {
+        return Err(invalid(name, "must be at least one second"));
+    }
+    if ttl > Duration::from_secs(366 * 24 * 3600) {
+        return Err(invalid(name, "must be at most a year"));
+    }
+    Ok(ttl)
+}
+
+fn parse_bcrypt_cost(value: &str) -> Result<u32, ConfigError> {
+    value.trim().parse().ok().filter(|cost| BCRYPT_COST_RANGE.contains(cost)).ok_or_else(|| {
+        invalid(
+            "GATEHOUSE_BCRYPT_COST",
+            format!(
+                "`{value}` is not a whole number from {} to {}",
+                BCRYPT_COST_RANGE.start(),
+                BCRYPT_COST_RANGE.end()
+            ),
+        )
+    })
+}
+
+fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(invalid(name, format!("`{value}` is not true or false"))),
+    }
+}
+
+fn parse_proxies(value: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    value
+        .split([',', ' '])
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<ipnet::IpNet>()
+                .or_else(|_| part.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| invalid("GATEHOUSE_TRUSTED_PROXIES", format!("`{part}` is not an address or CIDR")))
+        })
+        .collect()
+}
+
+impl Settings {
+    /// For log lines: the database URL without its password.
+    pub fn database_url_for_display(&self) -> String {
+        match url::Url::parse(self.database_url.expose_secret()) {
+            Ok(mut parsed) => {
+                if parsed.password().is_some() {
+                    let _ = parsed.set_password(Some("***"));
+                }
+                parsed.to_string()
+            }
+            Err(_) => "<unparseable DATABASE_URL>".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.database_url.expose_secret(), "postgres:///gatehouse");
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(s.refresh_token_ttl, Duration::from_secs(14 * 24 * 3600));
+        assert_eq!(s.bcrypt_cost, 12);
+        assert!(!s.strict_grant_type);
+        assert!(s.trusted_proxies.is_empty());
+        assert_eq!(s.issuer_for(s.bind), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_with_one_clear_line() {
+        let err = settings(&[("GATEHOUSE_JWT_SECRET", "short")]).unwrap_err();
+        assert_eq!(err.to_string(), "GATEHOUSE_JWT_SECRET is not valid: must be at least 32 bytes");
+    }
+
+    #[test]
+    fn serve_without_secret_refuses_unless_dev() {
+        let mut s = settings(&[]).unwrap();
+        assert!(matches!(s.resolve_jwt_secret(), Err(ConfigError::MissingJwtSecret)));
+        s.dev_mode = true;
+        assert!(s.resolve_jwt_secret().unwrap().expose_secret().len() >= MIN_SECRET_BYTES);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("GATEHOUSE_BIND", "nope"),
+            ("GATEHOUSE_ACCESS_TOKEN_TTL", "soon"),
+            ("GATEHOUSE_BCRYPT_COST", "40"),
+            ("GATEHOUSE_STRICT_GRANT_TYPE", "maybe"),
+            ("GATEHOUSE_TRUSTED_PROXIES", "10.0.0.0/99"),
+            ("GATEHOUSE_ISSUER", "ftp://x"),
+        ] {
+            let err = settings(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.starts_with(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_cidrs() {
+        let s = settings(&[("GATEHOUSE_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]).unwrap();
+        assert_eq!(s.trusted_proxies.len(), 2);
+    }
+}

@@ -1,0 +1,150 @@
+//! Everything that talks to PostgreSQL: the pool, migrations, and one module of queries per table.
+//!
+//! Diesel is synchronous, and so is taking a connection out of the pool, so every query runs through
+//! [`run`], which moves the work onto actix's blocking thread pool.
+
+pub mod auth_events;
+pub mod items;
+pub mod refresh_tokens;
+pub mod roles;
+pub mod schema;
+pub mod stats;
+pub mod users;
+
+use std::time::Duration;
+
+use actix_web::web;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub type PgPool = diesel::r2d2::Pool<ConnectionManager<PgConnection>>;
+pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// How long a request waits for a pooled connection before the database counts as unavailable.
+/// Short, so an outage answers 503 quickly instead of piling up requests.
+pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had, or it broke: the database is down or unreachable.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Query(DieselError),
+    #[error("the blocking thread pool is gone")]
+    Canceled,
+}
+
+impl From<DieselError> for DbError {
+    fn from(err: DieselError) -> Self {
+        match &err {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => DbError::Unavailable(info.message().to_owned()),
+            DieselError::BrokenTransactionManager => DbError::Unavailable(err.to_string()),
+            _ => DbError::Query(err),
+        }
+    }
+}
+
+/// Builds the pool without connecting, so the server starts (and reports 503) while the database is down.
+pub fn pool(database_url: &str, max_size: u32) -> PgPool {
+    let manager = ConnectionManager::<PgConnection>::new(database_url);
+    diesel::r2d2::Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(1))
+        .connection_timeout(CHECKOUT_TIMEOUT)
+        // A checkout runs a cheap liveness query, so connections broken by an outage are replaced
+        // instead of failing one request each after the database is back.
+        .test_on_check_out(true)
+        .build_unchecked(manager)
+}
+
+/// Runs `work` with a pooled connection on the blocking thread pool.
+pub async fn run<T, F>(pool: &PgPool, work: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, DbError> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    web::block(move || {
+        let mut conn = checkout(&pool)?;
+        work(&mut conn)
+    })
+    .await
+    .map_err(|_| DbError::Canceled)?
+}
+
+pub fn checkout(pool: &PgPool) -> Result<PgConn, DbError> {
+    pool.get().map_err(|err| DbError::Unavailable(err.to_string()))
+}
+
+/// Applies pending migrations; returns how many ran.
+pub fn migrate(conn: &mut PgConnection) -> Result<usize, String> {
+    conn.run_pending_migrations(MIGRATIONS)
+        .map(|applied| applied.len())
+        .map_err(|err| format!("migrations failed: {err}"))
+}
+
+/// Creates the database `database_url` names if it does not exist yet, through the server's
+/// `postgres` maintenance database.
+pub fn ensure_database(database_url: &str) -> Result<(), String> {
+    if PgConnection::establish(database_url).is_ok() {
+        return Ok(());
+    }
+    let mut url = url::Url::parse(database_url).map_err(|err| format!("DATABASE_URL is not a URL: {err}"))?;
+    let name = url.path().trim_start_matches('/').to_owned();
+    if name.is_empty() {
+        return Err("DATABASE_URL names no database".to_owned());
+    }
+    url.set_path("/postgres");
+    let mut admin = PgConnection::establish(url.as_str())
+        .map_err(|err| format!("cannot reach the database server: {}", one_line(&err.to_string())))?;
+    let exists = diesel::select(diesel::dsl::exists(
+        schema_pg::pg_database::table.filter(schema_pg::pg_database::datname.eq(&name)),
+    ))
+    .get_result::<bool>(&mut admin)
+    .map_err(|err| format!("cannot list databases: {err}"))?;
+    if !exists {
+        diesel::sql_query(format!("CREATE DATABASE {}", quote_identifier(&name)))
+            .execute(&mut admin)
+            .map_err(|err| format!("cannot create database {name}: {err}"))?;
+        log::info!("created database {name}");
+    }
+    PgConnection::establish(database_url)
+        .map(|_| ())
+        .map_err(|err| format!("cannot connect to the database: {}", one_line(&err.to_string())))
+}
+
+/// Quotes an SQL identifier (for the few statements, like CREATE DATABASE, that take no bind parameters).
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The one catalog table `ensure_database` reads; kept apart from the generated schema.
+mod schema_pg {
+    diesel::table! {
+        pg_database (datname) {
+            datname -> Text,
+        }
+    }
+}
+
+/// True when the database answers a trivial query (for `/readyz`).
+pub async fn is_ready(pool: &PgPool) -> bool {
+    run(pool, |conn| {
+        diesel::sql_query("SELECT 1").execute(conn)?;
+        Ok(())
+    })
+    .await
+    .is_ok()
+}

@@ -1,0 +1,115 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    auth_events (id) {
+        id -> Int8,
+        occurred_at -> Timestamptz,
+        kind -> Text,
+        user_id -> Nullable<Uuid>,
+        attempted_username -> Nullable<Text>,
+        client_addr -> Nullable<Text>,
+        channel -> Text,
+        detail -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    items (id) {
+        id -> Uuid,
+        owner_id -> Uuid,
+        title -> Text,
+        body -> Text,
+        public -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (id) {
+        id -> Uuid,
+        family_id -> Uuid,
+        user_id -> Uuid,
+        token_hash -> Bytea,
+        scope -> Text,
+        issued_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    revoked_access_tokens (jti) {
+        jti -> Uuid,
+        user_id -> Uuid,
+        expires_at -> Timestamptz,
+        revoked_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    role_scopes (role_name, scope_name) {
+        role_name -> Text,
+        scope_name -> Text,
+    }
+}
+
+diesel::table! {
+    roles (name) {
+        name -> Text,
+        description -> Text,
+    }
+}
+
+diesel::table! {
+    scopes (name) {
+        name -> Text,
+        description -> Text,
+    }
+}
+
+diesel::table! {
+    user_roles (user_id, role_name) {
+        user_id -> Uuid,
+        role_name -> Text,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        username -> Text,
+        email -> Nullable<Text>,
+        full_name -> Nullable<Text>,
+        password_hash -> Text,
+        is_active -> Bool,
+        tokens_valid_after -> Timestamptz,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        last_login_at -> Nullable<Timestamptz>,
+        failed_logins -> Int4,
+        lockouts -> Int4,
+        locked_until -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(auth_events -> users (user_id));
+diesel::joinable!(items -> users (owner_id));
+diesel::joinable!(refresh_tokens -> users (user_id));
+diesel::joinable!(revoked_access_tokens -> users (user_id));
+diesel::joinable!(role_scopes -> roles (role_name));
+diesel::joinable!(role_scopes -> scopes (scope_name));
+diesel::joinable!(user_roles -> roles (role_name));
+diesel::joinable!(user_roles -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    auth_events,
+    items,
+    refresh_tokens,
+    revoked_access_tokens,
+    role_scopes,
+    roles,
+    scopes,
+    user_roles,
+    users,
+);

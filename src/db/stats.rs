@@ -1,0 +1,61 @@
+//! The numbers behind `/api/admin/stats` and the admin pages.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use diesel::prelude::*;
+
+use super::schema::{auth_events, items, roles, user_roles, users};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserCounts {
+    pub total: i64,
+    pub active: i64,
+    /// Every role, including those nobody holds (count 0).
+    pub by_role: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventCounts {
+    pub logins: i64,
+    pub failures: i64,
+    pub tokens_issued: i64,
+    pub lockouts: i64,
+}
+
+pub fn user_counts(conn: &mut PgConnection) -> QueryResult<UserCounts> {
+    let total = users::table.count().get_result(conn)?;
+    let active = users::table.filter(users::is_active.eq(true)).count().get_result(conn)?;
+    let mut by_role: BTreeMap<String, i64> =
+        roles::table.select(roles::name).load::<String>(conn)?.into_iter().map(|r| (r, 0)).collect();
+    let held: Vec<(String, i64)> = user_roles::table
+        .group_by(user_roles::role_name)
+        .select((user_roles::role_name, diesel::dsl::count_star()))
+        .load(conn)?;
+    by_role.extend(held);
+    Ok(UserCounts { total, active, by_role })
+}
+
+pub fn item_count(conn: &mut PgConnection) -> QueryResult<i64> {
+    items::table.count().get_result(conn)
+}
+
+/// Counts of the main event kinds since `since`.
+pub fn event_counts_since(conn: &mut PgConnection, since: DateTime<Utc>) -> QueryResult<EventCounts> {
+    let by_kind: Vec<(String, i64)> = auth_events::table
+        .filter(auth_events::occurred_at.ge(since))
+        .group_by(auth_events::kind)
+        .select((auth_events::kind, diesel::dsl::count_star()))
+        .load(conn)?;
+    let count = |kind: &str| by_kind.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
+    Ok(EventCounts {
+        logins: count("login_ok"),
+        failures: count("login_failed"),
+        tokens_issued: count("token_issued"),
+        lockouts: count("lockout"),
+    })
+}
+
+pub fn last_day(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - Duration::hours(24)
+}

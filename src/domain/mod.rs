@@ -1,0 +1,13 @@
+//! Values parsed and validated at the edge: once one of these exists, it is known to be well formed.
+
+mod item;
+mod password;
+mod role;
+mod scope;
+mod username;
+
+pub use item::{ItemDraft, ItemDraftError};
+pub use password::{NewPassword, PasswordError};
+pub use role::{RoleName, RoleNameError};
+pub use scope::{ScopeName, ScopeNameError, ScopeSet};
+pub use username::{Username, UsernameError};

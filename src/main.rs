@@ -1,0 +1,31 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use gatehouse::cli::{self, Cli};
+use gatehouse::config::Settings;
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2 from here, before anything else runs.
+    let cli = Cli::parse();
+    if let Err(err) = dotenvy::dotenv()
+        && !err.not_found()
+    {
+        eprintln!("gatehouse: cannot read .env: {err}");
+        return ExitCode::FAILURE;
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("gatehouse: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli::run(cli, settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("gatehouse: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! A strict reader for `application/x-www-form-urlencoded` bodies.
+//!
+//! RFC 6749 §3.2 forbids repeating a parameter, and a password with bytes that are not UTF-8 must be
+//! refused rather than silently altered, so neither lossy decoding nor "last value wins" will do.
+
+use std::collections::HashMap;
+
+use percent_encoding::percent_decode_str;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormError {
+    #[error("the body must be application/x-www-form-urlencoded")]
+    WrongContentType,
+    #[error("the body is not valid UTF-8")]
+    NotUtf8,
+    #[error("parameter `{0}` appears more than once")]
+    Duplicate(String),
+}
+
+#[derive(Debug, Default)]
+pub struct FormFields(HashMap<String, String>);
+
+impl FormFields {
+    pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, FormError> {
+        let is_form = content_type
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        if !is_form {
+            return Err(FormError::WrongContentType);
+        }
+        let text = std::str::from_utf8(body).map_err(|_| FormError::NotUtf8)?;
+        let mut fields = HashMap::new();
+        for pair in text.split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = decode(name)?;
+            let value = decode(value)?;
+            if fields.insert(name.clone(), value).is_some() {
+                return Err(FormError::Duplicate(name));
+            }
+        }
+        Ok(Self(fields))
+    }
+
+    /// The value of `name`; an empty value counts as absent (RFC 6749 §3.1).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str).filter(|value| !value.is_empty())
+    }
+}
+
+fn decode(raw: &str) -> Result<String, FormError> {
+    let spaced = raw.replace('+', " ");
+    percent_decode_str(&spaced).decode_utf8().map(|text| text.into_owned()).map_err(|_| FormError::NotUtf8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
+
+    #[test]
+    fn fields_are_decoded() {
+        let form = FormFields::parse(FORM, b"username=al+ice&password=p%26ss%3D&scope=").unwrap();
+        assert_eq!(form.get("username"), Some("al ice"));
+        assert_eq!(form.get("password"), Some("p&ss="));
+        assert_eq!(form.get("scope"), None);
+    }
+
+    #[test]
+    fn a_charset_parameter_is_fine_but_json_is_not() {
+        assert!(FormFields::parse(Some("application/x-www-form-urlencoded; charset=UTF-8"), b"a=1").is_ok());
+        assert_eq!(FormFields::parse(Some("application/json"), b"{}").unwrap_err(), FormError::WrongContentType);
+        assert_eq!(FormFields::parse(None, b"a=1").unwrap_err(), FormError::WrongContentType);
+    }
+
+    #[test]
+    fn repeated_fields_and_bad_utf8_are_refused() {
+        assert_eq!(FormFields::parse(FORM, b"a=1&a=2").unwrap_err(), FormError::Duplicate("a".into()));
+        assert_eq!(FormFields::parse(FORM, b"a=%ff").unwrap_err(), FormError::NotUtf8);
+        assert_eq!(FormFields::parse(FORM, b"a=\xff").unwrap_err(), FormError::NotUtf8);
+    }
+}

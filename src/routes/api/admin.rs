@@ -1,0 +1,46 @@
+//! Statistics for admins: the same numbers the admin page shows.
+
+use actix_web::{get, web};
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::auth::bearer::Caller;
+use crate::db::{
+    self,
+    stats::{EventCounts, UserCounts},
+};
+use crate::domain::{RoleName, ScopeName};
+use crate::errors::ApiError;
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(stats);
+}
+
+#[derive(Serialize)]
+struct AdminStats {
+    users: UserCounts,
+    items: i64,
+    /// Sign-ins, failures, tokens issued and lockouts in the last 24 hours.
+    last_24h: EventCounts,
+    refresh_tokens_outstanding: i64,
+    refresh_families_active: i64,
+}
+
+#[get("/admin/stats")]
+async fn stats(caller: Caller, state: web::Data<AppState>) -> Result<web::Json<AdminStats>, ApiError> {
+    caller.require_scope(ScopeName::ADMIN_STATS)?;
+    caller.require_role(RoleName::ADMIN)?;
+    let now = Utc::now();
+    let stats = db::run(&state.pool, move |conn| {
+        Ok(AdminStats {
+            users: db::stats::user_counts(conn)?,
+            items: db::stats::item_count(conn)?,
+            last_24h: db::stats::event_counts_since(conn, db::stats::last_day(now))?,
+            refresh_tokens_outstanding: db::refresh_tokens::outstanding_count(conn, now)?,
+            refresh_families_active: db::refresh_tokens::active_family_count(conn, now)?,
+        })
+    })
+    .await?;
+    Ok(web::Json(stats))
+}

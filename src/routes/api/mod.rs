@@ -1,0 +1,33 @@
+//! `/api/*`: JSON in, JSON out, bearer tokens and scopes.
+
+mod admin;
+mod items;
+mod users;
+
+use actix_web::error::JsonPayloadError;
+use actix_web::web;
+
+use crate::errors::ApiError;
+
+/// Item bodies are at most 10,000 characters; leave room for JSON escaping and the other fields.
+const JSON_LIMIT: usize = 64 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api")
+            .app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(|err, _| json_error(err).into()))
+            .configure(users::configure)
+            .configure(items::configure)
+            .configure(admin::configure)
+            .default_service(web::to(super::not_found)),
+    );
+}
+
+fn json_error(err: JsonPayloadError) -> ApiError {
+    match err {
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
+        JsonPayloadError::Deserialize(err) => ApiError::InvalidRequest(format!("the JSON body is not valid: {err}")),
+        other => ApiError::InvalidRequest(format!("the JSON body could not be read: {other}")),
+    }
+}

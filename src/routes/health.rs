@@ -1,0 +1,28 @@
+//! Liveness and readiness for orchestrators and load balancers.
+
+use actix_web::{HttpResponse, get, web};
+use serde_json::json;
+
+use crate::db;
+use crate::errors::ApiError;
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(healthz).service(readyz);
+}
+
+/// The process is up and answering.
+#[get("/healthz")]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// The database answers too.
+#[get("/readyz")]
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if db::is_ready(&state.pool).await {
+        Ok(HttpResponse::Ok().json(json!({"status": "ok", "database": "ok"})))
+    } else {
+        Err(ApiError::Unavailable("readiness check: the database does not answer".to_owned()))
+    }
+}

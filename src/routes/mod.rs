@@ -1,0 +1,34 @@
+//! The route table: the one list of what the server answers, used by `startup` and by the tests.
+
+pub mod api;
+mod body;
+pub mod health;
+pub mod oauth;
+
+use actix_web::web;
+
+use crate::errors::ApiError;
+
+/// Registers every route of the service.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(oauth::configure).configure(api::configure).configure(health::configure);
+}
+
+/// Anything no route matched.
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+/// Every `(method, path)` the service answers, for documentation checks.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/token"),
+    ("POST", "/revoke"),
+    ("GET", "/.well-known/oauth-authorization-server"),
+    ("GET", "/api/users/me"),
+    ("POST", "/api/users/me/sign-out-all"),
+    ("GET", "/api/items"),
+    ("POST", "/api/items"),
+    ("GET", "/api/admin/stats"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+];
