@@ -23,6 +23,8 @@ pub type PgPool = diesel::r2d2::Pool<ConnectionManager<PgConnection>>;
 pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+/// How many migrations the binary carries (for the reversibility test).
+pub const MIGRATIONS_COUNT: usize = 2;
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
 /// Short, so an outage answers 503 quickly instead of piling up requests.

@@ -1,0 +1,271 @@
+//! The test harness: a fresh PostgreSQL database per test (dropped afterwards), the real server on a
+//! loopback port, and one helper per endpoint.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Once;
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use gatehouse::config::Settings;
+use gatehouse::db;
+use reqwest::{Client, Response, header};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// bcrypt at cost 4 keeps the suite fast; tests of the cost itself set their own.
+pub const TEST_BCRYPT_COST: u32 = 4;
+pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
+
+/// The PostgreSQL server the tests create databases on (no database name).
+pub fn server_url() -> String {
+    std::env::var("GATEHOUSE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).try_init();
+        }
+    });
+}
+
+/// A database of its own for one test, migrated; dropped when this value is.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    pub fn create() -> Self {
+        Self::create_on(&server_url())
+    }
+
+    pub fn create_on(server: &str) -> Self {
+        let name = format!("gatehouse_test_{}", Uuid::new_v4().simple());
+        let admin_url = format!("{server}/postgres");
+        let mut admin = PgConnection::establish(&admin_url)
+            .unwrap_or_else(|err| panic!("cannot reach the test PostgreSQL at {admin_url}: {err}"));
+        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).unwrap();
+        let url = format!("{server}/{name}");
+        let mut conn = PgConnection::establish(&url).unwrap();
+        db::migrate(&mut conn).unwrap();
+        Self { name, url, admin_url }
+    }
+
+    pub fn conn(&self) -> PgConnection {
+        PgConnection::establish(&self.url).unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Dropped on a plain thread: the test's async runtime may be shutting down around us.
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut admin) = PgConnection::establish(&admin_url) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin);
+            }
+        })
+        .join();
+    }
+}
+
+/// Settings as a test server uses them, with `overrides` applied on top.
+pub fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".to_owned(), database_url.to_owned()),
+        ("GATEHOUSE_JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
+        ("GATEHOUSE_BCRYPT_COST".to_owned(), TEST_BCRYPT_COST.to_string()),
+    ]);
+    for (name, value) in overrides {
+        vars.insert((*name).to_owned(), (*value).to_owned());
+    }
+    Settings::from_lookup(|name| vars.get(name).cloned()).unwrap()
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: Client,
+    pub db: TestDb,
+    pub settings: Settings,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let handle = self.server.clone();
+        // Stop accepting and let the workers go; the database is dropped after.
+        drop(tokio::spawn(async move { handle.stop(false).await }));
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the real server on a random loopback port, against a fresh database.
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    init_logging();
+    let db = TestDb::create();
+    spawn_app_on(db, overrides).await
+}
+
+pub async fn spawn_app_on(db: TestDb, overrides: &[(&str, &str)]) -> TestApp {
+    init_logging();
+    let settings = test_settings(&db.url, overrides);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pool = db::pool(&db.url, 4);
+    let server = gatehouse::startup::run(listener, pool, settings.clone()).unwrap();
+    let handle = server.handle();
+    tokio::spawn(server);
+    let client = Client::builder().redirect(reqwest::redirect::Policy::none()).cookie_store(true).build().unwrap();
+    TestApp { address: format!("http://127.0.0.1:{port}"), port, client, db, settings, server: handle }
+}
+
+/// A user created straight in the database, as `gatehouse user add` would.
+pub struct TestUser {
+    pub id: Uuid,
+    pub username: String,
+    pub password: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn create_user(&self, username: &str, password: &str, roles: &[&str]) -> TestUser {
+        let hash = bcrypt::hash(password, TEST_BCRYPT_COST).unwrap();
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let email = format!("{username}@example.org");
+        let new_user = db::users::NewUser {
+            id: Uuid::now_v7(),
+            username,
+            email: Some(&email),
+            full_name: Some("Test Person"),
+            password_hash: &hash,
+        };
+        let user = db::users::create(&mut self.db.conn(), &new_user, &roles).unwrap();
+        TestUser { id: user.id, username: username.to_owned(), password: password.to_owned() }
+    }
+
+    /// A user with role `user`.
+    pub fn alice(&self) -> TestUser {
+        self.create_user("alice", "alice-password", &["user"])
+    }
+
+    /// A user with roles `user` and `admin`.
+    pub fn admin(&self) -> TestUser {
+        self.create_user("root-admin", "admin-password", &["user", "admin"])
+    }
+
+    /// `POST /token` with these form fields, form-encoded.
+    pub async fn post_token(&self, fields: &[(&str, &str)]) -> Response {
+        self.client.post(self.url("/token")).form(fields).send().await.unwrap()
+    }
+
+    pub async fn post_token_raw(&self, content_type: &str, body: impl Into<reqwest::Body>) -> Response {
+        self.client
+            .post(self.url("/token"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The password grant for `user`; panics unless it succeeds. Returns the whole token response.
+    pub async fn login(&self, user: &TestUser, scope: Option<&str>) -> Value {
+        let mut fields = vec![("grant_type", "password"), ("username", &user.username), ("password", &user.password)];
+        if let Some(scope) = scope {
+            fields.push(("scope", scope));
+        }
+        let response = self.post_token(&fields).await;
+        assert_eq!(response.status(), 200, "login of {} failed", user.username);
+        response.json().await.unwrap()
+    }
+
+    pub async fn access_token(&self, user: &TestUser, scope: Option<&str>) -> String {
+        self.login(user, scope).await["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn refresh(&self, refresh_token: &str, scope: Option<&str>) -> Response {
+        let mut fields = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
+        if let Some(scope) = scope {
+            fields.push(("scope", scope));
+        }
+        self.post_token(&fields).await
+    }
+
+    pub async fn revoke(&self, token: &str, hint: Option<&str>) -> Response {
+        let mut fields = vec![("token", token)];
+        if let Some(hint) = hint {
+            fields.push(("token_type_hint", hint));
+        }
+        self.client.post(self.url("/revoke")).form(&fields).send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn post_empty(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.post(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// The kinds of the audit events stored so far, oldest first.
+    pub fn event_kinds(&self) -> Vec<String> {
+        db::auth_events::latest(&mut self.db.conn(), 1000).unwrap().into_iter().rev().map(|e| e.kind).collect()
+    }
+
+    pub fn events(&self) -> Vec<db::auth_events::AuthEvent> {
+        db::auth_events::latest(&mut self.db.conn(), 1000).unwrap().into_iter().rev().collect()
+    }
+}
+
+/// Asserts the RFC 6749 §5.2 error shape, the no-store headers and the status; returns the body.
+pub async fn assert_token_error(response: Response, status: u16, error: &str) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(response.headers()[header::PRAGMA], "no-cache");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], error, "body: {body}");
+    assert!(body["error_description"].is_string(), "body: {body}");
+    body
+}
+
+/// Asserts a bearer failure: status, the exact `WWW-Authenticate` value, and the body's `error`.
+pub async fn assert_bearer_error(response: Response, status: u16, challenge: Option<&str>, error: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let actual = response.headers().get(header::WWW_AUTHENTICATE).map(|v| v.to_str().unwrap().to_owned());
+    match challenge {
+        Some(expected) if expected.ends_with('*') => {
+            let actual = actual.expect("a WWW-Authenticate header");
+            assert!(actual.starts_with(expected.trim_end_matches('*')), "WWW-Authenticate: {actual}");
+        }
+        expected => assert_eq!(actual.as_deref(), expected),
+    }
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], error, "body: {body}");
+    body
+}

@@ -1,0 +1,12 @@
+//! One integration-test binary: the real server over real HTTP against a real PostgreSQL.
+
+mod helpers;
+
+mod api_items;
+mod api_users;
+mod bearer;
+mod cli;
+mod health;
+mod lifecycle;
+mod schema;
+mod token;
