@@ -8,5 +8,6 @@ mod bearer;
 mod cli;
 mod health;
 mod lifecycle;
+mod outage;
 mod schema;
 mod token;
