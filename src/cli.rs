@@ -309,13 +309,17 @@ fn serve(settings: Settings) -> Result<(), CliError> {
     })
 }
 
-/// Deletes expired refresh tokens and revocations once an hour.
+/// Deletes expired refresh tokens, revocations and sessions once an hour.
 fn spawn_purger(pool: db::PgPool) {
     actix_web::rt::spawn(async move {
         let mut every_hour = actix_web::rt::time::interval(std::time::Duration::from_secs(3600));
         loop {
             every_hour.tick().await;
-            match db::run(&pool, |conn| Ok(db::refresh_tokens::purge_expired(conn, Utc::now())?)).await {
+            let purge = |conn: &mut PgConnection| {
+                let now = Utc::now();
+                Ok(db::refresh_tokens::purge_expired(conn, now)? + db::sessions::purge_expired(conn, now)?)
+            };
+            match db::run(&pool, purge).await {
                 Ok(purged) if purged > 0 => log::info!("purged {purged} expired token rows"),
                 Ok(_) => {}
                 Err(err) => log::warn!("purging expired tokens failed: {err}"),

@@ -237,3 +237,113 @@ pub fn no_store(mut builder: HttpResponseBuilder) -> HttpResponseBuilder {
         .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
     builder
 }
+
+/// Errors of the website: a redirect to the login page, or an HTML error page. Never JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("sign in to see this page")]
+    NotSignedIn { next: String },
+    #[error("You do not have access to this page.")]
+    Forbidden,
+    #[error("The form expired or did not come from this site. Go back, reload the page and try again.")]
+    CsrfRejected,
+    #[error("That request could not be understood.")]
+    BadRequest,
+    #[error("There is no page at this address.")]
+    NotFound,
+    #[error("Too many sign-in attempts from your address. Wait {retry_after_secs} seconds and try again.")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("The service is temporarily unavailable. Please try again in a moment.")]
+    Unavailable(String),
+    #[error("Something went wrong on our side.")]
+    Internal(String),
+}
+
+impl WebError {
+    pub fn session(err: actix_session::SessionInsertError) -> Self {
+        WebError::Internal(format!("writing the session failed: {err}"))
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            WebError::NotSignedIn { .. } => "Sign in",
+            WebError::Forbidden | WebError::CsrfRejected => "Forbidden",
+            WebError::BadRequest => "Bad request",
+            WebError::NotFound => "Not found",
+            WebError::TooManyRequests { .. } => "Slow down",
+            WebError::Unavailable(_) => "Temporarily unavailable",
+            WebError::Internal(_) => "Server error",
+        }
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    layout: crate::routes::web::pages::Layout,
+    status: u16,
+    title: &'a str,
+    message: String,
+}
+
+impl ResponseError for WebError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            WebError::NotSignedIn { .. } => StatusCode::SEE_OTHER,
+            WebError::Forbidden | WebError::CsrfRejected => StatusCode::FORBIDDEN,
+            WebError::BadRequest => StatusCode::BAD_REQUEST,
+            WebError::NotFound => StatusCode::NOT_FOUND,
+            WebError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            WebError::NotSignedIn { next } => {
+                let query = url::form_urlencoded::Serializer::new(String::new()).append_pair("next", next).finish();
+                return HttpResponse::SeeOther().insert_header((header::LOCATION, format!("/login?{query}"))).finish();
+            }
+            WebError::Unavailable(cause) => log::warn!("answering a page with 503: {cause}"),
+            WebError::Internal(cause) => log::error!("answering a page with 500: {cause}"),
+            _ => {}
+        }
+        let status = self.status_code();
+        let page = ErrorPage {
+            layout: crate::routes::web::pages::Layout::anonymous(),
+            status: status.as_u16(),
+            title: self.title(),
+            message: self.to_string(),
+        };
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        match self {
+            WebError::TooManyRequests { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            WebError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE));
+            }
+            _ => {}
+        }
+        let mut response = match askama::Template::render(&page) {
+            Ok(html) => response.content_type("text/html; charset=utf-8").body(html),
+            Err(err) => {
+                log::error!("rendering the error page failed: {err}");
+                response.content_type("text/plain; charset=utf-8").body(self.to_string())
+            }
+        };
+        crate::routes::web::pages::secure_headers(response.headers_mut());
+        response
+    }
+}
+
+impl From<DbError> for WebError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::Unavailable(cause) => WebError::Unavailable(cause),
+            other => WebError::Internal(other.to_string()),
+        }
+    }
+}

@@ -13,4 +13,6 @@ pub struct AppState {
     pub keys: JwtKeys,
     pub hasher: PasswordHasher,
     pub login_throttle: crate::auth::throttle::LoginThrottle,
+    /// Signs and encrypts the session cookie.
+    pub session_key: actix_web::cookie::Key,
 }

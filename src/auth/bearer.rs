@@ -10,6 +10,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use chrono::{DurationRound, Utc};
 
+use crate::auth::guard::{Denial, Requirement};
 use crate::auth::jwt::{AccessClaims, TokenRejection};
 use crate::db::{self, users::User};
 use crate::domain::ScopeSet;
@@ -28,16 +29,12 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn require_scope(&self, scope: &'static str) -> Result<(), ApiError> {
-        if self.scopes.contains(scope) { Ok(()) } else { Err(ApiError::InsufficientScope { required: scope }) }
-    }
-
-    pub fn require_role(&self, role: &str) -> Result<(), ApiError> {
-        if self.has_role(role) { Ok(()) } else { Err(ApiError::MissingRole) }
-    }
-
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+    /// The shared authorization rule, answered the API way (403 with an RFC 6750 challenge).
+    pub fn authorize(&self, requirement: Requirement) -> Result<(), ApiError> {
+        requirement.check(&self.roles, Some(&self.scopes)).map_err(|denial| match denial {
+            Denial::MissingScope(scope) => ApiError::InsufficientScope { required: scope },
+            Denial::MissingRole => ApiError::MissingRole,
+        })
     }
 }
 

@@ -30,6 +30,8 @@ use crate::state::AppState;
 pub struct SignedIn {
     pub user_id: Uuid,
     pub username: String,
+    /// The sign-in before this one, if any.
+    pub previous_sign_in: Option<chrono::DateTime<Utc>>,
 }
 
 #[cfg(test)]
@@ -106,7 +108,7 @@ pub async fn check_password(
                 Ok(())
             })
             .await?;
-            Ok(SignedIn { user_id: user.id, username: user.username })
+            Ok(SignedIn { user_id: user.id, username: user.username, previous_sign_in: user.last_login_at })
         }
         (found, reason) => {
             let reason = reason.unwrap_or("unknown");

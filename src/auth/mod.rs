@@ -2,8 +2,10 @@
 
 pub mod bearer;
 pub mod credentials;
+pub mod guard;
 pub mod jwt;
 pub mod password;
+pub mod session;
 pub mod throttle;
 
 use base64::Engine as _;

@@ -8,6 +8,7 @@ pub mod items;
 pub mod refresh_tokens;
 pub mod roles;
 pub mod schema;
+pub mod sessions;
 pub mod stats;
 pub mod users;
 
@@ -24,7 +25,7 @@ pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// How many migrations the binary carries (for the reversibility test).
-pub const MIGRATIONS_COUNT: usize = 2;
+pub const MIGRATIONS_COUNT: usize = 3;
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
 /// Short, so an outage answers 503 quickly instead of piling up requests.

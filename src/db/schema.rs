@@ -69,6 +69,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    sessions (key_hash) {
+        key_hash -> Bytea,
+        user_id -> Nullable<Uuid>,
+        state -> Jsonb,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        absolute_expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     user_roles (user_id, role_name) {
         user_id -> Uuid,
         role_name -> Text,
@@ -99,6 +110,7 @@ diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(revoked_access_tokens -> users (user_id));
 diesel::joinable!(role_scopes -> roles (role_name));
 diesel::joinable!(role_scopes -> scopes (scope_name));
+diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(user_roles -> roles (role_name));
 diesel::joinable!(user_roles -> users (user_id));
 
@@ -110,6 +122,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     role_scopes,
     roles,
     scopes,
+    sessions,
     user_roles,
     users,
 );

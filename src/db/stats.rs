@@ -59,3 +59,49 @@ pub fn event_counts_since(conn: &mut PgConnection, since: DateTime<Utc>) -> Quer
 pub fn last_day(now: DateTime<Utc>) -> DateTime<Utc> {
     now - Duration::hours(24)
 }
+
+/// Sign-ins and failures in one time bucket (UTC).
+#[derive(Debug, Clone, QueryableByName)]
+pub struct SignInBucket {
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    pub bucket: chrono::NaiveDateTime,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub ok: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub failed: i64,
+}
+
+/// The width of a chart bucket.
+#[derive(Debug, Clone, Copy)]
+pub enum BucketWidth {
+    Hour,
+    Day,
+}
+
+/// Sign-ins and failures per bucket since `since`; empty buckets are absent.
+pub fn sign_ins_per(
+    conn: &mut PgConnection,
+    width: BucketWidth,
+    since: DateTime<Utc>,
+) -> QueryResult<Vec<SignInBucket>> {
+    let unit = match width {
+        BucketWidth::Hour => "hour",
+        BucketWidth::Day => "day",
+    };
+    diesel::sql_query(
+        "SELECT date_trunc($1, occurred_at AT TIME ZONE 'UTC') AS bucket, \
+                count(*) FILTER (WHERE kind = 'login_ok') AS ok, \
+                count(*) FILTER (WHERE kind = 'login_failed') AS failed \
+         FROM auth_events \
+         WHERE occurred_at >= $2 AND kind IN ('login_ok', 'login_failed') \
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind::<diesel::sql_types::Text, _>(unit)
+    .bind::<diesel::sql_types::Timestamptz, _>(since)
+    .load(conn)
+}
+
+/// Accounts whose lock has not run out yet.
+pub fn locked_now(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<i64> {
+    users::table.filter(users::locked_until.gt(now)).count().get_result(conn)
+}

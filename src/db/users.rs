@@ -34,6 +34,7 @@ pub struct UserCredentials {
     pub password_hash: String,
     pub is_active: bool,
     pub locked_until: Option<DateTime<Utc>>,
+    pub last_login_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Insertable)]
@@ -170,6 +171,7 @@ pub fn upgrade_password_hash(
 pub fn invalidate_credentials(conn: &mut PgConnection, user_id: Uuid, now: DateTime<Utc>) -> QueryResult<()> {
     diesel::update(users::table.find(user_id)).set(users::tokens_valid_after.eq(now)).execute(conn)?;
     super::refresh_tokens::revoke_all_of_user(conn, user_id, now)?;
+    super::sessions::delete_all_of_user(conn, user_id)?;
     Ok(())
 }
 

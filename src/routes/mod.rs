@@ -1,20 +1,22 @@
 //! The route table: the one list of what the server answers, used by `startup` and by the tests.
 
 pub mod api;
-mod body;
+pub(crate) mod body;
 pub mod health;
 pub mod oauth;
-
-use actix_web::web;
+pub mod web;
 
 use crate::errors::ApiError;
 
 /// Registers every route of the service.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(oauth::configure).configure(api::configure).configure(health::configure);
+pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.configure(oauth::configure)
+        .configure(api::configure)
+        .configure(health::configure)
+        .configure(web::pages::configure_static);
 }
 
-/// Anything no route matched.
+/// Anything under `/api` no route matched.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
@@ -31,4 +33,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/admin/stats"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/static/style.css"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("GET", "/"),
+    ("GET", "/admin/stats"),
 ];

@@ -169,13 +169,7 @@ impl TestApp {
     }
 
     pub async fn post_token_raw(&self, content_type: &str, body: impl Into<reqwest::Body>) -> Response {
-        self.client
-            .post(self.url("/token"))
-            .header(header::CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
+        self.client.post(self.url("/token")).header(header::CONTENT_TYPE, content_type).body(body).send().await.unwrap()
     }
 
     /// The password grant for `user`; panics unless it succeeds. Returns the whole token response.

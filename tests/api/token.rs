@@ -90,10 +90,7 @@ async fn a_repeated_field_is_invalid_request() {
     let app = spawn_app().await;
     app.alice();
     let response = app
-        .post_token_raw(
-            "application/x-www-form-urlencoded",
-            "username=alice&password=alice-password&password=other",
-        )
+        .post_token_raw("application/x-www-form-urlencoded", "username=alice&password=alice-password&password=other")
         .await;
     assert_token_error(response, 400, "invalid_request").await;
 }
@@ -102,15 +99,15 @@ async fn a_repeated_field_is_invalid_request() {
 async fn a_json_body_is_invalid_request() {
     let app = spawn_app().await;
     app.alice();
-    let response =
-        app.post_token_raw("application/json", r#"{"username":"alice","password":"alice-password"}"#).await;
+    let response = app.post_token_raw("application/json", r#"{"username":"alice","password":"alice-password"}"#).await;
     assert_token_error(response, 400, "invalid_request").await;
 }
 
 #[tokio::test]
 async fn a_body_that_is_not_utf8_is_invalid_request() {
     let app = spawn_app().await;
-    let response = app.post_token_raw("application/x-www-form-urlencoded", b"username=al%FFice&password=x".to_vec()).await;
+    let response =
+        app.post_token_raw("application/x-www-form-urlencoded", b"username=al%FFice&password=x".to_vec()).await;
     assert_token_error(response, 400, "invalid_request").await;
     let response = app.post_token_raw("application/x-www-form-urlencoded", b"username=\xff&password=x".to_vec()).await;
     assert_token_error(response, 400, "invalid_request").await;
@@ -137,8 +134,9 @@ async fn an_unknown_grant_type_is_unsupported_grant_type() {
 async fn a_scope_that_does_not_exist_is_invalid_scope() {
     let app = spawn_app().await;
     let alice = app.alice();
-    let response =
-        app.post_token(&[("username", &*alice.username), ("password", &*alice.password), ("scope", "profile nope")]).await;
+    let response = app
+        .post_token(&[("username", &*alice.username), ("password", &*alice.password), ("scope", "profile nope")])
+        .await;
     assert_token_error(response, 400, "invalid_scope").await;
 }
 
@@ -168,7 +166,8 @@ async fn strict_mode_requires_grant_type() {
     app.alice();
     let response = app.post_token(&[("username", "alice"), ("password", "alice-password")]).await;
     assert_token_error(response, 400, "invalid_request").await;
-    let response = app.post_token(&[("grant_type", "password"), ("username", "alice"), ("password", "alice-password")]).await;
+    let response =
+        app.post_token(&[("grant_type", "password"), ("username", "alice"), ("password", "alice-password")]).await;
     assert_eq!(response.status(), 200);
 }
 
@@ -177,7 +176,12 @@ async fn client_credentials_in_the_body_or_basic_auth_are_accepted_and_ignored()
     let app = spawn_app().await;
     app.alice();
     let response = app
-        .post_token(&[("username", "alice"), ("password", "alice-password"), ("client_id", "cli"), ("client_secret", "")])
+        .post_token(&[
+            ("username", "alice"),
+            ("password", "alice-password"),
+            ("client_id", "cli"),
+            ("client_secret", ""),
+        ])
         .await;
     assert_eq!(response.status(), 200);
     let response = app

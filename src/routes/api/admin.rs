@@ -5,11 +5,11 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::auth::bearer::Caller;
+use crate::auth::guard::Requirement;
 use crate::db::{
     self,
     stats::{EventCounts, UserCounts},
 };
-use crate::domain::{RoleName, ScopeName};
 use crate::errors::ApiError;
 use crate::state::AppState;
 
@@ -29,8 +29,7 @@ struct AdminStats {
 
 #[get("/admin/stats")]
 async fn stats(caller: Caller, state: web::Data<AppState>) -> Result<web::Json<AdminStats>, ApiError> {
-    caller.require_scope(ScopeName::ADMIN_STATS)?;
-    caller.require_role(RoleName::ADMIN)?;
+    caller.authorize(Requirement::ADMIN_STATS)?;
     let now = Utc::now();
     let stats = db::run(&state.pool, move |conn| {
         Ok(AdminStats {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::bearer::{Caller, MaybeCaller};
+use crate::auth::guard::Requirement;
 use crate::db::{self, items::Item};
 use crate::domain::{ItemDraft, ScopeName};
 use crate::errors::ApiError;
@@ -60,7 +61,7 @@ async fn create(
     body: web::Json<NewItemBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_scope(ScopeName::ITEMS_WRITE)?;
+    caller.authorize(Requirement::ITEMS_WRITE)?;
     let draft = ItemDraft::new(&body.title, body.body.as_deref(), body.public)
         .map_err(|err| ApiError::InvalidRequest(err.to_string()))?;
     let owner = caller.user.id;

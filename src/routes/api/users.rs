@@ -6,11 +6,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::auth::bearer::Caller;
+use crate::auth::guard::Requirement;
 use crate::db::{
     self,
     auth_events::{Channel, EventKind, NewEvent},
 };
-use crate::domain::ScopeName;
 use crate::errors::ApiError;
 use crate::state::AppState;
 
@@ -31,7 +31,7 @@ struct Profile {
 
 #[get("/users/me")]
 async fn me(caller: Caller) -> Result<web::Json<Profile>, ApiError> {
-    caller.require_scope(ScopeName::PROFILE)?;
+    caller.authorize(Requirement::PROFILE)?;
     let Caller { user, roles, scopes, .. } = caller;
     Ok(web::Json(Profile {
         id: user.id,
@@ -47,7 +47,7 @@ async fn me(caller: Caller) -> Result<web::Json<Profile>, ApiError> {
 /// Ends every access token, refresh token and session of the caller, this request's token included.
 #[post("/users/me/sign-out-all")]
 async fn sign_out_all(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    caller.require_scope(ScopeName::PROFILE)?;
+    caller.authorize(Requirement::PROFILE)?;
     let user_id = caller.user.id;
     let event = NewEvent::new(EventKind::SignOutAll, Channel::Api).user(user_id);
     db::run(&state.pool, move |conn| {

@@ -1,0 +1,177 @@
+//! `GET /login`, `POST /login`, `POST /logout`.
+
+use actix_session::Session;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use askama::Template;
+use chrono::Utc;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::pages::{Layout, render};
+use crate::auth::credentials::{self, Attempt, LoginError};
+use crate::auth::session::{self, SignedInUser, csrf_matches, csrf_token};
+use crate::client_ip::client_ip;
+use crate::db::{
+    self,
+    auth_events::{Channel, EventKind, NewEvent},
+};
+use crate::errors::WebError;
+use crate::oauth::form::FormFields;
+use crate::routes::body::read_limited;
+use crate::state::AppState;
+
+const FORM_LIMIT: usize = 4 * 1024;
+const GENERIC_FAILURE: &str = "Incorrect username or password.";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(login_form).service(login).service(logout);
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    layout: Layout,
+    csrf_token: String,
+    username: &'a str,
+    next: Option<String>,
+    error: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+#[get("/login")]
+async fn login_form(
+    query: web::Query<NextQuery>,
+    session: Session,
+    user: session::MaybeSignedIn,
+) -> Result<HttpResponse, WebError> {
+    let next = query.into_inner().next.and_then(|next| safe_next(&next));
+    if user.0.is_some() {
+        return Ok(see_other(next.as_deref().unwrap_or("/")));
+    }
+    let csrf_token = csrf_token(&session).map_err(WebError::session)?;
+    render(StatusCode::OK, &LoginPage { layout: Layout::anonymous(), csrf_token, username: "", next, error: None })
+}
+
+#[post("/login")]
+async fn login(
+    req: HttpRequest,
+    payload: web::Payload,
+    session: Session,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let form = read_form(&req, payload).await?;
+    if !csrf_matches(&session, form.get("csrf_token")) {
+        return Err(WebError::CsrfRejected);
+    }
+    let next = form.get("next").and_then(safe_next);
+    let username = form.get("username").unwrap_or_default().trim().to_owned();
+    let password = form.get("password").unwrap_or_default().to_owned();
+    let addr = client_ip(&req, &state.settings.trusted_proxies);
+    if let Err(wait) = state.login_throttle.check(addr) {
+        return Err(WebError::TooManyRequests { retry_after_secs: wait.as_secs().max(1) });
+    }
+
+    let attempt = Attempt { channel: Channel::Web, client_addr: addr.map(|ip| ip.to_string()) };
+    let failure = |username: &str| -> Result<HttpResponse, WebError> {
+        let csrf_token = csrf_token(&session).map_err(WebError::session)?;
+        let page = LoginPage {
+            layout: Layout::anonymous(),
+            csrf_token,
+            username,
+            next: next.clone(),
+            error: Some(GENERIC_FAILURE),
+        };
+        render(StatusCode::UNAUTHORIZED, &page)
+    };
+    if username.is_empty() || password.is_empty() {
+        return failure(&username);
+    }
+    match credentials::check_password(&state, &username, SecretString::from(password), &attempt).await {
+        Ok(signed_in) => {
+            session::sign_in(&session, &signed_in, Utc::now()).map_err(WebError::session)?;
+            Ok(see_other(next.as_deref().unwrap_or("/")))
+        }
+        Err(LoginError::InvalidCredentials) => failure(&username),
+        Err(LoginError::Db(err)) => Err(err.into()),
+        Err(LoginError::Hash(err)) => Err(WebError::Internal(err.to_string())),
+    }
+}
+
+#[post("/logout")]
+async fn logout(
+    req: HttpRequest,
+    payload: web::Payload,
+    session: Session,
+    user: session::MaybeSignedIn,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let form = read_form(&req, payload).await?;
+    if !csrf_matches(&session, form.get("csrf_token")) {
+        return Err(WebError::CsrfRejected);
+    }
+    if let Some(SignedInUser { user, .. }) = user.0 {
+        let event = NewEvent::new(EventKind::Logout, Channel::Web)
+            .user(user.id)
+            .attempted(&user.username)
+            .client(client_ip(&req, &state.settings.trusted_proxies).map(|ip| ip.to_string()));
+        db::run(&state.pool, move |conn| Ok(db::auth_events::record(conn, &event)?)).await?;
+    }
+    // Deletes the server-side row, so the old cookie is worth nothing even if replayed.
+    session.purge();
+    Ok(see_other("/login"))
+}
+
+async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<FormFields, WebError> {
+    let body = read_limited(payload, FORM_LIMIT).await.map_err(|_| WebError::BadRequest)?;
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    FormFields::parse(content_type, &body).map_err(|_| WebError::BadRequest)
+}
+
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
+}
+
+/// `next` is followed only to a path on this site: `/x`, never `//host`, `/\host`, `https://…`,
+/// nor anything with control characters or backslashes that a browser might read as a host.
+pub fn safe_next(raw: &str) -> Option<String> {
+    let local = raw.starts_with('/')
+        && !raw.starts_with("//")
+        && !raw.contains('\\')
+        && raw.len() <= 2048
+        && !raw.chars().any(|c| c.is_control() || c.is_whitespace());
+    local.then(|| raw.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        assert_eq!(safe_next("/admin/stats?x=1").as_deref(), Some("/admin/stats?x=1"));
+        assert_eq!(safe_next("/"), Some("/".to_owned()));
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "\\\\evil",
+            "evil",
+            "/\tx",
+            "",
+            "/ /x",
+            "/%0a",
+        ] {
+            if bad == "/%0a" {
+                // Percent-encoded bytes stay in the path: harmless.
+                assert!(safe_next(bad).is_some());
+                continue;
+            }
+            assert_eq!(safe_next(bad), None, "{bad}");
+        }
+    }
+}

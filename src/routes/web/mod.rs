@@ -1,0 +1,39 @@
+//! The website: server-rendered pages, browser sessions, CSRF-protected forms.
+
+mod admin;
+mod charts;
+mod home;
+mod login;
+pub mod pages;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{Error, web};
+
+use crate::errors::WebError;
+
+/// Registers the pages inside `scope`, which carries the session middleware.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(login::configure).configure(home::configure).configure(admin::configure);
+}
+
+/// actix-session answers a failing store (the database is down) with a bare 500 before any handler
+/// runs; a browser should see the 503 page instead, like every other outage answer.
+pub async fn session_store_failures_as_503(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    match next.call(req).await {
+        Ok(response) => Ok(response.map_into_boxed_body()),
+        Err(err) if err.as_response_error().status_code().is_server_error() => {
+            Err(WebError::Unavailable(format!("session store: {err}")).into())
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Any page no route matched.
+pub async fn not_found() -> Result<actix_web::HttpResponse, WebError> {
+    Err(WebError::NotFound)
+}
