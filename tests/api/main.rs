@@ -11,3 +11,5 @@ mod lifecycle;
 mod outage;
 mod schema;
 mod token;
+mod web;
+mod browser;
