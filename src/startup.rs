@@ -10,7 +10,7 @@ use actix_web::cookie::SameSite;
 use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::dev::Server;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::{Logger, Next, NormalizePath, TrailingSlash, from_fn};
+use actix_web::middleware::{Logger, Next, from_fn};
 use actix_web::{App, HttpServer, web};
 
 use crate::auth::jwt::JwtKeys;
@@ -22,6 +22,8 @@ use crate::db::PgPool;
 use crate::routes;
 use crate::routes::web::pages::secure_headers;
 use crate::state::AppState;
+use utoipa::OpenApi as _;
+use utoipa_actix_web::AppExt as _;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "gatehouse_session";
@@ -52,12 +54,16 @@ pub fn build_state(listener: &TcpListener, pool: PgPool, settings: Settings) -> 
 pub fn run(listener: TcpListener, pool: PgPool, settings: Settings) -> Result<Server, StartupError> {
     let state = web::Data::new(build_state(&listener, pool, settings)?);
     let server = HttpServer::new(move || {
-        App::new()
+        let (app, document) = App::new()
+            .into_utoipa_app()
+            .openapi(routes::docs::ApiDoc::openapi())
             .app_data(state.clone())
-            .wrap(from_fn(security_headers))
-            .wrap(NormalizePath::new(TrailingSlash::Trim))
+            .configure(routes::documented)
+            .split_for_parts();
+        app.wrap(from_fn(security_headers))
             .wrap(request_logger())
-            .configure(routes::configure)
+            .configure(|cfg| routes::docs::configure(cfg, document))
+            .configure(routes::web::pages::configure_static)
             // Everything else is the website, the only part with sessions.
             .service(
                 web::scope("")

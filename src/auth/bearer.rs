@@ -93,14 +93,8 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, ApiError> {
     let scopes = ScopeSet::parse(&claims.scope).map_err(|_| ApiError::InvalidToken(TokenRejection::Malformed))?;
 
     let (user_id, jti) = (claims.sub, claims.jti);
-    let found = db::run(&state.pool, move |conn| {
-        let Some(user) = db::users::find_by_id(conn, user_id)? else { return Ok(None) };
-        let roles = db::users::roles_of(conn, user_id)?;
-        let revoked = db::refresh_tokens::is_access_token_revoked(conn, jti)?;
-        Ok(Some((user, roles, revoked)))
-    })
-    .await?;
-    let Some((user, roles, revoked)) = found else {
+    let found = db::run(&state.pool, move |conn| Ok(db::users::token_holder(conn, user_id, jti)?)).await?;
+    let Some(db::users::TokenHolder { user, roles, token_revoked: revoked }) = found else {
         return Err(ApiError::InvalidToken(TokenRejection::UnknownUser));
     };
     if !user.is_active {

@@ -123,10 +123,6 @@ pub fn revoke_access_token(
         .map(|_| ())
 }
 
-pub fn is_access_token_revoked(conn: &mut PgConnection, jti: Uuid) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(revoked_access_tokens::table.find(jti))).get_result(conn)
-}
-
 /// Deletes rows that can no longer matter: expired tokens and expired revocations.
 pub fn purge_expired(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<usize> {
     let tokens = diesel::delete(refresh_tokens::table.filter(refresh_tokens::expires_at.lt(now))).execute(conn)?;

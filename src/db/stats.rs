@@ -7,7 +7,7 @@ use diesel::prelude::*;
 
 use super::schema::{auth_events, items, roles, user_roles, users};
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct UserCounts {
     pub total: i64,
     pub active: i64,
@@ -15,7 +15,7 @@ pub struct UserCounts {
     pub by_role: BTreeMap<String, i64>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct EventCounts {
     pub logins: i64,
     pub failures: i64,

@@ -12,7 +12,7 @@ diesel::define_sql_function! {
 }
 
 /// A user as the rest of the service sees it: never carries the password hash.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct User {
     pub id: Uuid,
@@ -77,6 +77,32 @@ pub fn credentials_by_username(conn: &mut PgConnection, username: &str) -> Query
         .select(UserCredentials::as_select())
         .first(conn)
         .optional()
+}
+
+/// What a bearer-token check needs, in one round trip: the user, their roles, and whether the
+/// token's `jti` was revoked. This runs on every API request.
+#[derive(QueryableByName)]
+pub struct TokenHolder {
+    #[diesel(embed)]
+    pub user: User,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
+    pub roles: Vec<String>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub token_revoked: bool,
+}
+
+pub fn token_holder(conn: &mut PgConnection, user_id: Uuid, jti: Uuid) -> QueryResult<Option<TokenHolder>> {
+    diesel::sql_query(
+        "SELECT users.id, users.username, users.email, users.full_name, users.is_active, \
+                users.tokens_valid_after, users.created_at, users.last_login_at, \
+                ARRAY(SELECT role_name FROM user_roles WHERE user_id = users.id ORDER BY role_name) AS roles, \
+                EXISTS (SELECT 1 FROM revoked_access_tokens WHERE jti = $2) AS token_revoked \
+         FROM users WHERE users.id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(user_id)
+    .bind::<diesel::sql_types::Uuid, _>(jti)
+    .get_result(conn)
+    .optional()
 }
 
 /// The user's role names, sorted.

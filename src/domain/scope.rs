@@ -17,6 +17,15 @@ impl ScopeName {
     pub const ADMIN_STATS: &'static str = "admin:stats";
     pub const ADMIN_USERS: &'static str = "admin:users";
 
+    /// The scopes the first migration seeds, with the descriptions the API documentation shows.
+    pub const DESCRIBED: [(&'static str, &'static str); 5] = [
+        (Self::PROFILE, "Read your own profile; sign out everywhere"),
+        (Self::ITEMS_READ, "Read your items"),
+        (Self::ITEMS_WRITE, "Create items"),
+        (Self::ADMIN_STATS, "Read service statistics (role admin)"),
+        (Self::ADMIN_USERS, "Manage users (role admin)"),
+    ];
+
     pub fn parse(raw: &str) -> Result<Self, ScopeNameError> {
         // scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), and we keep them short.
         let valid = !raw.is_empty()

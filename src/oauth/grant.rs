@@ -17,12 +17,19 @@ use crate::errors::TokenError;
 use crate::state::AppState;
 
 /// What a successful grant hands to the client.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct IssuedTokens {
+    /// An RFC 9068 JWT (`typ: at+jwt`, HS256).
     pub access_token: String,
+    #[schema(example = "bearer")]
     pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    #[schema(example = 900)]
     pub expires_in: i64,
+    /// The granted scopes, space-separated.
+    #[schema(example = "items:read items:write profile")]
     pub scope: String,
+    /// Opaque; rotated on every use.
     pub refresh_token: String,
 }
 

@@ -2,18 +2,16 @@
 
 pub mod api;
 pub(crate) mod body;
+pub mod docs;
 pub mod health;
 pub mod oauth;
 pub mod web;
 
 use crate::errors::ApiError;
 
-/// Registers every route of the service.
-pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
-    cfg.configure(oauth::configure)
-        .configure(api::configure)
-        .configure(health::configure)
-        .configure(web::pages::configure_static);
+/// The routes described by the OpenAPI document: OAuth2 endpoints, the API, health checks.
+pub fn documented(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.configure(oauth::configure).configure(api::configure).configure(health::configure);
 }
 
 /// Anything under `/api` no route matched.
@@ -33,6 +31,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/admin/stats"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
     ("GET", "/static/style.css"),
     ("GET", "/login"),
     ("POST", "/login"),

@@ -12,16 +12,72 @@ use crate::db::auth_events::Channel;
 use crate::errors::{TokenError, no_store};
 use crate::oauth::form::FormFields;
 use crate::oauth::grant;
+use crate::oauth::grant::IssuedTokens;
 use crate::oauth::request::TokenRequest;
+use crate::routes::docs::ErrorResponse;
 use crate::state::AppState;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 /// Token requests are a handful of short fields; anything bigger is not one.
 const FORM_LIMIT: usize = 4 * 1024;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(token).service(revoke).service(metadata);
 }
 
+/// The fields of a token request (documentation only: the body is parsed strictly by `FormFields`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct TokenForm {
+    /// `password` (may be omitted unless strict mode is on) or `refresh_token`.
+    #[schema(example = "password")]
+    grant_type: Option<String>,
+    /// For the password grant.
+    #[schema(example = "alice")]
+    username: Option<String>,
+    /// For the password grant.
+    #[schema(format = Password)]
+    password: Option<String>,
+    /// Space-separated scopes; omitted: everything the user's roles allow (on refresh: the original scopes).
+    #[schema(example = "profile items:read")]
+    scope: Option<String>,
+    /// For the refresh-token grant.
+    refresh_token: Option<String>,
+    /// Accepted and ignored (first-party public clients).
+    client_id: Option<String>,
+    /// Accepted and ignored.
+    client_secret: Option<String>,
+}
+
+/// The fields of a revocation request (RFC 7009 §2.1).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RevokeForm {
+    /// An access token or a refresh token.
+    token: String,
+    /// `access_token` or `refresh_token`; only a hint.
+    token_type_hint: Option<String>,
+}
+
+/// Password grant (RFC 6749 §4.3) and refresh-token grant (§6).
+///
+/// Success and errors carry `Cache-Control: no-store` and `Pragma: no-cache`. A refresh token is
+/// rotated on every use; presenting one that was already used revokes its whole family.
+#[utoipa::path(
+    post,
+    path = "/token",
+    tag = "oauth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Tokens issued", body = IssuedTokens),
+        (status = 400, description = "`invalid_request`, `invalid_grant`, `unsupported_grant_type` or `invalid_scope`", body = ErrorResponse),
+        (status = 413, description = "Body over 4 KiB", body = ErrorResponse),
+        (status = 429, description = "Too many attempts from this address (`slow_down`); see `Retry-After`", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+    )
+)]
 #[post("/token")]
 async fn token(
     req: HttpRequest,
@@ -45,6 +101,18 @@ async fn token(
     Ok(no_store(HttpResponse::Ok()).json(issued))
 }
 
+/// Token revocation (RFC 7009): `200` for any well-formed request, known token or not.
+#[utoipa::path(
+    post,
+    path = "/revoke",
+    tag = "oauth",
+    request_body(content = RevokeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Revoked, or there was nothing to revoke"),
+        (status = 400, description = "`invalid_request`: no `token`, or not a form body", body = ErrorResponse),
+        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+    )
+)]
 #[post("/revoke")]
 async fn revoke(
     req: HttpRequest,
@@ -59,7 +127,7 @@ async fn revoke(
     Ok(no_store(HttpResponse::Ok()).finish())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ServerMetadata {
     issuer: String,
     token_endpoint: String,
@@ -71,7 +139,13 @@ struct ServerMetadata {
     response_types_supported: [&'static str; 0],
 }
 
-/// RFC 8414 §3.
+/// Authorization server metadata (RFC 8414 §3).
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    tag = "oauth",
+    responses((status = 200, description = "Server metadata", body = ServerMetadata))
+)]
 #[get("/.well-known/oauth-authorization-server")]
 async fn metadata(state: web::Data<AppState>) -> Result<HttpResponse, crate::errors::ApiError> {
     let scopes = crate::db::run(&state.pool, |conn| Ok(crate::db::roles::all_scopes(conn)?)).await?;

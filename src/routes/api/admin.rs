@@ -11,13 +11,15 @@ use crate::db::{
     stats::{EventCounts, UserCounts},
 };
 use crate::errors::ApiError;
+use crate::routes::docs::ErrorResponse;
 use crate::state::AppState;
+use utoipa::ToSchema;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(stats);
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AdminStats {
     users: UserCounts,
     items: i64,
@@ -27,6 +29,20 @@ struct AdminStats {
     refresh_families_active: i64,
 }
 
+/// The numbers the admin statistics page shows.
+#[utoipa::path(
+    get,
+    path = "/admin/stats",
+    tag = "admin",
+    security(("oauth2" = ["admin:stats"])),
+    responses(
+        (status = 200, description = "Statistics", body = AdminStats),
+        (status = 401, description = "No token (`WWW-Authenticate: Bearer`) or an invalid one (`invalid_token`)", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope`: the token lacks `admin:stats`, or the user lacks role `admin`", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
+    )
+)]
 #[get("/admin/stats")]
 async fn stats(caller: Caller, state: web::Data<AppState>) -> Result<web::Json<AdminStats>, ApiError> {
     caller.authorize(Requirement::ADMIN_STATS)?;

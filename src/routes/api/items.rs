@@ -10,13 +10,15 @@ use crate::auth::guard::Requirement;
 use crate::db::{self, items::Item};
 use crate::domain::{ItemDraft, ScopeName};
 use crate::errors::ApiError;
+use crate::routes::docs::ErrorResponse;
 use crate::state::AppState;
+use utoipa::ToSchema;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(list).service(create);
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ItemView {
     id: Uuid,
     owner_id: Uuid,
@@ -39,15 +41,29 @@ impl From<Item> for ItemView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewItemBody {
+    /// 1–200 characters (trimmed).
+    #[schema(example = "Groceries")]
     title: String,
+    /// At most 10,000 characters.
     body: Option<String>,
+    /// Visible to everybody; default false.
     public: Option<bool>,
 }
 
 /// Anonymous callers see public items; a token with `items:read` adds the caller's own.
+#[utoipa::path(
+    get,
+    path = "/items",
+    tag = "items",
+    security((), ("oauth2" = ["items:read"])),
+    responses(
+        (status = 200, description = "Newest first, at most 100", body = Vec<ItemView>),
+        (status = 401, description = "A token was sent and is invalid (`invalid_token`)", body = ErrorResponse),
+    )
+)]
 #[get("/items")]
 async fn list(caller: MaybeCaller, state: web::Data<AppState>) -> Result<web::Json<Vec<ItemView>>, ApiError> {
     let viewer = caller.0.filter(|c| c.scopes.contains(ScopeName::ITEMS_READ)).map(|c| c.user.id);
@@ -55,6 +71,23 @@ async fn list(caller: MaybeCaller, state: web::Data<AppState>) -> Result<web::Js
     Ok(web::Json(items.into_iter().map(ItemView::from).collect()))
 }
 
+/// Creates an item owned by the caller.
+#[utoipa::path(
+    post,
+    path = "/items",
+    tag = "items",
+    security(("oauth2" = ["items:write"])),
+    request_body = NewItemBody,
+    responses(
+        (status = 201, description = "Created", body = ItemView),
+        (status = 400, description = "`invalid_request`: bad JSON or an empty or over-long title", body = ErrorResponse),
+        (status = 401, description = "No token (`WWW-Authenticate: Bearer`) or an invalid one (`invalid_token`)", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope` (needs `items:write`)", body = ErrorResponse),
+        (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
+        (status = 415, description = "Not `application/json`", body = ErrorResponse),
+    )
+)]
 #[post("/items")]
 async fn create(
     caller: Caller,

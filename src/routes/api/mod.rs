@@ -12,9 +12,9 @@ use crate::errors::ApiError;
 /// Item bodies are at most 10,000 characters; leave room for JSON escaping and the other fields.
 const JSON_LIMIT: usize = 64 * 1024;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(
-        web::scope("/api")
+        utoipa_actix_web::scope("/api")
             .app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(|err, _| json_error(err).into()))
             .configure(users::configure)
             .configure(items::configure)

@@ -12,13 +12,15 @@ use crate::db::{
     auth_events::{Channel, EventKind, NewEvent},
 };
 use crate::errors::ApiError;
+use crate::routes::docs::ErrorResponse;
 use crate::state::AppState;
+use utoipa::ToSchema;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(me).service(sign_out_all);
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Profile {
     id: Uuid,
     username: String,
@@ -29,6 +31,20 @@ struct Profile {
     is_active: bool,
 }
 
+/// Your own profile, with the scopes of the token you used.
+#[utoipa::path(
+    get,
+    path = "/users/me",
+    tag = "users",
+    security(("oauth2" = ["profile"])),
+    responses(
+        (status = 200, description = "The caller", body = Profile),
+        (status = 401, description = "No token (`WWW-Authenticate: Bearer`) or an invalid one (`invalid_token`)", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope` (needs `profile`), or `inactive_user`", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\", scope=\"profile\"`"))),
+    )
+)]
 #[get("/users/me")]
 async fn me(caller: Caller) -> Result<web::Json<Profile>, ApiError> {
     caller.authorize(Requirement::PROFILE)?;
@@ -45,6 +61,18 @@ async fn me(caller: Caller) -> Result<web::Json<Profile>, ApiError> {
 }
 
 /// Ends every access token, refresh token and session of the caller, this request's token included.
+#[utoipa::path(
+    post,
+    path = "/users/me/sign-out-all",
+    tag = "users",
+    security(("oauth2" = ["profile"])),
+    responses(
+        (status = 204, description = "Signed out everywhere"),
+        (status = 401, description = "No token (`WWW-Authenticate: Bearer`) or an invalid one (`invalid_token`)", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope` (needs `profile`), or `inactive_user`", body = ErrorResponse),
+    )
+)]
 #[post("/users/me/sign-out-all")]
 async fn sign_out_all(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.authorize(Requirement::PROFILE)?;

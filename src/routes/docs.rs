@@ -1,0 +1,93 @@
+//! The OpenAPI document and the Swagger UI at `/docs`.
+//!
+//! Paths are collected by utoipa-actix-web from the very services the server registers, so the
+//! document cannot leave out a documented route: registering an API service without
+//! `#[utoipa::path]` does not compile.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use utoipa::openapi::OpenApi as OpenApiDocument;
+use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::AppExt as _;
+use utoipa_swagger_ui::{SwaggerUi, oauth};
+
+use crate::domain::ScopeName;
+
+/// The name the operations use for the OAuth2 scheme.
+pub const OAUTH2: &str = "oauth2";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "gatehouse",
+        description = "Sign people and programs in. Programs trade a username and password for a bearer token \
+                       at `POST /token` (OAuth2 password grant, RFC 6749 §4.3) and call `/api/*` with it, \
+                       limited by scopes. Errors follow RFC 6749 §5.2 and RFC 6750 §3."
+    ),
+    modifiers(&OAuth2PasswordFlow),
+    tags(
+        (name = "oauth", description = "Tokens: grant, refresh, revoke, server metadata"),
+        (name = "users", description = "The signed-in user"),
+        (name = "items", description = "Items: public ones for everybody, your own with `items:read`"),
+        (name = "admin", description = "For the `admin` role"),
+        (name = "operations", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+struct OAuth2PasswordFlow;
+
+impl Modify for OAuth2PasswordFlow {
+    fn modify(&self, openapi: &mut OpenApiDocument) {
+        let scopes: Scopes = ScopeName::DESCRIBED.iter().map(|(name, description)| (*name, *description)).collect();
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            OAUTH2,
+            SecurityScheme::OAuth2(OAuth2::with_description(
+                [Flow::Password(Password::new("/token", scopes))],
+                "OAuth2 password grant: trade a username and password for a bearer token.",
+            )),
+        );
+    }
+}
+
+/// The document as served, with the paths of every documented route.
+pub fn openapi() -> OpenApiDocument {
+    let (_, document) = actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(super::documented)
+        .split_for_parts();
+    document
+}
+
+/// `/openapi.json`, `/docs` (Swagger UI, assets compiled into the binary) and its redirect.
+pub fn configure(cfg: &mut web::ServiceConfig, document: OpenApiDocument) {
+    let swagger = SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", document).oauth(
+        oauth::Config::new()
+            .app_name("gatehouse")
+            // No client is registered: /token accepts any client_id and ignores it.
+            .client_id("swagger-ui")
+            // Pre-ticked: what every user may have. Admins tick the admin scopes themselves.
+            .scopes([ScopeName::PROFILE, ScopeName::ITEMS_READ, ScopeName::ITEMS_WRITE].map(str::to_owned).to_vec()),
+    );
+    cfg.service(swagger).route("/docs", web::get().to(redirect_to_docs));
+}
+
+/// Swagger UI loads its assets relative to its page, so it lives at `/docs/`.
+async fn redirect_to_docs() -> HttpResponse {
+    HttpResponse::PermanentRedirect().insert_header((header::LOCATION, "/docs/")).finish()
+}
+
+/// The body of every error answer of the API and the token endpoint (RFC 6749 §5.2, RFC 6750 §3).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes `errors::ErrorBody` for the document; never built.
+pub struct ErrorResponse {
+    /// `invalid_request`, `invalid_grant`, `unsupported_grant_type`, `invalid_scope`, `slow_down`,
+    /// `invalid_token`, `insufficient_scope`, `inactive_user`, `temporarily_unavailable`, …
+    #[schema(example = "invalid_grant")]
+    error: String,
+    #[schema(example = "Incorrect username or password")]
+    error_description: Option<String>,
+}
