@@ -82,7 +82,9 @@ impl NewEvent {
 
     pub fn attempted(mut self, username: &str) -> Self {
         // Attempted usernames are attacker-controlled: store a bounded prefix.
-        self.attempted_username = Some(username.chars().take(128).collect());
+        // PostgreSQL text cannot hold U+0000.
+        self.attempted_username =
+            Some(username.chars().take(128).map(|c| if c == '\0' { '\u{fffd}' } else { c }).collect());
         self
     }
 

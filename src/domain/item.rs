@@ -14,6 +14,9 @@ pub enum ItemDraftError {
     TitleTooLong,
     #[error("body must be at most {max} characters", max = ItemDraft::MAX_BODY_CHARS)]
     BodyTooLong,
+    /// PostgreSQL text cannot hold U+0000, and no title or body needs it.
+    #[error("title and body must not contain NUL characters")]
+    NulCharacter,
 }
 
 impl ItemDraft {
@@ -21,6 +24,9 @@ impl ItemDraft {
     pub const MAX_BODY_CHARS: usize = 10_000;
 
     pub fn new(title: &str, body: Option<&str>, public: Option<bool>) -> Result<Self, ItemDraftError> {
+        if title.contains('\0') || body.is_some_and(|b| b.contains('\0')) {
+            return Err(ItemDraftError::NulCharacter);
+        }
         let title = title.trim();
         if title.is_empty() {
             return Err(ItemDraftError::EmptyTitle);
@@ -46,5 +52,6 @@ mod tests {
         assert_eq!(ItemDraft::new("   ", None, None), Err(ItemDraftError::EmptyTitle));
         assert_eq!(ItemDraft::new(&"x".repeat(201), None, None), Err(ItemDraftError::TitleTooLong));
         assert_eq!(ItemDraft::new("t", Some(&"b".repeat(10_001)), None), Err(ItemDraftError::BodyTooLong));
+        assert_eq!(ItemDraft::new("a\0b", None, None), Err(ItemDraftError::NulCharacter));
     }
 }

@@ -15,6 +15,8 @@ pub enum FormError {
     NotUtf8,
     #[error("parameter `{0}` appears more than once")]
     Duplicate(String),
+    #[error("parameters must not contain NUL characters")]
+    Nul,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +36,10 @@ impl FormFields {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let name = decode(name)?;
             let value = decode(value)?;
+            // No legitimate field holds U+0000, and PostgreSQL text cannot store it.
+            if name.contains('\0') || value.contains('\0') {
+                return Err(FormError::Nul);
+            }
             if fields.insert(name.clone(), value).is_some() {
                 return Err(FormError::Duplicate(name));
             }
@@ -78,5 +84,6 @@ mod tests {
         assert_eq!(FormFields::parse(FORM, b"a=1&a=2").unwrap_err(), FormError::Duplicate("a".into()));
         assert_eq!(FormFields::parse(FORM, b"a=%ff").unwrap_err(), FormError::NotUtf8);
         assert_eq!(FormFields::parse(FORM, b"a=\xff").unwrap_err(), FormError::NotUtf8);
+        assert_eq!(FormFields::parse(FORM, b"username=al%00ice").unwrap_err(), FormError::Nul);
     }
 }

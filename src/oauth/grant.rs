@@ -204,11 +204,11 @@ pub async fn revoke(state: &web::Data<AppState>, token: SecretString, attempt: A
             refresh_tokens::revoke_family(conn, stored.family_id, now)?;
             let detail = format!("refresh token family {}", stored.family_id);
             db::auth_events::record(conn, &event.user(stored.user_id).detail(detail))?;
-        } else if let Some((jti, user_id, expires_at)) = access {
-            if db::users::find_by_id(conn, user_id)?.is_some() {
-                refresh_tokens::revoke_access_token(conn, jti, user_id, expires_at)?;
-                db::auth_events::record(conn, &event.user(user_id).detail(format!("access token {jti}")))?;
-            }
+        } else if let Some((jti, user_id, expires_at)) = access
+            && db::users::find_by_id(conn, user_id)?.is_some()
+        {
+            refresh_tokens::revoke_access_token(conn, jti, user_id, expires_at)?;
+            db::auth_events::record(conn, &event.user(user_id).detail(format!("access token {jti}")))?;
         }
         Ok(())
     })

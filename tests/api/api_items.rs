@@ -1,8 +1,5 @@
 //! `/api/items`: optional authentication for reading, the `items:write` scope and input validation for writing.
 
-// Helper functions here are not `#[test]` functions, which clippy's `allow-unwrap-in-tests` covers.
-#![allow(clippy::unwrap_used)]
-
 use diesel::{QueryDsl, RunQueryDsl};
 use gatehouse::db::schema::items;
 use reqwest::header;
@@ -244,7 +241,7 @@ async fn an_oversized_body_is_refused_with_413_json() {
     let app = spawn_app().await;
     let alice = app.alice();
     let token = app.access_token(&alice, Some("items:write")).await;
-    let body = json!({"title": "big", "body": "b".repeat(64 * 1024)});
+    let body = json!({"title": "big", "body": "b".repeat(300 * 1024)});
     let response = app.post_json(ITEMS, Some(&token), &body).await;
     assert_refused_and_nothing_stored(&app, response, 413).await;
 }

@@ -1,8 +1,5 @@
 //! Bearer authentication of `/api/*`: every row of the contract's "Bearer failures (RFC 6750 §3)" table.
 
-// Helper functions here are not `#[test]` functions, which clippy's `allow-unwrap-in-tests` covers.
-#![allow(clippy::unwrap_used)]
-
 use base64::Engine as _;
 use diesel::RunQueryDsl;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

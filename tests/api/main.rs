@@ -1,5 +1,9 @@
 //! One integration-test binary: the real server over real HTTP against a real PostgreSQL.
 
+// Test code may panic on what it did not expect: that is how a test fails. (clippy's
+// allow-unwrap-in-tests covers only #[test] functions, not the harness and helpers.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod helpers;
 
 mod api_items;

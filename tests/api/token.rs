@@ -207,3 +207,13 @@ async fn a_successful_grant_is_audited_with_channel_and_address() {
     assert_eq!(events[0].client_addr.as_deref(), Some("127.0.0.1"));
     assert_eq!(events[0].attempted_username.as_deref(), Some("alice"));
 }
+
+#[tokio::test]
+async fn a_nul_character_in_a_field_is_invalid_request_not_a_server_error() {
+    let app = spawn_app().await;
+    app.alice();
+    for body in ["username=al%00ice&password=alice-password", "username=alice&password=alice%00password"] {
+        let response = app.post_token_raw("application/x-www-form-urlencoded", body).await;
+        assert_token_error(response, 400, "invalid_request").await;
+    }
+}

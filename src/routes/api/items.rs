@@ -84,7 +84,7 @@ async fn list(caller: MaybeCaller, state: web::Data<AppState>) -> Result<web::Js
         (status = 401, description = "No token (`WWW-Authenticate: Bearer`) or an invalid one (`invalid_token`)", body = ErrorResponse,
             headers(("WWW-Authenticate" = String, description = "RFC 6750 challenge"))),
         (status = 403, description = "`insufficient_scope` (needs `items:write`)", body = ErrorResponse),
-        (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
+        (status = 413, description = "Body over 256 KiB", body = ErrorResponse),
         (status = 415, description = "Not `application/json`", body = ErrorResponse),
     )
 )]
