@@ -1,1 +1,676 @@
-//! placeholder
+//! The `gatehouse` command line, run as the real binary: every command of the contract, its effect on
+//! the database and on a running server, and its exit codes (0 ok, 2 bad usage, 1 other failure with
+//! one line on stderr).
+
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use gatehouse::db;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::helpers::{TestDb, TestUser, assert_bearer_error, assert_token_error, server_url, spawn_app_on};
+
+/// How long one command may take before the test gives up on it (the machine may be busy compiling).
+const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
+
+/// One finished run of the binary.
+#[derive(Debug)]
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    /// Exit code 0; returns standard output.
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "expected success: {self:?}");
+        assert!(!self.stderr.contains("panicked"), "{self:?}");
+        &self.stdout
+    }
+
+    /// Exit code 1 with exactly one line on stderr and no panic; returns that line.
+    fn failure(&self) -> &str {
+        assert_eq!(self.code, Some(1), "expected a failure: {self:?}");
+        assert!(!self.stderr.contains("panicked"), "{self:?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "stderr must be one line: {self:?}");
+        assert!(!lines[0].trim().is_empty(), "{self:?}");
+        lines[0]
+    }
+
+    /// Exit code 2 (clap's usage error), with something said on stderr and nothing on stdout.
+    fn usage_error(&self) {
+        assert_eq!(self.code, Some(2), "expected a usage error: {self:?}");
+        assert!(!self.stderr.trim().is_empty(), "{self:?}");
+        assert!(!self.stderr.contains("panicked"), "{self:?}");
+        assert_eq!(self.stdout, "", "{self:?}");
+    }
+}
+
+/// The `gatehouse` binary with a clean environment: this database, bcrypt cost 4, and none of the
+/// caller's `GATEHOUSE_*` settings, run outside the source tree so no `.env` file is read.
+struct Gatehouse {
+    command: Command,
+    stdin: String,
+}
+
+fn gatehouse(database_url: &str) -> Gatehouse {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("GATEHOUSE_") {
+            command.env_remove(&name);
+        }
+    }
+    command
+        .env_remove("RUST_LOG")
+        .env("DATABASE_URL", database_url)
+        .env("GATEHOUSE_BCRYPT_COST", "4")
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Gatehouse { command, stdin: String::new() }
+}
+
+impl Gatehouse {
+    fn env(mut self, name: &str, value: &str) -> Self {
+        self.command.env(name, value);
+        self
+    }
+
+    fn without_env(mut self, name: &str) -> Self {
+        self.command.env_remove(name);
+        self
+    }
+
+    /// What standard input carries (a password line, for `user add` and `user set-password`).
+    fn stdin(mut self, input: &str) -> Self {
+        self.stdin = input.to_owned();
+        self
+    }
+
+    fn spawn(mut self, args: &[&str]) -> Child {
+        let mut child = self.command.args(args).spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        // The command may exit without reading (e.g. a usage error): a broken pipe is no failure.
+        let _ = input.write_all(self.stdin.as_bytes());
+        child
+    }
+
+    /// Runs to completion; a command that does not exit in time is killed and fails the test.
+    fn run(self, args: &[&str]) -> Outcome {
+        let child = self.spawn(args);
+        let pid = child.id();
+        let (done, result) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(child.wait_with_output());
+        });
+        let output = match result.recv_timeout(COMMAND_DEADLINE) {
+            Ok(output) => output.unwrap(),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                panic!("`gatehouse {}` did not exit within {COMMAND_DEADLINE:?}", args.join(" "));
+            }
+        };
+        Outcome {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// A database on the test server that the test names itself (so it may not exist yet); dropped
+/// at the end whatever happens.
+struct NamedDatabase {
+    name: String,
+    url: String,
+}
+
+impl NamedDatabase {
+    fn fresh() -> Self {
+        let name = format!("gatehouse_test_cli_{}", Uuid::new_v4().simple());
+        let url = format!("{}/{name}", server_url());
+        Self { name, url }
+    }
+
+    fn admin() -> PgConnection {
+        PgConnection::establish(&format!("{}/postgres", server_url())).unwrap()
+    }
+
+    fn create_empty(&self) {
+        diesel::sql_query(format!("CREATE DATABASE {}", self.name)).execute(&mut Self::admin()).unwrap();
+    }
+
+    fn exists(&self) -> bool {
+        let sql = format!("SELECT count(*) AS n FROM pg_database WHERE datname = '{}'", self.name);
+        count(&mut Self::admin(), &sql) == 1
+    }
+}
+
+impl Drop for NamedDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = PgConnection::establish(&format!("{}/postgres", server_url())) {
+            let _ =
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut admin);
+        }
+    }
+}
+
+fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
+}
+
+fn roles_of(db: &TestDb, username: &str) -> Vec<String> {
+    let mut conn = db.conn();
+    let user = db::users::find_by_username(&mut conn, username).unwrap().expect("the user exists");
+    db::users::roles_of(&mut conn, user.id).unwrap()
+}
+
+fn user_exists(db: &TestDb, username: &str) -> bool {
+    db::users::find_by_username(&mut db.conn(), username).unwrap().is_some()
+}
+
+/// `gatehouse user add NAME --role R…` with `password` on stdin; panics unless it succeeds.
+fn add_user(db: &TestDb, username: &str, password: &str, roles: &[&str]) -> TestUser {
+    let mut args = vec!["user", "add", username];
+    for role in roles {
+        args.extend(["--role", role]);
+    }
+    gatehouse(&db.url).stdin(&format!("{password}\n")).run(&args).ok();
+    let user = db::users::find_by_username(&mut db.conn(), username).unwrap().unwrap();
+    TestUser { id: user.id, username: username.to_owned(), password: password.to_owned() }
+}
+
+/// The line of `user list` output that is about `username`, split into words.
+fn list_line(listing: &str, username: &str) -> Vec<String> {
+    listing
+        .lines()
+        .map(|line| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .find(|words| words.first().map(String::as_str) == Some(username))
+        .unwrap_or_else(|| panic!("no line for {username} in:\n{listing}"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+// ---- migrate ----
+
+#[test]
+fn migrate_applies_every_migration_to_an_empty_database_and_a_second_run_changes_nothing() {
+    let database = NamedDatabase::fresh();
+    database.create_empty();
+
+    gatehouse(&database.url).run(&["migrate"]).ok();
+    let mut conn = PgConnection::establish(&database.url).unwrap();
+    let applied = count(&mut conn, "SELECT count(*) AS n FROM __diesel_schema_migrations");
+    assert_eq!(applied, db::MIGRATIONS_COUNT as i64);
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM roles WHERE name IN ('user', 'admin')"), 2);
+
+    gatehouse(&database.url).run(&["migrate"]).ok();
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM __diesel_schema_migrations"), applied);
+}
+
+#[test]
+fn migrate_creates_the_database_when_it_does_not_exist_yet() {
+    let database = NamedDatabase::fresh();
+    assert!(!database.exists());
+
+    gatehouse(&database.url).run(&["migrate"]).ok();
+
+    assert!(database.exists());
+    let mut conn = PgConnection::establish(&database.url).unwrap();
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM __diesel_schema_migrations"), db::MIGRATIONS_COUNT as i64);
+}
+
+#[test]
+fn a_database_server_that_cannot_be_reached_fails_with_one_line() {
+    let url = format!("postgres://postgres@127.0.0.1:{}/gatehouse", free_port());
+    let line = gatehouse(&url).run(&["migrate"]).failure().to_owned();
+    assert!(line.starts_with("gatehouse: "), "{line}");
+    gatehouse(&url).run(&["user", "list"]).failure();
+}
+
+// ---- user add ----
+
+#[test]
+fn user_add_stores_the_user_with_email_full_name_and_roles() {
+    let db = TestDb::create();
+    let stdout = gatehouse(&db.url)
+        .stdin("bob-password-1\n")
+        .run(&["user", "add", "bob", "--role", "user", "--email", "bob@example.org", "--full-name", "Bob B"])
+        .ok()
+        .to_owned();
+    assert!(stdout.contains("bob"), "{stdout}");
+
+    let user = db::users::find_by_username(&mut db.conn(), "bob").unwrap().expect("bob is stored");
+    assert_eq!(user.username, "bob");
+    assert_eq!(user.email.as_deref(), Some("bob@example.org"));
+    assert_eq!(user.full_name.as_deref(), Some("Bob B"));
+    assert!(user.is_active);
+    assert_eq!(roles_of(&db, "bob"), ["user"]);
+
+    let listing = gatehouse(&db.url).run(&["user", "list"]).ok().to_owned();
+    let line = list_line(&listing, "bob").join(" ");
+    for expected in ["yes", "user", "bob@example.org", "Bob B"] {
+        assert!(line.contains(expected), "{expected} missing from: {line}");
+    }
+}
+
+#[tokio::test]
+async fn a_password_set_by_user_add_works_at_the_token_endpoint() {
+    let db = TestDb::create();
+    gatehouse(&db.url)
+        .stdin("bob-password-1\n")
+        .run(&["user", "add", "bob", "--role", "user", "--email", "bob@example.org", "--full-name", "Bob B"])
+        .ok();
+    let app = spawn_app_on(db, &[]).await;
+
+    let response = app.post_token(&[("username", "bob"), ("password", "bob-password-1")]).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["scope"], "items:read items:write profile");
+
+    let me = app.get("/api/users/me", body["access_token"].as_str()).await;
+    assert_eq!(me.status(), 200);
+    let me: Value = me.json().await.unwrap();
+    assert_eq!(me["username"], "bob");
+    assert_eq!(me["email"], "bob@example.org");
+    assert_eq!(me["full_name"], "Bob B");
+    assert_eq!(me["roles"], serde_json::json!(["user"]));
+}
+
+#[test]
+fn user_add_refuses_a_username_that_is_taken_in_any_case() {
+    let db = TestDb::create();
+    add_user(&db, "bob", "bob-password-1", &["user"]);
+
+    for taken in ["bob", "BOB", "Bob"] {
+        let line = gatehouse(&db.url).stdin("other-password\n").run(&["user", "add", taken]).failure().to_owned();
+        assert!(line.contains("already exists"), "{line}");
+    }
+    assert_eq!(count(&mut db.conn(), "SELECT count(*) AS n FROM users"), 1);
+}
+
+#[test]
+fn user_add_with_an_unknown_role_fails_and_stores_no_user() {
+    let db = TestDb::create();
+    let outcome =
+        gatehouse(&db.url).stdin("bob-password-1\n").run(&["user", "add", "bob", "--role", "user", "--role", "wizard"]);
+    let line = outcome.failure();
+    assert!(line.contains("wizard"), "{line}");
+    assert!(!user_exists(&db, "bob"));
+    assert_eq!(count(&mut db.conn(), "SELECT count(*) AS n FROM users"), 0);
+}
+
+#[test]
+fn user_add_refuses_a_password_shorter_than_eight_characters() {
+    let db = TestDb::create();
+    let line = gatehouse(&db.url).stdin("seven77\n").run(&["user", "add", "bob"]).failure().to_owned();
+    assert!(line.contains('8'), "{line}");
+    assert!(!user_exists(&db, "bob"));
+}
+
+#[test]
+fn user_add_refuses_a_password_longer_than_72_bytes_and_says_so() {
+    let db = TestDb::create();
+    // 73 ASCII bytes, and 37 two-byte characters (74 bytes, though only 37 characters).
+    for password in ["x".repeat(73), "é".repeat(37)] {
+        let line = gatehouse(&db.url).stdin(&format!("{password}\n")).run(&["user", "add", "bob"]).failure().to_owned();
+        assert!(line.contains("72"), "{line}");
+    }
+    assert!(!user_exists(&db, "bob"));
+
+    // Exactly 72 bytes is allowed.
+    gatehouse(&db.url).stdin(&format!("{}\n", "x".repeat(72))).run(&["user", "add", "bob"]).ok();
+    assert!(user_exists(&db, "bob"));
+}
+
+#[test]
+fn user_add_refuses_an_invalid_username() {
+    let db = TestDb::create();
+    gatehouse(&db.url).stdin("bob-password-1\n").run(&["user", "add", "a b"]).failure();
+    assert_eq!(count(&mut db.conn(), "SELECT count(*) AS n FROM users"), 0);
+}
+
+#[test]
+fn a_password_read_from_stdin_loses_only_its_line_ending() {
+    let db = TestDb::create();
+    gatehouse(&db.url).stdin("  spaced password  \r\n").run(&["user", "add", "bob"]).ok();
+    let hash: String = {
+        use diesel::prelude::*;
+        use gatehouse::db::schema::users;
+        users::table.filter(users::username.eq("bob")).select(users::password_hash).first(&mut db.conn()).unwrap()
+    };
+    assert!(bcrypt::verify("  spaced password  ", &hash).unwrap());
+}
+
+// ---- user set-roles ----
+
+#[test]
+fn user_set_roles_replaces_the_users_roles() {
+    let db = TestDb::create();
+    add_user(&db, "bob", "bob-password-1", &["user"]);
+
+    gatehouse(&db.url).run(&["user", "set-roles", "bob", "admin", "user"]).ok();
+    assert_eq!(roles_of(&db, "bob"), ["admin", "user"]);
+
+    gatehouse(&db.url).run(&["user", "set-roles", "BOB", "user"]).ok();
+    assert_eq!(roles_of(&db, "bob"), ["user"]);
+}
+
+#[test]
+fn user_set_roles_for_an_unknown_user_fails_with_one_line() {
+    let db = TestDb::create();
+    let line = gatehouse(&db.url).run(&["user", "set-roles", "nobody", "user"]).failure().to_owned();
+    assert!(line.contains("nobody"), "{line}");
+}
+
+#[test]
+fn user_set_roles_with_an_unknown_role_fails_and_leaves_the_roles_unchanged() {
+    let db = TestDb::create();
+    add_user(&db, "bob", "bob-password-1", &["user"]);
+
+    let line = gatehouse(&db.url).run(&["user", "set-roles", "bob", "admin", "wizard"]).failure().to_owned();
+    assert!(line.contains("wizard"), "{line}");
+    assert_eq!(roles_of(&db, "bob"), ["user"]);
+}
+
+// ---- user set-password ----
+
+#[tokio::test]
+async fn user_set_password_makes_the_new_password_work_and_ends_earlier_tokens() {
+    let db = TestDb::create();
+    let bob = add_user(&db, "bob", "old-password-1", &["user"]);
+    let app = spawn_app_on(db, &[]).await;
+    let before = app.login(&bob, None).await;
+    let (access, refresh) = (before["access_token"].as_str().unwrap(), before["refresh_token"].as_str().unwrap());
+    assert_eq!(app.get("/api/users/me", Some(access)).await.status(), 200);
+
+    gatehouse(&app.db.url).stdin("new-password-2\n").run(&["user", "set-password", "bob"]).ok();
+
+    let old = app.post_token(&[("username", "bob"), ("password", "old-password-1")]).await;
+    assert_token_error(old, 400, "invalid_grant").await;
+    let new = app.post_token(&[("username", "bob"), ("password", "new-password-2")]).await;
+    assert_eq!(new.status(), 200);
+
+    let me = app.get("/api/users/me", Some(access)).await;
+    assert_bearer_error(me, 401, Some(r#"Bearer error="invalid_token"*"#), "invalid_token").await;
+    assert_token_error(app.refresh(refresh, None).await, 400, "invalid_grant").await;
+}
+
+#[test]
+fn user_set_password_for_an_unknown_user_fails_with_one_line() {
+    let db = TestDb::create();
+    let line =
+        gatehouse(&db.url).stdin("new-password-2\n").run(&["user", "set-password", "nobody"]).failure().to_owned();
+    assert!(line.contains("nobody"), "{line}");
+}
+
+#[tokio::test]
+async fn user_set_password_refuses_a_too_short_password_and_keeps_the_old_one() {
+    let db = TestDb::create();
+    add_user(&db, "bob", "old-password-1", &["user"]);
+    let app = spawn_app_on(db, &[]).await;
+
+    gatehouse(&app.db.url).stdin("short\n").run(&["user", "set-password", "bob"]).failure();
+
+    let response = app.post_token(&[("username", "bob"), ("password", "old-password-1")]).await;
+    assert_eq!(response.status(), 200);
+}
+
+// ---- user deactivate / activate ----
+
+#[tokio::test]
+async fn a_deactivated_user_is_refused_at_once_and_an_activated_one_signs_in_again() {
+    let db = TestDb::create();
+    let bob = add_user(&db, "bob", "bob-password-1", &["user"]);
+    let app = spawn_app_on(db, &[]).await;
+    let token = app.access_token(&bob, None).await;
+    assert_eq!(app.get("/api/users/me", Some(&token)).await.status(), 200);
+
+    gatehouse(&app.db.url).run(&["user", "deactivate", "bob"]).ok();
+
+    let me = app.get("/api/users/me", Some(&token)).await;
+    assert_eq!(me.status(), 403);
+    let body: Value = me.json().await.unwrap();
+    assert_eq!(body["error"], "inactive_user");
+    let login = app.post_token(&[("username", "bob"), ("password", "bob-password-1")]).await;
+    assert_token_error(login, 400, "invalid_grant").await;
+    let listing = gatehouse(&app.db.url).run(&["user", "list"]).ok().to_owned();
+    assert!(list_line(&listing, "bob").contains(&"no".to_owned()), "{listing}");
+
+    gatehouse(&app.db.url).run(&["user", "activate", "bob"]).ok();
+
+    let fresh = app.access_token(&bob, None).await;
+    assert_eq!(app.get("/api/users/me", Some(&fresh)).await.status(), 200);
+    let me = app.get("/api/users/me", Some(&token)).await;
+    assert_bearer_error(me, 401, Some(r#"Bearer error="invalid_token"*"#), "invalid_token").await;
+}
+
+#[test]
+fn deactivating_or_activating_an_unknown_user_fails_with_one_line() {
+    let db = TestDb::create();
+    for command in ["deactivate", "activate"] {
+        let line = gatehouse(&db.url).run(&["user", command, "nobody"]).failure().to_owned();
+        assert!(line.contains("nobody"), "{line}");
+    }
+}
+
+// ---- user list ----
+
+#[test]
+fn user_list_prints_every_user_with_roles_and_active_flag() {
+    let db = TestDb::create();
+    add_user(&db, "alice", "alice-password", &["user"]);
+    add_user(&db, "root-admin", "admin-password", &["user", "admin"]);
+    add_user(&db, "nobody-special", "plain-password", &[]);
+    add_user(&db, "carol", "carol-password", &["user"]);
+    gatehouse(&db.url).run(&["user", "deactivate", "carol"]).ok();
+
+    let listing = gatehouse(&db.url).run(&["user", "list"]).ok().to_owned();
+
+    let alice = list_line(&listing, "alice");
+    assert!(alice.contains(&"yes".to_owned()) && alice.contains(&"user".to_owned()), "{listing}");
+    let admin = list_line(&listing, "root-admin");
+    assert!(admin.contains(&"yes".to_owned()) && admin.contains(&"admin,user".to_owned()), "{listing}");
+    let carol = list_line(&listing, "carol");
+    assert!(carol.contains(&"no".to_owned()) && carol.contains(&"user".to_owned()), "{listing}");
+    let plain = list_line(&listing, "nobody-special");
+    assert!(plain.contains(&"yes".to_owned()), "{listing}");
+    assert!(!plain.iter().any(|word| word.contains("user") || word.contains("admin")), "{listing}");
+}
+
+// ---- audit tail ----
+
+#[tokio::test]
+async fn audit_tail_prints_the_latest_events_newest_last_and_at_most_n_of_them() {
+    let app = spawn_app_on(TestDb::create(), &[]).await;
+    let alice = app.alice();
+    for _ in 0..3 {
+        app.login(&alice, None).await;
+    }
+    let failed = app.post_token(&[("username", "alice"), ("password", "wrong-password")]).await;
+    assert_token_error(failed, 400, "invalid_grant").await;
+    let kinds = app.event_kinds();
+    assert!(kinds.len() > 5, "{kinds:?}");
+
+    let kind_of = |line: &str| line.split_whitespace().nth(2).unwrap().to_owned();
+    let tail = gatehouse(&app.db.url).run(&["audit", "tail", "-n", "5"]).ok().to_owned();
+    let printed: Vec<String> = tail.lines().map(kind_of).collect();
+    assert_eq!(printed, kinds[kinds.len() - 5..], "{tail}");
+    assert!(tail.lines().last().unwrap().contains("alice"), "{tail}");
+
+    let everything = gatehouse(&app.db.url).run(&["audit", "tail", "-n", "1000"]).ok().to_owned();
+    let printed: Vec<String> = everything.lines().map(kind_of).collect();
+    assert_eq!(printed, kinds, "{everything}");
+}
+
+// ---- bad usage ----
+
+#[test]
+fn bad_usage_exits_with_2() {
+    // Nothing listens here: a command that got past argument parsing would fail with 1, not 2.
+    let url = format!("postgres://postgres@127.0.0.1:{}/gatehouse", free_port());
+    for args in [
+        &[][..],
+        &["user"][..],
+        &["user", "add"][..],
+        &["user", "set-roles", "bob"][..],
+        &["user", "add", "bob", "--colour", "blue"][..],
+        &["frobnicate"][..],
+        &["audit", "tail", "-n", "0"][..],
+        &["audit", "tail", "-n", "many"][..],
+        &["serve", "--bind"][..],
+    ] {
+        let outcome = gatehouse(&url).run(args);
+        assert_eq!(outcome.code, Some(2), "gatehouse {}: {outcome:?}", args.join(" "));
+        outcome.usage_error();
+    }
+}
+
+// ---- serve: configuration ----
+
+#[test]
+fn serve_without_a_jwt_secret_refuses_to_start_with_one_line_naming_the_variable() {
+    let db = TestDb::create();
+    let outcome = gatehouse(&db.url).without_env("GATEHOUSE_JWT_SECRET").run(&["serve", "--bind", "127.0.0.1:0"]);
+    let line = outcome.failure();
+    assert!(line.contains("GATEHOUSE_JWT_SECRET"), "{line}");
+}
+
+#[test]
+fn serve_with_a_short_jwt_secret_refuses_to_start_saying_at_least_32_bytes() {
+    let db = TestDb::create();
+    let outcome = gatehouse(&db.url).env("GATEHOUSE_JWT_SECRET", "short").run(&["serve", "--bind", "127.0.0.1:0"]);
+    let line = outcome.failure();
+    assert!(line.contains("GATEHOUSE_JWT_SECRET"), "{line}");
+    assert!(line.contains("at least 32 bytes"), "{line}");
+}
+
+#[test]
+fn serve_with_an_absurd_bcrypt_cost_refuses_to_start_with_one_line() {
+    let db = TestDb::create();
+    let outcome = gatehouse(&db.url)
+        .env("GATEHOUSE_JWT_SECRET", crate::helpers::JWT_SECRET)
+        .env("GATEHOUSE_BCRYPT_COST", "99")
+        .run(&["serve", "--bind", "127.0.0.1:0"]);
+    let line = outcome.failure();
+    assert!(line.contains("GATEHOUSE_BCRYPT_COST"), "{line}");
+}
+
+#[test]
+fn serve_with_an_unparseable_bind_address_fails_with_one_line() {
+    let db = TestDb::create();
+    let outcome = gatehouse(&db.url).env("GATEHOUSE_JWT_SECRET", crate::helpers::JWT_SECRET).run(&[
+        "serve",
+        "--bind",
+        "not-an-address",
+    ]);
+    outcome.failure();
+}
+
+// ---- serve --dev ----
+
+/// Reads a child's stream to the end on a thread of its own, so a full pipe never blocks the child.
+fn drain(mut stream: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    })
+}
+
+/// Kills the child if the test ends before it exits.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_dev_prints_demo_credentials_that_work_and_stops_on_sigterm() {
+    let db = TestDb::create();
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut server = KillOnDrop(gatehouse(&db.url).without_env("GATEHOUSE_JWT_SECRET").spawn(&[
+        "serve",
+        "--dev",
+        "--bind",
+        bind.as_str(),
+    ]));
+    let stdout = drain(server.0.stdout.take().unwrap());
+    let stderr = drain(server.0.stderr.take().unwrap());
+    let base = format!("http://{bind}");
+    let client = reqwest::Client::new();
+
+    let started = Instant::now();
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            panic!("serve --dev exited early with {status}: {}", stderr.join().unwrap());
+        }
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
+            && response.status() == 200
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "/healthz did not answer 200 within 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for (username, password) in [("alice", "alice-demo-password"), ("admin", "admin-demo-password")] {
+        let response = client
+            .post(format!("{base}/token"))
+            .form(&[("username", username), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "demo login of {username}");
+    }
+    let response = client
+        .post(format!("{base}/token"))
+        .form(&[("username", "alice"), ("password", "alice-demo-password"), ("scope", "profile")])
+        .send()
+        .await
+        .unwrap();
+    let token: Value = response.json().await.unwrap();
+    let me = client.get(format!("{base}/api/users/me")).bearer_auth(token["access_token"].as_str().unwrap());
+    assert_eq!(me.send().await.unwrap().status(), 200);
+
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(10), "serve --dev did not exit within 10 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(status.success(), "exit {status} after SIGTERM; stderr:\n{stderr}");
+    assert!(stdout.contains("alice / alice-demo-password"), "{stdout}");
+    assert!(stdout.contains(&bind), "{stdout}");
+    assert!(stderr.contains("ephemeral"), "--dev must say that its JWT secret is ephemeral:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
