@@ -37,9 +37,23 @@ impl LoginThrottle {
     }
 }
 
+/// Whole seconds for `Retry-After`, rounded up: a client that waits as long as it is told must not
+/// be refused again.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1900)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
 
     #[test]
     fn an_address_is_stopped_after_its_burst_and_others_are_not() {

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::body::{BodyError, read_limited};
 use crate::auth::credentials::Attempt;
+use crate::auth::throttle::retry_after_secs;
 use crate::client_ip::client_ip;
 use crate::db::auth_events::Channel;
 use crate::errors::{TokenError, no_store};
@@ -87,11 +88,12 @@ async fn token(
     let attempt = api_attempt(&req, &state);
     let form = read_form(&req, payload).await?;
     let request = TokenRequest::from_form(&form, state.settings.strict_grant_type)?;
-    if let Err(wait) = state.login_throttle.check(client_ip(&req, &state.settings.trusted_proxies)) {
-        return Err(TokenError::SlowDown { retry_after_secs: wait.as_secs().max(1) });
-    }
     let issued = match request {
         TokenRequest::Password { username, password, scope } => {
+            // Only password attempts are throttled: a refresh token has 256 bits, nothing to guess.
+            if let Err(wait) = state.login_throttle.check(client_ip(&req, &state.settings.trusted_proxies)) {
+                return Err(TokenError::SlowDown { retry_after_secs: retry_after_secs(wait) });
+            }
             grant::password(&state, &username, password, scope, attempt).await?
         }
         TokenRequest::RefreshToken { refresh_token, scope } => {

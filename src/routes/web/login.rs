@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::pages::{Layout, render};
 use crate::auth::credentials::{self, Attempt, LoginError};
 use crate::auth::session::{self, SignedInUser, csrf_matches, csrf_token};
+use crate::auth::throttle::retry_after_secs;
 use crate::client_ip::client_ip;
 use crate::db::{
     self,
@@ -73,7 +74,7 @@ async fn login(
     let password = form.get("password").unwrap_or_default().to_owned();
     let addr = client_ip(&req, &state.settings.trusted_proxies);
     if let Err(wait) = state.login_throttle.check(addr) {
-        return Err(WebError::TooManyRequests { retry_after_secs: wait.as_secs().max(1) });
+        return Err(WebError::TooManyRequests { retry_after_secs: retry_after_secs(wait) });
     }
 
     let attempt = Attempt { channel: Channel::Web, client_addr: addr.map(|ip| ip.to_string()) };
