@@ -244,7 +244,8 @@ pub enum WebError {
     #[error("sign in to see this page")]
     NotSignedIn { next: String },
     #[error("You do not have access to this page.")]
-    Forbidden,
+    /// Signed in, but without the role: the page keeps the signed-in header.
+    Forbidden { viewer: Box<crate::routes::web::pages::LayoutUser> },
     #[error("The form expired or did not come from this site. Go back, reload the page and try again.")]
     CsrfRejected,
     #[error("That request could not be understood.")]
@@ -267,7 +268,7 @@ impl WebError {
     fn title(&self) -> &'static str {
         match self {
             WebError::NotSignedIn { .. } => "Sign in",
-            WebError::Forbidden | WebError::CsrfRejected => "Forbidden",
+            WebError::Forbidden { .. } | WebError::CsrfRejected => "Forbidden",
             WebError::BadRequest => "Bad request",
             WebError::NotFound => "Not found",
             WebError::TooManyRequests { .. } => "Slow down",
@@ -290,7 +291,7 @@ impl ResponseError for WebError {
     fn status_code(&self) -> StatusCode {
         match self {
             WebError::NotSignedIn { .. } => StatusCode::SEE_OTHER,
-            WebError::Forbidden | WebError::CsrfRejected => StatusCode::FORBIDDEN,
+            WebError::Forbidden { .. } | WebError::CsrfRejected => StatusCode::FORBIDDEN,
             WebError::BadRequest => StatusCode::BAD_REQUEST,
             WebError::NotFound => StatusCode::NOT_FOUND,
             WebError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -310,8 +311,12 @@ impl ResponseError for WebError {
             _ => {}
         }
         let status = self.status_code();
+        let layout = match self {
+            WebError::Forbidden { viewer } => crate::routes::web::pages::Layout::signed_in((**viewer).clone()),
+            _ => crate::routes::web::pages::Layout::anonymous(),
+        };
         let page = ErrorPage {
-            layout: crate::routes::web::pages::Layout::anonymous(),
+            layout,
             status: status.as_u16(),
             title: self.title(),
             message: self.to_string(),

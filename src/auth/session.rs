@@ -190,15 +190,19 @@ impl SignedInUser {
 
     /// The shared authorization rule, answered the website way (the 403 page).
     pub fn authorize(&self, requirement: Requirement) -> Result<(), WebError> {
-        requirement.check(&self.roles, None).map_err(|_| WebError::Forbidden)
+        requirement.check(&self.roles, None).map_err(|_| WebError::Forbidden { viewer: Box::new(self.layout_user()) })
     }
 
     pub fn layout(&self) -> Layout {
-        Layout::signed_in(LayoutUser {
+        Layout::signed_in(self.layout_user())
+    }
+
+    fn layout_user(&self) -> LayoutUser {
+        LayoutUser {
             username: self.user.username.clone(),
-            is_admin: self.is_admin(),
+            is_admin: self.roles.iter().any(|role| role == RoleName::ADMIN),
             csrf_token: self.csrf_token.clone(),
-        })
+        }
     }
 }
 

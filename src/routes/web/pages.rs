@@ -21,6 +21,7 @@ pub struct Layout {
     pub asset_version: &'static str,
 }
 
+#[derive(Debug, Clone)]
 pub struct LayoutUser {
     pub username: String,
     pub is_admin: bool,
