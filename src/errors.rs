@@ -315,12 +315,7 @@ impl ResponseError for WebError {
             WebError::Forbidden { viewer } => crate::routes::web::pages::Layout::signed_in((**viewer).clone()),
             _ => crate::routes::web::pages::Layout::anonymous(),
         };
-        let page = ErrorPage {
-            layout,
-            status: status.as_u16(),
-            title: self.title(),
-            message: self.to_string(),
-        };
+        let page = ErrorPage { layout, status: status.as_u16(), title: self.title(), message: self.to_string() };
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CACHE_CONTROL, "no-store"));
         match self {

@@ -9,10 +9,6 @@
 //! Each test has its own chromedriver (on a port it picks itself) and its own throw-away Chromium profile,
 //! so the tests run in parallel like the rest of the suite.
 
-// clippy's `allow-unwrap-in-tests` covers only `#[test]` functions, not the browser helpers below, where a
-// failed WebDriver call should fail the test just the same.
-#![allow(clippy::unwrap_used, reason = "test support code")]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -400,4 +396,49 @@ async fn signing_out_with_the_header_button_returns_to_the_login_page_and_home_a
     browser.goto("/").await;
     browser.wait_for_location("/login?next=%2F").await;
     assert_eq!(browser.text("main h1").await, "Sign in");
+}
+
+/// Swagger UI: press Authorize, run the password flow, then "Try it out" on two endpoints.
+#[tokio::test]
+async fn swagger_ui_authorizes_with_the_password_flow_and_calls_the_api() {
+    let app = spawn_app().await;
+    app.alice();
+    let browser = Browser::open(&app).await;
+
+    browser.goto("/docs").await;
+    browser.wait_for_location("/docs/").await;
+    browser.find(".swagger-ui .btn.authorize").await.click().await.unwrap();
+    browser.find("#oauth_username").await.send_keys("alice").await.unwrap();
+    browser.find("#oauth_password").await.send_keys("alice-password").await.unwrap();
+    // The scopes are offered as checkboxes; the user ones come ticked.
+    let checkboxes = browser.client.find_all(Locator::Css(".modal-ux input[type=checkbox]")).await.unwrap();
+    assert!(checkboxes.len() >= 5, "expected a checkbox per scope, found {}", checkboxes.len());
+    browser.screenshot("docs-authorize").await;
+    browser.find(".modal-ux .auth-btn-wrapper .btn.modal-btn.auth.authorize").await.click().await.unwrap();
+    // Authorized: the dialog now offers to log out.
+    browser.find(".modal-ux .auth-btn-wrapper .btn.modal-btn.auth:not(.authorize)").await;
+    browser.find(".modal-ux .btn-done").await.click().await.unwrap();
+
+    assert_eq!(try_it_out(&browser, "#operations-users-me").await, "200");
+    let body = shown_response(&browser, "#operations-users-me").await;
+    assert!(body.contains("\"username\": \"alice\""), "{body}");
+    browser.screenshot("docs-users-me").await;
+
+    assert_eq!(try_it_out(&browser, "#operations-admin-stats").await, "403");
+    let answer = shown_response(&browser, "#operations-admin-stats").await;
+    assert!(answer.to_lowercase().contains("www-authenticate: bearer error=\"insufficient_scope\""), "{answer}");
+}
+
+/// Opens an operation, presses "Try it out" and "Execute", and returns the status shown.
+async fn try_it_out(browser: &Browser, operation: &str) -> String {
+    browser.find(&format!("{operation} .opblock-summary")).await.click().await.unwrap();
+    browser.find(&format!("{operation} .try-out__btn")).await.click().await.unwrap();
+    browser.find(&format!("{operation} .btn.execute")).await.click().await.unwrap();
+    browser.text(&format!("{operation} .live-responses-table .response .response-col_status")).await
+}
+
+/// Everything the page shows of the live response (body and headers), as text.
+async fn shown_response(browser: &Browser, operation: &str) -> String {
+    let column = browser.find(&format!("{operation} .live-responses-table .response .response-col_description")).await;
+    column.prop("textContent").await.unwrap().unwrap_or_default()
 }

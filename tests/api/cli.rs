@@ -2,9 +2,6 @@
 //! the database and on a running server, and its exit codes (0 ok, 2 bad usage, 1 other failure with
 //! one line on stderr).
 
-// Test code: a failed unwrap is a failed test, which is what it should be.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -2,9 +2,6 @@
 //! revocation (RFC 7009), deactivation, per-account lockout, per-address throttling, bcrypt cost
 //! upgrades, the RFC 8414 metadata document and the admin statistics that count all of this.
 
-// `allow-unwrap-in-tests` covers only `#[test]` functions, not the small helpers below them.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use diesel::RunQueryDsl;

@@ -2,9 +2,6 @@
 //! when the database returns. The outage is staged on a private PostgreSQL cluster started for the
 //! test, so the shared server the other tests use is never touched.
 
-// Test code: a failed unwrap is a failed test, which is what it should be.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -6,9 +6,6 @@
 //! to 127.0.0.1, which browsers and reqwest treat as a secure origin. To replay an old cookie after
 //! the browser has dropped it, [`replay`] sends the `Cookie` header by hand.
 
-// clippy's allow-unwrap-in-tests covers only `#[test]` functions, not this file's helpers.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use diesel::RunQueryDsl;
 use reqwest::redirect::Policy;
 use reqwest::{Client, Response, header};

@@ -55,7 +55,9 @@ pub fn sign_in_chart(title: &str, buckets: &[Bucket], label_every: usize) -> Str
             );
         }
         svg.push_str("</g>");
-        if label_every > 0 && i % label_every == 0 {
+        // Count labels back from the newest bucket, so "now" is always labelled.
+        let from_end = buckets.len() - 1 - i;
+        if label_every > 0 && from_end % label_every == 0 {
             let _ = write!(
                 svg,
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
