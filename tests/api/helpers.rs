@@ -87,10 +87,8 @@ pub fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings
 
 pub struct TestApp {
     pub address: String,
-    pub port: u16,
     pub client: Client,
     pub db: TestDb,
-    pub settings: Settings,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -119,11 +117,11 @@ pub async fn spawn_app_on(db: TestDb, overrides: &[(&str, &str)]) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let pool = db::pool(&db.url, 4);
-    let server = gatehouse::startup::run(listener, pool, settings.clone()).unwrap();
+    let server = gatehouse::startup::run(listener, pool, settings).unwrap();
     let handle = server.handle();
     tokio::spawn(server);
     let client = Client::builder().redirect(reqwest::redirect::Policy::none()).cookie_store(true).build().unwrap();
-    TestApp { address: format!("http://127.0.0.1:{port}"), port, client, db, settings, server: handle }
+    TestApp { address: format!("http://127.0.0.1:{port}"), client, db, server: handle }
 }
 
 /// A user created straight in the database, as `gatehouse user add` would.

@@ -57,7 +57,7 @@ pub fn sign_in_chart(title: &str, buckets: &[Bucket], label_every: usize) -> Str
         svg.push_str("</g>");
         // Count labels back from the newest bucket, so "now" is always labelled.
         let from_end = buckets.len() - 1 - i;
-        if label_every > 0 && from_end % label_every == 0 {
+        if label_every > 0 && from_end.is_multiple_of(label_every) {
             let _ = write!(
                 svg,
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
