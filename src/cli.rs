@@ -287,7 +287,8 @@ fn serve(settings: Settings) -> Result<(), CliError> {
     let listener = TcpListener::bind(settings.bind)
         .map_err(|err| CliError(format!("cannot listen on {}: {err}", settings.bind)))?;
     let bound = listener.local_addr().map_err(CliError::from_display)?;
-    let pool = db::pool(settings.database_url.expose_secret(), 16);
+    // Two cores serve the API and PostgreSQL alike: a few connections keep both busy.
+    let pool = db::pool(settings.database_url.expose_secret(), 8);
 
     log::info!("database: {}", settings.database_url_for_display());
     if settings.dev_mode {

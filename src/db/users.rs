@@ -12,7 +12,7 @@ diesel::define_sql_function! {
 }
 
 /// A user as the rest of the service sees it: never carries the password hash.
-#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct User {
     pub id: Uuid,
@@ -79,30 +79,27 @@ pub fn credentials_by_username(conn: &mut PgConnection, username: &str) -> Query
         .optional()
 }
 
-/// What a bearer-token check needs, in one round trip: the user, their roles, and whether the
-/// token's `jti` was revoked. This runs on every API request.
-#[derive(QueryableByName)]
+diesel::define_sql_function! {
+    /// The user's role names, sorted (a SQL function from the migrations).
+    fn user_role_names(user_id: diesel::sql_types::Uuid) -> diesel::sql_types::Array<diesel::sql_types::Text>;
+}
+
+/// What a bearer-token check needs: the user, their roles, and whether the token's `jti` was
+/// revoked. This runs on every API request, so it is one statement, and a cached prepared one.
 pub struct TokenHolder {
-    #[diesel(embed)]
     pub user: User,
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
     pub roles: Vec<String>,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
     pub token_revoked: bool,
 }
 
 pub fn token_holder(conn: &mut PgConnection, user_id: Uuid, jti: Uuid) -> QueryResult<Option<TokenHolder>> {
-    diesel::sql_query(
-        "SELECT users.id, users.username, users.email, users.full_name, users.is_active, \
-                users.tokens_valid_after, users.created_at, users.last_login_at, \
-                ARRAY(SELECT role_name FROM user_roles WHERE user_id = users.id ORDER BY role_name) AS roles, \
-                EXISTS (SELECT 1 FROM revoked_access_tokens WHERE jti = $2) AS token_revoked \
-         FROM users WHERE users.id = $1",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(user_id)
-    .bind::<diesel::sql_types::Uuid, _>(jti)
-    .get_result(conn)
-    .optional()
+    let revoked = diesel::dsl::exists(super::schema::revoked_access_tokens::table.find(jti));
+    users::table
+        .find(user_id)
+        .select((User::as_select(), user_role_names(users::id), revoked))
+        .first::<(User, Vec<String>, bool)>(conn)
+        .optional()
+        .map(|found| found.map(|(user, roles, token_revoked)| TokenHolder { user, roles, token_revoked }))
 }
 
 /// The user's role names, sorted.
