@@ -21,6 +21,9 @@ pub struct EventCounts {
     pub failures: i64,
     pub tokens_issued: i64,
     pub lockouts: i64,
+    pub refreshes: i64,
+    /// Already-used refresh tokens presented again (each revoked its family).
+    pub reuse_detections: i64,
 }
 
 pub fn user_counts(conn: &mut PgConnection) -> QueryResult<UserCounts> {
@@ -53,6 +56,8 @@ pub fn event_counts_since(conn: &mut PgConnection, since: DateTime<Utc>) -> Quer
         failures: count("login_failed"),
         tokens_issued: count("token_issued"),
         lockouts: count("lockout"),
+        refreshes: count("refresh"),
+        reuse_detections: count("reuse_detected"),
     })
 }
 

@@ -613,7 +613,10 @@ async fn admin_stats_count_outstanding_refresh_tokens_and_active_families() {
     assert_eq!(counts(admin_stats(&app, &token).await), (2, 2));
 
     assert_eq!(app.revoke(&other, None).await.status(), 200);
-    assert_eq!(counts(admin_stats(&app, &token).await), (1, 1));
+    let stats = admin_stats(&app, &token).await;
+    assert_eq!(counts(stats.clone()), (1, 1));
+    assert_eq!(stats["last_24h"]["refreshes"], 1, "{stats}");
+    assert_eq!(stats["last_24h"]["reuse_detections"], 1, "{stats}");
 }
 
 #[tokio::test]
