@@ -239,12 +239,7 @@ async fn current_user(req: &HttpRequest) -> Result<Option<SignedInUser>, WebErro
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| WebError::Internal("AppState is not registered".to_owned()))?;
     let user_id = sign_in.user_id;
-    let found = db::run(&state.pool, move |conn| {
-        let Some(user) = db::users::find_by_id(conn, user_id)? else { return Ok(None) };
-        let roles = db::users::roles_of(conn, user_id)?;
-        Ok(Some((user, roles)))
-    })
-    .await?;
+    let found = db::run(&state.pool, move |conn| Ok(db::users::with_roles(conn, user_id)?)).await?;
     let valid = found.filter(|(user, _)| user.is_active && sign_in.signed_in_at >= user.tokens_valid_after);
     let Some((user, roles)) = valid else {
         // Deactivated, deleted, or signed out everywhere since: this session is over.
@@ -271,5 +266,27 @@ pub fn csrf_matches(session: &Session, submitted: Option<&str>) -> bool {
     match (session.get::<String>(CSRF).ok().flatten(), submitted) {
         (Some(expected), Some(submitted)) => expected.as_bytes().ct_eq(submitted.as_bytes()).into(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cookie_key;
+    use secrecy::SecretString;
+
+    #[test]
+    fn the_cookie_key_follows_the_session_key_when_set_and_never_equals_the_jwt_secret() {
+        let jwt: SecretString = "j".repeat(40).into();
+        let one: SecretString = "a".repeat(40).into();
+        let two: SecretString = "b".repeat(40).into();
+        let derived = cookie_key(None, &jwt);
+        assert_eq!(derived.master(), cookie_key(None, &jwt).master(), "derivation is deterministic");
+        assert_ne!(&derived.master()[..40], "j".repeat(40).as_bytes());
+        // Rotating GATEHOUSE_SESSION_KEY changes the cookie key without touching the JWT secret…
+        assert_ne!(cookie_key(Some(&one), &jwt).master(), cookie_key(Some(&two), &jwt).master());
+        // …and rotating the JWT secret leaves a configured session key's cookies valid.
+        let other_jwt: SecretString = "k".repeat(40).into();
+        assert_eq!(cookie_key(Some(&one), &jwt).master(), cookie_key(Some(&one), &other_jwt).master());
+        assert_ne!(cookie_key(Some(&one), &jwt).master(), derived.master());
     }
 }

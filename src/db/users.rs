@@ -102,6 +102,11 @@ pub fn token_holder(conn: &mut PgConnection, user_id: Uuid, jti: Uuid) -> QueryR
         .map(|found| found.map(|(user, roles, token_revoked)| TokenHolder { user, roles, token_revoked }))
 }
 
+/// The user with their current roles, in one statement (every page view of a signed-in browser).
+pub fn with_roles(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<(User, Vec<String>)>> {
+    users::table.find(user_id).select((User::as_select(), user_role_names(users::id))).first(conn).optional()
+}
+
 /// The user's role names, sorted.
 pub fn roles_of(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Vec<String>> {
     user_roles::table

@@ -651,6 +651,11 @@ async fn serve_dev_prints_demo_credentials_that_work_and_stops_on_sigterm() {
         .await
         .unwrap();
     let token: Value = response.json().await.unwrap();
+    // --dev: the session cookie works over plain http, so it is not `Secure` (it is otherwise).
+    let login_page = client.get(format!("{base}/login")).send().await.unwrap();
+    let cookie = login_page.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("gatehouse_session=") && cookie.contains("HttpOnly"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "--dev must not mark the session cookie Secure: {cookie}");
     let me = client.get(format!("{base}/api/users/me")).bearer_auth(token["access_token"].as_str().unwrap());
     assert_eq!(me.send().await.unwrap().status(), 200);
 

@@ -217,3 +217,13 @@ async fn a_nul_character_in_a_field_is_invalid_request_not_a_server_error() {
         assert_token_error(response, 400, "invalid_request").await;
     }
 }
+
+#[tokio::test]
+async fn the_configured_access_token_lifetime_is_what_the_client_is_told_and_what_the_token_says() {
+    let app = spawn_app_with(&[("GATEHOUSE_ACCESS_TOKEN_TTL", "90s")]).await;
+    let alice = app.alice();
+    let body = app.login(&alice, None).await;
+    assert_eq!(body["expires_in"], 90);
+    let claims = jwt_part(body["access_token"].as_str().unwrap(), 1);
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 90);
+}
