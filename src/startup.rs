@@ -17,6 +17,7 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::password::PasswordHasher;
 use crate::auth::session::{IDLE_TIMEOUT, PgSessionStore, cookie_key};
 use crate::auth::throttle::LoginThrottle;
+use crate::auth::token_checks::TokenChecks;
 use crate::config::Settings;
 use crate::db::PgPool;
 use crate::routes;
@@ -58,6 +59,8 @@ pub fn run(listener: TcpListener, pool: PgPool, settings: Settings) -> Result<Se
             .into_utoipa_app()
             .openapi(routes::docs::ApiDoc::openapi())
             .app_data(state.clone())
+            // Built here, once per worker thread: the bearer checks of one thread's requests share batches.
+            .app_data(TokenChecks::new(state.pool.clone()))
             .configure(routes::documented)
             .split_for_parts();
         app.wrap(from_fn(security_headers))

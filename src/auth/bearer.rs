@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -12,6 +13,7 @@ use chrono::{DurationRound, Utc};
 
 use crate::auth::guard::{Denial, Requirement};
 use crate::auth::jwt::{AccessClaims, TokenRejection};
+use crate::auth::token_checks::TokenChecks;
 use crate::db::{self, users::User};
 use crate::domain::ScopeSet;
 use crate::errors::ApiError;
@@ -92,8 +94,10 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, ApiError> {
     let claims = state.keys.verify(token, now).map_err(ApiError::InvalidToken)?;
     let scopes = ScopeSet::parse(&claims.scope).map_err(|_| ApiError::InvalidToken(TokenRejection::Malformed))?;
 
-    let (user_id, jti) = (claims.sub, claims.jti);
-    let found = db::run(&state.pool, move |conn| Ok(db::users::token_holder(conn, user_id, jti)?)).await?;
+    let token_checks = req
+        .app_data::<Rc<TokenChecks>>()
+        .ok_or_else(|| ApiError::Internal("TokenChecks is not registered".to_owned()))?;
+    let found = token_checks.token_holder(claims.sub, claims.jti).await?;
     let Some(db::users::TokenHolder { user, roles, token_revoked: revoked }) = found else {
         return Err(ApiError::InvalidToken(TokenRejection::UnknownUser));
     };

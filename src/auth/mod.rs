@@ -7,6 +7,7 @@ pub mod jwt;
 pub mod password;
 pub mod session;
 pub mod throttle;
+pub mod token_checks;
 
 use base64::Engine as _;
 

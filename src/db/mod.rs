@@ -49,8 +49,23 @@ pub enum DbError {
     Unavailable(String),
     #[error(transparent)]
     Query(DieselError),
+    /// A query failed, as told to every request that shared it (a batch): diesel's errors are not `Clone`.
+    #[error("{0}")]
+    Failed(String),
     #[error("the blocking thread pool is gone")]
     Canceled,
+}
+
+impl DbError {
+    /// The same failure, for another request waiting on the same query.
+    pub fn for_another_waiter(&self) -> DbError {
+        match self {
+            DbError::Unavailable(cause) => DbError::Unavailable(cause.clone()),
+            DbError::Query(err) => DbError::Failed(err.to_string()),
+            DbError::Failed(cause) => DbError::Failed(cause.clone()),
+            DbError::Canceled => DbError::Canceled,
+        }
+    }
 }
 
 impl From<DieselError> for DbError {

@@ -7,7 +7,7 @@ use reqwest::header::{self, HeaderValue};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{JWT_SECRET, TestApp, TestUser, assert_bearer_error, spawn_app};
+use crate::helpers::{JWT_SECRET, TestApp, TestUser, assert_bearer_error, spawn_app, spawn_app_with};
 
 const ME: &str = "/api/users/me";
 const STATS: &str = "/api/admin/stats";
@@ -367,4 +367,90 @@ async fn the_bearer_scheme_name_is_case_insensitive() {
         let response = get_with_authorization(&app, ME, value).await;
         assert_eq!(response.status(), 200, "scheme {scheme}");
     }
+}
+
+/// Concurrent requests share batched lookups: each must still get its own caller's answer.
+#[tokio::test]
+async fn concurrent_callers_each_get_their_own_answer() {
+    // Twelve sign-ins from one address: more than the login throttle's burst.
+    let app = spawn_app_with(&[("GATEHOUSE_LOGIN_RATE_PER_MINUTE", "0")]).await;
+    let mut expected: Vec<(String, u16, Option<String>)> = Vec::new();
+    for n in 0..8 {
+        let user = app.create_user(&format!("caller-{n}"), "caller-password", &["user"]);
+        let token = app.access_token(&user, None).await;
+        expected.push((token, 200, Some(user.username)));
+    }
+    // A second token of one caller, revoked; its sibling stays valid.
+    let revoked_owner = app.create_user("caller-revoked", "caller-password", &["user"]);
+    let kept = app.access_token(&revoked_owner, None).await;
+    let revoked = app.access_token(&revoked_owner, None).await;
+    assert_eq!(app.revoke(&revoked, Some("access_token")).await.status(), 200);
+    expected.push((kept, 200, Some(revoked_owner.username.clone())));
+    expected.push((revoked, 401, None));
+    let inactive = app.create_user("caller-inactive", "caller-password", &["user"]);
+    let inactive_token = app.access_token(&inactive, None).await;
+    execute(&app, &format!("UPDATE users SET is_active = false WHERE id = '{}'", inactive.id));
+    expected.push((inactive_token, 403, None));
+    let deleted = app.create_user("caller-deleted", "caller-password", &["user"]);
+    let deleted_token = app.access_token(&deleted, None).await;
+    execute(&app, &format!("DELETE FROM users WHERE id = '{}'", deleted.id));
+    expected.push((deleted_token, 401, None));
+
+    let mut requests = tokio::task::JoinSet::new();
+    for round in 0..6 {
+        for (i, (token, status, username)) in expected.iter().enumerate() {
+            let (client, url) = (app.client.clone(), app.url(ME));
+            let (token, status, username) = (token.clone(), *status, username.clone());
+            requests.spawn(async move {
+                let response = client.get(url).bearer_auth(token).send().await.unwrap();
+                let got = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(got, status, "request {i} of round {round}: {body}");
+                if let Some(username) = username {
+                    assert_eq!(body["username"], username.as_str(), "request {i} of round {round}");
+                }
+            });
+        }
+    }
+    while let Some(done) = requests.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// The batch lookup behind bearer checks answers every lookup on its own, in order.
+#[tokio::test]
+async fn a_batch_of_token_lookups_answers_each_lookup_in_order() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let admin = app.admin();
+    let (kept, revoked) = (Uuid::now_v7(), Uuid::now_v7());
+    execute(
+        &app,
+        &format!(
+            "INSERT INTO revoked_access_tokens (jti, user_id, expires_at) VALUES ('{revoked}', '{}', now() + interval '1 hour')",
+            alice.id
+        ),
+    );
+    let nobody = Uuid::now_v7();
+    let checks = [(alice.id, kept), (nobody, kept), (admin.id, revoked), (alice.id, revoked), (alice.id, kept)];
+    let answers = gatehouse::db::users::token_holders(&mut app.db.conn(), &checks).unwrap();
+    let summary: Vec<Option<(String, Vec<String>, bool)>> = answers
+        .into_iter()
+        .map(|answer| answer.map(|holder| (holder.user.username, holder.roles, holder.token_revoked)))
+        .collect();
+    let user = |name: &str, roles: &[&str], revoked| {
+        Some((name.to_owned(), roles.iter().map(|r| r.to_string()).collect(), revoked))
+    };
+    assert_eq!(
+        summary,
+        vec![
+            user("alice", &["user"], false),
+            None,
+            // Revocation is by jti: the same jti under another user still counts as revoked.
+            user("root-admin", &["admin", "user"], true),
+            user("alice", &["user"], true),
+            user("alice", &["user"], false),
+        ]
+    );
+    assert!(gatehouse::db::users::token_holders(&mut app.db.conn(), &[]).unwrap().is_empty());
 }

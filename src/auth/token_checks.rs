@@ -1,0 +1,97 @@
+//! The database half of every bearer check, batched per worker thread.
+//!
+//! Each API request must load its token's user, their roles and the token's revocation state. Diesel
+//! is synchronous, so a lookup on its own costs a hop to a blocking thread and back plus a round trip
+//! to PostgreSQL; on a busy server those hops, not the queries, are most of what a request costs. So
+//! the requests one worker thread serves queue their lookups here, and at most [`MAX_BATCHES`] drain
+//! tasks each take everything queued, answer it with one batch query, and hand every request its own
+//! answer. Under light load a batch holds one lookup; under load batches grow by themselves, because
+//! lookups queue up while the drain tasks wait for their queries.
+//!
+//! Every answer comes from a query that started after its lookup was queued, so a deactivation, a
+//! revocation or a role change counts from the next request on, as it would without batching.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::db::{self, DbError, PgPool, users::TokenHolder};
+
+/// Batch queries one worker thread runs at a time: enough to keep PostgreSQL busy while a batch's
+/// answers travel back, few enough to leave pooled connections to logins and pages.
+pub const MAX_BATCHES: usize = 2;
+/// A bound on one batch, so a burst cannot build a statement with an unbounded array.
+const MAX_BATCH_LEN: usize = 256;
+
+/// One worker thread's queue of lookups. Not `Send`: each worker builds its own (in the app factory).
+pub struct TokenChecks {
+    pool: PgPool,
+    queue: RefCell<Vec<Lookup>>,
+    drain_tasks: Cell<usize>,
+}
+
+struct Lookup {
+    user_id: Uuid,
+    jti: Uuid,
+    answer: oneshot::Sender<Result<Option<TokenHolder>, DbError>>,
+}
+
+impl TokenChecks {
+    pub fn new(pool: PgPool) -> Rc<Self> {
+        Rc::new(TokenChecks { pool, queue: RefCell::new(Vec::new()), drain_tasks: Cell::new(0) })
+    }
+
+    /// The holder of the token `jti` if user `user_id` exists (active or not), read after this call began.
+    pub async fn token_holder(self: &Rc<Self>, user_id: Uuid, jti: Uuid) -> Result<Option<TokenHolder>, DbError> {
+        let (answer, answered) = oneshot::channel();
+        self.queue.borrow_mut().push(Lookup { user_id, jti, answer });
+        if self.drain_tasks.get() < MAX_BATCHES {
+            // A task of its own, not this request's future: a client hanging up must not cancel a
+            // batch that other requests are waiting for.
+            self.drain_tasks.set(self.drain_tasks.get() + 1);
+            actix_web::rt::spawn(Rc::clone(self).drain());
+        }
+        answered.await.map_err(|_| DbError::Canceled)?
+    }
+
+    /// Answers batches until the queue is empty.
+    async fn drain(self: Rc<Self>) {
+        // Counts this task out however it ends (even dropped at shutdown), so new ones can start.
+        let _running = DrainTask(Rc::clone(&self));
+        loop {
+            let batch: Vec<Lookup> = {
+                let mut queue = self.queue.borrow_mut();
+                let len = queue.len().min(MAX_BATCH_LEN);
+                queue.drain(..len).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let checks: Vec<(Uuid, Uuid)> = batch.iter().map(|lookup| (lookup.user_id, lookup.jti)).collect();
+            let answers = db::run(&self.pool, move |conn| Ok(db::users::token_holders(conn, &checks)?)).await;
+            // A request that has gone away dropped its receiver: its answer is simply not needed.
+            match answers {
+                Ok(answers) => {
+                    for (lookup, holder) in batch.into_iter().zip(answers) {
+                        let _ = lookup.answer.send(Ok(holder));
+                    }
+                }
+                Err(err) => {
+                    for lookup in batch {
+                        let _ = lookup.answer.send(Err(err.for_another_waiter()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct DrainTask(Rc<TokenChecks>);
+
+impl Drop for DrainTask {
+    fn drop(&mut self) {
+        self.0.drain_tasks.set(self.0.drain_tasks.get().saturating_sub(1));
+    }
+}
