@@ -40,8 +40,8 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("No such resource")]
     NotFound,
-    #[error("Method not allowed")]
-    MethodNotAllowed,
+    #[error("This address does not accept that method; it accepts {}", .allowed.join(", "))]
+    MethodNotAllowed { allowed: Vec<&'static str> },
     #[error("The request body is too large")]
     PayloadTooLarge,
     #[error("Content-Type must be application/json")]
@@ -61,7 +61,7 @@ impl ApiError {
             ApiError::InactiveUser => "inactive_user",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unavailable(_) => "temporarily_unavailable",
@@ -94,7 +94,7 @@ impl ResponseError for ApiError {
             }
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -118,8 +118,14 @@ impl ResponseError for ApiError {
         if let Some(challenge) = self.challenge() {
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
-        if matches!(self, ApiError::Unavailable(_)) {
-            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE));
+        match self {
+            ApiError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE));
+            }
+            ApiError::MethodNotAllowed { allowed } => {
+                response.insert_header((header::ALLOW, allowed.join(", ")));
+            }
+            _ => {}
         }
         response.json(ErrorBody { error: self.code(), error_description: description })
     }
@@ -252,6 +258,8 @@ pub enum WebError {
     BadRequest,
     #[error("There is no page at this address.")]
     NotFound,
+    #[error("This page cannot be used that way.")]
+    MethodNotAllowed { allowed: Vec<&'static str> },
     #[error("Too many sign-in attempts from your address. Wait {retry_after_secs} seconds and try again.")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("The service is temporarily unavailable. Please try again in a moment.")]
@@ -271,6 +279,7 @@ impl WebError {
             WebError::Forbidden { .. } | WebError::CsrfRejected => "Forbidden",
             WebError::BadRequest => "Bad request",
             WebError::NotFound => "Not found",
+            WebError::MethodNotAllowed { .. } => "Method not allowed",
             WebError::TooManyRequests { .. } => "Slow down",
             WebError::Unavailable(_) => "Temporarily unavailable",
             WebError::Internal(_) => "Server error",
@@ -294,6 +303,7 @@ impl ResponseError for WebError {
             WebError::Forbidden { .. } | WebError::CsrfRejected => StatusCode::FORBIDDEN,
             WebError::BadRequest => StatusCode::BAD_REQUEST,
             WebError::NotFound => StatusCode::NOT_FOUND,
+            WebError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             WebError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -324,6 +334,9 @@ impl ResponseError for WebError {
             }
             WebError::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE));
+            }
+            WebError::MethodNotAllowed { allowed } => {
+                response.insert_header((header::ALLOW, allowed.join(", ")));
             }
             _ => {}
         }

@@ -63,7 +63,8 @@ pub fn run(listener: TcpListener, pool: PgPool, settings: Settings) -> Result<Se
             .app_data(TokenChecks::new(state.pool.clone()))
             .configure(routes::documented)
             .split_for_parts();
-        app.wrap(from_fn(security_headers))
+        app.wrap(from_fn(routes::head_as_get))
+            .wrap(from_fn(security_headers))
             .wrap(request_logger())
             .configure(|cfg| routes::docs::configure(cfg, document))
             .configure(routes::web::pages::configure_static)
@@ -73,7 +74,7 @@ pub fn run(listener: TcpListener, pool: PgPool, settings: Settings) -> Result<Se
                     .wrap(session_middleware(&state))
                     .wrap(from_fn(routes::web::session_store_failures_as_503))
                     .configure(routes::web::configure)
-                    .default_service(web::to(routes::web::not_found)),
+                    .default_service(web::to(routes::web::fallback)),
             )
     })
     .shutdown_timeout(10)

@@ -14,6 +14,7 @@ mod cli;
 mod docs;
 mod health;
 mod lifecycle;
+mod methods;
 mod outage;
 mod schema;
 mod token;

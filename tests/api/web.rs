@@ -736,7 +736,9 @@ async fn a_get_request_never_signs_anyone_out() {
     let app = spawn_app().await;
     app.alice();
     signed_in(&app, &app.client, "alice", "alice-password").await;
-    html_page(app.get("/logout", None).await, 404).await;
+    let response = app.get("/logout", None).await;
+    assert_eq!(response.headers()[header::ALLOW], "POST");
+    html_page(response, 405).await;
     assert_eq!(app.get("/", None).await.status(), 200);
 }
 

@@ -20,7 +20,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .configure(users::configure)
             .configure(items::configure)
             .configure(admin::configure)
-            .default_service(web::to(super::not_found)),
+            .default_service(web::to(super::api_fallback)),
     );
 }
 

@@ -33,7 +33,19 @@ pub async fn session_store_failures_as_503(
     }
 }
 
-/// Any page no route matched.
-pub async fn not_found() -> Result<actix_web::HttpResponse, WebError> {
-    Err(WebError::NotFound)
+/// The website's own addresses: a wrong method there gets an HTML page; elsewhere (OAuth2, health,
+/// documents) the JSON error body.
+pub const PAGES: &[&str] = &["/", "/login", "/logout", "/admin/stats"];
+
+/// Whatever no route matched, outside `/api`: 405 with `Allow` where the path exists with other
+/// methods, else the HTML 404 page.
+pub async fn fallback(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, actix_web::Error> {
+    let allowed = super::allowed_methods(req.path());
+    if allowed.is_empty() {
+        Err(WebError::NotFound.into())
+    } else if PAGES.contains(&req.path()) {
+        Err(WebError::MethodNotAllowed { allowed }.into())
+    } else {
+        Err(crate::errors::ApiError::MethodNotAllowed { allowed }.into())
+    }
 }

@@ -1,0 +1,72 @@
+//! Methods: a known address asked with the wrong method says 405 and which methods it takes; HEAD
+//! answers wherever GET does.
+
+use reqwest::{Method, header};
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+use gatehouse::routes::{ROUTES, allowed_methods};
+
+#[tokio::test]
+async fn every_address_in_the_route_table_answers_a_wrong_method_with_405_and_allow() {
+    let app = spawn_app().await;
+    for (_, path) in ROUTES {
+        let response = app.client.request(Method::PATCH, app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 405, "PATCH {path}");
+        assert_eq!(response.headers()[header::ALLOW], allowed_methods(path).join(", "), "PATCH {path}");
+    }
+}
+
+#[tokio::test]
+async fn a_get_on_the_token_endpoint_is_a_json_405_allowing_post() {
+    let app = spawn_app().await;
+    let response = app.get("/token", None).await;
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()[header::ALLOW], "POST");
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
+    assert!(body["error_description"].as_str().unwrap().contains("POST"), "{body}");
+}
+
+#[tokio::test]
+async fn a_wrong_method_under_api_is_a_json_405_and_an_unknown_path_still_a_404() {
+    let app = spawn_app().await;
+    let response = app.client.delete(app.url("/api/users/me")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
+
+    let response = app.client.put(app.url("/api/items")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()[header::ALLOW], "GET, POST, HEAD");
+
+    let response = app.client.delete(app.url("/api/no-such-thing")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+}
+
+#[tokio::test]
+async fn head_answers_like_get_without_a_body() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let token = app.access_token(&alice, None).await;
+    for (path, token) in [("/healthz", None), ("/login", None), ("/api/users/me", Some(token.as_str()))] {
+        let mut get = app.client.get(app.url(path));
+        let mut head = app.client.head(app.url(path));
+        if let Some(token) = token {
+            get = get.bearer_auth(token);
+            head = head.bearer_auth(token);
+        }
+        let get = get.send().await.unwrap();
+        let head = head.send().await.unwrap();
+        assert_eq!(head.status(), 200, "HEAD {path}");
+        assert_eq!(head.headers()[header::CONTENT_TYPE], get.headers()[header::CONTENT_TYPE], "HEAD {path}");
+        assert!(head.bytes().await.unwrap().is_empty(), "HEAD {path} sent a body");
+        assert!(!get.bytes().await.unwrap().is_empty(), "GET {path}");
+    }
+    // HEAD carries the same authentication as GET.
+    assert_eq!(app.client.head(app.url("/api/users/me")).send().await.unwrap().status(), 401);
+}
