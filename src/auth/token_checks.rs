@@ -13,15 +13,19 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::db::{self, DbError, PgPool, users::TokenHolder};
+use crate::db::{self, CHECKOUT_TIMEOUT, DbError, PgPool, users::TokenHolder};
 
 /// Batch queries one worker thread runs at a time: enough to keep PostgreSQL busy while a batch's
 /// answers travel back, few enough to leave pooled connections to logins and pages.
 pub const MAX_BATCHES: usize = 2;
+/// How long a request waits for its answer: a batch waits at most `CHECKOUT_TIMEOUT` for a
+/// connection, then runs two short statements; past this, the database counts as unavailable.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2 * CHECKOUT_TIMEOUT.as_secs() + 1);
 /// A bound on one batch, so a burst cannot build a statement with an unbounded array.
 const MAX_BATCH_LEN: usize = 256;
 
@@ -50,16 +54,18 @@ impl TokenChecks {
         if self.drain_tasks.get() < MAX_BATCHES {
             // A task of its own, not this request's future: a client hanging up must not cancel a
             // batch that other requests are waiting for.
-            self.drain_tasks.set(self.drain_tasks.get() + 1);
-            actix_web::rt::spawn(Rc::clone(self).drain());
+            let running = DrainTask::count_in(self);
+            actix_web::rt::spawn(Rc::clone(self).drain(running));
         }
-        answered.await.map_err(|_| DbError::Canceled)?
+        // A query that never returns (a connection stalled mid-statement) must not hold requests forever.
+        match tokio::time::timeout(ANSWER_TIMEOUT, answered).await {
+            Ok(answer) => answer.map_err(|_| DbError::Canceled)?,
+            Err(_) => Err(DbError::Unavailable("the token lookup timed out".to_owned())),
+        }
     }
 
     /// Answers batches until the queue is empty.
-    async fn drain(self: Rc<Self>) {
-        // Counts this task out however it ends (even dropped at shutdown), so new ones can start.
-        let _running = DrainTask(Rc::clone(&self));
+    async fn drain(self: Rc<Self>, _running: DrainTask) {
         loop {
             let batch: Vec<Lookup> = {
                 let mut queue = self.queue.borrow_mut();
@@ -79,7 +85,13 @@ impl TokenChecks {
                     }
                 }
                 Err(err) => {
-                    for lookup in batch {
+                    // The database is down: what queued meanwhile would fail the same way, only
+                    // later. Answer it now, so an outage gives quick 503s rather than a growing queue.
+                    let queued = match err {
+                        DbError::Unavailable(_) => std::mem::take(&mut *self.queue.borrow_mut()),
+                        _ => Vec::new(),
+                    };
+                    for lookup in batch.into_iter().chain(queued) {
                         let _ = lookup.answer.send(Err(err.for_another_waiter()));
                     }
                 }
@@ -88,7 +100,16 @@ impl TokenChecks {
     }
 }
 
+/// One running drain task, counted from before it is spawned until it ends or is dropped (even
+/// unpolled, at shutdown), so that new ones can start.
 struct DrainTask(Rc<TokenChecks>);
+
+impl DrainTask {
+    fn count_in(checks: &Rc<TokenChecks>) -> Self {
+        checks.drain_tasks.set(checks.drain_tasks.get() + 1);
+        DrainTask(Rc::clone(checks))
+    }
+}
 
 impl Drop for DrainTask {
     fn drop(&mut self) {

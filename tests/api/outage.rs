@@ -178,6 +178,18 @@ async fn a_database_outage_answers_503_and_the_server_recovers_by_itself() {
     let me = promptly(app.get("/api/users/me", Some(&token)), "/api/users/me").await;
     assert_unavailable_json(me).await;
 
+    // Many at once, as on a busy server (their lookups share batches): each answers 503 promptly,
+    // none queues behind the failures of the others.
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let request = app.client.get(app.url("/api/users/me")).bearer_auth(&token).send();
+        burst.spawn(async move { request.await.unwrap().status() });
+    }
+    let statuses = tokio::time::timeout(ANSWER_WITHIN, burst.join_all())
+        .await
+        .unwrap_or_else(|_| panic!("40 concurrent /api/users/me took longer than {ANSWER_WITHIN:?} during the outage"));
+    assert!(statuses.iter().all(|status| *status == 503), "{statuses:?}");
+
     let login = promptly(password_grant(&app), "/token").await;
     assert_eq!(login.headers()[header::CACHE_CONTROL], "no-store");
     assert_eq!(login.headers()[header::PRAGMA], "no-cache");
