@@ -78,6 +78,16 @@ async fn sign_in(app: &TestApp, client: &Client, username: &str, password: &str,
     client.post(app.url("/login")).form(&fields).send().await.unwrap()
 }
 
+/// Submits the sign-in form as the page rendered it (its CSRF token and `next` field) with these credentials.
+async fn submit_rendered_form(app: &TestApp, form: &str, username: &str, password: &str) -> Response {
+    let mut fields =
+        vec![("csrf_token", csrf_from(form)), ("username", username.to_owned()), ("password", password.to_owned())];
+    if let Some(next) = hidden_value(form, "next") {
+        fields.push(("next", next));
+    }
+    app.client.post(app.url("/login")).form(&fields).send().await.unwrap()
+}
+
 /// Signs in and asserts it worked; returns the new session cookie.
 async fn signed_in(app: &TestApp, client: &Client, username: &str, password: &str) -> String {
     let response = sign_in(app, client, username, password, None).await;
@@ -256,14 +266,8 @@ async fn the_whole_round_trip_from_a_protected_page_through_the_form_lands_back_
     let first = app.get("/admin/stats", None).await;
     let login_url = location(&first).to_owned();
     let form = html_page(app.get(&login_url, None).await, 200).await;
-    let next = hidden_value(&form, "next").expect("the next field");
-    let fields = [
-        ("csrf_token", csrf_from(&form)),
-        ("next", next),
-        ("username", "root-admin".to_owned()),
-        ("password", "admin-password".to_owned()),
-    ];
-    let response = app.client.post(app.url("/login")).form(&fields).send().await.unwrap();
+    assert!(hidden_value(&form, "next").is_some(), "the form has no next field: {form}");
+    let response = submit_rendered_form(&app, &form, "root-admin", "admin-password").await;
     assert_eq!(response.status(), 303);
     assert_eq!(location(&response), "/admin/stats");
 }
@@ -346,13 +350,7 @@ async fn a_failed_sign_in_keeps_the_next_path_for_the_retry() {
     let body = html_page(response, 401).await;
     assert_eq!(hidden_value(&body, "next").as_deref(), Some("/admin/stats"));
 
-    let fields = [
-        ("csrf_token", csrf_from(&body)),
-        ("next", "/admin/stats".to_owned()),
-        ("username", "root-admin".to_owned()),
-        ("password", "admin-password".to_owned()),
-    ];
-    let response = app.client.post(app.url("/login")).form(&fields).send().await.unwrap();
+    let response = submit_rendered_form(&app, &body, "root-admin", "admin-password").await;
     assert_eq!(response.status(), 303);
     assert_eq!(location(&response), "/admin/stats");
 }

@@ -49,3 +49,16 @@ pub async fn fallback(req: actix_web::HttpRequest) -> Result<actix_web::HttpResp
         Err(crate::errors::ApiError::MethodNotAllowed { allowed }.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::PAGES;
+
+    /// A page missing from the route table would answer a wrong method with a 404, not a 405.
+    #[test]
+    fn every_page_is_in_the_route_table() {
+        for page in PAGES {
+            assert!(!crate::routes::allowed_methods(page).is_empty(), "{page} is not in routes::ROUTES");
+        }
+    }
+}
