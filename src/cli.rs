@@ -7,7 +7,7 @@ use std::net::TcpListener;
 
 use chrono::Utc;
 use clap::{Parser, Subcommand};
-use diesel::{Connection, PgConnection};
+use diesel::PgConnection;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -15,10 +15,11 @@ use crate::auth::password::hash_blocking;
 use crate::config::{Settings, parse_bind};
 use crate::db::{
     self,
-    auth_events::{Channel, EventKind, NewEvent},
-    users::{NewUser, UserWriteError},
+    auth_events::NewEvent,
+    users::{NewUser, UserWrite},
 };
-use crate::domain::{NewPassword, Username};
+use crate::domain::{Channel, EventKind, NewPassword, Username};
+use crate::errors::report;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -97,8 +98,17 @@ pub struct CliError(pub String);
 
 impl CliError {
     fn from_display(err: impl std::fmt::Display) -> Self {
-        Self(err.to_string())
+        Self(one_line(&err.to_string()))
     }
+
+    /// The error with every cause under it, on one line.
+    fn from_error(err: &(dyn std::error::Error + 'static)) -> Self {
+        Self(one_line(&report(err)))
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 pub fn run(cli: Cli, mut settings: Settings) -> Result<(), CliError> {
@@ -121,7 +131,7 @@ pub fn run(cli: Cli, mut settings: Settings) -> Result<(), CliError> {
         }
         Command::Audit(AuditCommand::Tail { lines }) => {
             let mut conn = connect_and_migrate(&settings)?;
-            let mut events = db::auth_events::latest(&mut conn, lines).map_err(CliError::from_display)?;
+            let mut events = db::auth_events::latest(&mut conn, lines).map_err(|err| CliError::from_error(&err))?;
             events.reverse();
             for event in events {
                 println!(
@@ -130,9 +140,15 @@ pub fn run(cli: Cli, mut settings: Settings) -> Result<(), CliError> {
                     event.kind,
                     event.channel,
                     event.user_id.map_or_else(|| "-".to_owned(), |id| id.to_string()),
-                    event.attempted_username.as_deref().unwrap_or("-"),
-                    event.client_addr.as_deref().unwrap_or("-"),
-                    event.detail.as_deref().unwrap_or(""),
+                    escape_control(event.attempted_username.as_deref().unwrap_or("-")),
+                    escape_control(event.client_addr.as_deref().unwrap_or("-")),
+                    escape_control(
+                        &[event.reason.map(|r| r.to_string()), event.detail]
+                            .into_iter()
+                            .flatten()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
                 );
             }
             Ok(())
@@ -140,13 +156,29 @@ pub fn run(cli: Cli, mut settings: Settings) -> Result<(), CliError> {
     }
 }
 
+/// Text from clients as a terminal may show it: control characters (an escape sequence that would
+/// rewrite the operator's screen, a newline that would forge a line) are written as `\x1b`, `\u{2028}`.
+pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202e}');
+    if !text.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if needs(c) && (c as u32) < 0x100 => escaped.push_str(&format!("\\x{:02x}", c as u32)),
+            c if needs(c) => escaped.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => escaped.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
 /// Creates the database if needed, applies migrations, and returns a connection to it.
 fn connect_and_migrate(settings: &Settings) -> Result<PgConnection, CliError> {
-    let url = settings.database_url.expose_secret();
-    db::ensure_database(url).map_err(CliError)?;
     let mut conn =
-        PgConnection::establish(url).map_err(|err| CliError(format!("cannot connect to the database: {err}")))?;
-    let applied = db::migrate(&mut conn).map_err(CliError)?;
+        db::connect_creating(settings.database_url.expose_secret()).map_err(|err| CliError::from_error(&err))?;
+    let applied = db::migrate(&mut conn).map_err(|err| CliError::from_error(&err))?;
     if applied > 0 {
         log::info!("applied {applied} migration(s)");
     }
@@ -154,8 +186,7 @@ fn connect_and_migrate(settings: &Settings) -> Result<PgConnection, CliError> {
 }
 
 fn user_command(conn: &mut PgConnection, settings: &Settings, command: UserCommand) -> Result<(), CliError> {
-    let now = Utc::now();
-    let write_err = |err: UserWriteError| CliError(err.to_string());
+    let query_err = |err: diesel::result::Error| CliError::from_error(&err);
     match command {
         UserCommand::Add { username, roles, email, full_name } => {
             let username = Username::parse(&username).map_err(CliError::from_display)?;
@@ -165,7 +196,8 @@ fn user_command(conn: &mut PgConnection, settings: &Settings, command: UserComma
                 return Err(CliError("full name must be at most 200 characters".to_owned()));
             }
             let password = read_new_password()?;
-            let hash = hash_blocking(password.secret(), settings.bcrypt_cost).map_err(CliError::from_display)?;
+            let hash =
+                hash_blocking(password.secret(), settings.bcrypt_cost).map_err(|err| CliError::from_error(&err))?;
             let new_user = NewUser {
                 id: Uuid::now_v7(),
                 username: username.as_str(),
@@ -173,35 +205,42 @@ fn user_command(conn: &mut PgConnection, settings: &Settings, command: UserComma
                 full_name: full_name.as_deref(),
                 password_hash: &hash,
             };
-            let user = db::users::create(conn, &new_user, &roles).map_err(write_err)?;
+            let user = written(db::users::create(conn, &new_user, &roles).map_err(query_err)?, username.as_str())?;
             println!("created user {} ({})", user.username, user.id);
         }
         UserCommand::SetRoles { username, roles } => {
-            let user = db::users::set_roles(conn, &username, &roles).map_err(write_err)?;
+            let user = written(db::users::set_roles(conn, &username, &roles).map_err(query_err)?, &username)?;
             println!("{}: roles are now {}", user.username, roles.join(", "));
         }
         UserCommand::SetPassword { username } => {
             let user = db::users::find_by_username(conn, &username)
-                .map_err(CliError::from_display)?
+                .map_err(query_err)?
                 .ok_or_else(|| CliError(format!("no user named {username}")))?;
             let password = read_new_password()?;
-            let hash = hash_blocking(password.secret(), settings.bcrypt_cost).map_err(CliError::from_display)?;
-            db::users::set_password_hash(conn, user.id, &hash, now).map_err(CliError::from_display)?;
+            let hash =
+                hash_blocking(password.secret(), settings.bcrypt_cost).map_err(|err| CliError::from_error(&err))?;
+            // The cut-off is the moment the new hash is stored, not when the prompt began: a sign-in
+            // during the prompt ends too.
+            db::users::set_password_hash(conn, user.id, &hash).map_err(query_err)?;
             audit(conn, NewEvent::new(EventKind::PasswordChanged, Channel::Cli).user(user.id))?;
             println!("{}: password changed; earlier tokens and sessions no longer work", user.username);
         }
         UserCommand::Deactivate { username } => {
-            let user = db::users::set_active(conn, &username, false, now).map_err(write_err)?;
+            let user = db::users::set_active(conn, &username, false)
+                .map_err(query_err)?
+                .ok_or_else(|| CliError(format!("no user named {username}")))?;
             audit(conn, NewEvent::new(EventKind::Deactivated, Channel::Cli).user(user.id))?;
             println!("{}: deactivated", user.username);
         }
         UserCommand::Activate { username } => {
-            let user = db::users::set_active(conn, &username, true, now).map_err(write_err)?;
+            let user = db::users::set_active(conn, &username, true)
+                .map_err(query_err)?
+                .ok_or_else(|| CliError(format!("no user named {username}")))?;
             audit(conn, NewEvent::new(EventKind::Activated, Channel::Cli).user(user.id))?;
             println!("{}: activated", user.username);
         }
         UserCommand::List => {
-            let users = db::users::list_with_roles(conn).map_err(CliError::from_display)?;
+            let users = db::users::list_with_roles(conn).map_err(query_err)?;
             println!("{:<24} {:<8} {:<20} {:<28} FULL NAME", "USERNAME", "ACTIVE", "ROLES", "EMAIL");
             for (user, roles) in users {
                 println!(
@@ -218,8 +257,18 @@ fn user_command(conn: &mut PgConnection, settings: &Settings, command: UserComma
     Ok(())
 }
 
+/// The user a create or role change wrote, or the one-line reason it did not.
+fn written(outcome: UserWrite, username: &str) -> Result<db::users::User, CliError> {
+    match outcome {
+        UserWrite::Done(user) => Ok(user),
+        UserWrite::UsernameTaken => Err(CliError(format!("a user named {username} already exists"))),
+        UserWrite::UnknownRole(role) => Err(CliError(format!("no role named {role}"))),
+        UserWrite::UnknownUser => Err(CliError(format!("no user named {username}"))),
+    }
+}
+
 fn audit(conn: &mut PgConnection, event: NewEvent) -> Result<(), CliError> {
-    db::auth_events::record(conn, &event).map_err(CliError::from_display)
+    db::auth_events::record(conn, &event).map_err(|err| CliError::from_error(&err))
 }
 
 fn validate_email(raw: &str) -> Result<String, CliError> {
@@ -261,7 +310,7 @@ fn seed_demo_users(conn: &mut PgConnection, cost: u32) -> Result<(), CliError> {
         if db::users::find_by_username(conn, username).map_err(CliError::from_display)?.is_some() {
             continue;
         }
-        let hash = hash_blocking(&SecretString::from(*password), cost).map_err(CliError::from_display)?;
+        let hash = hash_blocking(&SecretString::from(*password), cost).map_err(|err| CliError::from_error(&err))?;
         let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
         let email = format!("{username}@example.org");
         let new_user = NewUser {
@@ -271,7 +320,7 @@ fn seed_demo_users(conn: &mut PgConnection, cost: u32) -> Result<(), CliError> {
             full_name: Some(full_name),
             password_hash: &hash,
         };
-        db::users::create(conn, &new_user, &roles).map_err(|err| CliError(err.to_string()))?;
+        written(db::users::create(conn, &new_user, &roles).map_err(|err| CliError::from_error(&err))?, username)?;
     }
     Ok(())
 }
@@ -310,20 +359,17 @@ fn serve(settings: Settings) -> Result<(), CliError> {
     })
 }
 
-/// Deletes expired refresh tokens, revocations and sessions once an hour.
+/// Deletes expired refresh tokens, revocations, sessions and throttle state once an hour, on one
+/// instance at a time (an advisory lock: the others skip that hour's run).
 fn spawn_purger(pool: db::PgPool) {
     actix_web::rt::spawn(async move {
         let mut every_hour = actix_web::rt::time::interval(std::time::Duration::from_secs(3600));
         loop {
             every_hour.tick().await;
-            let purge = |conn: &mut PgConnection| {
-                let now = Utc::now();
-                Ok(db::refresh_tokens::purge_expired(conn, now)? + db::sessions::purge_expired(conn, now)?)
-            };
-            match db::run(&pool, purge).await {
-                Ok(purged) if purged > 0 => log::info!("purged {purged} expired token rows"),
+            match db::run(&pool, |conn| db::purge_expired(conn, Utc::now())).await {
+                Ok(Some(purged)) if purged > 0 => log::info!("purged {purged} expired rows"),
                 Ok(_) => {}
-                Err(err) => log::warn!("purging expired tokens failed: {err}"),
+                Err(err) => log::warn!("purging expired rows failed: {}", report(&err)),
             }
         }
     });

@@ -37,6 +37,10 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Password attempts (`/token`, `/login`) one client address may make per minute; 0 turns it off.
     pub login_rate_per_minute: u32,
+    /// A refresh-token family ends this long after the password grant that began it.
+    pub refresh_family_max_age: Duration,
+    /// Password verifications that may wait for a hashing thread; `None`: about five seconds of work.
+    pub hash_queue: Option<usize>,
     /// `--dev`: ephemeral secret, cookies without `Secure`, demo users.
     pub dev_mode: bool,
 }
@@ -63,6 +67,15 @@ impl Settings {
             get("GATEHOUSE_SESSION_KEY").map(|value| parse_secret("GATEHOUSE_SESSION_KEY", value)).transpose()?;
         let access_token_ttl = parse_ttl("GATEHOUSE_ACCESS_TOKEN_TTL", get("GATEHOUSE_ACCESS_TOKEN_TTL"), "15m")?;
         let refresh_token_ttl = parse_ttl("GATEHOUSE_REFRESH_TOKEN_TTL", get("GATEHOUSE_REFRESH_TOKEN_TTL"), "14d")?;
+        let refresh_family_max_age =
+            parse_ttl("GATEHOUSE_REFRESH_FAMILY_MAX_AGE", get("GATEHOUSE_REFRESH_FAMILY_MAX_AGE"), "90d")?;
+        let hash_queue = get("GATEHOUSE_HASH_QUEUE")
+            .map(|value| {
+                value.trim().parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    invalid("GATEHOUSE_HASH_QUEUE", format!("`{value}` is not a whole number of at least 1"))
+                })
+            })
+            .transpose()?;
         let bcrypt_cost = match get("GATEHOUSE_BCRYPT_COST") {
             Some(value) => parse_bcrypt_cost(&value)?,
             None => bcrypt::DEFAULT_COST,
@@ -96,6 +109,8 @@ impl Settings {
             strict_grant_type,
             trusted_proxies,
             login_rate_per_minute,
+            refresh_family_max_age,
+            hash_queue,
             dev_mode: false,
         })
     }
@@ -109,7 +124,7 @@ impl Settings {
     pub fn resolve_jwt_secret(&self) -> Result<SecretString, ConfigError> {
         match (&self.jwt_secret, self.dev_mode) {
             (Some(secret), _) => Ok(secret.clone()),
-            (None, true) => Ok(crate::auth::random_token(48).into()),
+            (None, true) => Ok(crate::random::token(48).into()),
             (None, false) => Err(ConfigError::MissingJwtSecret),
         }
     }
@@ -190,18 +205,71 @@ fn parse_proxies(value: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
 }
 
 impl Settings {
-    /// For log lines: the database URL without its password.
+    /// For log lines: the database URL with its password masked.
     pub fn database_url_for_display(&self) -> String {
-        match url::Url::parse(self.database_url.expose_secret()) {
-            Ok(mut parsed) => {
-                if parsed.password().is_some() {
-                    let _ = parsed.set_password(Some("***"));
-                }
-                parsed.to_string()
+        mask_database_password(self.database_url.expose_secret())
+    }
+}
+
+/// Masks a password in a connection string, wherever libpq would read one: the userinfo of a URL,
+/// a `password=` query parameter, or a `password=` pair of a `key=value` string.
+pub fn mask_database_password(raw: &str) -> String {
+    const MASK: &str = "***";
+    if raw.contains("://") {
+        let Ok(mut parsed) = url::Url::parse(raw) else { return "<unparseable DATABASE_URL>".to_owned() };
+        if parsed.password().is_some() {
+            let _ = parsed.set_password(Some(MASK));
+        }
+        if parsed.query_pairs().any(|(name, _)| name == "password") {
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(name, value)| {
+                    let value = if name == "password" { MASK.to_owned() } else { value.into_owned() };
+                    (name.into_owned(), value)
+                })
+                .collect();
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        return parsed.to_string();
+    }
+    // `host=… password='a \' b' dbname=…`: a value may be single-quoted, with \' and \\ escaped inside.
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = rest.find("password") {
+        let (before, after) = rest.split_at(at);
+        out.push_str(before);
+        let key_starts_word = before.is_empty() || before.ends_with(char::is_whitespace);
+        let value = after["password".len()..].trim_start();
+        let Some(value) = value.strip_prefix('=').filter(|_| key_starts_word) else {
+            out.push_str("password");
+            rest = &after["password".len()..];
+            continue;
+        };
+        let value = value.trim_start();
+        out.push_str("password=");
+        out.push_str(MASK);
+        rest = skip_value(value);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What follows one libpq `key=value` value.
+fn skip_value(value: &str) -> &str {
+    let Some(quoted) = value.strip_prefix('\'') else {
+        return value.find(char::is_whitespace).map_or("", |end| &value[end..]);
+    };
+    let mut chars = quoted.char_indices();
+    while let Some((index, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
             }
-            Err(_) => "<unparseable DATABASE_URL>".to_owned(),
+            '\'' => return &quoted[index + 1..],
+            _ => {}
         }
     }
+    ""
 }
 
 #[cfg(test)]
@@ -254,6 +322,20 @@ mod tests {
             let err = settings(&[(name, value)]).unwrap_err().to_string();
             assert!(err.starts_with(name), "{err}");
         }
+    }
+
+    #[test]
+    fn a_database_password_is_masked_wherever_libpq_would_read_it() {
+        assert_eq!(mask_database_password("postgres://app:s3cret@db:5432/gh"), "postgres://app:***@db:5432/gh");
+        assert_eq!(
+            mask_database_password("postgres://db/gh?sslmode=require&password=s3cret"),
+            "postgres://db/gh?sslmode=require&password=***"
+        );
+        assert_eq!(mask_database_password("postgres:///gatehouse"), "postgres:///gatehouse");
+        assert_eq!(mask_database_password("host=db password=s3cret dbname=gh"), "host=db password=*** dbname=gh");
+        assert_eq!(mask_database_password(r"host=db password = 'a \' b' dbname=gh"), "host=db password=*** dbname=gh");
+        assert_eq!(mask_database_password("dbname=password_db"), "dbname=password_db");
+        assert_eq!(mask_database_password("host=x password='unterminated s3cret"), "host=x password=***");
     }
 
     #[test]

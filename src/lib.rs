@@ -1,14 +1,17 @@
 //! gatehouse: an OAuth2 password-grant authorization server, a bearer-protected API and a
 //! server-rendered website, in one binary.
+//!
+//! Layers, each importing only from those below it: `routes` (HTTP) → `oauth`, `auth` →
+//! `db` → `domain`, with `config`, `errors` and `random` at the bottom. `startup` and `cli` sit on
+//! top and put the pieces together.
 
 pub mod auth;
 pub mod cli;
-pub mod client_ip;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod errors;
 pub mod oauth;
+pub mod random;
 pub mod routes;
 pub mod startup;
-pub mod state;

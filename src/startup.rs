@@ -2,6 +2,7 @@
 //! pool of their own database, so they exercise exactly what `gatehouse serve` runs.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_session::SessionMiddleware;
 use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
@@ -14,46 +15,66 @@ use actix_web::middleware::{Logger, Next, from_fn};
 use actix_web::{App, HttpServer, web};
 
 use crate::auth::jwt::JwtKeys;
-use crate::auth::password::PasswordHasher;
-use crate::auth::session::{IDLE_TIMEOUT, PgSessionStore, cookie_key};
+use crate::auth::password::{ApiLoad, PasswordHasher, QueueConfig};
+use crate::auth::session::{HybridSessionStore, IDLE_TIMEOUT, cookie_key};
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::token_checks::TokenChecks;
 use crate::config::Settings;
 use crate::db::PgPool;
-use crate::routes;
+use crate::oauth::grant::{Grants, RefreshPolicy};
 use crate::routes::web::pages::secure_headers;
-use crate::state::AppState;
+use crate::routes::{self, AppState};
 use utoipa::OpenApi as _;
 use utoipa_actix_web::AppExt as _;
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "gatehouse_session";
+/// The session cookie's name. The `__Host-` prefix makes browsers refuse it unless it is `Secure`,
+/// has `Path=/` and no `Domain`, so a sibling subdomain can neither set nor overwrite it.
+pub const SESSION_COOKIE: &str = "__Host-gatehouse_session";
+/// In `--dev` (plain HTTP, no `Secure`), where the prefix would make browsers drop the cookie.
+pub const DEV_SESSION_COOKIE: &str = "gatehouse_session";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("cannot prepare password hashing: {0}")]
+    #[error("cannot prepare password hashing")]
     Hasher(#[from] crate::auth::password::HashError),
-    #[error("cannot listen: {0}")]
+    #[error("cannot listen")]
     Listen(#[from] std::io::Error),
 }
 
-/// Builds the shared state for a server listening on `listener`.
-pub fn build_state(listener: &TcpListener, pool: PgPool, settings: Settings) -> Result<AppState, StartupError> {
+/// Builds what every handler shares, for a server listening on `listener`.
+pub fn build_state(
+    listener: &TcpListener,
+    pool: PgPool,
+    settings: Settings,
+) -> Result<web::Data<AppState>, StartupError> {
     let issuer = settings.issuer_for(listener.local_addr()?);
     let secret = settings.resolve_jwt_secret()?;
     let keys = JwtKeys::new(&secret, &issuer, settings.access_token_ttl);
-    let hasher = PasswordHasher::new(settings.bcrypt_cost)?;
+    let api_load = Arc::new(ApiLoad::default());
+    let queue = QueueConfig { capacity: settings.hash_queue, threads: None };
+    let hasher = PasswordHasher::new(settings.bcrypt_cost, queue, Arc::clone(&api_load))?;
+    let policy = RefreshPolicy {
+        token_ttl: chrono::Duration::from_std(settings.refresh_token_ttl).unwrap_or(chrono::Duration::days(14)),
+        family_max_age: chrono::Duration::from_std(settings.refresh_family_max_age)
+            .unwrap_or(chrono::Duration::days(90)),
+    };
+    let grants = Grants { pool: pool.clone(), hasher, keys, policy };
     let login_throttle = LoginThrottle::new(settings.login_rate_per_minute);
     let session_key = cookie_key(settings.session_key.as_ref(), &secret);
-    Ok(AppState { pool, settings, issuer, keys, hasher, login_throttle, session_key })
+    Ok(web::Data::new(AppState { pool, settings, issuer, grants, login_throttle, session_key, api_load }))
 }
 
 /// Starts serving on `listener`; the returned server runs until it is stopped or gets SIGTERM/SIGINT,
 /// after which it finishes the requests in flight.
 pub fn run(listener: TcpListener, pool: PgPool, settings: Settings) -> Result<Server, StartupError> {
-    let state = web::Data::new(build_state(&listener, pool, settings)?);
+    let state = build_state(&listener, pool, settings)?;
+    serve(listener, state)
+}
+
+/// Serves `state` on `listener` (tests keep `state` to reach into the running server).
+pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, StartupError> {
     let server = HttpServer::new(move || {
         let (app, document) = App::new()
             .into_utoipa_app()
@@ -65,6 +86,7 @@ pub fn run(listener: TcpListener, pool: PgPool, settings: Settings) -> Result<Se
             .split_for_parts();
         app.wrap(from_fn(routes::head_as_get))
             .wrap(from_fn(security_headers))
+            .wrap(from_fn(routes::count_api_load))
             .wrap(request_logger())
             .configure(|cfg| routes::docs::configure(cfg, document))
             .configure(routes::web::pages::configure_static)
@@ -83,13 +105,15 @@ pub fn run(listener: TcpListener, pool: PgPool, settings: Settings) -> Result<Se
     Ok(server)
 }
 
-fn session_middleware(state: &AppState) -> SessionMiddleware<PgSessionStore> {
+fn session_middleware(state: &AppState) -> SessionMiddleware<HybridSessionStore> {
     let idle = CookieDuration::seconds(IDLE_TIMEOUT.num_seconds());
-    SessionMiddleware::builder(PgSessionStore::new(state.pool.clone()), state.session_key.clone())
-        .cookie_name(SESSION_COOKIE.to_owned())
+    let dev = state.settings.dev_mode;
+    SessionMiddleware::builder(HybridSessionStore::new(state.pool.clone()), state.session_key.clone())
+        .cookie_name(if dev { DEV_SESSION_COOKIE } else { SESSION_COOKIE }.to_owned())
+        .cookie_path("/".to_owned())
         .cookie_http_only(true)
         .cookie_same_site(SameSite::Lax)
-        .cookie_secure(!state.settings.dev_mode)
+        .cookie_secure(!dev)
         .cookie_content_security(CookieContentSecurity::Private)
         .session_lifecycle(
             PersistentSession::default()

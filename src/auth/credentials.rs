@@ -1,29 +1,40 @@
 //! Checking a username and password: the one routine behind `POST /token` and `POST /login`.
 //!
-//! Every path costs one bcrypt verification (unknown users are checked against a dummy hash), the
-//! database connection is released before hashing starts, and every outcome lands in `auth_events`.
+//! 1. a place in the hashing queue is taken (refused at once when the queue, or this client's or
+//!    this account's share of it, is full);
+//! 2. the verification is *claimed* in one statement, before bcrypt runs: an account that is locked,
+//!    or has as many checks failed or running as the lockout threshold, gets no claim, so however
+//!    many guesses race on however many instances, at most five verifications against the real hash
+//!    run per lock window;
+//! 3. bcrypt runs with no database connection held: against the real hash with a claim, against a
+//!    dummy hash without one (unknown user, locked account), so every answer costs the same;
+//! 4. the verdict is settled and audited in one transaction.
+//!
+//! A success carries when the check began (by the database's clock): whatever it leads to (tokens,
+//! a session) is refused if a password change, deactivation or sign-out-everywhere committed after
+//! that instant.
 
-use chrono::Utc;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::Connection as _;
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use crate::auth::password::Verification;
+use crate::auth::password::{MAX_WAIT, PasswordHasher, Verification};
+use crate::db::{
+    self, PgPool,
+    auth_events::NewEvent,
+    users::{Claim, HashUpgrade},
+};
+use crate::domain::{AddressBucket, Channel, EventKind, FailureReason};
+use crate::errors::ServerError;
 
 /// Consecutive failures that lock an account.
 pub const LOCKOUT_THRESHOLD: i32 = 5;
-const FIRST_LOCK_SECS: i64 = 60;
-const LONGEST_LOCK_SECS: i64 = 3600;
-
-/// How long the next lock lasts after `earlier` lockouts: one minute, doubling, at most an hour.
-pub fn lock_duration(earlier: i32) -> chrono::Duration {
-    let factor = 1_i64 << earlier.clamp(0, 16);
-    chrono::Duration::seconds((FIRST_LOCK_SECS * factor).min(LONGEST_LOCK_SECS))
-}
-use crate::db::{
-    self, DbError,
-    auth_events::{Channel, EventKind, NewEvent},
-};
-use crate::state::AppState;
+/// A claim outlives the longest a check can take (queue wait plus hashing) by a wide margin.
+const CLAIM_TTL: Duration = Duration::from_secs(MAX_WAIT.as_secs() * 6);
 
 /// Who signed in.
 #[derive(Debug, Clone)]
@@ -31,107 +42,142 @@ pub struct SignedIn {
     pub user_id: Uuid,
     pub username: String,
     /// The sign-in before this one, if any.
-    pub previous_sign_in: Option<chrono::DateTime<Utc>>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lock_duration;
-
-    #[test]
-    fn locks_grow_from_a_minute_to_at_most_an_hour() {
-        assert_eq!(lock_duration(0).num_seconds(), 60);
-        assert_eq!(lock_duration(1).num_seconds(), 120);
-        assert_eq!(lock_duration(5).num_seconds(), 1920);
-        assert_eq!(lock_duration(6).num_seconds(), 3600);
-        assert_eq!(lock_duration(40).num_seconds(), 3600);
-    }
+    pub previous_sign_in: Option<DateTime<Utc>>,
+    /// When the credential check began, by the database's clock.
+    pub began_at: DateTime<Utc>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
-    /// Unknown user, wrong password or inactive account: deliberately one case.
+    /// Unknown user, wrong password, inactive or locked account: deliberately one case.
     #[error("incorrect username or password")]
     InvalidCredentials,
     #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Hash(#[from] crate::auth::password::HashError),
+    Server(#[from] ServerError),
 }
 
-/// Where an attempt came from, for the audit trail.
+/// Where an attempt came from, for the audit trail and the queue's per-address share.
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub channel: Channel,
-    pub client_addr: Option<String>,
+    pub client: Option<IpAddr>,
 }
 
+impl Attempt {
+    pub fn client_addr(&self) -> Option<String> {
+        self.client.map(|ip| ip.to_string())
+    }
+
+    fn event(&self, kind: EventKind, username: &str) -> NewEvent {
+        NewEvent::new(kind, self.channel).attempted(username).client(self.client_addr())
+    }
+}
+
+/// Checks `password` for `username` (see the module documentation for the steps).
 pub async fn check_password(
-    state: &AppState,
+    pool: &PgPool,
+    hasher: &PasswordHasher,
     username: &str,
     password: SecretString,
     attempt: &Attempt,
 ) -> Result<SignedIn, LoginError> {
-    let lookup_name = username.to_owned();
-    let found = db::run(&state.pool, move |conn| Ok(db::users::credentials_by_username(conn, &lookup_name)?)).await?;
-
-    let stored_hash = found.as_ref().map(|user| user.password_hash.clone());
-    let verification = state.hasher.verify(password, stored_hash.clone()).await?;
-
-    let now = Utc::now();
-    // A locked account answers exactly like a wrong password, after the same bcrypt work.
-    let failure = match (&found, &verification) {
-        (None, _) => Some("unknown_user"),
-        (Some(user), _) if user.locked_until.is_some_and(|until| until > now) => Some("locked"),
-        (Some(_), Verification::Mismatch) => Some("wrong_password"),
-        (Some(user), _) if !user.is_active => Some("inactive_user"),
-        _ => None,
+    let bucket = attempt.client.map(AddressBucket::of);
+    let ticket = hasher.admit(bucket.as_ref().map(AddressBucket::as_str), username)?;
+    let name = username.to_owned();
+    let claim = db::run(pool, move |conn| db::users::claim_check(conn, &name, LOCKOUT_THRESHOLD, CLAIM_TTL)).await?;
+    let stored = match &claim {
+        Claim::Granted(check) => Some(check.password_hash.clone()),
+        Claim::Refused { .. } | Claim::UnknownUser => None,
+    };
+    let verification = match ticket.verify(password, stored).await {
+        Ok(verification) => verification,
+        Err(err) => {
+            if let Claim::Granted(check) = &claim {
+                // The check never ran: give the claim back rather than let it count until it expires.
+                let user_id = check.user_id;
+                let _ = db::run(pool, move |conn| db::users::release_claim(conn, user_id)).await;
+            }
+            return Err(ServerError::from(err).into());
+        }
     };
 
-    let base_event =
-        |kind| NewEvent::new(kind, attempt.channel).attempted(username).client(attempt.client_addr.clone());
-    match (found, failure) {
-        (Some(user), None) => {
-            let event = base_event(EventKind::LoginOk).user(user.id);
-            let upgraded = match verification {
-                Verification::MatchRehashed(new_hash) => Some(new_hash),
-                _ => None,
-            };
-            let user_id = user.id;
-            let old_hash = user.password_hash;
-            db::run(&state.pool, move |conn| {
-                if let Some(new_hash) = upgraded {
-                    db::users::upgrade_password_hash(conn, user_id, &old_hash, &new_hash)?;
-                }
-                db::users::record_login(conn, user_id, now)?;
-                db::auth_events::record(conn, &event)?;
-                Ok(())
-            })
-            .await?;
-            Ok(SignedIn { user_id: user.id, username: user.username, previous_sign_in: user.last_login_at })
+    let failed = |reason: FailureReason, user_id: Option<Uuid>| {
+        let event = attempt.event(EventKind::LoginFailed, username).reason(reason);
+        match user_id {
+            Some(user_id) => event.user(user_id),
+            None => event,
         }
-        (found, reason) => {
-            let reason = reason.unwrap_or("unknown");
-            let mut event = base_event(EventKind::LoginFailed).detail(reason);
-            let counts_towards_lock = found.as_ref().filter(|_| reason == "wrong_password").map(|user| user.id);
-            if let Some(user) = &found {
-                event = event.user(user.id);
-            }
-            let lockout_event = base_event(EventKind::Lockout);
-            db::run(&state.pool, move |conn| {
-                db::auth_events::record(conn, &event)?;
-                if let Some(user_id) = counts_towards_lock {
-                    let locked = db::users::record_failure(conn, user_id, now, LOCKOUT_THRESHOLD, lock_duration)?;
-                    if let Some(until) = locked {
-                        let lockout =
-                            lockout_event.user(user_id).detail(format!("locked until {}", until.to_rfc3339()));
-                        db::auth_events::record(conn, &lockout)?;
-                    }
-                }
-                Ok(())
-            })
-            .await?;
+    };
+    match claim {
+        Claim::UnknownUser => {
+            let event = failed(FailureReason::UnknownUser, None);
+            db::run(pool, move |conn| db::auth_events::record(conn, &event)).await?;
             Err(LoginError::InvalidCredentials)
         }
+        Claim::Refused { user_id } => {
+            let event = failed(FailureReason::Locked, Some(user_id));
+            db::run(pool, move |conn| db::auth_events::record(conn, &event)).await?;
+            Err(LoginError::InvalidCredentials)
+        }
+        Claim::Granted(check) => match verification {
+            Verification::Mismatch => {
+                let event = failed(FailureReason::WrongPassword, Some(check.user_id));
+                let lockout = attempt.event(EventKind::Lockout, username).user(check.user_id);
+                let user_id = check.user_id;
+                db::run(pool, move |conn| {
+                    conn.transaction(|conn| {
+                        db::auth_events::record(conn, &event)?;
+                        if let Some(until) = db::users::record_failure(conn, user_id, LOCKOUT_THRESHOLD)? {
+                            db::auth_events::record(
+                                conn,
+                                &lockout.detail(format!("locked until {}", until.to_rfc3339())),
+                            )?;
+                        }
+                        Ok(())
+                    })
+                })
+                .await?;
+                Err(LoginError::InvalidCredentials)
+            }
+            Verification::Match | Verification::MatchRehashed(_) if !check.is_active => {
+                let event = failed(FailureReason::InactiveUser, Some(check.user_id));
+                let user_id = check.user_id;
+                db::run(pool, move |conn| {
+                    conn.transaction(|conn| {
+                        db::users::release_claim(conn, user_id)?;
+                        db::auth_events::record(conn, &event)
+                    })
+                })
+                .await?;
+                Err(LoginError::InvalidCredentials)
+            }
+            Verification::Match | Verification::MatchRehashed(_) => {
+                let new_hash = match verification {
+                    Verification::MatchRehashed(new_hash) => Some(new_hash),
+                    _ => None,
+                };
+                let event = attempt.event(EventKind::LoginOk, username).user(check.user_id);
+                let (user_id, verified) = (check.user_id, check.password_hash.clone());
+                db::run(pool, move |conn| {
+                    let upgrade = new_hash.as_deref().map(|new_hash| HashUpgrade { verified: &verified, new_hash });
+                    db::users::record_success(conn, user_id, upgrade, &event)
+                })
+                .await?;
+                Ok(SignedIn {
+                    user_id: check.user_id,
+                    username: check.username,
+                    previous_sign_in: check.last_login_at,
+                    began_at: check.began_at,
+                })
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_claim_outlives_the_longest_wait() {
+        assert!(super::CLAIM_TTL >= super::MAX_WAIT * 2);
     }
 }

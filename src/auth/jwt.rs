@@ -34,14 +34,36 @@ pub struct AccessClaims {
 }
 
 impl AccessClaims {
-    /// When the token was issued, to the millisecond (from the UUIDv7 `jti`; `iat` if that is not one).
+    /// When the token was issued, to a fraction of a microsecond: the `jti` is a UUIDv7 whose 12 bits
+    /// after the millisecond timestamp hold the sub-millisecond part (RFC 9562 §6.2, method 3).
+    /// Invalidation cut-offs are compared at this precision. Falls back to `iat` for other `jti`s.
     pub fn issued_at(&self) -> DateTime<Utc> {
-        let from_jti = self.jti.get_timestamp().and_then(|ts| {
-            let (secs, nanos) = ts.to_unix();
-            Utc.timestamp_opt(i64::try_from(secs).ok()?, nanos).single()
-        });
-        from_jti.unwrap_or_else(|| Utc.timestamp_opt(self.iat, 0).single().unwrap_or_default())
+        issued_at_of(self.jti).unwrap_or_else(|| Utc.timestamp_opt(self.iat, 0).single().unwrap_or_default())
     }
+}
+
+/// A UUIDv7 `jti` for a token issued at `at`, carrying `at` to 1/4096 of a millisecond.
+pub fn jti_at(at: DateTime<Utc>) -> Uuid {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    let sub_ms_nanos = u64::from(at.timestamp_subsec_nanos() % 1_000_000);
+    // Rounded down, so a token never looks younger than it is.
+    let fraction = (sub_ms_nanos * 4096 / 1_000_000) as u16;
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&crate::random::bytes(10));
+    random[0] = (fraction >> 8) as u8;
+    random[1] = (fraction & 0xff) as u8;
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
+fn issued_at_of(jti: Uuid) -> Option<DateTime<Utc>> {
+    if jti.get_version_num() != 7 {
+        return None;
+    }
+    let bytes = jti.as_bytes();
+    let millis = bytes[..6].iter().fold(0_i64, |acc, byte| (acc << 8) | i64::from(*byte));
+    let fraction = (u64::from(bytes[6] & 0x0f) << 8) | u64::from(bytes[7]);
+    let nanos = i64::try_from(fraction * 1_000_000 / 4096).ok()?;
+    Utc.timestamp_millis_opt(millis).single().map(|at| at + chrono::Duration::nanoseconds(nanos))
 }
 
 /// Why a presented token was refused; the text goes into `error_description`.
@@ -122,7 +144,7 @@ impl JwtKeys {
             exp: iat + self.ttl.num_seconds(),
             iat,
             nbf: iat,
-            jti: uuid_v7_at(now),
+            jti: jti_at(now),
             scope: scopes.to_string(),
             preferred_username: subject.username.to_owned(),
             roles: subject.roles.to_vec(),
@@ -135,6 +157,20 @@ impl JwtKeys {
 
     /// Checks signature, algorithm, `typ`, issuer, audience and the time window.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<AccessClaims, TokenRejection> {
+        let claims = self.verify_ignoring_expiry(token)?;
+        let now = now.timestamp();
+        if now >= claims.exp {
+            return Err(TokenRejection::Expired);
+        }
+        if claims.nbf > now + LEEWAY_SECS || claims.iat > now + LEEWAY_SECS {
+            return Err(TokenRejection::NotYetValid);
+        }
+        Ok(claims)
+    }
+
+    /// Checks everything [`verify`](Self::verify) does but the time window: for revoking a token,
+    /// which is harmless however old it is.
+    pub fn verify_ignoring_expiry(&self, token: &str) -> Result<AccessClaims, TokenRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
         // RFC 9068 §4: reject anything not typed as an access token (the media type may be spelled out).
         let typ_ok = header.typ.as_deref().is_some_and(|typ| {
@@ -156,23 +192,8 @@ impl JwtKeys {
         if !typ_ok {
             return Err(TokenRejection::WrongType);
         }
-        let claims = data.claims;
-        let now = now.timestamp();
-        if now >= claims.exp {
-            return Err(TokenRejection::Expired);
-        }
-        if claims.nbf > now + LEEWAY_SECS || claims.iat > now + LEEWAY_SECS {
-            return Err(TokenRejection::NotYetValid);
-        }
-        Ok(claims)
+        Ok(data.claims)
     }
-}
-
-/// A UUIDv7 carrying `now` as its timestamp.
-fn uuid_v7_at(now: DateTime<Utc>) -> Uuid {
-    let secs = u64::try_from(now.timestamp()).unwrap_or(0);
-    let ts = uuid::Timestamp::from_unix(uuid::NoContext, secs, now.timestamp_subsec_nanos());
-    Uuid::new_v7(ts)
 }
 
 #[cfg(test)]
@@ -201,7 +222,18 @@ mod tests {
         assert_eq!(claims.exp - claims.iat, 900);
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-        assert!((claims.issued_at() - now).num_milliseconds().abs() <= 1);
+        assert!((claims.issued_at() - now).num_microseconds().unwrap().abs() <= 1);
+        assert!(claims.issued_at() <= now, "never younger than it is");
+    }
+
+    #[test]
+    fn the_jti_dates_a_token_below_the_millisecond() {
+        let at = Utc.timestamp_opt(1_800_000_000, 123_456_789).unwrap();
+        let jti = jti_at(at);
+        assert_eq!(jti.get_version_num(), 7);
+        let read = issued_at_of(jti).unwrap();
+        assert!(read <= at && at - read < chrono::Duration::nanoseconds(250), "{read} vs {at}");
+        assert_ne!(jti_at(at), jti, "and stays unique");
     }
 
     #[test]

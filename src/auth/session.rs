@@ -1,47 +1,56 @@
-//! Browser sessions: a PostgreSQL-backed store for actix-session, and the typed view of what a
-//! session holds (who signed in, when, and the CSRF token).
+//! Browser sessions: actix-session's store, and the typed view of what a session holds (who signed
+//! in, when their credential check began, the CSRF token).
+//!
+//! An anonymous visitor costs no database row: their state (only the login form's CSRF token) is the
+//! session key itself, inside the signed and encrypted cookie. Signing in renews the key and writes
+//! a row to `sessions`, which every instance reads, so a session works on any instance and ends
+//! everywhere at once when its row is deleted. Every load compares when the session's credential
+//! check began with the user's invalidation cut-off, so a session written just after a password
+//! change or sign-out-everywhere, by a sign-in that began before it, does not work.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::HashMap;
+use std::net::IpAddr;
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
-use actix_session::{Session, SessionExt, SessionInsertError};
+use actix_session::{Session, SessionInsertError};
 use actix_web::cookie::Key;
 use actix_web::cookie::time::Duration as CookieDuration;
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
 use chrono::{DateTime, Utc};
 use hkdf::Hkdf;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
-use std::collections::HashMap;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::auth::credentials::SignedIn;
-use crate::auth::guard::Requirement;
 use crate::db::{self, PgPool, users::User};
-use crate::domain::RoleName;
-use crate::errors::WebError;
-use crate::routes::web::pages::{Layout, LayoutUser};
-use crate::state::AppState;
+use crate::errors::ServerError;
 
 /// A session lives at most this long, however active.
 pub const ABSOLUTE_LIFETIME: chrono::Duration = chrono::Duration::hours(12);
 /// A session unused for this long ends.
 pub const IDLE_TIMEOUT: chrono::Duration = chrono::Duration::minutes(30);
 
+const SESSION_ID: &str = "sid";
 const USER_ID: &str = "user_id";
 const SIGNED_IN_AT: &str = "signed_in_at";
 const CSRF: &str = "csrf";
 const PREVIOUS_SIGN_IN: &str = "previous_sign_in";
+const CLIENT_ADDR: &str = "client_addr";
+const USER_AGENT: &str = "user_agent";
+/// User agents are client-controlled: only a bounded prefix is kept.
+const USER_AGENT_CHARS: usize = 256;
+
+/// Keys of anonymous sessions start with this; what follows is their state. Keys of signed-in
+/// sessions are random tokens (base64url, which never contains it).
+const ANONYMOUS: &str = "anon:";
 
 /// The 64-byte cookie key, derived with HKDF-SHA256 from `GATEHOUSE_SESSION_KEY` when set, otherwise
-/// from the JWT secret under a different label, so the two secrets are never the same key.
-pub fn cookie_key(session_key: Option<&SecretString>, jwt_secret: &SecretString) -> Key {
+/// from the master secret under a different label, so the two secrets are never the same key.
+pub fn cookie_key(session_key: Option<&SecretString>, master_secret: &SecretString) -> Key {
     let (input, label): (&SecretString, &[u8]) = match session_key {
         Some(key) => (key, b"gatehouse session cookie key"),
-        None => (jwt_secret, b"gatehouse session cookie key, derived from the JWT secret"),
+        None => (master_secret, b"gatehouse session cookie key, derived from the JWT secret"),
     };
     let mut okm = [0u8; 64];
     // 64 bytes is far below HKDF-SHA256's 8160-byte limit, so expansion cannot fail.
@@ -49,15 +58,47 @@ pub fn cookie_key(session_key: Option<&SecretString>, jwt_secret: &SecretString)
     Key::from(&okm)
 }
 
-/// actix-session's store over the `sessions` table. Keys are random, and only their hashes are stored.
+/// actix-session's store: anonymous state in the cookie, signed-in sessions in the `sessions` table
+/// (keys are random; only their hashes are stored).
 #[derive(Clone)]
-pub struct PgSessionStore {
+pub struct HybridSessionStore {
     pool: PgPool,
 }
 
-impl PgSessionStore {
+impl HybridSessionStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    async fn insert_signed_in(
+        &self,
+        user_id: Uuid,
+        state: HashMap<String, String>,
+        ttl: &CookieDuration,
+    ) -> Result<SessionKey, anyhow::Error> {
+        let key = SessionKey::try_from(crate::random::token(32))?;
+        let hash = key_hash(&key);
+        let now = Utc::now();
+        let expires_at = expiry(ttl, now).min(now + ABSOLUTE_LIFETIME);
+        let row_id = read::<Uuid>(&state, SESSION_ID).unwrap_or_else(Uuid::new_v4);
+        let client_addr = read::<String>(&state, CLIENT_ADDR);
+        let user_agent = read::<String>(&state, USER_AGENT);
+        let value = serde_json::to_value(state)?;
+        db::run(&self.pool, move |conn| {
+            let session = db::sessions::NewSession {
+                id: row_id,
+                key_hash: &hash,
+                user_id,
+                state: value,
+                expires_at,
+                absolute_expires_at: now + ABSOLUTE_LIFETIME,
+                client_addr: client_addr.as_deref(),
+                user_agent: user_agent.as_deref(),
+            };
+            db::sessions::insert(conn, &session)
+        })
+        .await?;
+        Ok(key)
     }
 }
 
@@ -65,19 +106,34 @@ fn key_hash(key: &SessionKey) -> Vec<u8> {
     db::refresh_tokens::token_hash(key.as_ref())
 }
 
+fn anonymous_key(state: &HashMap<String, String>) -> Result<SessionKey, anyhow::Error> {
+    Ok(SessionKey::try_from(format!("{ANONYMOUS}{}", serde_json::to_string(state)?))?)
+}
+
 fn expiry(ttl: &CookieDuration, now: DateTime<Utc>) -> DateTime<Utc> {
     now + chrono::Duration::seconds(ttl.whole_seconds())
 }
 
-/// actix-session keeps values JSON-encoded; the signed-in user's id is copied into its own column.
-fn user_of(state: &HashMap<String, String>) -> Option<Uuid> {
-    state.get(USER_ID).and_then(|raw| serde_json::from_str::<Uuid>(raw).ok())
+/// actix-session keeps values JSON-encoded.
+fn read<T: serde::de::DeserializeOwned>(state: &HashMap<String, String>, name: &str) -> Option<T> {
+    state.get(name).and_then(|raw| serde_json::from_str(raw).ok())
 }
 
-impl SessionStore for PgSessionStore {
+/// The state without the sign-in: what is left of a session that was ended meanwhile.
+fn without_sign_in(mut state: HashMap<String, String>) -> HashMap<String, String> {
+    for name in [SESSION_ID, USER_ID, SIGNED_IN_AT, PREVIOUS_SIGN_IN, CLIENT_ADDR, USER_AGENT] {
+        state.remove(name);
+    }
+    state
+}
+
+impl SessionStore for HybridSessionStore {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<HashMap<String, String>>, LoadError> {
+        if let Some(state) = session_key.as_ref().strip_prefix(ANONYMOUS) {
+            return serde_json::from_str(state).map(Some).map_err(|err| LoadError::Deserialization(err.into()));
+        }
         let hash = key_hash(session_key);
-        let state = db::run(&self.pool, move |conn| Ok(db::sessions::load_live(conn, &hash, Utc::now())?))
+        let state = db::run(&self.pool, move |conn| db::sessions::load_live(conn, &hash, Utc::now()))
             .await
             .map_err(|err| LoadError::Other(err.into()))?;
         state
@@ -86,26 +142,10 @@ impl SessionStore for PgSessionStore {
     }
 
     async fn save(&self, state: HashMap<String, String>, ttl: &CookieDuration) -> Result<SessionKey, SaveError> {
-        let key = SessionKey::try_from(crate::auth::random_token(32)).map_err(|err| SaveError::Other(err.into()))?;
-        let hash = key_hash(&key);
-        let now = Utc::now();
-        let expires_at = expiry(ttl, now).min(now + ABSOLUTE_LIFETIME);
-        let user_id = user_of(&state);
-        let value = serde_json::to_value(state).map_err(|err| SaveError::Serialization(err.into()))?;
-        db::run(&self.pool, move |conn| {
-            let session = db::sessions::NewSession {
-                key_hash: &hash,
-                user_id,
-                state: value,
-                created_at: now,
-                expires_at,
-                absolute_expires_at: now + ABSOLUTE_LIFETIME,
-            };
-            Ok(db::sessions::insert(conn, &session)?)
-        })
-        .await
-        .map_err(|err| SaveError::Other(err.into()))?;
-        Ok(key)
+        match read::<Uuid>(&state, USER_ID) {
+            Some(user_id) => self.insert_signed_in(user_id, state, ttl).await.map_err(SaveError::Other),
+            None => anonymous_key(&state).map_err(SaveError::Other),
+        }
     }
 
     async fn update(
@@ -114,141 +154,118 @@ impl SessionStore for PgSessionStore {
         state: HashMap<String, String>,
         ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
+        let signed_in = read::<Uuid>(&state, USER_ID);
+        if session_key.as_ref().starts_with(ANONYMOUS) {
+            return match signed_in {
+                Some(user_id) => self.insert_signed_in(user_id, state, ttl).await.map_err(UpdateError::Other),
+                None => anonymous_key(&state).map_err(UpdateError::Other),
+            };
+        }
         let hash = key_hash(&session_key);
-        let user_id = user_of(&state);
+        let now = Utc::now();
+        let expires_at = expiry(ttl, now);
         let value = serde_json::to_value(&state).map_err(|err| UpdateError::Serialization(err.into()))?;
-        let expires_at = expiry(ttl, Utc::now());
-        let updated =
-            db::run(&self.pool, move |conn| Ok(db::sessions::update_state(conn, &hash, user_id, value, expires_at)?))
+        let updated = signed_in.is_some()
+            && db::run(&self.pool, move |conn| db::sessions::update_state(conn, &hash, value, expires_at, now))
                 .await
                 .map_err(|err| UpdateError::Other(err.into()))?;
         if updated {
             Ok(session_key)
         } else {
-            // The session was ended meanwhile (e.g. sign out everywhere): never resurrect it under
-            // its old key; start a fresh one without the sign-in.
-            let mut fresh = state;
-            fresh.remove(USER_ID);
-            fresh.remove(SIGNED_IN_AT);
-            self.save(fresh, ttl).await.map_err(|err| UpdateError::Other(anyhow::anyhow!("{err}")))
+            // The session was ended meanwhile (e.g. sign out everywhere): never resurrect it under its
+            // old key; carry on anonymously.
+            anonymous_key(&without_sign_in(state)).map_err(UpdateError::Other)
         }
     }
 
     async fn update_ttl(&self, session_key: &SessionKey, ttl: &CookieDuration) -> Result<(), anyhow::Error> {
+        if session_key.as_ref().starts_with(ANONYMOUS) {
+            return Ok(());
+        }
         let hash = key_hash(session_key);
-        let expires_at = expiry(ttl, Utc::now());
-        db::run(&self.pool, move |conn| Ok(db::sessions::touch(conn, &hash, expires_at)?)).await?;
+        let now = Utc::now();
+        let expires_at = expiry(ttl, now);
+        db::run(&self.pool, move |conn| db::sessions::touch(conn, &hash, expires_at, now)).await?;
         Ok(())
     }
 
     async fn delete(&self, session_key: &SessionKey) -> Result<(), anyhow::Error> {
+        if session_key.as_ref().starts_with(ANONYMOUS) {
+            return Ok(());
+        }
         let hash = key_hash(session_key);
-        db::run(&self.pool, move |conn| Ok(db::sessions::delete(conn, &hash)?)).await?;
+        db::run(&self.pool, move |conn| db::sessions::delete(conn, &hash)).await?;
         Ok(())
     }
 }
 
 /// Who a session says is signed in, and since when.
 #[derive(Debug, Clone, Copy)]
-struct SessionSignIn {
-    user_id: Uuid,
-    signed_in_at: DateTime<Utc>,
+pub struct SessionSignIn {
+    /// The `sessions` row's public id.
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    /// When the credential check behind this session began.
+    pub signed_in_at: DateTime<Utc>,
 }
 
-fn session_sign_in(session: &Session) -> Option<SessionSignIn> {
-    let user_id = session.get::<Uuid>(USER_ID).ok()??;
-    let signed_in_at = session.get::<DateTime<Utc>>(SIGNED_IN_AT).ok()??;
-    Some(SessionSignIn { user_id, signed_in_at })
+pub fn sign_in_of(session: &Session) -> Option<SessionSignIn> {
+    Some(SessionSignIn {
+        session_id: session.get::<Uuid>(SESSION_ID).ok()??,
+        user_id: session.get::<Uuid>(USER_ID).ok()??,
+        signed_in_at: session.get::<DateTime<Utc>>(SIGNED_IN_AT).ok()??,
+    })
+}
+
+/// Where a browser signs in from, for its owner's list of sessions.
+pub struct Device<'a> {
+    pub client: Option<IpAddr>,
+    pub user_agent: Option<&'a str>,
 }
 
 /// Marks the session as signed in under a NEW session key, so a key planted before the sign-in
 /// (session fixation) is worth nothing afterwards.
-pub fn sign_in(session: &Session, signed_in: &SignedIn, now: DateTime<Utc>) -> Result<(), SessionInsertError> {
+pub fn sign_in(session: &Session, signed_in: &SignedIn, device: &Device<'_>) -> Result<(), SessionInsertError> {
     session.renew();
     session.clear();
+    session.insert(SESSION_ID, Uuid::new_v4())?;
     session.insert(USER_ID, signed_in.user_id)?;
-    session.insert(SIGNED_IN_AT, now)?;
+    session.insert(SIGNED_IN_AT, signed_in.began_at)?;
     if let Some(previous) = signed_in.previous_sign_in {
         session.insert(PREVIOUS_SIGN_IN, previous)?;
     }
-    session.insert(CSRF, crate::auth::random_token(32))?;
+    if let Some(client) = device.client {
+        session.insert(CLIENT_ADDR, client.to_string())?;
+    }
+    if let Some(agent) = device.user_agent {
+        session.insert(USER_AGENT, agent.chars().take(USER_AGENT_CHARS).collect::<String>())?;
+    }
+    session.insert(CSRF, crate::random::token(32))?;
     Ok(())
 }
 
-/// A browser whose session belongs to an existing, active user whose sessions were not ended since.
-pub struct SignedInUser {
-    pub user: User,
-    pub roles: Vec<String>,
-    pub previous_sign_in: Option<DateTime<Utc>>,
-    pub csrf_token: String,
+/// Counts this session as begun at `cutoff` under a new key (after its own password change).
+pub fn renew_sign_in(session: &Session, cutoff: DateTime<Utc>) -> Result<(), SessionInsertError> {
+    session.renew();
+    session.insert(SESSION_ID, Uuid::new_v4())?;
+    session.insert(SIGNED_IN_AT, cutoff)
 }
 
-impl SignedInUser {
-    pub fn is_admin(&self) -> bool {
-        self.authorize(Requirement { scope: None, role: Some(RoleName::ADMIN) }).is_ok()
-    }
-
-    /// The shared authorization rule, answered the website way (the 403 page).
-    pub fn authorize(&self, requirement: Requirement) -> Result<(), WebError> {
-        requirement.check(&self.roles, None).map_err(|_| WebError::Forbidden { viewer: Box::new(self.layout_user()) })
-    }
-
-    pub fn layout(&self) -> Layout {
-        Layout::signed_in(self.layout_user())
-    }
-
-    fn layout_user(&self) -> LayoutUser {
-        LayoutUser {
-            username: self.user.username.clone(),
-            is_admin: self.roles.iter().any(|role| role == RoleName::ADMIN),
-            csrf_token: self.csrf_token.clone(),
-        }
-    }
+pub fn previous_sign_in(session: &Session) -> Option<DateTime<Utc>> {
+    session.get::<DateTime<Utc>>(PREVIOUS_SIGN_IN).ok().flatten()
 }
 
-/// `Some` when signed in; never redirects.
-pub struct MaybeSignedIn(pub Option<SignedInUser>);
-
-impl FromRequest for SignedInUser {
-    type Error = WebError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
-            current_user(&req).await?.ok_or(WebError::NotSignedIn { next })
-        })
-    }
-}
-
-impl FromRequest for MaybeSignedIn {
-    type Error = WebError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move { current_user(&req).await.map(MaybeSignedIn) })
-    }
-}
-
-async fn current_user(req: &HttpRequest) -> Result<Option<SignedInUser>, WebError> {
-    let session = req.get_session();
-    let Some(sign_in) = session_sign_in(&session) else { return Ok(None) };
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| WebError::Internal("AppState is not registered".to_owned()))?;
+/// The signed-in user of `session`, as they are now; `None` (and the session ended) when the user
+/// is gone or inactive, or their sessions were ended after this one's credential check began.
+pub async fn current_user(pool: &PgPool, session: &Session) -> Result<Option<(User, Vec<String>)>, ServerError> {
+    let Some(sign_in) = sign_in_of(session) else { return Ok(None) };
     let user_id = sign_in.user_id;
-    let found = db::run(&state.pool, move |conn| Ok(db::users::with_roles(conn, user_id)?)).await?;
+    let found = db::run(pool, move |conn| db::users::with_roles(conn, user_id)).await?;
     let valid = found.filter(|(user, _)| user.is_active && sign_in.signed_in_at >= user.tokens_valid_after);
-    let Some((user, roles)) = valid else {
-        // Deactivated, deleted, or signed out everywhere since: this session is over.
+    if valid.is_none() {
         session.purge();
-        return Ok(None);
-    };
-    let csrf_token = csrf_token(&session).map_err(WebError::session)?;
-    let previous_sign_in = session.get::<DateTime<Utc>>(PREVIOUS_SIGN_IN).ok().flatten();
-    Ok(Some(SignedInUser { user, roles, previous_sign_in, csrf_token }))
+    }
+    Ok(valid)
 }
 
 /// The session's CSRF token, created on first use (synchronizer-token pattern).
@@ -256,7 +273,7 @@ pub fn csrf_token(session: &Session) -> Result<String, SessionInsertError> {
     if let Ok(Some(token)) = session.get::<String>(CSRF) {
         return Ok(token);
     }
-    let token = crate::auth::random_token(32);
+    let token = crate::random::token(32);
     session.insert(CSRF, &token)?;
     Ok(token)
 }
@@ -271,8 +288,7 @@ pub fn csrf_matches(session: &Session, submitted: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::cookie_key;
-    use secrecy::SecretString;
+    use super::*;
 
     #[test]
     fn the_cookie_key_follows_the_session_key_when_set_and_never_equals_the_jwt_secret() {
@@ -288,5 +304,24 @@ mod tests {
         let other_jwt: SecretString = "k".repeat(40).into();
         assert_eq!(cookie_key(Some(&one), &jwt).master(), cookie_key(Some(&one), &other_jwt).master());
         assert_ne!(cookie_key(Some(&one), &jwt).master(), derived.master());
+    }
+
+    #[test]
+    fn an_anonymous_key_carries_its_state_and_cannot_pass_for_a_signed_in_one() {
+        let state = HashMap::from([(CSRF.to_owned(), "\"t\"".to_owned())]);
+        let key = anonymous_key(&state).unwrap();
+        assert!(key.as_ref().starts_with(ANONYMOUS));
+        assert_eq!(serde_json::from_str::<HashMap<String, String>>(&key.as_ref()[ANONYMOUS.len()..]).unwrap(), state);
+        assert!(!crate::random::token(32).contains(ANONYMOUS));
+    }
+
+    #[test]
+    fn an_ended_session_keeps_nothing_of_its_sign_in() {
+        let state: HashMap<String, String> =
+            [SESSION_ID, USER_ID, SIGNED_IN_AT, PREVIOUS_SIGN_IN, CLIENT_ADDR, USER_AGENT, CSRF]
+                .iter()
+                .map(|name| ((*name).to_owned(), "\"x\"".to_owned()))
+                .collect();
+        assert_eq!(without_sign_in(state).into_keys().collect::<Vec<_>>(), vec![CSRF.to_owned()]);
     }
 }

@@ -1,39 +1,62 @@
 //! Per-client-address throttling of the endpoints that check passwords (`/token`, `/login`).
+//!
+//! The budget is a burst of [`BURST`] attempts, then `GATEHOUSE_LOGIN_RATE_PER_MINUTE`, per address
+//! (an IPv6 client per /64). The authoritative count lives in PostgreSQL, so every instance spends
+//! the same budget; an in-process limiter with the same budget answers first, so an address that
+//! this instance alone has already seen exhaust its budget is refused without a query.
 
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
+use crate::db::{self, PgPool, throttle::Budget};
+use crate::domain::AddressBucket;
+use crate::errors::ServerError;
+
 /// Short bursts are normal (a retyped password, a script's retry); a steady stream is not.
-const BURST: u32 = 10;
-/// Forget addresses that have been quiet, once this many are tracked.
+pub const BURST: u32 = 10;
+/// Forget quiet addresses once this many are tracked in process.
 const RETAIN_ABOVE: usize = 10_000;
 
 pub struct LoginThrottle {
-    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    budget: Option<Budget>,
+    first_gate: Option<DefaultKeyedRateLimiter<AddressBucket>>,
     clock: DefaultClock,
 }
 
 impl LoginThrottle {
-    /// `per_minute == 0` turns throttling off (benchmarks of the hashing path).
+    /// `per_minute == 0` turns throttling off.
     pub fn new(per_minute: u32) -> Self {
-        let limiter = NonZeroU32::new(per_minute).map(|rate| {
-            let burst = NonZeroU32::new(BURST.min(rate.get())).unwrap_or(rate);
-            DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
-        });
-        Self { limiter, clock: DefaultClock::default() }
+        let Some(rate) = NonZeroU32::new(per_minute) else {
+            return Self { budget: None, first_gate: None, clock: DefaultClock::default() };
+        };
+        let burst = NonZeroU32::new(BURST.min(rate.get())).unwrap_or(rate);
+        let quota = Quota::per_minute(rate).allow_burst(burst);
+        Self {
+            budget: Some(Budget { emission_interval: quota.replenish_interval(), burst: burst.get() }),
+            first_gate: Some(DefaultKeyedRateLimiter::keyed(quota)),
+            clock: DefaultClock::default(),
+        }
     }
 
-    /// `Err(wait)` when `addr` has to slow down.
-    pub fn check(&self, addr: Option<IpAddr>) -> Result<(), Duration> {
-        let (Some(limiter), Some(addr)) = (&self.limiter, addr) else { return Ok(()) };
-        if limiter.len() > RETAIN_ABOVE {
-            limiter.retain_recent();
+    /// Spends one attempt of `bucket`'s budget: `Ok(Err(wait))` when it has to slow down.
+    pub async fn check(
+        &self,
+        pool: &PgPool,
+        bucket: Option<AddressBucket>,
+    ) -> Result<Result<(), Duration>, ServerError> {
+        let (Some(budget), Some(first_gate), Some(bucket)) = (self.budget, &self.first_gate, bucket) else {
+            return Ok(Ok(()));
+        };
+        if first_gate.len() > RETAIN_ABOVE {
+            first_gate.retain_recent();
         }
-        limiter.check_key(&addr).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        if let Err(not_until) = first_gate.check_key(&bucket) {
+            return Ok(Err(not_until.wait_time_from(self.clock.now())));
+        }
+        db::run(pool, move |conn| db::throttle::take(conn, &bucket, budget)).await
     }
 }
 
@@ -56,22 +79,11 @@ mod tests {
     }
 
     #[test]
-    fn an_address_is_stopped_after_its_burst_and_others_are_not() {
-        let throttle = LoginThrottle::new(60);
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..BURST {
-            assert!(throttle.check(Some(a)).is_ok());
-        }
-        let wait = throttle.check(Some(a)).unwrap_err();
-        assert!(wait <= Duration::from_secs(1));
-        assert!(throttle.check(Some("192.0.2.2".parse().unwrap())).is_ok());
-    }
-
-    #[test]
-    fn zero_turns_it_off() {
-        let throttle = LoginThrottle::new(0);
-        for _ in 0..100 {
-            assert!(throttle.check(Some("192.0.2.1".parse().unwrap())).is_ok());
-        }
+    fn the_budget_is_the_burst_then_the_rate() {
+        let throttle = LoginThrottle::new(30);
+        let budget = throttle.budget.unwrap();
+        assert_eq!(budget.burst, 10);
+        assert_eq!(budget.emission_interval, Duration::from_secs(2));
+        assert!(LoginThrottle::new(0).budget.is_none());
     }
 }

@@ -18,7 +18,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::db::{self, CHECKOUT_TIMEOUT, DbError, PgPool, users::TokenHolder};
+use crate::db::{self, CHECKOUT_TIMEOUT, PgPool, users::TokenHolder};
+use crate::errors::{Message, ServerError};
 
 /// Batch queries one worker thread runs at a time. One per worker keeps as many queries in flight as
 /// the machine has cores (one worker per core) and leaves the other pooled connections to logins and
@@ -40,7 +41,7 @@ pub struct TokenChecks {
 struct Lookup {
     user_id: Uuid,
     jti: Uuid,
-    answer: oneshot::Sender<Result<Option<TokenHolder>, DbError>>,
+    answer: oneshot::Sender<Result<Option<TokenHolder>, ServerError>>,
 }
 
 impl TokenChecks {
@@ -49,7 +50,7 @@ impl TokenChecks {
     }
 
     /// The holder of the token `jti` if user `user_id` exists (active or not), read after this call began.
-    pub async fn token_holder(self: &Rc<Self>, user_id: Uuid, jti: Uuid) -> Result<Option<TokenHolder>, DbError> {
+    pub async fn token_holder(self: &Rc<Self>, user_id: Uuid, jti: Uuid) -> Result<Option<TokenHolder>, ServerError> {
         let (answer, answered) = oneshot::channel();
         self.queue.borrow_mut().push(Lookup { user_id, jti, answer });
         if self.drain_tasks.get() < MAX_BATCHES {
@@ -58,7 +59,7 @@ impl TokenChecks {
             let running = DrainTask::count_in(self);
             actix_web::rt::spawn(Rc::clone(self).drain(running));
         }
-        answered.await.map_err(|_| DbError::Canceled)?
+        answered.await.map_err(|_| ServerError::internal(Message("the token lookup was dropped")))?
     }
 
     /// Answers batches until the queue is empty.
@@ -73,11 +74,11 @@ impl TokenChecks {
                 return;
             }
             let checks: Vec<(Uuid, Uuid)> = batch.iter().map(|lookup| (lookup.user_id, lookup.jti)).collect();
-            let lookup = db::run(&self.pool, move |conn| Ok(db::users::token_holders(conn, &checks)?));
+            let lookup = db::run(&self.pool, move |conn| db::users::token_holders(conn, &checks));
             // A query that never returns (a connection stalled mid-statement) must not hold requests forever.
             let answers = tokio::time::timeout(BATCH_TIMEOUT, lookup)
                 .await
-                .unwrap_or_else(|_| Err(DbError::Unavailable("the token lookup timed out".to_owned())));
+                .unwrap_or_else(|_| Err(ServerError::unavailable(Message("the token lookup timed out"))));
             // A request that has gone away dropped its receiver: its answer is simply not needed.
             match answers {
                 Ok(answers) => {
@@ -89,11 +90,11 @@ impl TokenChecks {
                     // The database is down: what queued meanwhile would fail the same way, only
                     // later. Answer it now, so an outage gives quick 503s rather than a growing queue.
                     let queued = match err {
-                        DbError::Unavailable(_) => std::mem::take(&mut *self.queue.borrow_mut()),
+                        ServerError::Unavailable(_) => std::mem::take(&mut *self.queue.borrow_mut()),
                         _ => Vec::new(),
                     };
                     for lookup in batch.into_iter().chain(queued) {
-                        let _ = lookup.answer.send(Err(err.for_another_waiter()));
+                        let _ = lookup.answer.send(Err(err.clone()));
                     }
                 }
             }

@@ -5,74 +5,27 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::auth_events;
+use crate::domain::{Channel, EventKind, FailureReason};
 
-/// What happened. The database CHECK constraint lists the same names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    LoginOk,
-    LoginFailed,
-    TokenIssued,
-    Refresh,
-    ReuseDetected,
-    Revoke,
-    Logout,
-    Lockout,
-    SignOutAll,
-    PasswordChanged,
-    Deactivated,
-    Activated,
-}
+/// Attempted usernames are attacker-controlled: only a bounded prefix is stored.
+const ATTEMPTED_USERNAME_CHARS: usize = 128;
 
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::LoginOk => "login_ok",
-            EventKind::LoginFailed => "login_failed",
-            EventKind::TokenIssued => "token_issued",
-            EventKind::Refresh => "refresh",
-            EventKind::ReuseDetected => "reuse_detected",
-            EventKind::Revoke => "revoke",
-            EventKind::Logout => "logout",
-            EventKind::Lockout => "lockout",
-            EventKind::SignOutAll => "sign_out_all",
-            EventKind::PasswordChanged => "password_changed",
-            EventKind::Deactivated => "deactivated",
-            EventKind::Activated => "activated",
-        }
-    }
-}
-
-/// Where the event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    Web,
-    Api,
-    Cli,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Web => "web",
-            Channel::Api => "api",
-            Channel::Cli => "cli",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
+/// An event to record.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = auth_events)]
 pub struct NewEvent {
     pub kind: EventKind,
     pub channel: Channel,
     pub user_id: Option<Uuid>,
     pub attempted_username: Option<String>,
     pub client_addr: Option<String>,
+    pub reason: Option<FailureReason>,
     pub detail: Option<String>,
 }
 
 impl NewEvent {
     pub fn new(kind: EventKind, channel: Channel) -> Self {
-        Self { kind, channel, user_id: None, attempted_username: None, client_addr: None, detail: None }
+        Self { kind, channel, user_id: None, attempted_username: None, client_addr: None, reason: None, detail: None }
     }
 
     pub fn user(mut self, user_id: Uuid) -> Self {
@@ -81,15 +34,20 @@ impl NewEvent {
     }
 
     pub fn attempted(mut self, username: &str) -> Self {
-        // Attempted usernames are attacker-controlled: store a bounded prefix.
         // PostgreSQL text cannot hold U+0000.
-        self.attempted_username =
-            Some(username.chars().take(128).map(|c| if c == '\0' { '\u{fffd}' } else { c }).collect());
+        self.attempted_username = Some(
+            username.chars().take(ATTEMPTED_USERNAME_CHARS).map(|c| if c == '\0' { '\u{fffd}' } else { c }).collect(),
+        );
         self
     }
 
     pub fn client(mut self, addr: Option<String>) -> Self {
         self.client_addr = addr;
+        self
+    }
+
+    pub fn reason(mut self, reason: FailureReason) -> Self {
+        self.reason = Some(reason);
         self
     }
 
@@ -104,11 +62,12 @@ impl NewEvent {
 pub struct AuthEvent {
     pub id: i64,
     pub occurred_at: DateTime<Utc>,
-    pub kind: String,
+    pub kind: EventKind,
     pub user_id: Option<Uuid>,
     pub attempted_username: Option<String>,
     pub client_addr: Option<String>,
-    pub channel: String,
+    pub channel: Channel,
+    pub reason: Option<FailureReason>,
     pub detail: Option<String>,
 }
 
@@ -117,20 +76,7 @@ pub fn record(conn: &mut PgConnection, event: &NewEvent) -> QueryResult<()> {
 }
 
 pub fn record_many(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<()> {
-    let rows: Vec<_> = events
-        .iter()
-        .map(|event| {
-            (
-                auth_events::kind.eq(event.kind.as_str()),
-                auth_events::channel.eq(event.channel.as_str()),
-                auth_events::user_id.eq(event.user_id),
-                auth_events::attempted_username.eq(event.attempted_username.as_deref()),
-                auth_events::client_addr.eq(event.client_addr.as_deref()),
-                auth_events::detail.eq(event.detail.as_deref()),
-            )
-        })
-        .collect();
-    diesel::insert_into(auth_events::table).values(&rows).execute(conn).map(|_| ())
+    diesel::insert_into(auth_events::table).values(events).execute(conn).map(|_| ())
 }
 
 /// The newest `limit` events, newest first.

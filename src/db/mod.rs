@@ -1,15 +1,20 @@
 //! Everything that talks to PostgreSQL: the pool, migrations, and one module of queries per table.
 //!
 //! Diesel is synchronous, and so is taking a connection out of the pool, so every query runs through
-//! [`run`], which moves the work onto actix's blocking thread pool.
+//! [`run`], which moves the work onto actix's blocking thread pool. A query function returns
+//! `QueryResult<T>`, where `T` may be an outcome enum (`Rotation`, `Claim` …) when a rule has
+//! several answers; transactions that must hold together live here, in one function each.
 
 pub mod auth_events;
 pub mod items;
+pub mod locks;
 pub mod refresh_tokens;
 pub mod roles;
 pub mod schema;
 pub mod sessions;
+mod sql_types;
 pub mod stats;
+pub mod throttle;
 pub mod users;
 
 use std::sync::Arc;
@@ -21,6 +26,8 @@ use diesel::r2d2::{ConnectionManager, PooledConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tokio::sync::Semaphore;
+
+use crate::errors::{Message, ServerError};
 
 pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
 
@@ -36,47 +43,22 @@ pub struct PgPool {
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// How many migrations the binary carries (for the reversibility test).
-pub const MIGRATIONS_COUNT: usize = 4;
+pub const MIGRATIONS_COUNT: usize = 5;
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
 /// Short, so an outage answers 503 quickly instead of piling up requests.
 pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    /// No connection could be had, or it broke: the database is down or unreachable.
-    #[error("the database is unavailable: {0}")]
-    Unavailable(String),
-    #[error(transparent)]
-    Query(DieselError),
-    /// A query failed, as told to every request that shared it (a batch): diesel's errors are not `Clone`.
-    #[error("{0}")]
-    Failed(String),
-    #[error("the blocking thread pool is gone")]
-    Canceled,
-}
-
-impl DbError {
-    /// The same failure, for another request waiting on the same query.
-    pub fn for_another_waiter(&self) -> DbError {
-        match self {
-            DbError::Unavailable(cause) => DbError::Unavailable(cause.clone()),
-            DbError::Query(err) => DbError::Failed(err.to_string()),
-            DbError::Failed(cause) => DbError::Failed(cause.clone()),
-            DbError::Canceled => DbError::Canceled,
-        }
-    }
-}
-
-impl From<DieselError> for DbError {
+/// A failed query, told apart: a connection the outage broke means "unavailable", anything else is ours.
+impl From<DieselError> for ServerError {
     fn from(err: DieselError) -> Self {
         match &err {
             DieselError::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                info,
-            ) => DbError::Unavailable(info.message().to_owned()),
-            DieselError::BrokenTransactionManager => DbError::Unavailable(err.to_string()),
-            _ => DbError::Query(err),
+                _,
+            )
+            | DieselError::BrokenTransactionManager => ServerError::unavailable(err),
+            _ => ServerError::internal(err),
         }
     }
 }
@@ -97,65 +79,81 @@ pub fn pool(database_url: &str, max_size: u32) -> PgPool {
     PgPool { connections, permits: Arc::new(Semaphore::new(max_size as usize)) }
 }
 
+impl PgPool {
+    /// Connections open now, and how many of them are idle (for the metrics).
+    pub fn connection_counts(&self) -> (u32, u32) {
+        let state = self.connections.state();
+        (state.connections, state.idle_connections)
+    }
+}
+
 /// Runs `work` with a pooled connection on the blocking thread pool.
-pub async fn run<T, F>(pool: &PgPool, work: F) -> Result<T, DbError>
+pub async fn run<T, F>(pool: &PgPool, work: F) -> Result<T, ServerError>
 where
-    F: FnOnce(&mut PgConnection) -> Result<T, DbError> + Send + 'static,
+    F: FnOnce(&mut PgConnection) -> QueryResult<T> + Send + 'static,
     T: Send + 'static,
 {
     let permit = tokio::time::timeout(CHECKOUT_TIMEOUT, pool.permits.clone().acquire_owned())
         .await
-        .map_err(|_| DbError::Unavailable("timed out waiting for a database connection".to_owned()))?
-        .map_err(|_| DbError::Canceled)?;
+        .map_err(|_| ServerError::unavailable(Message("timed out waiting for a database connection")))?
+        .map_err(ServerError::internal)?;
     let connections = pool.connections.clone();
     web::block(move || {
         let _permit = permit;
-        let mut conn = checkout(&connections)?;
-        work(&mut conn)
+        let mut conn = connections.get().map_err(ServerError::unavailable)?;
+        Ok(work(&mut conn)?)
     })
     .await
-    .map_err(|_| DbError::Canceled)?
+    .map_err(ServerError::internal)?
 }
 
-fn checkout(connections: &diesel::r2d2::Pool<ConnectionManager<PgConnection>>) -> Result<PgConn, DbError> {
-    connections.get().map_err(|err| DbError::Unavailable(err.to_string()))
+/// Why the database could not be prepared (by `serve`, `migrate` and the other commands).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("DATABASE_URL is not a URL")]
+    NotAUrl(#[source] url::ParseError),
+    #[error("DATABASE_URL names no database")]
+    NoDatabaseName,
+    #[error("cannot reach the database server")]
+    Unreachable(#[source] ConnectionError),
+    #[error("cannot create database {0}")]
+    Create(String, #[source] DieselError),
+    #[error("migrations failed")]
+    Migrations(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Applies pending migrations; returns how many ran.
-pub fn migrate(conn: &mut PgConnection) -> Result<usize, String> {
-    conn.run_pending_migrations(MIGRATIONS)
-        .map(|applied| applied.len())
-        .map_err(|err| format!("migrations failed: {err}"))
+pub fn migrate(conn: &mut PgConnection) -> Result<usize, SetupError> {
+    conn.run_pending_migrations(MIGRATIONS).map(|applied| applied.len()).map_err(SetupError::Migrations)
 }
 
-/// Creates the database `database_url` names if it does not exist yet, through the server's
-/// `postgres` maintenance database.
-pub fn ensure_database(database_url: &str) -> Result<(), String> {
-    if PgConnection::establish(database_url).is_ok() {
-        return Ok(());
+/// Connects to the database `database_url` names, creating it first (through the server's
+/// `postgres` maintenance database) if it does not exist yet.
+pub fn connect_creating(database_url: &str) -> Result<PgConnection, SetupError> {
+    if let Ok(conn) = PgConnection::establish(database_url) {
+        return Ok(conn);
     }
-    let mut url = url::Url::parse(database_url).map_err(|err| format!("DATABASE_URL is not a URL: {err}"))?;
+    let mut url = url::Url::parse(database_url).map_err(SetupError::NotAUrl)?;
     let name = url.path().trim_start_matches('/').to_owned();
     if name.is_empty() {
-        return Err("DATABASE_URL names no database".to_owned());
+        return Err(SetupError::NoDatabaseName);
     }
     url.set_path("/postgres");
-    let mut admin = PgConnection::establish(url.as_str())
-        .map_err(|err| format!("cannot reach the database server: {}", one_line(&err.to_string())))?;
+    let mut admin = PgConnection::establish(url.as_str()).map_err(SetupError::Unreachable)?;
     let exists = diesel::select(diesel::dsl::exists(
         schema_pg::pg_database::table.filter(schema_pg::pg_database::datname.eq(&name)),
     ))
     .get_result::<bool>(&mut admin)
-    .map_err(|err| format!("cannot list databases: {err}"))?;
+    .map_err(|err| SetupError::Create(name.clone(), err))?;
     if !exists {
-        diesel::sql_query(format!("CREATE DATABASE {}", quote_identifier(&name)))
-            .execute(&mut admin)
-            .map_err(|err| format!("cannot create database {name}: {err}"))?;
-        log::info!("created database {name}");
+        // A concurrent creator (another instance starting) makes this fail; connecting below decides.
+        match diesel::sql_query(format!("CREATE DATABASE {}", quote_identifier(&name))).execute(&mut admin) {
+            Ok(_) => log::info!("created database {name}"),
+            Err(err) if PgConnection::establish(database_url).is_err() => return Err(SetupError::Create(name, err)),
+            Err(_) => {}
+        }
     }
-    PgConnection::establish(database_url)
-        .map(|_| ())
-        .map_err(|err| format!("cannot connect to the database: {}", one_line(&err.to_string())))
+    PgConnection::establish(database_url).map_err(SetupError::Unreachable)
 }
 
 /// Quotes an SQL identifier (for the few statements, like CREATE DATABASE, that take no bind parameters).
@@ -163,11 +161,7 @@ pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The one catalog table `ensure_database` reads; kept apart from the generated schema.
+/// The one catalog table `connect_creating` reads; kept apart from the generated schema.
 mod schema_pg {
     diesel::table! {
         pg_database (datname) {
@@ -178,10 +172,15 @@ mod schema_pg {
 
 /// True when the database answers a trivial query (for `/readyz`).
 pub async fn is_ready(pool: &PgPool) -> bool {
-    run(pool, |conn| {
-        diesel::sql_query("SELECT 1").execute(conn)?;
-        Ok(())
+    run(pool, |conn| diesel::sql_query("SELECT 1").execute(conn)).await.is_ok()
+}
+
+/// Deletes rows that can no longer matter (expired tokens, families, revocations and sessions, and
+/// recovered throttle state), unless another instance is doing it right now (`Ok(None)`).
+pub fn purge_expired(conn: &mut PgConnection, now: chrono::DateTime<chrono::Utc>) -> QueryResult<Option<usize>> {
+    locks::exclusively(conn, locks::Job::Purge, |conn| {
+        Ok(refresh_tokens::purge_expired(conn, now)?
+            + sessions::purge_expired(conn, now)?
+            + throttle::purge_recovered(conn)?)
     })
-    .await
-    .is_ok()
 }

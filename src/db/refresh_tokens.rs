@@ -1,37 +1,18 @@
-//! The `refresh_tokens` and `revoked_access_tokens` tables.
+//! The `refresh_families`, `refresh_tokens` and `revoked_access_tokens` tables.
+//!
+//! A password grant begins a family; every refresh rotates its token within the family. The family
+//! row is the unit of revocation, and every rule that two requests could break together locks it:
+//! rotation, revocation and reuse detection serialize on it, so a revoked family never keeps a
+//! child that a concurrent refresh was creating.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::schema::{refresh_tokens, revoked_access_tokens};
-
-/// A stored refresh token (its hash only; the token itself is never stored).
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = refresh_tokens, check_for_backend(diesel::pg::Pg))]
-pub struct RefreshToken {
-    pub id: Uuid,
-    pub family_id: Uuid,
-    pub user_id: Uuid,
-    pub scope: String,
-    pub issued_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub used_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = refresh_tokens)]
-pub struct NewRefreshToken<'a> {
-    pub id: Uuid,
-    pub family_id: Uuid,
-    pub user_id: Uuid,
-    pub token_hash: &'a [u8],
-    pub scope: &'a str,
-    pub issued_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
+use super::auth_events::{self, NewEvent};
+use super::schema::{refresh_families, refresh_tokens, revoked_access_tokens, users};
+use crate::domain::{EventKind, ScopeSet};
 
 /// SHA-256 of the token. The token has 256 bits of entropy, so a fast hash is enough: there is
 /// nothing to brute-force, and lookups stay a single index probe.
@@ -39,79 +20,312 @@ pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-pub fn insert(conn: &mut PgConnection, token: &NewRefreshToken<'_>) -> QueryResult<()> {
-    diesel::insert_into(refresh_tokens::table).values(token).execute(conn).map(|_| ())
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = refresh_families, check_for_backend(diesel::pg::Pg))]
+pub struct Family {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub scope: ScopeSet,
+    pub auth_time: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub client_addr: Option<String>,
 }
 
-/// Finds a token by hash and locks its row until the transaction ends, so that two concurrent
-/// refreshes with the same token are serialised and only one can succeed.
-pub fn find_for_update(conn: &mut PgConnection, hash: &[u8]) -> QueryResult<Option<RefreshToken>> {
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = refresh_tokens, check_for_backend(diesel::pg::Pg))]
+struct StoredToken {
+    id: Uuid,
+    scope: ScopeSet,
+    expires_at: DateTime<Utc>,
+    used_at: Option<DateTime<Utc>>,
+}
+
+/// Who a grant is for and what they get: the answer of a transaction that issued tokens.
+#[derive(Debug, Clone)]
+pub struct Grantee {
+    pub user_id: Uuid,
+    pub username: String,
+    pub roles: Vec<String>,
+    pub scopes: ScopeSet,
+    /// The access token's issue time, by the database's clock.
+    pub issued_at: DateTime<Utc>,
+}
+
+/// A refresh token about to be stored.
+pub struct NewToken<'a> {
+    pub hash: &'a [u8],
+    /// When it expires if used not at all (clamped to the family's end).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A password grant's family, about to begin.
+pub struct FamilyStart<'a> {
+    pub user_id: Uuid,
+    /// When the credential check began: nothing is stored if the user's credentials were
+    /// invalidated since.
+    pub auth_time: DateTime<Utc>,
+    /// Empty: every scope the user's roles allow.
+    pub requested: &'a ScopeSet,
+    pub token: NewToken<'a>,
+    pub family_expires_at: DateTime<Utc>,
+    pub client_addr: Option<&'a str>,
+}
+
+#[derive(Debug)]
+pub enum Start {
+    Issued(Grantee),
+    /// A password change, deactivation or sign-out-everywhere happened after the check began.
+    Invalidated,
+    ScopeNotAllowed(ScopeSet),
+}
+
+#[derive(QueryableByName)]
+struct LockedUser {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    username: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    is_active: bool,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    tokens_valid_after: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    now: DateTime<Utc>,
+}
+
+/// Locks the user's row against invalidation (which updates it) until the transaction ends, and
+/// reads the database's clock once the lock is held.
+fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<LockedUser>> {
+    diesel::sql_query(
+        "SELECT username, is_active, tokens_valid_after, clock_timestamp() AS now FROM users WHERE id = $1 FOR SHARE",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(user_id)
+    .get_result(conn)
+    .optional()
+}
+
+/// Begins a family for a password grant, re-checking under the user's row lock that nothing
+/// invalidated the user's credentials since the check began, and records `event`.
+pub fn start_family(conn: &mut PgConnection, start: &FamilyStart<'_>, event: NewEvent) -> QueryResult<Start> {
+    conn.transaction(|conn| {
+        let Some(user) = lock_user(conn, start.user_id)? else { return Ok(Start::Invalidated) };
+        if !user.is_active || start.auth_time < user.tokens_valid_after {
+            return Ok(Start::Invalidated);
+        }
+        let allowed = super::users::allowed_scopes(conn, start.user_id)?;
+        let scopes = if start.requested.is_empty() { allowed.clone() } else { start.requested.clone() };
+        if !scopes.is_subset(&allowed) {
+            return Ok(Start::ScopeNotAllowed(scopes.difference(&allowed)));
+        }
+        let family_id = Uuid::now_v7();
+        diesel::insert_into(refresh_families::table)
+            .values((
+                refresh_families::id.eq(family_id),
+                refresh_families::user_id.eq(start.user_id),
+                refresh_families::scope.eq(&scopes),
+                refresh_families::auth_time.eq(start.auth_time),
+                refresh_families::expires_at.eq(start.family_expires_at),
+                refresh_families::client_addr.eq(start.client_addr),
+            ))
+            .execute(conn)?;
+        insert_token(conn, family_id, &scopes, &start.token, start.family_expires_at)?;
+        auth_events::record(conn, &event.user(start.user_id).detail(scopes.to_string()))?;
+        let roles = super::users::roles_of(conn, start.user_id)?;
+        Ok(Start::Issued(Grantee {
+            user_id: start.user_id,
+            username: user.username,
+            roles,
+            scopes,
+            issued_at: start.auth_time,
+        }))
+    })
+}
+
+fn insert_token(
+    conn: &mut PgConnection,
+    family_id: Uuid,
+    scopes: &ScopeSet,
+    token: &NewToken<'_>,
+    family_expires_at: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::id.eq(Uuid::now_v7()),
+            refresh_tokens::family_id.eq(family_id),
+            refresh_tokens::token_hash.eq(token.hash),
+            refresh_tokens::scope.eq(scopes),
+            refresh_tokens::expires_at.eq(token.expires_at.min(family_expires_at)),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug)]
+pub enum Rotation {
+    Rotated(Grantee),
+    /// The token was already used: it leaked, or the client is confused. The family is revoked now.
+    Reused {
+        user_id: Uuid,
+        family_id: Uuid,
+    },
+    /// Unknown, expired, revoked, or its user deactivated or signed out since.
+    Refused,
+    /// The request asked for scopes the family never had.
+    ScopeWidened(ScopeSet),
+}
+
+/// RFC 6749 §6: exchanges the token whose hash is `presented` for `new_token`, in one transaction
+/// that holds the family's row lock. `requested`: narrower scopes, or `None` for the token's own.
+/// Records a `refresh` (or `reuse_detected`) event built from `event`.
+pub fn rotate(
+    conn: &mut PgConnection,
+    presented: &[u8],
+    requested: Option<&ScopeSet>,
+    new_token: &NewToken<'_>,
+    now: DateTime<Utc>,
+    event: NewEvent,
+) -> QueryResult<Rotation> {
+    conn.transaction(|conn| {
+        let Some((family_id, user_id)) = family_of(conn, presented)? else { return Ok(Rotation::Refused) };
+        // Locks in the order invalidation takes them (user, then family), so the two never deadlock.
+        let Some(user) = lock_user(conn, user_id)? else { return Ok(Rotation::Refused) };
+        let family = lock_family(conn, family_id)?;
+        // Read again under the family's lock: every rotation of this family is serialized here.
+        let Some(stored) = find_token(conn, presented)? else { return Ok(Rotation::Refused) };
+        if family.revoked_at.is_some() {
+            return Ok(Rotation::Refused);
+        }
+        if stored.used_at.is_some() {
+            revoke_locked_family(conn, family.id, now)?;
+            let reuse = NewEvent { kind: EventKind::ReuseDetected, ..event };
+            auth_events::record(conn, &reuse.user(family.user_id).detail(format!("family {} revoked", family.id)))?;
+            return Ok(Rotation::Reused { user_id: family.user_id, family_id: family.id });
+        }
+        if stored.expires_at <= now || family.expires_at <= now {
+            return Ok(Rotation::Refused);
+        }
+        if !user.is_active || family.auth_time < user.tokens_valid_after {
+            return Ok(Rotation::Refused);
+        }
+        let wanted = requested.cloned().unwrap_or_else(|| stored.scope.clone());
+        if !wanted.is_subset(&stored.scope) {
+            return Ok(Rotation::ScopeWidened(wanted.difference(&stored.scope)));
+        }
+        // Roles may have changed since the first grant: never hand out what they no longer allow.
+        let allowed = super::users::allowed_scopes(conn, family.user_id)?;
+        let scopes: ScopeSet = wanted.iter().filter(|scope| allowed.contains(scope.as_str())).cloned().collect();
+        diesel::update(refresh_tokens::table.find(stored.id)).set(refresh_tokens::used_at.eq(now)).execute(conn)?;
+        diesel::update(refresh_families::table.find(family.id))
+            .set((refresh_families::last_used_at.eq(now), refresh_families::scope.eq(&scopes)))
+            .execute(conn)?;
+        insert_token(conn, family.id, &scopes, new_token, family.expires_at)?;
+        let refreshed = event.user(family.user_id).attempted(&user.username).detail(scopes.to_string());
+        auth_events::record(conn, &refreshed)?;
+        let roles = super::users::roles_of(conn, family.user_id)?;
+        Ok(Rotation::Rotated(Grantee {
+            user_id: family.user_id,
+            username: user.username,
+            roles,
+            scopes,
+            issued_at: user.now,
+        }))
+    })
+}
+
+/// The family and user of the token with this hash (read without a lock).
+fn family_of(conn: &mut PgConnection, hash: &[u8]) -> QueryResult<Option<(Uuid, Uuid)>> {
     refresh_tokens::table
+        .inner_join(refresh_families::table)
         .filter(refresh_tokens::token_hash.eq(hash))
-        .select(RefreshToken::as_select())
-        .for_update()
+        .select((refresh_tokens::family_id, refresh_families::user_id))
         .first(conn)
         .optional()
 }
 
-pub fn find(conn: &mut PgConnection, hash: &[u8]) -> QueryResult<Option<RefreshToken>> {
+fn find_token(conn: &mut PgConnection, hash: &[u8]) -> QueryResult<Option<StoredToken>> {
     refresh_tokens::table
         .filter(refresh_tokens::token_hash.eq(hash))
-        .select(RefreshToken::as_select())
+        .select(StoredToken::as_select())
         .first(conn)
         .optional()
 }
 
-pub fn mark_used(conn: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> QueryResult<()> {
-    diesel::update(refresh_tokens::table.find(id)).set(refresh_tokens::used_at.eq(now)).execute(conn).map(|_| ())
+fn lock_family(conn: &mut PgConnection, family_id: Uuid) -> QueryResult<Family> {
+    refresh_families::table.find(family_id).select(Family::as_select()).for_update().first(conn)
 }
 
-/// Revokes every token of the family that is not revoked yet; returns how many were.
-pub fn revoke_family(conn: &mut PgConnection, family_id: Uuid, now: DateTime<Utc>) -> QueryResult<usize> {
+fn revoke_locked_family(conn: &mut PgConnection, family_id: Uuid, now: DateTime<Utc>) -> QueryResult<()> {
+    diesel::update(refresh_families::table.find(family_id).filter(refresh_families::revoked_at.is_null()))
+        .set(refresh_families::revoked_at.eq(now))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// RFC 7009 for a refresh token: ends the family of the token whose hash is `presented` (waiting
+/// for a rotation in progress to finish, whose child then ends too). Returns the family's user and
+/// id, or `None` when no such token exists.
+pub fn revoke_family_of(
+    conn: &mut PgConnection,
+    presented: &[u8],
+    now: DateTime<Utc>,
+) -> QueryResult<Option<(Uuid, Uuid)>> {
+    conn.transaction(|conn| {
+        let Some((family_id, _)) = family_of(conn, presented)? else { return Ok(None) };
+        let family = lock_family(conn, family_id)?;
+        revoke_locked_family(conn, family.id, now)?;
+        Ok(Some((family.user_id, family.id)))
+    })
+}
+
+/// Ends every family of the user (their row lock is taken family by family).
+pub fn revoke_all_of_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<usize> {
     diesel::update(
-        refresh_tokens::table
-            .filter(refresh_tokens::family_id.eq(family_id))
-            .filter(refresh_tokens::revoked_at.is_null()),
+        refresh_families::table
+            .filter(refresh_families::user_id.eq(user_id))
+            .filter(refresh_families::revoked_at.is_null()),
     )
-    .set(refresh_tokens::revoked_at.eq(now))
+    .set(refresh_families::revoked_at.eq(diesel::dsl::now))
     .execute(conn)
 }
 
-pub fn revoke_all_of_user(conn: &mut PgConnection, user_id: Uuid, now: DateTime<Utc>) -> QueryResult<usize> {
-    diesel::update(
-        refresh_tokens::table.filter(refresh_tokens::user_id.eq(user_id)).filter(refresh_tokens::revoked_at.is_null()),
-    )
-    .set(refresh_tokens::revoked_at.eq(now))
-    .execute(conn)
-}
-
-/// Refresh tokens that could still be exchanged: neither used, revoked nor expired.
+/// Refresh tokens that could still be exchanged: neither used nor expired, in a live family.
 pub fn outstanding_count(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<i64> {
     refresh_tokens::table
+        .inner_join(refresh_families::table)
         .filter(refresh_tokens::used_at.is_null())
-        .filter(refresh_tokens::revoked_at.is_null())
         .filter(refresh_tokens::expires_at.gt(now))
+        .filter(refresh_families::revoked_at.is_null())
+        .filter(refresh_families::expires_at.gt(now))
         .count()
         .get_result(conn)
 }
 
-/// Families with at least one token that could still be exchanged.
+/// Families with a token that could still be exchanged.
 pub fn active_family_count(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<i64> {
     refresh_tokens::table
+        .inner_join(refresh_families::table)
         .filter(refresh_tokens::used_at.is_null())
-        .filter(refresh_tokens::revoked_at.is_null())
         .filter(refresh_tokens::expires_at.gt(now))
+        .filter(refresh_families::revoked_at.is_null())
+        .filter(refresh_families::expires_at.gt(now))
         .select(diesel::dsl::count(refresh_tokens::family_id).aggregate_distinct())
         .get_result(conn)
 }
 
-/// Refuses the access token with this `jti` until it would have expired anyway.
+/// Refuses the access token with this `jti` until it would have expired anyway. False when its
+/// user does not exist (nothing to revoke).
 pub fn revoke_access_token(
     conn: &mut PgConnection,
     jti: Uuid,
     user_id: Uuid,
     expires_at: DateTime<Utc>,
-) -> QueryResult<()> {
+) -> QueryResult<bool> {
+    let exists: bool = diesel::select(diesel::dsl::exists(users::table.find(user_id))).get_result(conn)?;
+    if !exists {
+        return Ok(false);
+    }
     diesel::insert_into(revoked_access_tokens::table)
         .values((
             revoked_access_tokens::jti.eq(jti),
@@ -119,14 +333,21 @@ pub fn revoke_access_token(
             revoked_access_tokens::expires_at.eq(expires_at),
         ))
         .on_conflict_do_nothing()
-        .execute(conn)
-        .map(|_| ())
+        .execute(conn)?;
+    Ok(true)
 }
 
-/// Deletes rows that can no longer matter: expired tokens and expired revocations.
+/// Deletes rows that can no longer matter: used or expired tokens of families that ended, expired
+/// families, expired revocations.
 pub fn purge_expired(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<usize> {
+    let families = diesel::delete(refresh_families::table.filter(
+        refresh_families::expires_at.lt(now).or(refresh_families::id.ne_all(
+            refresh_tokens::table.filter(refresh_tokens::expires_at.ge(now)).select(refresh_tokens::family_id),
+        )),
+    ))
+    .execute(conn)?;
     let tokens = diesel::delete(refresh_tokens::table.filter(refresh_tokens::expires_at.lt(now))).execute(conn)?;
     let revoked =
         diesel::delete(revoked_access_tokens::table.filter(revoked_access_tokens::expires_at.lt(now))).execute(conn)?;
-    Ok(tokens + revoked)
+    Ok(families + tokens + revoked)
 }

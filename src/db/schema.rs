@@ -10,6 +10,7 @@ diesel::table! {
         client_addr -> Nullable<Text>,
         channel -> Text,
         detail -> Nullable<Text>,
+        reason -> Nullable<Text>,
     }
 }
 
@@ -25,16 +26,36 @@ diesel::table! {
 }
 
 diesel::table! {
+    login_throttle (bucket) {
+        bucket -> Text,
+        tat -> Timestamptz,
+        last_allowed -> Bool,
+    }
+}
+
+diesel::table! {
+    refresh_families (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        scope -> Text,
+        auth_time -> Timestamptz,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        client_addr -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     refresh_tokens (id) {
         id -> Uuid,
         family_id -> Uuid,
-        user_id -> Uuid,
         token_hash -> Bytea,
         scope -> Text,
         issued_at -> Timestamptz,
         expires_at -> Timestamptz,
         used_at -> Nullable<Timestamptz>,
-        revoked_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -71,11 +92,15 @@ diesel::table! {
 diesel::table! {
     sessions (key_hash) {
         key_hash -> Bytea,
-        user_id -> Nullable<Uuid>,
+        user_id -> Uuid,
         state -> Jsonb,
         created_at -> Timestamptz,
         expires_at -> Timestamptz,
         absolute_expires_at -> Timestamptz,
+        id -> Uuid,
+        last_seen_at -> Timestamptz,
+        client_addr -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
     }
 }
 
@@ -101,12 +126,15 @@ diesel::table! {
         failed_logins -> Int4,
         lockouts -> Int4,
         locked_until -> Nullable<Timestamptz>,
+        check_claims -> Int4,
+        claims_expire_at -> Nullable<Timestamptz>,
     }
 }
 
 diesel::joinable!(auth_events -> users (user_id));
 diesel::joinable!(items -> users (owner_id));
-diesel::joinable!(refresh_tokens -> users (user_id));
+diesel::joinable!(refresh_families -> users (user_id));
+diesel::joinable!(refresh_tokens -> refresh_families (family_id));
 diesel::joinable!(revoked_access_tokens -> users (user_id));
 diesel::joinable!(role_scopes -> roles (role_name));
 diesel::joinable!(role_scopes -> scopes (scope_name));
@@ -117,6 +145,8 @@ diesel::joinable!(user_roles -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     auth_events,
     items,
+    login_throttle,
+    refresh_families,
     refresh_tokens,
     revoked_access_tokens,
     role_scopes,

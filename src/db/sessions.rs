@@ -1,4 +1,4 @@
-//! The `sessions` table behind the browser sessions.
+//! The `sessions` table behind signed-in browser sessions (anonymous visitors have no row).
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -6,15 +6,37 @@ use uuid::Uuid;
 
 use super::schema::sessions;
 
+/// `least(expires_at, absolute_expires_at)`: the idle timeout never outlives the absolute one.
+macro_rules! capped {
+    ($expires_at:expr) => {
+        diesel::dsl::sql::<diesel::sql_types::Timestamptz>("least(")
+            .bind::<diesel::sql_types::Timestamptz, _>($expires_at)
+            .sql(", absolute_expires_at)")
+    };
+}
+
 #[derive(Insertable)]
 #[diesel(table_name = sessions)]
 pub struct NewSession<'a> {
+    pub id: Uuid,
     pub key_hash: &'a [u8],
-    pub user_id: Option<Uuid>,
+    pub user_id: Uuid,
     pub state: serde_json::Value,
-    pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub absolute_expires_at: DateTime<Utc>,
+    pub client_addr: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// A session as its owner sees it on their account page.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub client_addr: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 /// The state of a live session (neither idle-expired nor past its absolute lifetime).
@@ -36,28 +58,32 @@ pub fn insert(conn: &mut PgConnection, session: &NewSession<'_>) -> QueryResult<
     diesel::insert_into(sessions::table).values(session).execute(conn).map(|_| ())
 }
 
-/// Stores new state; false when the session no longer exists (it was ended meanwhile).
+/// Stores new state and pushes the idle expiry (never past the absolute one); false when the
+/// session no longer exists (it was ended meanwhile).
 pub fn update_state(
     conn: &mut PgConnection,
     key_hash: &[u8],
-    user_id: Option<Uuid>,
     state: serde_json::Value,
     expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> QueryResult<bool> {
     diesel::update(sessions::table.find(key_hash))
-        .set((
-            sessions::user_id.eq(user_id),
-            sessions::state.eq(state),
-            sessions::expires_at.eq(diesel::dsl::sql::<diesel::sql_types::Timestamptz>("least(")
-                .bind::<diesel::sql_types::Timestamptz, _>(expires_at)
-                .sql(", absolute_expires_at)")),
-        ))
+        .set((sessions::state.eq(state), sessions::expires_at.eq(capped!(expires_at)), sessions::last_seen_at.eq(now)))
         .execute(conn)
         .map(|rows| rows == 1)
 }
 
-pub fn touch(conn: &mut PgConnection, key_hash: &[u8], expires_at: DateTime<Utc>) -> QueryResult<()> {
-    diesel::update(sessions::table.find(key_hash)).set(sessions::expires_at.eq(expires_at)).execute(conn).map(|_| ())
+/// Pushes the idle expiry of an active session (never past the absolute one).
+pub fn touch(
+    conn: &mut PgConnection,
+    key_hash: &[u8],
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::update(sessions::table.find(key_hash))
+        .set((sessions::expires_at.eq(capped!(expires_at)), sessions::last_seen_at.eq(now)))
+        .execute(conn)
+        .map(|_| ())
 }
 
 pub fn delete(conn: &mut PgConnection, key_hash: &[u8]) -> QueryResult<()> {
@@ -77,7 +103,6 @@ pub fn purge_expired(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult
 /// Signed-in sessions that are still live.
 pub fn active_count(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<i64> {
     sessions::table
-        .filter(sessions::user_id.is_not_null())
         .filter(sessions::expires_at.gt(now))
         .filter(sessions::absolute_expires_at.gt(now))
         .count()

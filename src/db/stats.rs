@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 
 use super::schema::{auth_events, items, roles, user_roles, users};
+use crate::domain::EventKind;
 
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct UserCounts {
@@ -45,19 +46,19 @@ pub fn item_count(conn: &mut PgConnection) -> QueryResult<i64> {
 
 /// Counts of the main event kinds since `since`.
 pub fn event_counts_since(conn: &mut PgConnection, since: DateTime<Utc>) -> QueryResult<EventCounts> {
-    let by_kind: Vec<(String, i64)> = auth_events::table
+    let by_kind: Vec<(EventKind, i64)> = auth_events::table
         .filter(auth_events::occurred_at.ge(since))
         .group_by(auth_events::kind)
         .select((auth_events::kind, diesel::dsl::count_star()))
         .load(conn)?;
-    let count = |kind: &str| by_kind.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
+    let count = |kind: EventKind| by_kind.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n);
     Ok(EventCounts {
-        logins: count("login_ok"),
-        failures: count("login_failed"),
-        tokens_issued: count("token_issued"),
-        lockouts: count("lockout"),
-        refreshes: count("refresh"),
-        reuse_detections: count("reuse_detected"),
+        logins: count(EventKind::LoginOk),
+        failures: count(EventKind::LoginFailed),
+        tokens_issued: count(EventKind::TokenIssued),
+        lockouts: count(EventKind::Lockout),
+        refreshes: count(EventKind::Refresh),
+        reuse_detections: count(EventKind::ReuseDetected),
     })
 }
 
@@ -95,14 +96,16 @@ pub fn sign_ins_per(
     };
     diesel::sql_query(
         "SELECT date_trunc($1, occurred_at AT TIME ZONE 'UTC') AS bucket, \
-                count(*) FILTER (WHERE kind = 'login_ok') AS ok, \
-                count(*) FILTER (WHERE kind = 'login_failed') AS failed \
+                count(*) FILTER (WHERE kind = $3) AS ok, \
+                count(*) FILTER (WHERE kind = $4) AS failed \
          FROM auth_events \
-         WHERE occurred_at >= $2 AND kind IN ('login_ok', 'login_failed') \
+         WHERE occurred_at >= $2 AND kind IN ($3, $4) \
          GROUP BY 1 ORDER BY 1",
     )
     .bind::<diesel::sql_types::Text, _>(unit)
     .bind::<diesel::sql_types::Timestamptz, _>(since)
+    .bind::<diesel::sql_types::Text, _>(EventKind::LoginOk)
+    .bind::<diesel::sql_types::Text, _>(EventKind::LoginFailed)
     .load(conn)
 }
 

@@ -1,16 +1,26 @@
-//! The `users` and `user_roles` tables.
+//! The `users` and `user_roles` tables: accounts, their roles, sign-in claims and lockouts, and the
+//! cut-off that ends every earlier token and session of a user.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Bool, Integer, Interval, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
+use super::auth_events::{self, NewEvent};
 use super::schema::{role_scopes, roles, user_roles, users};
+use crate::domain::ScopeSet;
 
 diesel::define_sql_function! {
     /// SQL `lower()`, for case-insensitive username lookups that use `users_username_lower_key`.
-    fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
+    fn lower(text: Text) -> Text;
+}
+
+diesel::define_sql_function! {
+    /// The user's role names, sorted (a SQL function from the migrations).
+    fn user_role_names(user_id: SqlUuid) -> diesel::sql_types::Array<Text>;
 }
 
 /// A user as the rest of the service sees it: never carries the password hash.
@@ -22,20 +32,9 @@ pub struct User {
     pub email: Option<String>,
     pub full_name: Option<String>,
     pub is_active: bool,
+    /// Tokens and sessions from credential checks that began before this instant no longer work.
     pub tokens_valid_after: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
-    pub last_login_at: Option<DateTime<Utc>>,
-}
-
-/// What a login needs to check a password, and nothing more.
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
-pub struct UserCredentials {
-    pub id: Uuid,
-    pub username: String,
-    pub password_hash: String,
-    pub is_active: bool,
-    pub locked_until: Option<DateTime<Utc>>,
     pub last_login_at: Option<DateTime<Utc>>,
 }
 
@@ -49,42 +48,158 @@ pub struct NewUser<'a> {
     pub password_hash: &'a str,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum UserWriteError {
-    #[error("a user named {0} already exists")]
-    UsernameTaken(String),
-    #[error("no role named {0}")]
-    UnknownRole(String),
-    #[error("no user named {0}")]
-    UnknownUser(String),
-    #[error(transparent)]
-    Db(#[from] diesel::result::Error),
-}
-
 pub fn find_by_id(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<User>> {
     users::table.find(id).select(User::as_select()).first(conn).optional()
 }
 
 pub fn find_by_username(conn: &mut PgConnection, username: &str) -> QueryResult<Option<User>> {
-    users::table
-        .filter(lower(users::username).eq(username.to_lowercase()))
-        .select(User::as_select())
-        .first(conn)
-        .optional()
+    users::table.filter(lower(users::username).eq(lower(username))).select(User::as_select()).first(conn).optional()
 }
 
-pub fn credentials_by_username(conn: &mut PgConnection, username: &str) -> QueryResult<Option<UserCredentials>> {
-    users::table
-        .filter(lower(users::username).eq(username.to_lowercase()))
-        .select(UserCredentials::as_select())
-        .first(conn)
-        .optional()
+// --- Sign-in: claim a verification, then settle it ---
+
+/// The outcome of asking to verify a password against an account's real hash.
+#[derive(Debug)]
+pub enum Claim {
+    /// The verification may run; settle it with [`record_success`], [`record_failure`] or [`release_claim`].
+    Granted(GrantedCheck),
+    /// The account exists but is locked (or as many checks as may still fail are already running):
+    /// no verification against its hash may run now.
+    Refused {
+        user_id: Uuid,
+    },
+    UnknownUser,
 }
 
-diesel::define_sql_function! {
-    /// The user's role names, sorted (a SQL function from the migrations).
-    fn user_role_names(user_id: diesel::sql_types::Uuid) -> diesel::sql_types::Array<diesel::sql_types::Text>;
+/// What a granted check needs to verify a password, and nothing more.
+#[derive(Debug, QueryableByName)]
+pub struct GrantedCheck {
+    #[diesel(sql_type = SqlUuid)]
+    pub user_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub username: String,
+    #[diesel(sql_type = Text)]
+    pub password_hash: String,
+    #[diesel(sql_type = Bool)]
+    pub is_active: bool,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub last_login_at: Option<DateTime<Utc>>,
+    /// When the check began, by the database's clock: tokens and sessions it leads to count from here,
+    /// so an invalidation committed after this instant ends them.
+    #[diesel(sql_type = Timestamptz)]
+    pub began_at: DateTime<Utc>,
 }
+
+#[derive(QueryableByName)]
+struct Found {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
+/// Live claims count only until `claims_expire_at`; afterwards they are forgotten.
+const LIVE_CLAIMS: &str = "(CASE WHEN claims_expire_at > now() THEN check_claims ELSE 0 END)";
+
+/// Claims one verification against the real hash of `username`'s account, atomically: it is granted
+/// only while the account is not locked and fewer than `threshold` checks have failed or are
+/// running, so however many guesses arrive at once, on however many instances, at most `threshold`
+/// verifications run per lock window. Claims expire after `claim_ttl` (a crashed instance cannot
+/// hold them for good).
+pub fn claim_check(conn: &mut PgConnection, username: &str, threshold: i32, claim_ttl: Duration) -> QueryResult<Claim> {
+    let granted: Option<GrantedCheck> = diesel::sql_query(format!(
+        "UPDATE users SET check_claims = {LIVE_CLAIMS} + 1, claims_expire_at = clock_timestamp() + $3 \
+         WHERE lower(username) = lower($1) \
+           AND (locked_until IS NULL OR locked_until <= now()) \
+           AND failed_logins + {LIVE_CLAIMS} < $2 \
+         RETURNING id AS user_id, username, password_hash, is_active, last_login_at, clock_timestamp() AS began_at"
+    ))
+    .bind::<Text, _>(username)
+    .bind::<Integer, _>(threshold)
+    .bind::<Interval, _>(interval(claim_ttl))
+    .get_result(conn)
+    .optional()?;
+    if let Some(granted) = granted {
+        return Ok(Claim::Granted(granted));
+    }
+    let found: Option<Found> = diesel::sql_query("SELECT id FROM users WHERE lower(username) = lower($1)")
+        .bind::<Text, _>(username)
+        .get_result(conn)
+        .optional()?;
+    Ok(found.map_or(Claim::UnknownUser, |found| Claim::Refused { user_id: found.id }))
+}
+
+/// The claim given back without a verdict (the check never ran: the queue timed it out).
+pub fn release_claim(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<()> {
+    diesel::sql_query(format!("UPDATE users SET check_claims = greatest({LIVE_CLAIMS} - 1, 0) WHERE id = $1"))
+        .bind::<SqlUuid, _>(user_id)
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// A hash to store in place of the one that was verified (a cheaper cost than configured).
+pub struct HashUpgrade<'a> {
+    pub verified: &'a str,
+    pub new_hash: &'a str,
+}
+
+/// A successful sign-in: gives the claim back, forgets earlier failures and lockouts, remembers when,
+/// stores an upgraded hash (only if the verified one is still current: a concurrent password change
+/// wins) and records `event`, all at once.
+pub fn record_success(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    upgrade: Option<HashUpgrade<'_>>,
+    event: &NewEvent,
+) -> QueryResult<()> {
+    conn.transaction(|conn| {
+        diesel::sql_query(format!(
+            "UPDATE users SET check_claims = greatest({LIVE_CLAIMS} - 1, 0), failed_logins = 0, lockouts = 0, \
+                              locked_until = NULL, last_login_at = now() \
+             WHERE id = $1"
+        ))
+        .bind::<SqlUuid, _>(user_id)
+        .execute(conn)?;
+        if let Some(upgrade) = upgrade {
+            diesel::update(users::table.find(user_id).filter(users::password_hash.eq(upgrade.verified)))
+                .set(users::password_hash.eq(upgrade.new_hash))
+                .execute(conn)?;
+        }
+        auth_events::record(conn, event)
+    })
+}
+
+#[derive(QueryableByName)]
+struct FailureCounted {
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    locked_until: Option<DateTime<Utc>>,
+}
+
+/// A failed verification: gives the claim back and counts the failure; the failure that reaches
+/// `threshold` locks the account (one minute, doubling with each lockout, at most an hour) and the
+/// instant the lock ends is returned.
+pub fn record_failure(conn: &mut PgConnection, user_id: Uuid, threshold: i32) -> QueryResult<Option<DateTime<Utc>>> {
+    let counted: FailureCounted = diesel::sql_query(format!(
+        "WITH before AS (SELECT id, failed_logins + 1 >= $2 AS locks FROM users WHERE id = $1 FOR UPDATE) \
+         UPDATE users SET \
+             check_claims = greatest({LIVE_CLAIMS} - 1, 0), \
+             failed_logins = CASE WHEN before.locks THEN 0 ELSE failed_logins + 1 END, \
+             lockouts = CASE WHEN before.locks THEN lockouts + 1 ELSE lockouts END, \
+             locked_until = CASE WHEN before.locks \
+                 THEN now() + make_interval(secs => least(60 * power(2, least(lockouts, 16)), 3600)) \
+                 ELSE locked_until END \
+         FROM before WHERE users.id = before.id \
+         RETURNING CASE WHEN before.locks THEN users.locked_until END AS locked_until"
+    ))
+    .bind::<SqlUuid, _>(user_id)
+    .bind::<Integer, _>(threshold)
+    .get_result(conn)?;
+    Ok(counted.locked_until)
+}
+
+fn interval(duration: Duration) -> diesel::pg::data_types::PgInterval {
+    diesel::pg::data_types::PgInterval::from_microseconds(i64::try_from(duration.as_micros()).unwrap_or(i64::MAX))
+}
+
+// --- Bearer checks and sessions ---
 
 /// What a bearer-token check needs: the user, their roles, and whether the token's `jti` was revoked.
 #[derive(Debug, Clone)]
@@ -144,163 +259,122 @@ pub fn roles_of(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Vec<Strin
         .load(conn)
 }
 
-/// Every scope one of the user's roles allows, sorted and without repeats.
-pub fn allowed_scopes(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Vec<String>> {
-    user_roles::table
+/// Every scope one of the user's roles allows.
+pub fn allowed_scopes(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<ScopeSet> {
+    let names: Vec<String> = user_roles::table
         .inner_join(roles::table.inner_join(role_scopes::table))
         .filter(user_roles::user_id.eq(user_id))
         .select(role_scopes::scope_name)
         .distinct()
-        .order(role_scopes::scope_name)
-        .load(conn)
+        .load(conn)?;
+    // Scope names are CHECKed by the schema to be valid scope tokens.
+    ScopeSet::parse(&names.join(" ")).map_err(|err| diesel::result::Error::DeserializationError(Box::new(err)))
+}
+
+// --- Administration ---
+
+/// The outcome of creating a user or changing their roles.
+#[derive(Debug)]
+pub enum UserWrite {
+    Done(User),
+    UsernameTaken,
+    UnknownRole(String),
+    UnknownUser,
 }
 
 /// Inserts the user and their roles in one transaction: either all of it is stored or none.
-pub fn create(conn: &mut PgConnection, new_user: &NewUser<'_>, role_names: &[String]) -> Result<User, UserWriteError> {
+pub fn create(conn: &mut PgConnection, new_user: &NewUser<'_>, role_names: &[String]) -> QueryResult<UserWrite> {
     conn.transaction(|conn| {
-        let user = diesel::insert_into(users::table)
+        if let Some(unknown) = unknown_role(conn, role_names)? {
+            return Ok(UserWrite::UnknownRole(unknown));
+        }
+        // The unique index on lower(username) decides between concurrent creators.
+        let inserted = diesel::insert_into(users::table)
             .values(new_user)
+            .on_conflict_do_nothing()
             .returning(User::as_returning())
             .get_result(conn)
-            .map_err(|err| match err {
-                diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _) => {
-                    UserWriteError::UsernameTaken(new_user.username.to_owned())
-                }
-                other => other.into(),
-            })?;
+            .optional()?;
+        let Some(user) = inserted else { return Ok(UserWrite::UsernameTaken) };
         replace_roles(conn, user.id, role_names)?;
-        Ok(user)
+        Ok(UserWrite::Done(user))
     })
 }
 
 /// Sets exactly these roles (an empty list removes all of them).
-pub fn set_roles(conn: &mut PgConnection, username: &str, role_names: &[String]) -> Result<User, UserWriteError> {
+pub fn set_roles(conn: &mut PgConnection, username: &str, role_names: &[String]) -> QueryResult<UserWrite> {
     conn.transaction(|conn| {
-        let user = find_by_username(conn, username)?.ok_or_else(|| UserWriteError::UnknownUser(username.to_owned()))?;
+        let Some(user) = find_by_username(conn, username)? else { return Ok(UserWrite::UnknownUser) };
+        if let Some(unknown) = unknown_role(conn, role_names)? {
+            return Ok(UserWrite::UnknownRole(unknown));
+        }
         replace_roles(conn, user.id, role_names)?;
-        Ok(user)
+        Ok(UserWrite::Done(user))
     })
 }
 
-fn replace_roles(conn: &mut PgConnection, user_id: Uuid, role_names: &[String]) -> Result<(), UserWriteError> {
+fn unknown_role(conn: &mut PgConnection, role_names: &[String]) -> QueryResult<Option<String>> {
     let known: Vec<String> = roles::table.filter(roles::name.eq_any(role_names)).select(roles::name).load(conn)?;
-    if let Some(missing) = role_names.iter().find(|name| !known.contains(name)) {
-        return Err(UserWriteError::UnknownRole(missing.clone()));
-    }
+    Ok(role_names.iter().find(|name| !known.contains(name)).cloned())
+}
+
+fn replace_roles(conn: &mut PgConnection, user_id: Uuid, role_names: &[String]) -> QueryResult<()> {
     diesel::delete(user_roles::table.filter(user_roles::user_id.eq(user_id))).execute(conn)?;
     let rows: Vec<_> =
-        known.iter().map(|role| (user_roles::user_id.eq(user_id), user_roles::role_name.eq(role))).collect();
+        role_names.iter().map(|role| (user_roles::user_id.eq(user_id), user_roles::role_name.eq(role))).collect();
     diesel::insert_into(user_roles::table).values(&rows).on_conflict_do_nothing().execute(conn)?;
     Ok(())
 }
 
-/// Stores a new password hash and makes every earlier token of the user invalid.
-pub fn set_password_hash(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    password_hash: &str,
-    now: DateTime<Utc>,
-) -> QueryResult<()> {
+/// Stores a new password hash and ends every earlier token and session of the user, in one
+/// transaction; the cut-off is the moment the hash is stored, and is returned.
+pub fn set_password_hash(conn: &mut PgConnection, user_id: Uuid, password_hash: &str) -> QueryResult<DateTime<Utc>> {
     conn.transaction(|conn| {
         diesel::update(users::table.find(user_id))
-            .set((users::password_hash.eq(password_hash), users::updated_at.eq(now)))
+            .set((users::password_hash.eq(password_hash), users::updated_at.eq(diesel::dsl::now)))
             .execute(conn)?;
-        invalidate_credentials(conn, user_id, now)
+        invalidate_credentials(conn, user_id)
     })
 }
 
-/// Replaces a hash only if it is still the one that was verified, so a concurrent password change wins.
-pub fn upgrade_password_hash(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    old_hash: &str,
-    new_hash: &str,
-) -> QueryResult<bool> {
-    diesel::update(users::table.find(user_id).filter(users::password_hash.eq(old_hash)))
-        .set(users::password_hash.eq(new_hash))
-        .execute(conn)
-        .map(|rows| rows == 1)
+#[derive(QueryableByName)]
+struct Cutoff {
+    #[diesel(sql_type = Timestamptz)]
+    tokens_valid_after: DateTime<Utc>,
 }
 
-/// Ends every access token, refresh token and session the user holds: tokens whose issue time is
-/// before `now` are refused from here on.
-pub fn invalidate_credentials(conn: &mut PgConnection, user_id: Uuid, now: DateTime<Utc>) -> QueryResult<()> {
-    diesel::update(users::table.find(user_id)).set(users::tokens_valid_after.eq(now)).execute(conn)?;
-    super::refresh_tokens::revoke_all_of_user(conn, user_id, now)?;
-    super::sessions::delete_all_of_user(conn, user_id)?;
-    Ok(())
-}
-
-pub fn set_active(
-    conn: &mut PgConnection,
-    username: &str,
-    active: bool,
-    now: DateTime<Utc>,
-) -> Result<User, UserWriteError> {
+/// Ends every access token, refresh token and session the user holds: anything that comes from a
+/// credential check that began before now (the database's clock, read once the user's row is
+/// locked, so a check that raced with this one is on one side of it) stops working. Returns the cut-off.
+pub fn invalidate_credentials(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<DateTime<Utc>> {
     conn.transaction(|conn| {
-        let user = find_by_username(conn, username)?.ok_or_else(|| UserWriteError::UnknownUser(username.to_owned()))?;
+        let cutoff: Cutoff = diesel::sql_query(
+            "UPDATE users SET tokens_valid_after = clock_timestamp() WHERE id = $1 RETURNING tokens_valid_after",
+        )
+        .bind::<SqlUuid, _>(user_id)
+        .get_result(conn)?;
+        super::refresh_tokens::revoke_all_of_user(conn, user_id)?;
+        super::sessions::delete_all_of_user(conn, user_id)?;
+        Ok(cutoff.tokens_valid_after)
+    })
+}
+
+/// Activates or deactivates the user; deactivating also ends every token and session.
+pub fn set_active(conn: &mut PgConnection, username: &str, active: bool) -> QueryResult<Option<User>> {
+    conn.transaction(|conn| {
+        let Some(user) = find_by_username(conn, username)? else { return Ok(None) };
         diesel::update(users::table.find(user.id))
-            .set((users::is_active.eq(active), users::updated_at.eq(now)))
+            .set((users::is_active.eq(active), users::updated_at.eq(diesel::dsl::now)))
             .execute(conn)?;
         if !active {
             // Reactivating later must not bring old tokens back to life.
-            invalidate_credentials(conn, user.id, now)?;
+            invalidate_credentials(conn, user.id)?;
         }
-        Ok(user)
-    })
-}
-
-/// A successful sign-in: remembers when, and forgets earlier failures and lockouts.
-pub fn record_login(conn: &mut PgConnection, user_id: Uuid, now: DateTime<Utc>) -> QueryResult<()> {
-    diesel::update(users::table.find(user_id))
-        .set((
-            users::last_login_at.eq(now),
-            users::failed_logins.eq(0),
-            users::lockouts.eq(0),
-            users::locked_until.eq(None::<DateTime<Utc>>),
-        ))
-        .execute(conn)
-        .map(|_| ())
-}
-
-/// Counts a failed sign-in. When the count reaches `threshold`, the account is locked for
-/// `lock_for(earlier lockouts)` and the instant the lock ends is returned.
-pub fn record_failure(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    now: DateTime<Utc>,
-    threshold: i32,
-    lock_for: impl Fn(i32) -> chrono::Duration,
-) -> QueryResult<Option<DateTime<Utc>>> {
-    conn.transaction(|conn| {
-        // The UPDATE takes the row lock, so concurrent failures are counted one after another.
-        let (failed, lockouts): (i32, i32) = diesel::update(users::table.find(user_id))
-            .set(users::failed_logins.eq(users::failed_logins + 1))
-            .returning((users::failed_logins, users::lockouts))
-            .get_result(conn)?;
-        if failed < threshold {
-            return Ok(None);
-        }
-        let until = now + lock_for(lockouts);
-        diesel::update(users::table.find(user_id))
-            .set((users::failed_logins.eq(0), users::lockouts.eq(lockouts + 1), users::locked_until.eq(until)))
-            .execute(conn)?;
-        Ok(Some(until))
+        Ok(Some(user))
     })
 }
 
 /// Every user with their roles, by username.
 pub fn list_with_roles(conn: &mut PgConnection) -> QueryResult<Vec<(User, Vec<String>)>> {
-    let all: Vec<User> = users::table.select(User::as_select()).order(lower(users::username)).load(conn)?;
-    let pairs: Vec<(Uuid, String)> = user_roles::table
-        .select((user_roles::user_id, user_roles::role_name))
-        .order(user_roles::role_name)
-        .load(conn)?;
-    Ok(all
-        .into_iter()
-        .map(|user| {
-            let roles = pairs.iter().filter(|(id, _)| *id == user.id).map(|(_, r)| r.clone()).collect();
-            (user, roles)
-        })
-        .collect())
+    users::table.select((User::as_select(), user_role_names(users::id))).order(lower(users::username)).load(conn)
 }

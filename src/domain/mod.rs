@@ -1,11 +1,16 @@
 //! Values parsed and validated at the edge: once one of these exists, it is known to be well formed.
+//! Nothing here knows about HTTP or the database's connections.
 
+mod address;
+mod event;
 mod item;
 mod password;
 mod role;
 mod scope;
 mod username;
 
+pub use address::AddressBucket;
+pub use event::{Channel, EventKind, FailureReason, UnknownName};
 pub use item::{ItemDraft, ItemDraftError};
 pub use password::{NewPassword, PasswordError};
 pub use role::{RoleName, RoleNameError};

@@ -45,8 +45,9 @@ impl fmt::Display for ScopeName {
     }
 }
 
-/// A set of scopes, written as RFC 6749's space-separated list in a stable order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A set of scopes, written as RFC 6749's space-separated list in a stable order (also how it is stored).
+#[derive(Clone, Debug, Default, PartialEq, Eq, diesel::expression::AsExpression, diesel::deserialize::FromSqlRow)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 pub struct ScopeSet(BTreeSet<ScopeName>);
 
 impl ScopeSet {
@@ -78,6 +79,14 @@ impl ScopeSet {
 
     pub fn to_vec(&self) -> Vec<String> {
         self.0.iter().map(|s| s.0.clone()).collect()
+    }
+}
+
+impl std::str::FromStr for ScopeSet {
+    type Err = ScopeNameError;
+
+    fn from_str(raw: &str) -> Result<Self, ScopeNameError> {
+        Self::parse(raw)
     }
 }
 

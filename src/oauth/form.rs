@@ -30,7 +30,12 @@ impl FormFields {
         if !is_form {
             return Err(FormError::WrongContentType);
         }
-        let text = std::str::from_utf8(body).map_err(|_| FormError::NotUtf8)?;
+        Self::parse_query(std::str::from_utf8(body).map_err(|_| FormError::NotUtf8)?)
+    }
+
+    /// Parses urlencoded `name=value&…` text (a form body, or a URL's query string) with the same
+    /// rules: no repeated names, valid UTF-8, no NUL.
+    pub fn parse_query(text: &str) -> Result<Self, FormError> {
         let mut fields = HashMap::new();
         for pair in text.split('&').filter(|pair| !pair.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));

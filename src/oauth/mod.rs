@@ -1,5 +1,26 @@
-//! The OAuth2 authorization server: parsing token requests and carrying out the grants.
+//! The OAuth2 authorization server, without HTTP: parsing token requests and carrying out the grants.
+//! `routes::oauth` reads the request and writes the RFC 6749 answer; this module decides.
 
 pub mod form;
 pub mod grant;
 pub mod request;
+
+use crate::errors::ServerError;
+
+/// Why a token request is refused, as RFC 6749 §5.2 names the cases.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// One text for unknown user, wrong password, inactive or locked account: never tells which.
+    #[error("Incorrect username or password")]
+    InvalidCredentials,
+    #[error("The refresh token is invalid, expired or revoked")]
+    InvalidRefreshToken,
+    #[error("grant_type must be password or refresh_token")]
+    UnsupportedGrantType,
+    #[error("{0}")]
+    InvalidScope(String),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}

@@ -2,34 +2,34 @@
 
 use secrecy::SecretString;
 
+use super::GrantError;
 use super::form::{FormError, FormFields};
 use crate::domain::ScopeSet;
-use crate::errors::TokenError;
 
 pub enum TokenRequest {
     Password { username: String, password: SecretString, scope: ScopeSet },
     RefreshToken { refresh_token: SecretString, scope: Option<ScopeSet> },
 }
 
-impl From<FormError> for TokenError {
+impl From<FormError> for GrantError {
     fn from(err: FormError) -> Self {
-        TokenError::InvalidRequest(err.to_string())
+        GrantError::InvalidRequest(err.to_string())
     }
 }
 
 impl TokenRequest {
     /// `strict`: `grant_type` must be present (FastAPI's `OAuth2PasswordRequestFormStrict`).
-    pub fn from_form(form: &FormFields, strict: bool) -> Result<Self, TokenError> {
+    pub fn from_form(form: &FormFields, strict: bool) -> Result<Self, GrantError> {
         let grant_type = match form.get("grant_type") {
             Some(grant_type) => grant_type,
-            None if strict => return Err(TokenError::InvalidRequest("grant_type is required".to_owned())),
+            None if strict => return Err(GrantError::InvalidRequest("grant_type is required".to_owned())),
             None => "password",
         };
         let scope = form
             .get("scope")
             .map(ScopeSet::parse)
             .transpose()
-            .map_err(|err| TokenError::InvalidScope(err.to_string()))?;
+            .map_err(|err| GrantError::InvalidScope(err.to_string()))?;
         match grant_type {
             "password" => {
                 let username = required(form, "username")?;
@@ -44,11 +44,11 @@ impl TokenRequest {
                 let refresh_token = required(form, "refresh_token")?;
                 Ok(TokenRequest::RefreshToken { refresh_token: SecretString::from(refresh_token), scope })
             }
-            _ => Err(TokenError::UnsupportedGrantType),
+            _ => Err(GrantError::UnsupportedGrantType),
         }
     }
 }
 
-fn required<'a>(form: &'a FormFields, name: &str) -> Result<&'a str, TokenError> {
-    form.get(name).ok_or_else(|| TokenError::InvalidRequest(format!("{name} is required")))
+fn required<'a>(form: &'a FormFields, name: &str) -> Result<&'a str, GrantError> {
+    form.get(name).ok_or_else(|| GrantError::InvalidRequest(format!("{name} is required")))
 }

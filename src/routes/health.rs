@@ -3,9 +3,9 @@
 use actix_web::{HttpResponse, get, web};
 use serde_json::json;
 
+use super::{ApiError, AppState};
 use crate::db;
-use crate::errors::ApiError;
-use crate::state::AppState;
+use crate::errors::{Message, ServerError};
 
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(healthz).service(readyz);
@@ -33,6 +33,6 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if db::is_ready(&state.pool).await {
         Ok(HttpResponse::Ok().json(json!({"status": "ok", "database": "ok"})))
     } else {
-        Err(ApiError::Unavailable("readiness check: the database does not answer".to_owned()))
+        Err(ServerError::unavailable(Message("readiness check: the database does not answer")).into())
     }
 }

@@ -1,18 +1,49 @@
-//! The route table: the one list of what the server answers, used by `startup` and by the tests.
+//! HTTP: the route table (the one list of what the server answers, used by `startup` and by the
+//! tests), the state handlers share, and the only place where errors become responses.
 
 pub mod api;
 pub(crate) mod body;
+pub mod client;
 pub mod docs;
+pub mod errors;
 pub mod health;
 pub mod oauth;
 pub mod web;
+
+use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 
-use crate::errors::ApiError;
+use crate::auth::password::ApiLoad;
+use crate::auth::throttle::LoginThrottle;
+use crate::config::Settings;
+use crate::db::PgPool;
+use crate::oauth::grant::Grants;
+pub use errors::ApiError;
+
+/// What every handler shares: built once in `startup`, handed to actix as `web::Data`.
+pub struct AppState {
+    pub pool: PgPool,
+    pub settings: Settings,
+    /// The issuer as served: `GATEHOUSE_ISSUER`, or `http://` and the address actually bound.
+    pub issuer: String,
+    /// The grants, with the hasher and the signing keys they use.
+    pub grants: Grants,
+    pub login_throttle: LoginThrottle,
+    /// Signs and encrypts the session cookie.
+    pub session_key: actix_web::cookie::Key,
+    /// Requests in flight, which decide whether spare threads may hash.
+    pub api_load: Arc<ApiLoad>,
+}
+
+impl AppState {
+    pub fn client_ip(&self, req: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
+        client::client_ip(req, &self.settings.trusted_proxies)
+    }
+}
 
 /// The routes described by the OpenAPI document: OAuth2 endpoints, the API, health checks.
 pub fn documented(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
@@ -36,6 +67,23 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
         allowed.push("HEAD");
     }
     allowed
+}
+
+/// Counts every request in flight, except those that wait for the password hasher themselves
+/// (sign-ins): spare hashing threads start work only while nothing else is in flight.
+pub async fn count_api_load(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let hashes = req.method() == Method::POST && matches!(req.path(), "/token" | "/login");
+    let load = if hashes {
+        None
+    } else {
+        req.app_data::<actix_web::web::Data<AppState>>().map(|state| state.api_load.start())
+    };
+    let response = next.call(req).await;
+    drop(load);
+    response
 }
 
 /// HEAD is GET without the body (RFC 9110 §9.3.2): route it as GET. The HTTP layer remembers the

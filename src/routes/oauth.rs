@@ -5,18 +5,19 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use secrecy::SecretString;
 use serde::Serialize;
 
+use chrono::Utc;
+
+use super::AppState;
 use super::body::{BodyError, read_limited};
+use super::docs::ErrorResponse;
+use super::errors::{ApiError, TokenError, no_store};
 use crate::auth::credentials::Attempt;
 use crate::auth::throttle::retry_after_secs;
-use crate::client_ip::client_ip;
-use crate::db::auth_events::Channel;
-use crate::errors::{TokenError, no_store};
+use crate::domain::{AddressBucket, Channel};
+use crate::oauth::GrantError;
 use crate::oauth::form::FormFields;
-use crate::oauth::grant;
 use crate::oauth::grant::IssuedTokens;
 use crate::oauth::request::TokenRequest;
-use crate::routes::docs::ErrorResponse;
-use crate::state::AppState;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -85,19 +86,21 @@ async fn token(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, TokenError> {
+    let now = Utc::now();
     let attempt = api_attempt(&req, &state);
     let form = read_form(&req, payload).await?;
     let request = TokenRequest::from_form(&form, state.settings.strict_grant_type)?;
     let issued = match request {
         TokenRequest::Password { username, password, scope } => {
             // Only password attempts are throttled: a refresh token has 256 bits, nothing to guess.
-            if let Err(wait) = state.login_throttle.check(client_ip(&req, &state.settings.trusted_proxies)) {
+            let bucket = attempt.client.map(AddressBucket::of);
+            if let Err(wait) = state.login_throttle.check(&state.pool, bucket).await? {
                 return Err(TokenError::SlowDown { retry_after_secs: retry_after_secs(wait) });
             }
-            grant::password(&state, &username, password, scope, attempt).await?
+            state.grants.password(&username, password, scope, &attempt, now).await?
         }
         TokenRequest::RefreshToken { refresh_token, scope } => {
-            grant::refresh(&state, refresh_token, scope, attempt).await?
+            state.grants.refresh(refresh_token, scope, &attempt, now).await?
         }
     };
     Ok(no_store(HttpResponse::Ok()).json(issued))
@@ -123,9 +126,9 @@ async fn revoke(
 ) -> Result<HttpResponse, TokenError> {
     let attempt = api_attempt(&req, &state);
     let form = read_form(&req, payload).await?;
-    let presented = form.get("token").ok_or_else(|| TokenError::InvalidRequest("token is required".to_owned()))?;
+    let presented = form.get("token").ok_or_else(|| GrantError::InvalidRequest("token is required".to_owned()))?;
     // token_type_hint is only a hint (RFC 7009 §2.1): both kinds are looked for either way.
-    grant::revoke(&state, SecretString::from(presented), attempt).await?;
+    state.grants.revoke(SecretString::from(presented), &attempt, Utc::now()).await?;
     Ok(no_store(HttpResponse::Ok()).finish())
 }
 
@@ -149,8 +152,8 @@ struct ServerMetadata {
     responses((status = 200, description = "Server metadata", body = ServerMetadata))
 )]
 #[get("/.well-known/oauth-authorization-server")]
-async fn metadata(state: web::Data<AppState>) -> Result<HttpResponse, crate::errors::ApiError> {
-    let scopes = crate::db::run(&state.pool, |conn| Ok(crate::db::roles::all_scopes(conn)?)).await?;
+async fn metadata(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let scopes = crate::db::run(&state.pool, crate::db::roles::all_scopes).await?;
     let issuer = state.issuer.clone();
     Ok(HttpResponse::Ok().json(ServerMetadata {
         token_endpoint: format!("{issuer}/token"),
@@ -168,15 +171,12 @@ async fn metadata(state: web::Data<AppState>) -> Result<HttpResponse, crate::err
 async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<FormFields, TokenError> {
     let body = read_limited(payload, FORM_LIMIT).await.map_err(|err| match err {
         BodyError::TooLarge => TokenError::PayloadTooLarge,
-        BodyError::Unreadable => TokenError::InvalidRequest(err.to_string()),
+        BodyError::Unreadable => GrantError::InvalidRequest(err.to_string()).into(),
     })?;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
-    Ok(FormFields::parse(content_type, &body)?)
+    Ok(FormFields::parse(content_type, &body).map_err(GrantError::from)?)
 }
 
 fn api_attempt(req: &HttpRequest, state: &AppState) -> Attempt {
-    Attempt {
-        channel: Channel::Api,
-        client_addr: client_ip(req, &state.settings.trusted_proxies).map(|ip| ip.to_string()),
-    }
+    Attempt { channel: Channel::Api, client: state.client_ip(req) }
 }

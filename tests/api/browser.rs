@@ -289,9 +289,11 @@ async fn a_person_signs_in_with_the_form_and_sees_their_name_on_the_home_page() 
     assert!(browser.by_text("header", "button", "Sign out (alice)").await.is_displayed().await.unwrap());
     browser.screenshot("home").await;
 
-    // The browser kept the session cookie although it is `Secure` on plain http: 127.0.0.1 is trustworthy.
-    let cookie = browser.client.get_named_cookie("gatehouse_session").await.unwrap();
+    // The browser kept the session cookie although it is `Secure` on plain http: 127.0.0.1 is
+    // trustworthy. The `__Host-` prefix holds it to this host, path `/`.
+    let cookie = browser.client.get_named_cookie("__Host-gatehouse_session").await.unwrap();
     assert_eq!(cookie.secure(), Some(true));
+    assert_eq!(cookie.path(), Some("/"));
     assert_eq!(cookie.http_only(), Some(true));
     assert_eq!(cookie.same_site().map(|same_site| same_site.to_string()), Some("Lax".to_owned()));
 }

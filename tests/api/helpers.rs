@@ -147,7 +147,10 @@ impl TestApp {
             full_name: Some("Test Person"),
             password_hash: &hash,
         };
-        let user = db::users::create(&mut self.db.conn(), &new_user, &roles).unwrap();
+        let db::users::UserWrite::Done(user) = db::users::create(&mut self.db.conn(), &new_user, &roles).unwrap()
+        else {
+            panic!("creating {username} failed");
+        };
         TestUser { id: user.id, username: username.to_owned(), password: password.to_owned() }
     }
 
@@ -227,12 +230,36 @@ impl TestApp {
 
     /// The kinds of the audit events stored so far, oldest first.
     pub fn event_kinds(&self) -> Vec<String> {
-        db::auth_events::latest(&mut self.db.conn(), 1000).unwrap().into_iter().rev().map(|e| e.kind).collect()
+        self.events().into_iter().map(|event| event.kind).collect()
     }
 
-    pub fn events(&self) -> Vec<db::auth_events::AuthEvent> {
-        db::auth_events::latest(&mut self.db.conn(), 1000).unwrap().into_iter().rev().collect()
+    /// The audit trail as stored (plain text, as an operator's SQL would see it), oldest first.
+    pub fn events(&self) -> Vec<StoredEvent> {
+        diesel::sql_query(
+            "SELECT kind, channel, user_id, attempted_username, client_addr, reason, detail FROM auth_events ORDER BY id",
+        )
+        .load(&mut self.db.conn())
+        .unwrap()
     }
+}
+
+/// One row of `auth_events`, read with SQL rather than through the server's own types.
+#[derive(Debug, Clone, diesel::QueryableByName)]
+pub struct StoredEvent {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub kind: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub channel: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Uuid>)]
+    pub user_id: Option<Uuid>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub attempted_username: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub client_addr: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub reason: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub detail: Option<String>,
 }
 
 /// Asserts the RFC 6749 §5.2 error shape, the no-store headers and the status; returns the body.

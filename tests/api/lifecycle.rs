@@ -29,7 +29,16 @@ fn access_token_of(body: &Value) -> String {
 }
 
 fn stored_hash(app: &TestApp, username: &str) -> String {
-    gatehouse::db::users::credentials_by_username(&mut app.db.conn(), username).unwrap().unwrap().password_hash
+    #[derive(diesel::QueryableByName)]
+    struct Stored {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        password_hash: String,
+    }
+    let stored: Stored = diesel::sql_query("SELECT password_hash FROM users WHERE username = $1")
+        .bind::<diesel::sql_types::Text, _>(username)
+        .get_result(&mut app.db.conn())
+        .unwrap();
+    stored.password_hash
 }
 
 /// A refresh that must succeed; returns the token response.
@@ -373,6 +382,11 @@ async fn a_locked_account_answers_the_right_password_exactly_like_a_wrong_one() 
     assert_eq!(lockouts[0].user_id, Some(alice.id));
     assert_eq!(lockouts[0].channel, "api");
     assert!(!app.event_kinds().contains(&"login_ok".to_owned()));
+    // The audit trail, and only it, tells why: five wrong passwords, then a locked account.
+    let reasons: Vec<_> =
+        app.events().into_iter().filter(|e| e.kind == "login_failed").map(|e| (e.reason, e.detail)).collect();
+    let wrong_password = (Some("wrong_password".to_owned()), None);
+    assert_eq!(reasons, [vec![wrong_password; 5], vec![(Some("locked".to_owned()), None)]].concat());
 }
 
 #[tokio::test]

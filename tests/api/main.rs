@@ -8,6 +8,7 @@ mod helpers;
 
 mod api_items;
 mod api_users;
+mod architecture;
 mod bearer;
 mod browser;
 mod cli;

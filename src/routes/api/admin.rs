@@ -10,9 +10,8 @@ use crate::db::{
     self,
     stats::{EventCounts, UserCounts},
 };
-use crate::errors::ApiError;
 use crate::routes::docs::ErrorResponse;
-use crate::state::AppState;
+use crate::routes::{ApiError, AppState};
 use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {

@@ -5,13 +5,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::bearer::{Caller, MaybeCaller};
+use super::extract::MaybeCaller;
+use crate::auth::bearer::Caller;
 use crate::auth::guard::Requirement;
 use crate::db::{self, items::Item};
 use crate::domain::{ItemDraft, ScopeName};
-use crate::errors::ApiError;
 use crate::routes::docs::ErrorResponse;
-use crate::state::AppState;
+use crate::routes::{ApiError, AppState};
 use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
@@ -67,7 +67,7 @@ struct NewItemBody {
 #[get("/items")]
 async fn list(caller: MaybeCaller, state: web::Data<AppState>) -> Result<web::Json<Vec<ItemView>>, ApiError> {
     let viewer = caller.0.filter(|c| c.scopes.contains(ScopeName::ITEMS_READ)).map(|c| c.user.id);
-    let items = db::run(&state.pool, move |conn| Ok(db::items::visible_to(conn, viewer)?)).await?;
+    let items = db::run(&state.pool, move |conn| db::items::visible_to(conn, viewer)).await?;
     Ok(web::Json(items.into_iter().map(ItemView::from).collect()))
 }
 
@@ -98,6 +98,6 @@ async fn create(
     let draft = ItemDraft::new(&body.title, body.body.as_deref(), body.public)
         .map_err(|err| ApiError::InvalidRequest(err.to_string()))?;
     let owner = caller.user.id;
-    let item = db::run(&state.pool, move |conn| Ok(db::items::create(conn, owner, &draft)?)).await?;
+    let item = db::run(&state.pool, move |conn| db::items::create(conn, owner, &draft)).await?;
     Ok(HttpResponse::Created().json(ItemView::from(item)))
 }

@@ -1,13 +1,14 @@
 //! `/api/*`: JSON in, JSON out, bearer tokens and scopes.
 
 mod admin;
+pub mod extract;
 mod items;
 mod users;
 
 use actix_web::error::JsonPayloadError;
 use actix_web::web;
 
-use crate::errors::ApiError;
+use super::ApiError;
 
 /// Item bodies are at most 10,000 characters, and a JSON encoder may spell each as a 12-byte
 /// surrogate-pair escape (`\ud83d\ude00`): leave room for that and the other fields.

@@ -1,19 +1,16 @@
 //! The caller's own account.
 
 use actix_web::{HttpResponse, get, post, web};
-use chrono::Utc;
+use diesel::Connection as _;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::auth::bearer::Caller;
 use crate::auth::guard::Requirement;
-use crate::db::{
-    self,
-    auth_events::{Channel, EventKind, NewEvent},
-};
-use crate::errors::ApiError;
+use crate::db::{self, auth_events::NewEvent};
+use crate::domain::{Channel, EventKind};
 use crate::routes::docs::ErrorResponse;
-use crate::state::AppState;
+use crate::routes::{ApiError, AppState};
 use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
@@ -79,9 +76,10 @@ async fn sign_out_all(caller: Caller, state: web::Data<AppState>) -> Result<Http
     let user_id = caller.user.id;
     let event = NewEvent::new(EventKind::SignOutAll, Channel::Api).user(user_id);
     db::run(&state.pool, move |conn| {
-        db::users::invalidate_credentials(conn, user_id, Utc::now())?;
-        db::auth_events::record(conn, &event)?;
-        Ok(())
+        conn.transaction(|conn| {
+            db::users::invalidate_credentials(conn, user_id)?;
+            db::auth_events::record(conn, &event)
+        })
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())

@@ -5,17 +5,17 @@ use actix_web::{HttpResponse, get, web};
 use askama::Template;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
+use super::WebError;
 use super::charts::{Bucket, sign_in_chart};
 use super::pages::{Layout, render};
+use super::session::SignedInUser;
 use crate::auth::guard::Requirement;
-use crate::auth::session::SignedInUser;
 use crate::db::{
     self,
     auth_events::AuthEvent,
     stats::{BucketWidth, EventCounts, SignInBucket, UserCounts},
 };
-use crate::errors::WebError;
-use crate::state::AppState;
+use crate::routes::AppState;
 
 const LATEST_EVENTS: i64 = 25;
 

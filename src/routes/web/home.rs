@@ -4,9 +4,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
 use askama::Template;
 
+use super::WebError;
 use super::pages::{Layout, render};
-use crate::auth::session::SignedInUser;
-use crate::errors::WebError;
+use super::session::SignedInUser;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(home);

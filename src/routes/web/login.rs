@@ -4,23 +4,19 @@ use actix_session::Session;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
-use chrono::Utc;
 use secrecy::SecretString;
-use serde::Deserialize;
 
+use super::WebError;
 use super::pages::{Layout, render};
+use super::session::{MaybeSignedIn, SignedInUser};
 use crate::auth::credentials::{self, Attempt, LoginError};
-use crate::auth::session::{self, SignedInUser, csrf_matches, csrf_token};
+use crate::auth::session::{self, Device, csrf_matches, csrf_token};
 use crate::auth::throttle::retry_after_secs;
-use crate::client_ip::client_ip;
-use crate::db::{
-    self,
-    auth_events::{Channel, EventKind, NewEvent},
-};
-use crate::errors::WebError;
+use crate::db::{self, auth_events::NewEvent};
+use crate::domain::{AddressBucket, Channel, EventKind};
 use crate::oauth::form::FormFields;
+use crate::routes::AppState;
 use crate::routes::body::read_limited;
-use crate::state::AppState;
 
 const FORM_LIMIT: usize = 4 * 1024;
 const GENERIC_FAILURE: &str = "Incorrect username or password.";
@@ -39,18 +35,11 @@ struct LoginPage<'a> {
     error: Option<&'a str>,
 }
 
-#[derive(Deserialize)]
-struct NextQuery {
-    next: Option<String>,
-}
-
 #[get("/login")]
-async fn login_form(
-    query: web::Query<NextQuery>,
-    session: Session,
-    user: session::MaybeSignedIn,
-) -> Result<HttpResponse, WebError> {
-    let next = query.into_inner().next.and_then(|next| safe_next(&next));
+async fn login_form(req: HttpRequest, session: Session, user: MaybeSignedIn) -> Result<HttpResponse, WebError> {
+    // Strictly parsed, like every form here: `?next=a&next=b` is a bad request, not a guess.
+    let query = FormFields::parse_query(req.query_string()).map_err(|_| WebError::BadRequest)?;
+    let next = query.get("next").and_then(safe_next);
     if user.0.is_some() {
         return Ok(see_other(next.as_deref().unwrap_or("/")));
     }
@@ -72,12 +61,12 @@ async fn login(
     let next = form.get("next").and_then(safe_next);
     let username = form.get("username").unwrap_or_default().trim().to_owned();
     let password = form.get("password").unwrap_or_default().to_owned();
-    let addr = client_ip(&req, &state.settings.trusted_proxies);
-    if let Err(wait) = state.login_throttle.check(addr) {
+    let client = state.client_ip(&req);
+    if let Err(wait) = state.login_throttle.check(&state.pool, client.map(AddressBucket::of)).await? {
         return Err(WebError::TooManyRequests { retry_after_secs: retry_after_secs(wait) });
     }
 
-    let attempt = Attempt { channel: Channel::Web, client_addr: addr.map(|ip| ip.to_string()) };
+    let attempt = Attempt { channel: Channel::Web, client };
     let failure = |username: &str| -> Result<HttpResponse, WebError> {
         let csrf_token = csrf_token(&session).map_err(WebError::session)?;
         let page = LoginPage {
@@ -92,14 +81,16 @@ async fn login(
     if username.is_empty() || password.is_empty() {
         return failure(&username);
     }
-    match credentials::check_password(&state, &username, SecretString::from(password), &attempt).await {
+    let hasher = &state.grants.hasher;
+    match credentials::check_password(&state.pool, hasher, &username, SecretString::from(password), &attempt).await {
         Ok(signed_in) => {
-            session::sign_in(&session, &signed_in, Utc::now()).map_err(WebError::session)?;
+            let user_agent = req.headers().get(header::USER_AGENT).and_then(|value| value.to_str().ok());
+            let device = Device { client, user_agent };
+            session::sign_in(&session, &signed_in, &device).map_err(WebError::session)?;
             Ok(see_other(next.as_deref().unwrap_or("/")))
         }
         Err(LoginError::InvalidCredentials) => failure(&username),
-        Err(LoginError::Db(err)) => Err(err.into()),
-        Err(LoginError::Hash(err)) => Err(WebError::Internal(err.to_string())),
+        Err(LoginError::Server(err)) => Err(err.into()),
     }
 }
 
@@ -108,7 +99,7 @@ async fn logout(
     req: HttpRequest,
     payload: web::Payload,
     session: Session,
-    user: session::MaybeSignedIn,
+    user: MaybeSignedIn,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     let form = read_form(&req, payload).await?;
@@ -119,8 +110,8 @@ async fn logout(
         let event = NewEvent::new(EventKind::Logout, Channel::Web)
             .user(user.id)
             .attempted(&user.username)
-            .client(client_ip(&req, &state.settings.trusted_proxies).map(|ip| ip.to_string()));
-        db::run(&state.pool, move |conn| Ok(db::auth_events::record(conn, &event)?)).await?;
+            .client(state.client_ip(&req).map(|ip| ip.to_string()));
+        db::run(&state.pool, move |conn| db::auth_events::record(conn, &event)).await?;
     }
     // Deletes the server-side row, so the old cookie is worth nothing even if replayed.
     session.purge();

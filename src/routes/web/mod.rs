@@ -2,16 +2,19 @@
 
 mod admin;
 mod charts;
+pub mod error;
 mod home;
 mod login;
 pub mod pages;
+pub mod session;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{Error, web};
 
-use crate::errors::WebError;
+use crate::errors::{Described, ServerError};
+pub use error::WebError;
 
 /// Registers the pages inside `scope`, which carries the session middleware.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -27,7 +30,8 @@ pub async fn session_store_failures_as_503(
     match next.call(req).await {
         Ok(response) => Ok(response.map_into_boxed_body()),
         Err(err) if err.as_response_error().status_code().is_server_error() => {
-            Err(WebError::Unavailable(format!("session store: {err}")).into())
+            // actix's error cannot travel between threads: its text is the cause.
+            Err(WebError::Server(ServerError::unavailable(Described(format!("session store: {err}")))).into())
         }
         Err(err) => Err(err),
     }
@@ -46,7 +50,7 @@ pub async fn fallback(req: actix_web::HttpRequest) -> Result<actix_web::HttpResp
     } else if PAGES.contains(&req.path()) {
         Err(WebError::MethodNotAllowed { allowed }.into())
     } else {
-        Err(crate::errors::ApiError::MethodNotAllowed { allowed }.into())
+        Err(super::ApiError::MethodNotAllowed { allowed }.into())
     }
 }
 

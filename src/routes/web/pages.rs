@@ -7,7 +7,8 @@ use actix_web::{HttpResponse, get};
 use askama::Template;
 use sha2::{Digest, Sha256};
 
-use crate::errors::WebError;
+use super::error::WebError;
+use crate::errors::ServerError;
 
 const STYLESHEET: &str = include_str!("../../../static/style.css");
 
@@ -61,7 +62,7 @@ pub fn secure_headers(headers: &mut HeaderMap) {
 
 /// Renders a page; pages are personal (and carry CSRF tokens), so none may be cached.
 pub fn render(status: actix_web::http::StatusCode, page: &impl Template) -> Result<HttpResponse, WebError> {
-    let html = page.render().map_err(|err| WebError::Internal(format!("rendering a template failed: {err}")))?;
+    let html = page.render().map_err(|err| WebError::Server(ServerError::internal(err)))?;
     Ok(HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))

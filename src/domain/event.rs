@@ -1,0 +1,113 @@
+//! What the audit trail records: the kind of each event, the channel it came through, and why a
+//! sign-in failed. Each enum knows the text it is stored as; the database's CHECK constraints list
+//! the same texts, and the statistics, the CLI and the admin pages read them back through these types.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Declares a closed set of names stored as text: the enum, its `as_str`, `ALL`, `Display` and `FromStr`.
+macro_rules! stored_names {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, diesel::expression::AsExpression, diesel::deserialize::FromSqlRow)]
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+
+            fn from_str(text: &str) -> Result<Self, UnknownName> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownName { kind: stringify!($name), text: other.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+/// A stored name that none of the variants has (a row written by a newer version, or by hand).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a known {kind}")]
+pub struct UnknownName {
+    pub kind: &'static str,
+    pub text: String,
+}
+
+stored_names! {
+    /// What happened.
+    EventKind {
+        LoginOk = "login_ok",
+        LoginFailed = "login_failed",
+        TokenIssued = "token_issued",
+        Refresh = "refresh",
+        ReuseDetected = "reuse_detected",
+        Revoke = "revoke",
+        Logout = "logout",
+        Lockout = "lockout",
+        SignOutAll = "sign_out_all",
+        PasswordChanged = "password_changed",
+        Deactivated = "deactivated",
+        Activated = "activated",
+    }
+}
+
+stored_names! {
+    /// Where an event came from.
+    Channel {
+        Web = "web",
+        Api = "api",
+        Cli = "cli",
+    }
+}
+
+stored_names! {
+    /// Why a sign-in failed. The client is never told; the audit trail is.
+    FailureReason {
+        UnknownUser = "unknown_user",
+        WrongPassword = "wrong_password",
+        /// The account was locked: no verification against its real hash ran.
+        Locked = "locked",
+        InactiveUser = "inactive_user",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_reads_back_as_itself() {
+        for kind in EventKind::ALL {
+            assert_eq!(kind.as_str().parse::<EventKind>(), Ok(*kind));
+        }
+        for reason in FailureReason::ALL {
+            assert_eq!(reason.to_string().parse::<FailureReason>(), Ok(*reason));
+        }
+        assert_eq!("web".parse::<Channel>(), Ok(Channel::Web));
+    }
+
+    #[test]
+    fn an_unknown_name_is_an_error_not_a_default() {
+        let err = "login_maybe".parse::<EventKind>().unwrap_err();
+        assert_eq!(err.to_string(), "`login_maybe` is not a known EventKind");
+    }
+}

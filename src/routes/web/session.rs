@@ -1,0 +1,89 @@
+//! Who a browser is: the signed-in user as an extractor, and the header every page shows for them.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_session::SessionExt;
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::error::WebError;
+use super::pages::{Layout, LayoutUser};
+use crate::auth::guard::Requirement;
+use crate::auth::session::{self, csrf_token};
+use crate::db::users::User;
+use crate::errors::{Message, ServerError};
+use crate::routes::AppState;
+
+/// A browser whose session belongs to an existing, active user whose sessions were not ended since.
+pub struct SignedInUser {
+    pub user: User,
+    pub roles: Vec<String>,
+    pub previous_sign_in: Option<DateTime<Utc>>,
+    pub csrf_token: String,
+    /// This session's public id (its row in `sessions`).
+    pub session_id: Uuid,
+}
+
+impl SignedInUser {
+    pub fn is_admin(&self) -> bool {
+        Requirement::ADMIN_PAGES.check(&self.roles, None).is_ok()
+    }
+
+    /// The shared authorization rule, answered the website way (the 403 page).
+    pub fn authorize(&self, requirement: Requirement) -> Result<(), WebError> {
+        requirement.check(&self.roles, None).map_err(|_| WebError::Forbidden { viewer: Box::new(self.layout_user()) })
+    }
+
+    pub fn layout(&self) -> Layout {
+        Layout::signed_in(self.layout_user())
+    }
+
+    fn layout_user(&self) -> LayoutUser {
+        LayoutUser {
+            username: self.user.username.clone(),
+            is_admin: self.is_admin(),
+            csrf_token: self.csrf_token.clone(),
+        }
+    }
+}
+
+/// `Some` when signed in; never redirects.
+pub struct MaybeSignedIn(pub Option<SignedInUser>);
+
+impl FromRequest for SignedInUser {
+    type Error = WebError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+            current_user(&req).await?.ok_or(WebError::NotSignedIn { next })
+        })
+    }
+}
+
+impl FromRequest for MaybeSignedIn {
+    type Error = WebError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { current_user(&req).await.map(MaybeSignedIn) })
+    }
+}
+
+async fn current_user(req: &HttpRequest) -> Result<Option<SignedInUser>, WebError> {
+    let session = req.get_session();
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ServerError::internal(Message("AppState is not registered")))?;
+    let Some((user, roles)) = session::current_user(&state.pool, &session).await? else { return Ok(None) };
+    let Some(sign_in) = session::sign_in_of(&session) else { return Ok(None) };
+    let csrf_token = csrf_token(&session).map_err(WebError::session)?;
+    let previous_sign_in = session::previous_sign_in(&session);
+    Ok(Some(SignedInUser { user, roles, previous_sign_in, csrf_token, session_id: sign_in.session_id }))
+}
