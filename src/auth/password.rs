@@ -159,9 +159,11 @@ struct Shared {
     /// top one stands in for unknown users, the others pad a cheaper stored hash to the full cost.
     dummies: Vec<OnceLock<Result<String, String>>>,
     queue: Mutex<Queue>,
-    work: Condvar,
+    job_ready: Condvar,
     api: Arc<ApiLoad>,
     spare_priority: Mutex<Option<SparePriority>>,
+    /// bcrypt work done so far, in units of one round of its key schedule (2^cost per call).
+    work: AtomicU64,
 }
 
 /// The password hasher. Cheap to clone; the pool stops when the last clone is dropped.
@@ -176,7 +178,7 @@ struct PoolOwner(Arc<Shared>);
 impl Drop for PoolOwner {
     fn drop(&mut self) {
         self.0.lock().shut_down = true;
-        self.0.work.notify_all();
+        self.0.job_ready.notify_all();
     }
 }
 
@@ -199,9 +201,10 @@ impl PasswordHasher {
             share: capacity.div_ceil(SHARE_DIVISOR).max(1),
             dummies,
             queue: Mutex::new(Queue::default()),
-            work: Condvar::new(),
+            job_ready: Condvar::new(),
             api,
             spare_priority: Mutex::new(None),
+            work: AtomicU64::new(0),
         });
         for index in 0..threads {
             let worker = Arc::clone(&shared);
@@ -235,6 +238,12 @@ impl PasswordHasher {
     /// Jobs waiting for a thread now.
     pub fn waiting(&self) -> usize {
         self.shared.lock().waiting.len()
+    }
+
+    /// bcrypt work done so far, in rounds of its key schedule: a call at cost `c` adds `2^c`. Every
+    /// answer to a password check should add the same, whoever asked.
+    pub fn work_done(&self) -> u64 {
+        self.shared.work.load(Ordering::Relaxed)
     }
 
     /// What the spare threads' priority was set to, once they have started.
@@ -273,8 +282,7 @@ impl PasswordHasher {
     /// Hashes a new password (admitted on behalf of `account`, e.g. the person setting it).
     pub async fn hash(&self, password: SecretString, account: &str) -> Result<String, ServerError> {
         let ticket = self.admit(None, account)?;
-        let cost = self.shared.cost;
-        Ok(ticket.run(move |_| Ok(bcrypt::hash(password.expose_secret(), cost)?)).await?)
+        Ok(ticket.run(move |shared| shared.hash(password.expose_secret())).await?)
     }
 }
 
@@ -333,7 +341,7 @@ impl Ticket {
             queue.waiting.push_back(job);
         }
         // Both kinds of thread may be asleep; only one may take the job, the others sleep again.
-        shared.work.notify_all();
+        shared.job_ready.notify_all();
         answered.await.map_err(|_| HashError::ShutDown)?
     }
 }
@@ -344,7 +352,7 @@ pub struct Paused(Arc<Shared>);
 impl Drop for Paused {
     fn drop(&mut self) {
         self.0.lock().pauses -= 1;
-        self.0.work.notify_all();
+        self.0.job_ready.notify_all();
     }
 }
 
@@ -386,9 +394,9 @@ impl Shared {
             queue = if has_work {
                 // A spare with work waiting looks again soon: the API may go idle without anyone
                 // notifying this condition variable.
-                self.work.wait_timeout(queue, SPARE_POLL).unwrap_or_else(|poisoned| poisoned.into_inner()).0
+                self.job_ready.wait_timeout(queue, SPARE_POLL).unwrap_or_else(|poisoned| poisoned.into_inner()).0
             } else {
-                self.work.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner())
+                self.job_ready.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner())
             };
         }
     }
@@ -399,24 +407,38 @@ impl Shared {
         let too_long = password.len() > crate::domain::NewPassword::MAX_BYTES;
         let candidate = if too_long { "" } else { password };
         let Some(hash) = stored else {
-            let _ = bcrypt::verify(candidate, &self.dummy(self.cost)?);
+            self.check(candidate, &self.dummy(self.cost)?);
             return Ok(Verification::Mismatch);
         };
-        let matched = bcrypt::verify(candidate, hash).unwrap_or(false) && !too_long;
+        let matched = self.check(candidate, hash) && !too_long;
         let stored_cost = stored_cost(hash).filter(|cost| (MIN_COST..self.cost).contains(cost));
         if !matched {
             // Costs c, c+1, … cost-1 add up to the cost of one hash at `cost` less one at c.
             if let Some(stored_cost) = stored_cost {
                 for cost in stored_cost..self.cost {
-                    let _ = bcrypt::verify(candidate, &self.dummy(cost)?);
+                    self.check(candidate, &self.dummy(cost)?);
                 }
             }
             return Ok(Verification::Mismatch);
         }
         if stored_cost.is_some() {
-            return Ok(Verification::MatchRehashed(bcrypt::hash(password, self.cost)?));
+            return Ok(Verification::MatchRehashed(self.hash(password)?));
         }
         Ok(Verification::Match)
+    }
+
+    /// One bcrypt verification, counted.
+    fn check(&self, password: &str, hash: &str) -> bool {
+        if let Some(cost) = stored_cost(hash) {
+            self.work.fetch_add(1 << cost.min(31), Ordering::Relaxed);
+        }
+        bcrypt::verify(password, hash).unwrap_or(false)
+    }
+
+    /// One bcrypt hash at the configured cost, counted.
+    fn hash(&self, password: &str) -> Result<String, HashError> {
+        self.work.fetch_add(1 << self.cost.min(31), Ordering::Relaxed);
+        Ok(bcrypt::hash(password, self.cost)?)
     }
 
     fn dummy(&self, cost: u32) -> Result<String, HashError> {
@@ -517,6 +539,19 @@ mod tests {
             (0..2).map(|i| hasher.admit(Some(&format!("198.51.100.{i}")), "Victim").unwrap()).collect();
         assert!(hasher.admit(Some("198.51.100.9"), "victim").is_err(), "a third job for one account");
         assert!(hasher.admit(Some("203.0.113.1"), "someone-else").is_ok(), "others still get in");
+    }
+
+    #[actix_web::test]
+    async fn every_wrong_answer_costs_one_hash_at_the_configured_cost() {
+        let hasher = hasher(6, 8);
+        let at_cost = 1 << 6;
+        let cheaper = bcrypt::hash("right", 4).unwrap();
+        let same = bcrypt::hash("right", 6).unwrap();
+        for stored in [None, Some(cheaper), Some(same)] {
+            let before = hasher.work_done();
+            assert_eq!(verify(&hasher, "wrong", stored.clone()).await, Verification::Mismatch);
+            assert_eq!(hasher.work_done() - before, at_cost, "stored: {stored:?}");
+        }
     }
 
     #[actix_web::test]

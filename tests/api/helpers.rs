@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::Once;
+use std::sync::{Arc, Once};
+
+use actix_web::web;
+use gatehouse::routes::AppState;
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use gatehouse::config::Settings;
@@ -37,20 +40,68 @@ pub struct TestDb {
     admin_url: String,
 }
 
+/// A migrated database that every test's database is copied from (`CREATE DATABASE … TEMPLATE`),
+/// so a test pays for a file copy instead of running every migration. Its name carries a hash of
+/// the migrations, so a changed migration makes a new one (and older ones are dropped).
+fn template_on(server: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    static TEMPLATES: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut made = TEMPLATES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, name)) = made.iter().find(|(on, _)| on == server) {
+        return name.clone();
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
+        let dir = entry.unwrap().path();
+        dir.file_name().hash(&mut hasher);
+        std::fs::read(dir.join("up.sql")).unwrap_or_default().hash(&mut hasher);
+    }
+    let name = format!("gatehouse_test_template_{:016x}", hasher.finish());
+    let mut admin = PgConnection::establish(&format!("{server}/postgres"))
+        .unwrap_or_else(|err| panic!("cannot reach the test PostgreSQL at {server}: {err}"));
+    // Test processes may start together: one makes the template, the others wait for it.
+    diesel::sql_query("SELECT pg_advisory_lock(7306)").execute(&mut admin).unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        datname: String,
+    }
+    let existing: Vec<Name> =
+        diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'gatehouse_test_template_%'")
+            .load(&mut admin)
+            .unwrap();
+    if !existing.iter().any(|db| db.datname == name) {
+        for stale in existing {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", stale.datname))
+                .execute(&mut admin);
+        }
+        let building = format!("{name}_building");
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).execute(&mut admin).unwrap();
+        diesel::sql_query(format!("CREATE DATABASE {building}")).execute(&mut admin).unwrap();
+        {
+            let mut conn = PgConnection::establish(&format!("{server}/{building}")).unwrap();
+            db::migrate(&mut conn).unwrap();
+        }
+        diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {name}")).execute(&mut admin).unwrap();
+    }
+    diesel::sql_query("SELECT pg_advisory_unlock(7306)").execute(&mut admin).unwrap();
+    made.push((server.to_owned(), name.clone()));
+    name
+}
+
 impl TestDb {
     pub fn create() -> Self {
         Self::create_on(&server_url())
     }
 
     pub fn create_on(server: &str) -> Self {
+        let template = template_on(server);
         let name = format!("gatehouse_test_{}", Uuid::new_v4().simple());
         let admin_url = format!("{server}/postgres");
         let mut admin = PgConnection::establish(&admin_url)
             .unwrap_or_else(|err| panic!("cannot reach the test PostgreSQL at {admin_url}: {err}"));
-        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).unwrap();
+        diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}")).execute(&mut admin).unwrap();
         let url = format!("{server}/{name}");
-        let mut conn = PgConnection::establish(&url).unwrap();
-        db::migrate(&mut conn).unwrap();
         Self { name, url, admin_url }
     }
 
@@ -88,7 +139,10 @@ pub fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings
 pub struct TestApp {
     pub address: String,
     pub client: Client,
-    pub db: TestDb,
+    /// Shared by the instances of a pair; dropped with the last of them.
+    pub db: Arc<TestDb>,
+    /// The running server's shared state (to hold its hasher, for instance).
+    pub state: web::Data<AppState>,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -107,21 +161,35 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the real server on a random loopback port, against a fresh database.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     init_logging();
-    let db = TestDb::create();
-    spawn_app_on(db, overrides).await
+    spawn_app_on(TestDb::create(), overrides).await
 }
 
 pub async fn spawn_app_on(db: TestDb, overrides: &[(&str, &str)]) -> TestApp {
+    spawn_instance(Arc::new(db), overrides).await
+}
+
+/// Two instances of the server on one database, as behind a load balancer: PostgreSQL is all
+/// they share.
+pub async fn spawn_pair(overrides: &[(&str, &str)]) -> (TestApp, TestApp) {
+    init_logging();
+    let db = Arc::new(TestDb::create());
+    let first = spawn_instance(Arc::clone(&db), overrides).await;
+    let second = spawn_instance(db, overrides).await;
+    (first, second)
+}
+
+async fn spawn_instance(db: Arc<TestDb>, overrides: &[(&str, &str)]) -> TestApp {
     init_logging();
     let settings = test_settings(&db.url, overrides);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let pool = db::pool(&db.url, 4);
-    let server = gatehouse::startup::run(listener, pool, settings).unwrap();
+    let state = gatehouse::startup::build_state(&listener, pool, settings).unwrap();
+    let server = gatehouse::startup::serve(listener, state.clone()).unwrap();
     let handle = server.handle();
     tokio::spawn(server);
     let client = Client::builder().redirect(reqwest::redirect::Policy::none()).cookie_store(true).build().unwrap();
-    TestApp { address: format!("http://127.0.0.1:{port}"), client, db, server: handle }
+    TestApp { address: format!("http://127.0.0.1:{port}"), client, db, state, server: handle }
 }
 
 /// A user created straight in the database, as `gatehouse user add` would.

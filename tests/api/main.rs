@@ -12,6 +12,7 @@ mod architecture;
 mod bearer;
 mod browser;
 mod cli;
+mod concurrency;
 mod docs;
 mod health;
 mod lifecycle;

@@ -1,0 +1,1 @@
+//! The guarantees that must hold when requests race, on two instances sharing one database.
