@@ -126,8 +126,10 @@ pub async fn check_password(
                 let user_id = check.user_id;
                 db::run(pool, move |conn| {
                     conn.transaction(|conn| {
+                        // The user's row first: see `record_failure`.
+                        let locked = db::users::record_failure(conn, user_id, LOCKOUT_THRESHOLD)?;
                         db::auth_events::record(conn, &event)?;
-                        if let Some(until) = db::users::record_failure(conn, user_id, LOCKOUT_THRESHOLD)? {
+                        if let Some(until) = locked {
                             db::auth_events::record(
                                 conn,
                                 &lockout.detail(format!("locked until {}", until.to_rfc3339())),

@@ -253,7 +253,7 @@ fn find_token(conn: &mut PgConnection, hash: &[u8]) -> QueryResult<Option<Stored
 }
 
 fn lock_family(conn: &mut PgConnection, family_id: Uuid) -> QueryResult<Family> {
-    refresh_families::table.find(family_id).select(Family::as_select()).for_update().first(conn)
+    refresh_families::table.find(family_id).select(Family::as_select()).for_no_key_update().first(conn)
 }
 
 fn revoke_locked_family(conn: &mut PgConnection, family_id: Uuid, now: DateTime<Utc>) -> QueryResult<()> {

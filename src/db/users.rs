@@ -175,10 +175,11 @@ struct FailureCounted {
 
 /// A failed verification: gives the claim back and counts the failure; the failure that reaches
 /// `threshold` locks the account (one minute, doubling with each lockout, at most an hour) and the
-/// instant the lock ends is returned.
+/// instant the lock ends is returned. Run it before writing rows that reference the user (audit
+/// events): their foreign-key lock taken first would deadlock two concurrent failures.
 pub fn record_failure(conn: &mut PgConnection, user_id: Uuid, threshold: i32) -> QueryResult<Option<DateTime<Utc>>> {
     let counted: FailureCounted = diesel::sql_query(format!(
-        "WITH before AS (SELECT id, failed_logins + 1 >= $2 AS locks FROM users WHERE id = $1 FOR UPDATE) \
+        "WITH before AS (SELECT id, failed_logins + 1 >= $2 AS locks FROM users WHERE id = $1 FOR NO KEY UPDATE) \
          UPDATE users SET \
              check_claims = greatest({LIVE_CLAIMS} - 1, 0), \
              failed_logins = CASE WHEN before.locks THEN 0 ELSE failed_logins + 1 END, \

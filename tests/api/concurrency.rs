@@ -1,1 +1,517 @@
-//! The guarantees that must hold when requests race, on two instances sharing one database.
+//! The guarantees that must hold when requests race, on two instances sharing one database: each
+//! row of "tried as an attacker would" is a test here. Where an interleaving matters, the test forces
+//! it (the hasher held between a sign-in's claim and its verdict, or a family's row lock held from
+//! the test) instead of hoping for it.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use reqwest::{Client, Response, header};
+use serde_json::Value;
+
+use crate::helpers::{StoredEvent, TestApp, TestUser, assert_token_error, spawn_pair};
+
+const NO_THROTTLE: (&str, &str) = ("GATEHOUSE_LOGIN_RATE_PER_MINUTE", "0");
+/// A burst of 10, then one attempt every 6 s: the 11th quick attempt is refused however slow the machine.
+const SLOW_RATE: (&str, &str) = ("GATEHOUSE_LOGIN_RATE_PER_MINUTE", "10");
+const TRUST_LOOPBACK: (&str, &str) = ("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1");
+
+/// A password-grant request that can be sent from a spawned task.
+fn password_grant(app: &TestApp, username: &str, password: &str) -> reqwest::RequestBuilder {
+    app.client.post(app.url("/token")).form(&[
+        ("grant_type", "password"),
+        ("username", username),
+        ("password", password),
+    ])
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `condition` until it holds (at most ten seconds).
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn scalar(app: &TestApp, sql: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql).get_result::<Row>(&mut app.db.conn()).unwrap().n
+}
+
+fn execute(app: &TestApp, sql: &str) {
+    diesel::sql_query(sql).execute(&mut app.db.conn()).unwrap();
+}
+
+fn failures_with(events: &[StoredEvent], reason: &str) -> usize {
+    events.iter().filter(|e| e.kind == "login_failed" && e.reason.as_deref() == Some(reason)).count()
+}
+
+/// Backends of this test's database waiting for a lock.
+fn lock_waiters(conn: &mut PgConnection) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .get_result::<Row>(conn)
+    .unwrap()
+    .n
+}
+
+// --- Lockout ---
+
+#[tokio::test]
+async fn twenty_simultaneous_guesses_on_two_instances_verify_at_most_five_and_the_right_password_is_refused() {
+    let (a, b) = spawn_pair(&[NO_THROTTLE]).await;
+    let alice = a.alice();
+    // Held: every attempt claims (or is refused a claim) and then waits for a hashing thread, so all
+    // twenty are in flight together, on both instances.
+    let paused = (a.state.grants.hasher.pause(), b.state.grants.hasher.pause());
+    let guesses: Vec<_> = (0..20)
+        .map(|i| {
+            let app = if i % 2 == 0 { &a } else { &b };
+            tokio::spawn(send(password_grant(app, "alice", &format!("guess-{i}"))))
+        })
+        .collect();
+    let waiting = || a.state.grants.hasher.waiting() + b.state.grants.hasher.waiting();
+    wait_until("all twenty guesses wait for a hashing thread", || waiting() == 20).await;
+    // The right password, sent while the guesses are in flight.
+    let right = tokio::spawn(send(password_grant(&a, "alice", &alice.password)));
+    wait_until("the right password waits too", || waiting() == 21).await;
+    drop(paused);
+
+    for guess in guesses {
+        let (status, body) = guess.await.unwrap();
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    }
+    let (status, body) = right.await.unwrap();
+    assert_eq!((status, &body["error_description"]), (400, &Value::from("Incorrect username or password")));
+
+    let events = a.events();
+    assert_eq!(failures_with(&events, "wrong_password"), 5, "verifications against the real hash");
+    assert_eq!(failures_with(&events, "locked"), 16, "15 guesses and the right password, against a dummy hash");
+    assert!(!events.iter().any(|e| e.kind == "login_ok"));
+    assert_eq!(events.iter().filter(|e| e.kind == "lockout").count(), 1);
+    // Every one of the 21 answers cost one hash at the configured cost (4): no answer is cheaper.
+    let work = a.state.grants.hasher.work_done() + b.state.grants.hasher.work_done();
+    assert_eq!(work, 21 * 16);
+}
+
+#[tokio::test]
+async fn guesses_racing_without_any_hold_still_verify_only_five_times() {
+    let (a, b) = spawn_pair(&[NO_THROTTLE]).await;
+    let alice = a.alice();
+    let guesses: Vec<_> = (0..24)
+        .map(|i| {
+            let app = if i % 2 == 0 { &a } else { &b };
+            tokio::spawn(send(password_grant(app, "alice", &format!("guess-{i}"))))
+        })
+        .collect();
+    for guess in guesses {
+        assert_eq!(guess.await.unwrap().0, 400);
+    }
+    assert_eq!(send(password_grant(&b, "alice", &alice.password)).await.0, 400, "the account is locked");
+    let events = a.events();
+    assert_eq!(failures_with(&events, "wrong_password"), 5);
+    assert_eq!(failures_with(&events, "locked"), 20);
+}
+
+#[tokio::test]
+async fn claims_of_an_instance_that_died_mid_check_expire() {
+    let (a, _b) = spawn_pair(&[NO_THROTTLE]).await;
+    let alice = a.alice();
+    // Five checks claimed by an instance that never settled them: no verification may run…
+    execute(&a, "UPDATE users SET check_claims = 5, claims_expire_at = now() + interval '1 minute'");
+    assert_token_error(password_grant(&a, "alice", &alice.password).send().await.unwrap(), 400, "invalid_grant").await;
+    assert_eq!(failures_with(&a.events(), "locked"), 1);
+    // …until the claims expire: then the right password works, and the count starts afresh.
+    execute(&a, "UPDATE users SET claims_expire_at = now() - interval '1 second'");
+    assert_eq!(send(password_grant(&a, "alice", &alice.password)).await.0, 200);
+    assert_eq!(scalar(&a, "SELECT (check_claims + failed_logins)::bigint AS n FROM users"), 0);
+}
+
+// --- Invalidation of sign-ins in flight ---
+
+/// Starts a password grant for `user` on `app` with its hasher held, and waits until the check has
+/// claimed its verification and is waiting to run it. Dropping the returned guard lets it go on.
+async fn sign_in_held_in_flight(
+    app: &TestApp,
+    user: &TestUser,
+) -> (gatehouse::auth::password::Paused, tokio::task::JoinHandle<(u16, Value)>) {
+    let paused = app.state.grants.hasher.pause();
+    let login = tokio::spawn(send(password_grant(app, &user.username, &user.password)));
+    let hasher = app.state.grants.hasher.clone();
+    wait_until("the sign-in waits for bcrypt", || hasher.waiting() == 1).await;
+    assert_eq!(scalar(app, "SELECT check_claims::bigint AS n FROM users"), 1, "it claimed its check");
+    (paused, login)
+}
+
+fn live_families(app: &TestApp) -> i64 {
+    scalar(app, "SELECT count(*) AS n FROM refresh_families WHERE revoked_at IS NULL")
+}
+
+#[tokio::test]
+async fn a_sign_in_in_flight_during_sign_out_everywhere_on_the_other_instance_gets_nothing_that_works() {
+    let (a, b) = spawn_pair(&[]).await;
+    let alice = a.alice();
+    let earlier = b.access_token(&alice, Some("profile")).await;
+
+    let (paused, login) = sign_in_held_in_flight(&a, &alice).await;
+    assert_eq!(b.post_empty("/api/users/me/sign-out-all", Some(&earlier)).await.status(), 204);
+    drop(paused);
+
+    let (status, body) = login.await.unwrap();
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert_eq!(live_families(&a), 0, "no refresh token was stored for it");
+    // A sign-in that begins after the sign-out works.
+    assert_eq!(send(password_grant(&b, "alice", &alice.password)).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_browser_sign_in_in_flight_during_sign_out_everywhere_gets_no_working_session() {
+    let (a, b) = spawn_pair(&[]).await;
+    let alice = a.alice();
+    let earlier = b.access_token(&alice, Some("profile")).await;
+
+    let form = a.client.get(a.url("/login")).send().await.unwrap().text().await.unwrap();
+    let csrf = hidden_field(&form, "csrf_token");
+    let paused = a.state.grants.hasher.pause();
+    let fields = [("csrf_token", csrf.as_str()), ("username", "alice"), ("password", &alice.password)];
+    let post = tokio::spawn(a.client.post(a.url("/login")).form(&fields).send());
+    let hasher = a.state.grants.hasher.clone();
+    wait_until("the sign-in waits for bcrypt", || hasher.waiting() == 1).await;
+    assert_eq!(b.post_empty("/api/users/me/sign-out-all", Some(&earlier)).await.status(), 204);
+    drop(paused);
+
+    let response = post.await.unwrap().unwrap();
+    assert_eq!(response.status(), 303);
+    // The session that sign-in wrote counts from when its check began: before the sign-out.
+    let home = a.client.get(a.url("/")).send().await.unwrap();
+    assert_eq!(home.status(), 303, "the session must not open the home page");
+    assert_eq!(home.headers()[header::LOCATION], "/login?next=%2F");
+}
+
+fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in {html}")) + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_owned()
+}
+
+/// The real `gatehouse` binary against `app`'s database.
+fn gatehouse_cli(app: &TestApp, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    command
+        .args(args)
+        .env("DATABASE_URL", &app.db.url)
+        .env("GATEHOUSE_BCRYPT_COST", "4")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn run_to_end(mut command: Command, stdin: &str) {
+    use std::io::Write as _;
+    let mut child = command.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test]
+async fn a_sign_in_in_flight_during_a_password_change_from_the_cli_is_refused() {
+    let (a, b) = spawn_pair(&[]).await;
+    let alice = a.alice();
+    let (paused, login) = sign_in_held_in_flight(&a, &alice).await;
+    let command = gatehouse_cli(&b, &["user", "set-password", "alice"]);
+    tokio::task::spawn_blocking(move || run_to_end(command, "a-brand-new-password\n")).await.unwrap();
+    drop(paused);
+
+    // The check read the old hash before the change was stored: as if it had come after.
+    assert_eq!(login.await.unwrap().0, 400);
+    assert_eq!(live_families(&a), 0);
+    assert_eq!(send(password_grant(&b, "alice", "a-brand-new-password")).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_sign_in_in_flight_during_deactivation_is_refused_and_reactivation_brings_nothing_back() {
+    let (a, b) = spawn_pair(&[]).await;
+    let alice = a.alice();
+    let (paused, login) = sign_in_held_in_flight(&a, &alice).await;
+    let command = gatehouse_cli(&b, &["user", "deactivate", "alice"]);
+    tokio::task::spawn_blocking(move || run_to_end(command, "")).await.unwrap();
+    drop(paused);
+    assert_eq!(login.await.unwrap().0, 400);
+
+    let command = gatehouse_cli(&b, &["user", "activate", "alice"]);
+    tokio::task::spawn_blocking(move || run_to_end(command, "")).await.unwrap();
+    assert_eq!(live_families(&a), 0);
+}
+
+#[tokio::test]
+async fn tokens_issued_while_the_cli_prompts_for_a_new_password_end_when_it_is_stored() {
+    use std::io::Write as _;
+    let (a, b) = spawn_pair(&[]).await;
+    let alice = a.alice();
+    let mut cli = gatehouse_cli(&b, &["user", "set-password", "alice"]).spawn().unwrap();
+    // The operator is still typing; meanwhile someone signs in with the old password.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = a.login(&alice, Some("profile")).await;
+    let access = during["access_token"].as_str().unwrap();
+    let refresh = during["refresh_token"].as_str().unwrap();
+    assert_eq!(a.get("/api/users/me", Some(access)).await.status(), 200);
+
+    cli.stdin.take().unwrap().write_all(b"typed-at-last-password\n").unwrap();
+    let output = tokio::task::spawn_blocking(move || cli.wait_with_output().unwrap()).await.unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    assert_eq!(b.get("/api/users/me", Some(access)).await.status(), 401);
+    assert_token_error(b.refresh(refresh, None).await, 400, "invalid_grant").await;
+}
+
+// --- Revocation ---
+
+/// Refresh and revoke of one token, on the two instances, in a forced order: the test holds the
+/// family's row lock, lets `first` queue on it, then `second`, then lets go.
+async fn race_refresh_and_revoke(a: &TestApp, b: &TestApp, user: &TestUser, refresh_first: bool) {
+    let tokens = a.login(user, None).await;
+    let presented = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let mut holder = PgConnection::establish(&a.db.url).unwrap();
+    let mut watcher = PgConnection::establish(&a.db.url).unwrap();
+    diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
+    diesel::sql_query("SELECT id FROM refresh_families WHERE revoked_at IS NULL FOR UPDATE")
+        .execute(&mut holder)
+        .unwrap();
+
+    let send_refresh = || {
+        let form = [("grant_type", "refresh_token"), ("refresh_token", presented.as_str())];
+        tokio::spawn(a.client.post(a.url("/token")).form(&form).send())
+    };
+    let send_revoke = || tokio::spawn(b.client.post(b.url("/revoke")).form(&[("token", presented.as_str())]).send());
+    let queue_first = "the first request waits for the family";
+    let queue_second = "both wait for the family";
+    let (refreshed, revoked) = if refresh_first {
+        let refreshed = send_refresh();
+        wait_until(queue_first, || lock_waiters(&mut watcher) == 1).await;
+        let revoked = send_revoke();
+        wait_until(queue_second, || lock_waiters(&mut watcher) == 2).await;
+        (refreshed, revoked)
+    } else {
+        let revoked = send_revoke();
+        wait_until(queue_first, || lock_waiters(&mut watcher) == 1).await;
+        let refreshed = send_refresh();
+        wait_until(queue_second, || lock_waiters(&mut watcher) == 2).await;
+        (refreshed, revoked)
+    };
+    // PostgreSQL grants the lock in the order they queued.
+    diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
+
+    let refreshed: Response = refreshed.await.unwrap().unwrap();
+    assert_eq!(revoked.await.unwrap().unwrap().status(), 200);
+    if refresh_first {
+        assert_eq!(refreshed.status(), 200, "the refresh went first");
+        let child: Value = refreshed.json().await.unwrap();
+        let child = child["refresh_token"].as_str().unwrap();
+        // The child was created before the revocation ended the family: it ends with it.
+        assert_token_error(b.refresh(child, None).await, 400, "invalid_grant").await;
+        assert_token_error(a.refresh(child, None).await, 400, "invalid_grant").await;
+    } else {
+        assert_token_error(refreshed, 400, "invalid_grant").await;
+    }
+    assert_eq!(live_families(a), 0);
+}
+
+#[tokio::test]
+async fn a_refresh_racing_a_revocation_on_the_other_instance_never_leaves_a_working_child() {
+    let (a, b) = spawn_pair(&[NO_THROTTLE]).await;
+    let alice = a.alice();
+    for round in 0..60 {
+        race_refresh_and_revoke(&a, &b, &alice, round % 2 == 0).await;
+    }
+}
+
+#[tokio::test]
+async fn refreshes_and_revocations_sent_at_once_leave_no_working_child() {
+    let (a, b) = spawn_pair(&[NO_THROTTLE]).await;
+    let alice = a.alice();
+    for _ in 0..50 {
+        let tokens = a.login(&alice, None).await;
+        let presented = tokens["refresh_token"].as_str().unwrap().to_owned();
+        let refresh = tokio::spawn(
+            a.client
+                .post(a.url("/token"))
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", &presented)])
+                .send(),
+        );
+        let revoke = tokio::spawn(b.client.post(b.url("/revoke")).form(&[("token", presented.as_str())]).send());
+        let refreshed = refresh.await.unwrap().unwrap();
+        assert_eq!(revoke.await.unwrap().unwrap().status(), 200);
+        if refreshed.status() == 200 {
+            let child: Value = refreshed.json().await.unwrap();
+            assert_token_error(b.refresh(child["refresh_token"].as_str().unwrap(), None).await, 400, "invalid_grant")
+                .await;
+        }
+    }
+    assert_eq!(live_families(&a), 0);
+}
+
+#[tokio::test]
+async fn a_family_ends_at_its_maximum_age_however_often_it_was_rotated() {
+    use gatehouse::db::auth_events::NewEvent;
+    use gatehouse::db::refresh_tokens::{NewToken, Rotation, rotate, token_hash};
+    use gatehouse::domain::{Channel, EventKind};
+    // Refresh tokens that live longer than the family may: only the family's age can end them.
+    let (a, _b) = spawn_pair(&[("GATEHOUSE_REFRESH_TOKEN_TTL", "300d")]).await;
+    let alice = a.alice();
+    let tokens = a.login(&alice, None).await;
+    let days_left = scalar(&a, "SELECT extract(day FROM expires_at - auth_time)::bigint AS n FROM refresh_families");
+    assert_eq!(days_left, 90, "GATEHOUSE_REFRESH_FAMILY_MAX_AGE defaults to 90 days");
+
+    let mut conn = a.db.conn();
+    let event = || NewEvent::new(EventKind::Refresh, Channel::Api);
+    let at = |days| chrono::Utc::now() + chrono::Duration::days(days);
+    let presented = token_hash(tokens["refresh_token"].as_str().unwrap());
+    let (child, child_hash) = ("child-token".to_owned(), token_hash("child-token"));
+    let child_token = NewToken { hash: &child_hash, expires_at: at(89) + chrono::Duration::days(300) };
+    let rotated = rotate(&mut conn, &presented, None, &child_token, at(89), event()).unwrap();
+    assert!(matches!(rotated, Rotation::Rotated(_)), "{rotated:?}");
+    let grandchild_hash = token_hash("grandchild");
+    let grandchild = NewToken { hash: &grandchild_hash, expires_at: at(91) + chrono::Duration::days(300) };
+    let refused = rotate(&mut conn, &token_hash(&child), None, &grandchild, at(91), event()).unwrap();
+    assert!(matches!(refused, Rotation::Refused), "{refused:?}");
+}
+
+// --- Throttling ---
+
+/// A wrong-password attempt on `app` carrying this `X-Forwarded-For`.
+async fn attempt_through(app: &TestApp, forwarded_for: Option<&str>) -> Response {
+    let mut request = password_grant(app, "nobody", "wrong-password");
+    if let Some(value) = forwarded_for {
+        request = request.header("X-Forwarded-For", value);
+    }
+    request.send().await.unwrap()
+}
+
+async fn assert_slow_down(response: Response) {
+    assert_eq!(response.status(), 429);
+    let wait: u64 = response.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=6).contains(&wait), "Retry-After: {wait}");
+    assert_token_error(response, 429, "slow_down").await;
+}
+
+#[tokio::test]
+async fn one_address_has_one_budget_across_both_instances() {
+    let (a, b) = spawn_pair(&[SLOW_RATE]).await;
+    for attempt in 1..=10 {
+        let app = if attempt % 2 == 0 { &a } else { &b };
+        assert_eq!(attempt_through(app, None).await.status(), 400, "attempt {attempt}");
+    }
+    assert_slow_down(attempt_through(&b, None).await).await;
+    assert_slow_down(attempt_through(&a, None).await).await;
+    // 429 answers are not audited: the trail holds the ten attempts that ran.
+    assert_eq!(a.events().len(), 10);
+}
+
+#[tokio::test]
+async fn an_address_a_proxy_appends_with_its_port_is_the_client_and_is_throttled() {
+    let (a, b) = spawn_pair(&[SLOW_RATE, TRUST_LOOPBACK]).await;
+    for attempt in 1..=10 {
+        let app = if attempt % 2 == 0 { &a } else { &b };
+        let forged = format!("198.51.100.{attempt}, 203.0.113.77:4711");
+        assert_eq!(attempt_through(app, Some(&forged)).await.status(), 400);
+    }
+    assert_slow_down(attempt_through(&a, Some("192.0.2.200, 203.0.113.77:4711")).await).await;
+    let addresses: Vec<_> = a.events().into_iter().map(|e| e.client_addr.unwrap()).collect();
+    assert_eq!(addresses, vec!["203.0.113.77".to_owned(); 10]);
+    // Another client behind the same proxy has its own budget.
+    assert_eq!(attempt_through(&b, Some("203.0.113.78:4711")).await.status(), 400);
+}
+
+#[tokio::test]
+async fn the_addresses_of_one_ipv6_64_share_one_budget() {
+    let (a, b) = spawn_pair(&[SLOW_RATE, TRUST_LOOPBACK]).await;
+    for attempt in 1..=10 {
+        let app = if attempt % 2 == 0 { &a } else { &b };
+        assert_eq!(attempt_through(app, Some(&format!("2001:db8:1:2::{attempt:x}"))).await.status(), 400);
+    }
+    assert_slow_down(attempt_through(&a, Some("2001:db8:1:2:ffff:ffff:ffff:ffff")).await).await;
+    assert_eq!(attempt_through(&b, Some("2001:db8:1:3::1")).await.status(), 400, "the next /64 is another client");
+}
+
+// --- Sessions ---
+
+#[tokio::test]
+async fn anonymous_visitors_cost_no_session_row_and_a_session_works_on_either_instance() {
+    let (a, b) = spawn_pair(&[NO_THROTTLE]).await;
+    a.alice();
+    for _ in 0..150 {
+        let visitor = Client::new();
+        assert_eq!(visitor.get(a.url("/login")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(scalar(&a, "SELECT count(*) AS n FROM sessions"), 0);
+
+    // One browser, signed in on the first instance, goes on on the second.
+    let form = a.client.get(a.url("/login")).send().await.unwrap().text().await.unwrap();
+    let fields = [
+        ("csrf_token", hidden_field(&form, "csrf_token")),
+        ("username", "alice".into()),
+        ("password", "alice-password".into()),
+    ];
+    assert_eq!(a.client.post(a.url("/login")).form(&fields).send().await.unwrap().status(), 303);
+    assert_eq!(scalar(&a, "SELECT count(*) AS n FROM sessions"), 1);
+    let cookie = a
+        .client
+        .get(a.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .cookies()
+        .find(|c| c.name() == "__Host-gatehouse_session")
+        .map(|c| c.value().to_owned())
+        .unwrap();
+    let on_b = |path: &str| {
+        Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(b.url(path))
+            .header(header::COOKIE, format!("__Host-gatehouse_session={cookie}"))
+            .send()
+    };
+    let home = on_b("/").await.unwrap();
+    assert_eq!(home.status(), 200);
+    let csrf = hidden_field(&home.text().await.unwrap(), "csrf_token");
+
+    // Signing out on the second instance ends it on the first at once.
+    let signed_out = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(b.url("/logout"))
+        .header(header::COOKIE, format!("__Host-gatehouse_session={cookie}"))
+        .form(&[("csrf_token", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), 303);
+    assert_eq!(a.client.get(a.url("/")).send().await.unwrap().status(), 303);
+    assert_eq!(scalar(&a, "SELECT count(*) AS n FROM sessions"), 0);
+}
