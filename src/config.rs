@@ -22,6 +22,34 @@ pub enum ConfigError {
     MissingJwtSecret,
 }
 
+/// The algorithm access tokens are signed with (`GATEHOUSE_SIGNING_ALG`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigningAlgorithm {
+    /// ECDSA with P-256 and SHA-256: asymmetric, published in the JWKS. The default.
+    Es256,
+    /// Ed25519: asymmetric, published in the JWKS.
+    EdDsa,
+    /// HMAC-SHA256 with `GATEHOUSE_JWT_SECRET`: only holders of the secret can verify; nothing is published.
+    Hs256,
+}
+
+impl SigningAlgorithm {
+    pub const ALL: [SigningAlgorithm; 3] = [Self::Es256, Self::EdDsa, Self::Hs256];
+
+    /// The JOSE name (RFC 7518, RFC 8037), as tokens and the database spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Es256 => "ES256",
+            Self::EdDsa => "EdDSA",
+            Self::Hs256 => "HS256",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|alg| alg.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub database_url: SecretString,
@@ -41,6 +69,9 @@ pub struct Settings {
     pub refresh_family_max_age: Duration,
     /// Password verifications that may wait for a hashing thread; `None`: about five seconds of work.
     pub hash_queue: Option<usize>,
+    pub signing_alg: SigningAlgorithm,
+    /// Age at which a new signing key takes over; `None`: no automatic rotation.
+    pub key_rotation: Option<Duration>,
     /// `--dev`: ephemeral secret, cookies without `Secure`, demo users.
     pub dev_mode: bool,
 }
@@ -96,6 +127,16 @@ impl Settings {
                 .map_err(|_| invalid("GATEHOUSE_LOGIN_RATE_PER_MINUTE", format!("`{value}` is not a whole number")))?,
             None => 30,
         };
+        let signing_alg = match get("GATEHOUSE_SIGNING_ALG") {
+            Some(value) => SigningAlgorithm::parse(&value).ok_or_else(|| {
+                invalid("GATEHOUSE_SIGNING_ALG", format!("`{value}` is not one of ES256, EdDSA, HS256"))
+            })?,
+            None => SigningAlgorithm::Es256,
+        };
+        let key_rotation = match get("GATEHOUSE_KEY_ROTATION").as_deref().map(str::trim) {
+            Some("0") => None,
+            other => Some(parse_duration("GATEHOUSE_KEY_ROTATION", other.map(str::to_owned), "30d", 60)?),
+        };
 
         Ok(Settings {
             database_url: SecretString::from(database_url),
@@ -111,6 +152,8 @@ impl Settings {
             login_rate_per_minute,
             refresh_family_max_age,
             hash_queue,
+            signing_alg,
+            key_rotation,
             dev_mode: false,
         })
     }
@@ -159,11 +202,22 @@ fn parse_secret(name: &'static str, value: String) -> Result<SecretString, Confi
 }
 
 fn parse_ttl(name: &'static str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    parse_duration(name, value, default, 1)
+}
+
+/// A duration like `15m` or `14d`, from `min_secs` seconds to a year.
+fn parse_duration(
+    name: &'static str,
+    value: Option<String>,
+    default: &str,
+    min_secs: u64,
+) -> Result<Duration, ConfigError> {
     let text = value.unwrap_or_else(|| default.to_owned());
     let ttl = humantime::parse_duration(text.trim())
         .map_err(|err| invalid(name, format!("`{text}` is not a duration like 15m or 14d ({err})")))?;
-    if ttl < Duration::from_secs(1) {
-        return Err(invalid(name, "must be at least one second"));
+    if ttl < Duration::from_secs(min_secs) {
+        let least = if min_secs == 1 { "one second".to_owned() } else { format!("{min_secs} seconds") };
+        return Err(invalid(name, format!("must be at least {least}")));
     }
     if ttl > Duration::from_secs(366 * 24 * 3600) {
         return Err(invalid(name, "must be at most a year"));
@@ -293,6 +347,20 @@ mod tests {
         assert!(!s.strict_grant_type);
         assert!(s.trusted_proxies.is_empty());
         assert_eq!(s.issuer_for(s.bind), "http://127.0.0.1:8080");
+        assert_eq!(s.signing_alg, SigningAlgorithm::Es256);
+        assert_eq!(s.key_rotation, Some(Duration::from_secs(30 * 24 * 3600)));
+        assert_eq!(s.refresh_family_max_age, Duration::from_secs(90 * 24 * 3600));
+        assert_eq!(s.hash_queue, None);
+    }
+
+    #[test]
+    fn the_signing_algorithm_and_rotation_are_configurable() {
+        let s = settings(&[("GATEHOUSE_SIGNING_ALG", "eddsa"), ("GATEHOUSE_KEY_ROTATION", "0")]).unwrap();
+        assert_eq!((s.signing_alg, s.key_rotation), (SigningAlgorithm::EdDsa, None));
+        let s = settings(&[("GATEHOUSE_SIGNING_ALG", "HS256"), ("GATEHOUSE_KEY_ROTATION", "7d")]).unwrap();
+        assert_eq!((s.signing_alg, s.key_rotation), (SigningAlgorithm::Hs256, Some(Duration::from_secs(7 * 86400))));
+        let err = settings(&[("GATEHOUSE_SIGNING_ALG", "RS256")]).unwrap_err().to_string();
+        assert_eq!(err, "GATEHOUSE_SIGNING_ALG is not valid: `RS256` is not one of ES256, EdDSA, HS256");
     }
 
     #[test]
@@ -318,6 +386,9 @@ mod tests {
             ("GATEHOUSE_STRICT_GRANT_TYPE", "maybe"),
             ("GATEHOUSE_TRUSTED_PROXIES", "10.0.0.0/99"),
             ("GATEHOUSE_ISSUER", "ftp://x"),
+            ("GATEHOUSE_KEY_ROTATION", "30s"),
+            ("GATEHOUSE_REFRESH_FAMILY_MAX_AGE", "forever"),
+            ("GATEHOUSE_HASH_QUEUE", "0"),
         ] {
             let err = settings(&[(name, value)]).unwrap_err().to_string();
             assert!(err.starts_with(name), "{err}");

@@ -14,7 +14,8 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{Logger, Next, from_fn};
 use actix_web::{App, HttpServer, web};
 
-use crate::auth::jwt::JwtKeys;
+use crate::auth::jwt::VerifiedTokens;
+use crate::auth::keys::{KeyError, KeyPolicy, KeyRing, Undecryptable};
 use crate::auth::password::{ApiLoad, PasswordHasher, QueueConfig};
 use crate::auth::session::{HybridSessionStore, IDLE_TIMEOUT, cookie_key};
 use crate::auth::throttle::LoginThrottle;
@@ -41,6 +42,10 @@ pub enum StartupError {
     Hasher(#[from] crate::auth::password::HashError),
     #[error("cannot listen")]
     Listen(#[from] std::io::Error),
+    #[error("cannot connect to the database to load the signing keys")]
+    Database(#[from] diesel::ConnectionError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
 }
 
 /// Builds what every handler shares, for a server listening on `listener`.
@@ -51,7 +56,8 @@ pub fn build_state(
 ) -> Result<web::Data<AppState>, StartupError> {
     let issuer = settings.issuer_for(listener.local_addr()?);
     let secret = settings.resolve_jwt_secret()?;
-    let keys = JwtKeys::new(&secret, &issuer, settings.access_token_ttl);
+    let keys = load_keys(&settings, &secret, &issuer)?;
+    let key_reloader = keys.keep_fresh(settings.database_url.clone());
     let api_load = Arc::new(ApiLoad::default());
     let queue = QueueConfig { capacity: settings.hash_queue, threads: None };
     let hasher = PasswordHasher::new(settings.bcrypt_cost, queue, Arc::clone(&api_load))?;
@@ -63,7 +69,26 @@ pub fn build_state(
     let grants = Grants { pool: pool.clone(), hasher, keys, policy };
     let login_throttle = LoginThrottle::new(settings.login_rate_per_minute);
     let session_key = cookie_key(settings.session_key.as_ref(), &secret);
-    Ok(web::Data::new(AppState { pool, settings, issuer, grants, login_throttle, session_key, api_load }))
+    Ok(web::Data::new(AppState { pool, settings, issuer, grants, login_throttle, session_key, api_load, key_reloader }))
+}
+
+/// Loads the signing keys (making or rotating them if due) and keeps them fresh. A secret that cannot
+/// decrypt the stored keys stops the start, except in `--dev` with a throwaway secret, which
+/// replaces them (and says so).
+fn load_keys(settings: &Settings, secret: &secrecy::SecretString, issuer: &str) -> Result<Arc<KeyRing>, StartupError> {
+    use diesel::Connection as _;
+    use secrecy::ExposeSecret as _;
+    let policy = KeyPolicy {
+        alg: settings.signing_alg,
+        rotation: settings.key_rotation.and_then(|period| chrono::Duration::from_std(period).ok()),
+        access_token_ttl: chrono::Duration::from_std(settings.access_token_ttl)
+            .unwrap_or(chrono::Duration::minutes(15)),
+    };
+    let throwaway = settings.dev_mode && settings.jwt_secret.is_none();
+    let undecryptable = if throwaway { Undecryptable::Replace } else { Undecryptable::Refuse };
+    let mut conn = diesel::PgConnection::establish(settings.database_url.expose_secret())?;
+    let ring = Arc::new(KeyRing::load(&mut conn, policy, issuer, secret, undecryptable, chrono::Utc::now())?);
+    Ok(ring)
 }
 
 /// Starts serving on `listener`; the returned server runs until it is stopped or gets SIGTERM/SIGINT,
@@ -82,6 +107,7 @@ pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> Result<Server
             .app_data(state.clone())
             // Built here, once per worker thread: the bearer checks of one thread's requests share batches.
             .app_data(TokenChecks::new(state.pool.clone()))
+            .app_data(VerifiedTokens::new())
             .configure(routes::documented)
             .split_for_parts();
         app.wrap(from_fn(routes::head_as_get))

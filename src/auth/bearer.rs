@@ -6,7 +6,8 @@ use std::rc::Rc;
 use chrono::{DateTime, Utc};
 
 use crate::auth::guard::{Denial, Requirement};
-use crate::auth::jwt::{AccessClaims, JwtKeys, TokenRejection};
+use crate::auth::jwt::{AccessClaims, TokenRejection, VerifiedToken, VerifiedTokens};
+use crate::auth::keys::KeyRing;
 use crate::auth::token_checks::TokenChecks;
 use crate::db::users::{TokenHolder, User};
 use crate::domain::ScopeSet;
@@ -40,16 +41,30 @@ pub enum BearerError {
     Server(#[from] ServerError),
 }
 
-/// Checks `token` at `now`: signature and claims, then (batched with the worker's other requests)
-/// that its user exists and is active, that it was not revoked, and that it was issued after the
-/// user's latest invalidation cut-off.
-pub async fn authenticate(
-    keys: &JwtKeys,
-    checks: &Rc<TokenChecks>,
-    token: &str,
-    now: DateTime<Utc>,
-) -> Result<Caller, BearerError> {
-    let claims = keys.verify(token, now).map_err(BearerError::Invalid)?;
+/// What a worker thread checks bearer tokens with: the keys, its cache of verified signatures and its
+/// batch of database lookups.
+pub struct Verifier<'a> {
+    pub keys: &'a KeyRing,
+    pub verified: &'a VerifiedTokens,
+    pub checks: &'a Rc<TokenChecks>,
+}
+
+/// Checks `token` at `now`: signature (once per token and worker: later presentations hit the cache,
+/// while the signing key must still be accepted) and the time window; then, batched with the
+/// worker's other requests, that its user exists and is active, that it was not revoked, and that it
+/// was issued after the user's latest invalidation cut-off.
+pub async fn authenticate(verifier: &Verifier<'_>, token: &str, now: DateTime<Utc>) -> Result<Caller, BearerError> {
+    let verified = match verifier.verified.get(token) {
+        Some(verified) if verifier.keys.accepts(&verified.kid, now) => verified,
+        Some(_) => return Err(BearerError::Invalid(TokenRejection::BadSignature)),
+        None => {
+            let (kid, claims) = verifier.keys.verify_signature(token, now).map_err(BearerError::Invalid)?;
+            verifier.verified.insert(token, VerifiedToken { kid, claims })
+        }
+    };
+    verified.claims.check_time(now).map_err(BearerError::Invalid)?;
+    let claims = verified.claims.clone();
+    let checks = verifier.checks;
     let scopes = ScopeSet::parse(&claims.scope).map_err(|_| BearerError::Invalid(TokenRejection::Malformed))?;
     let found = checks.token_holder(claims.sub, claims.jti).await?;
     let Some(TokenHolder { user, roles, token_revoked }) = found else {

@@ -22,6 +22,8 @@ impl Requirement {
     pub const ITEMS_WRITE: Requirement = Requirement { scope: Some(ScopeName::ITEMS_WRITE), role: None };
     pub const ADMIN_STATS: Requirement =
         Requirement { scope: Some(ScopeName::ADMIN_STATS), role: Some(RoleName::ADMIN) };
+    /// RFC 7662 introspection, for other services.
+    pub const INTROSPECT: Requirement = Requirement { scope: Some(ScopeName::TOKENS_INTROSPECT), role: None };
     /// The admin pages (a browser session has no scopes: the role decides).
     pub const ADMIN_PAGES: Requirement = Requirement { scope: None, role: Some(RoleName::ADMIN) };
 

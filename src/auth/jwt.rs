@@ -1,20 +1,23 @@
-//! Access tokens: RFC 9068 JWTs signed with HS256.
+//! Access tokens: RFC 9068 JWTs. What they claim, and the checks every token must pass whatever key
+//! signed it (`auth::keys` owns the keys).
 //!
 //! Time is always a parameter, so expiry is checked against the caller's clock and tests need no sleeping.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use base64::Engine as _;
 use chrono::{DateTime, TimeZone, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::ScopeSet;
-
 /// RFC 9068 §2.1: the `typ` header of a JWT access token.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
-const ALGORITHM: Algorithm = Algorithm::HS256;
 /// Tolerated clock difference for `nbf`/`iat`, as tokens may be checked by other instances.
-const LEEWAY_SECS: i64 = 5;
+pub const LEEWAY_SECS: i64 = 5;
+/// Header members that would let a token choose its own key or demand extensions: refused outright.
+const FORBIDDEN_HEADERS: [&str; 6] = ["jku", "jwk", "x5u", "x5c", "crit", "zip"];
 
 /// The claims of an access token, named as RFC 7519 / RFC 9068 name them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -26,7 +29,7 @@ pub struct AccessClaims {
     pub exp: i64,
     pub iat: i64,
     pub nbf: i64,
-    /// A UUIDv7: unique, and its embedded millisecond timestamp dates the token more finely than `iat`.
+    /// A UUIDv7 whose timestamp dates the token more finely than `iat` (see [`jti_at`]).
     pub jti: Uuid,
     pub scope: String,
     pub preferred_username: String,
@@ -39,6 +42,18 @@ impl AccessClaims {
     /// Invalidation cut-offs are compared at this precision. Falls back to `iat` for other `jti`s.
     pub fn issued_at(&self) -> DateTime<Utc> {
         issued_at_of(self.jti).unwrap_or_else(|| Utc.timestamp_opt(self.iat, 0).single().unwrap_or_default())
+    }
+
+    /// Checks the time window at `now`: not expired, not issued in the future beyond the leeway.
+    pub fn check_time(&self, now: DateTime<Utc>) -> Result<(), TokenRejection> {
+        let now = now.timestamp();
+        if now >= self.exp {
+            return Err(TokenRejection::Expired);
+        }
+        if self.nbf > now + LEEWAY_SECS || self.iat > now + LEEWAY_SECS {
+            return Err(TokenRejection::NotYetValid);
+        }
+        Ok(())
     }
 }
 
@@ -94,136 +109,92 @@ pub struct TokenSubject<'a> {
     pub roles: &'a [String],
 }
 
-#[derive(Clone)]
-pub struct JwtKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-    issuer: String,
-    audience: String,
-    ttl: chrono::Duration,
+/// The protected header of a presented token, read before any key is chosen.
+#[derive(Debug, Clone)]
+pub struct PresentedHeader {
+    pub alg: String,
+    pub kid: Option<String>,
 }
 
-impl JwtKeys {
-    /// `issuer` is also the audience: the API that accepts these tokens is this same service.
-    pub fn new(secret: &SecretString, issuer: &str, ttl: std::time::Duration) -> Self {
-        let bytes = secret.expose_secret().as_bytes();
-        let mut validation = Validation::new(ALGORITHM);
-        validation.algorithms = vec![ALGORITHM];
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf", "iat"]);
-        // Expiry and not-before are checked by `verify` against the `now` it is given.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        Self {
-            encoding: EncodingKey::from_secret(bytes),
-            decoding: DecodingKey::from_secret(bytes),
-            validation,
-            issuer: issuer.to_owned(),
-            audience: issuer.to_owned(),
-            ttl: chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15)),
-        }
+/// Reads a token's header and refuses, before any cryptography, what gatehouse never issues: no
+/// `typ: at+jwt` (RFC 9068 §4), a header that names its own key (`jku`, `jwk`, `x5u`, `x5c`) or
+/// demands extensions (`crit`), or anything that is not three base64url parts.
+pub fn read_header(token: &str) -> Result<PresentedHeader, TokenRejection> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(TokenRejection::Malformed);
+    };
+    let json =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).map_err(|_| TokenRejection::Malformed)?;
+    let fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|_| TokenRejection::Malformed)?;
+    if FORBIDDEN_HEADERS.iter().any(|name| fields.contains_key(*name)) {
+        return Err(TokenRejection::BadSignature);
+    }
+    let text = |name: &str| fields.get(name).and_then(serde_json::Value::as_str);
+    let alg = text("alg").ok_or(TokenRejection::Malformed)?.to_owned();
+    let typ_ok = text("typ").is_some_and(|typ| {
+        typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || typ.eq_ignore_ascii_case("application/at+jwt")
+    });
+    if !typ_ok {
+        return Err(TokenRejection::WrongType);
+    }
+    let kid = match fields.get("kid") {
+        None => None,
+        Some(serde_json::Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(TokenRejection::Malformed),
+    };
+    Ok(PresentedHeader { alg, kid })
+}
+
+/// Tokens whose signature one worker thread has already verified, so a client that presents the same
+/// token again costs a map lookup, not an ECDSA verification. Bounded; not shared between threads
+/// (so no lock). Only the signature is cached: expiry, the signing key still being accepted, and
+/// revocation are checked on every request.
+pub struct VerifiedTokens {
+    entries: RefCell<HashMap<Box<str>, Rc<VerifiedToken>>>,
+    capacity: usize,
+}
+
+/// A token whose signature and claims checked out.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub kid: String,
+    pub claims: AccessClaims,
+}
+
+impl VerifiedTokens {
+    pub const CAPACITY: usize = 10_000;
+
+    pub fn new() -> Rc<Self> {
+        Rc::new(Self { entries: RefCell::new(HashMap::new()), capacity: Self::CAPACITY })
     }
 
-    pub fn ttl_secs(&self) -> i64 {
-        self.ttl.num_seconds()
+    /// The verified claims of `token`, if its signature was checked before. The map is keyed by the
+    /// whole token (SipHash and full comparison), so no forged token can hit another's entry.
+    pub fn get(&self, token: &str) -> Option<Rc<VerifiedToken>> {
+        self.entries.borrow().get(token).cloned()
     }
 
-    pub fn issue(
-        &self,
-        subject: &TokenSubject<'_>,
-        scopes: &ScopeSet,
-        now: DateTime<Utc>,
-    ) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
-        let iat = now.timestamp();
-        let claims = AccessClaims {
-            iss: self.issuer.clone(),
-            sub: subject.user_id,
-            aud: self.audience.clone(),
-            exp: iat + self.ttl.num_seconds(),
-            iat,
-            nbf: iat,
-            jti: jti_at(now),
-            scope: scopes.to_string(),
-            preferred_username: subject.username.to_owned(),
-            roles: subject.roles.to_vec(),
-        };
-        let mut header = Header::new(ALGORITHM);
-        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)?;
-        Ok((token, claims))
-    }
-
-    /// Checks signature, algorithm, `typ`, issuer, audience and the time window.
-    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<AccessClaims, TokenRejection> {
-        let claims = self.verify_ignoring_expiry(token)?;
-        let now = now.timestamp();
-        if now >= claims.exp {
-            return Err(TokenRejection::Expired);
+    pub fn insert(&self, token: &str, verified: VerifiedToken) -> Rc<VerifiedToken> {
+        let verified = Rc::new(verified);
+        let mut entries = self.entries.borrow_mut();
+        if entries.len() >= self.capacity {
+            // Full: forget everything rather than track recency; it refills at one verification per token.
+            entries.clear();
         }
-        if claims.nbf > now + LEEWAY_SECS || claims.iat > now + LEEWAY_SECS {
-            return Err(TokenRejection::NotYetValid);
-        }
-        Ok(claims)
-    }
-
-    /// Checks everything [`verify`](Self::verify) does but the time window: for revoking a token,
-    /// which is harmless however old it is.
-    pub fn verify_ignoring_expiry(&self, token: &str) -> Result<AccessClaims, TokenRejection> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
-        // RFC 9068 §4: reject anything not typed as an access token (the media type may be spelled out).
-        let typ_ok = header.typ.as_deref().is_some_and(|typ| {
-            typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || typ.eq_ignore_ascii_case("application/at+jwt")
-        });
-        if header.alg != ALGORITHM {
-            return Err(TokenRejection::BadSignature);
-        }
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation).map_err(|err| {
-            use jsonwebtoken::errors::ErrorKind;
-            match err.kind() {
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    TokenRejection::BadSignature
-                }
-                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenRejection::WrongIssuerOrAudience,
-                _ => TokenRejection::Malformed,
-            }
-        })?;
-        if !typ_ok {
-            return Err(TokenRejection::WrongType);
-        }
-        Ok(data.claims)
+        entries.insert(token.into(), Rc::clone(&verified));
+        verified
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine as _;
 
-    const ISSUER: &str = "http://127.0.0.1:8080";
-
-    fn keys() -> JwtKeys {
-        JwtKeys::new(&"k".repeat(32).into(), ISSUER, std::time::Duration::from_secs(900))
-    }
-
-    fn issue(keys: &JwtKeys, now: DateTime<Utc>) -> (String, AccessClaims) {
-        let roles = vec!["user".to_owned()];
-        let subject = TokenSubject { user_id: Uuid::new_v4(), username: "alice", roles: &roles };
-        keys.issue(&subject, &ScopeSet::parse("profile").unwrap(), now).unwrap()
-    }
-
-    #[test]
-    fn a_fresh_token_verifies_and_carries_the_contract_claims() {
-        let keys = keys();
-        let now = Utc::now();
-        let (token, claims) = issue(&keys, now);
-        assert_eq!(keys.verify(&token, now).unwrap(), claims);
-        assert_eq!(claims.exp - claims.iat, 900);
-        let header = jsonwebtoken::decode_header(&token).unwrap();
-        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-        assert!((claims.issued_at() - now).num_microseconds().unwrap().abs() <= 1);
-        assert!(claims.issued_at() <= now, "never younger than it is");
+    fn header_of(json: &str) -> String {
+        let encode = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        format!("{}.{}.{}", encode(json), encode("{}"), encode("sig"))
     }
 
     #[test]
@@ -237,39 +208,66 @@ mod tests {
     }
 
     #[test]
-    fn a_token_is_refused_from_its_expiry_on() {
-        let keys = keys();
-        let now = Utc::now();
-        let (token, _) = issue(&keys, now);
-        let later = now + chrono::Duration::seconds(900);
-        assert_eq!(keys.verify(&token, later), Err(TokenRejection::Expired));
-    }
-
-    #[test]
-    fn another_key_or_issuer_is_refused() {
-        let now = Utc::now();
-        let (token, _) = issue(&keys(), now);
-        let other_key = JwtKeys::new(&"x".repeat(32).into(), ISSUER, std::time::Duration::from_secs(900));
-        assert_eq!(other_key.verify(&token, now), Err(TokenRejection::BadSignature));
-        let other_issuer =
-            JwtKeys::new(&"k".repeat(32).into(), "http://elsewhere", std::time::Duration::from_secs(900));
-        assert_eq!(other_issuer.verify(&token, now), Err(TokenRejection::WrongIssuerOrAudience));
-    }
-
-    #[test]
-    fn alg_none_is_refused() {
-        let now = Utc::now();
-        let (token, _) = issue(&keys(), now);
-        let payload = token.split('.').nth(1).unwrap();
-        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt"}"#);
-        let forged = format!("{header}.{payload}.");
-        assert!(keys().verify(&forged, now).is_err());
+    fn headers_that_choose_their_own_key_or_demand_extensions_are_refused() {
+        for member in ["jku", "jwk", "x5u", "x5c", "crit", "zip"] {
+            let token = header_of(&format!(r#"{{"alg":"ES256","typ":"at+jwt","{member}":"x"}}"#));
+            assert_eq!(read_header(&token).unwrap_err(), TokenRejection::BadSignature, "{member}");
+        }
+        let plain = header_of(r#"{"alg":"ES256","typ":"at+jwt","kid":"k1"}"#);
+        assert_eq!(read_header(&plain).unwrap().kid.as_deref(), Some("k1"));
+        let untyped = header_of(r#"{"alg":"ES256","kid":"k1"}"#);
+        assert_eq!(read_header(&untyped).unwrap_err(), TokenRejection::WrongType);
     }
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
-        for input in ["", ".", "a.b.c", "ÿÿÿ", "eyJ.eyJ.x"] {
-            assert!(keys().verify(input, Utc::now()).is_err());
+        for input in ["", ".", "a.b.c", "ÿÿÿ", "eyJ.eyJ.x", "a.b.c.d", "e30.e30"] {
+            assert_eq!(read_header(input).unwrap_err(), TokenRejection::Malformed, "{input:?}");
         }
+    }
+
+    #[test]
+    fn the_time_window_has_five_seconds_of_leeway() {
+        let now = Utc::now();
+        let at = |offset: i64| AccessClaims {
+            iss: "i".into(),
+            sub: Uuid::nil(),
+            aud: "i".into(),
+            exp: now.timestamp() + 900 + offset,
+            iat: now.timestamp() + offset,
+            nbf: now.timestamp() + offset,
+            jti: jti_at(now),
+            scope: String::new(),
+            preferred_username: "a".into(),
+            roles: vec![],
+        };
+        assert_eq!(at(3).check_time(now), Ok(()));
+        assert_eq!(at(30).check_time(now), Err(TokenRejection::NotYetValid));
+        assert_eq!(at(-900).check_time(now), Err(TokenRejection::Expired));
+    }
+
+    #[test]
+    fn a_full_cache_starts_over_instead_of_growing() {
+        let cache = VerifiedTokens { entries: RefCell::new(HashMap::new()), capacity: 2 };
+        let claims = |kid: &str| VerifiedToken {
+            kid: kid.into(),
+            claims: AccessClaims {
+                iss: String::new(),
+                sub: Uuid::nil(),
+                aud: String::new(),
+                exp: 0,
+                iat: 0,
+                nbf: 0,
+                jti: Uuid::nil(),
+                scope: String::new(),
+                preferred_username: String::new(),
+                roles: vec![],
+            },
+        };
+        cache.insert("a", claims("1"));
+        cache.insert("b", claims("1"));
+        cache.insert("c", claims("1"));
+        assert!(cache.get("a").is_none() && cache.get("c").is_some());
+        assert_eq!(cache.entries.borrow().len(), 1);
     }
 }

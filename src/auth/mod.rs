@@ -5,6 +5,7 @@ pub mod bearer;
 pub mod credentials;
 pub mod guard;
 pub mod jwt;
+pub mod keys;
 pub mod password;
 pub mod session;
 pub mod throttle;

@@ -1,8 +1,9 @@
-//! The command line: `gatehouse serve | migrate | user … | audit …`.
+//! The command line: `gatehouse serve | migrate | user … | audit … | keys …`.
 //!
 //! Exit codes: 0 ok, 2 bad usage (clap's own), 1 any other failure with one line on stderr.
 
 mod audit;
+mod keys;
 mod serve;
 mod user;
 
@@ -11,6 +12,7 @@ use diesel::PgConnection;
 use secrecy::ExposeSecret;
 
 pub use audit::{AuditCommand, escape_control};
+pub use keys::KeysCommand;
 pub use user::UserCommand;
 
 use crate::config::{Settings, parse_bind};
@@ -47,6 +49,9 @@ pub enum Command {
     /// Read the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Manage the signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 /// A failure to report in one line, exit code 1.
@@ -85,6 +90,7 @@ pub fn run(cli: Cli, mut settings: Settings) -> Result<(), CliError> {
         }
         Command::User(command) => user::run(&mut connect_and_migrate(&settings)?, &settings, command),
         Command::Audit(command) => audit::run(&mut connect_and_migrate(&settings)?, command),
+        Command::Keys(command) => keys::run(&mut connect_and_migrate(&settings)?, &settings, command),
     }
 }
 

@@ -53,10 +53,15 @@ pub(super) fn serve(settings: Settings) -> Result<(), CliError> {
     let bound = listener.local_addr().map_err(CliError::from_display)?;
     // Two cores serve the API and PostgreSQL alike: a few connections keep both busy.
     let pool = db::pool(settings.database_url.expose_secret(), 8);
+    let database = settings.database_url_for_display();
+    let (dev_mode, ephemeral_secret) = (settings.dev_mode, settings.jwt_secret.is_none());
+    // Everything that can refuse to start (the signing keys, above all) before the first log line.
+    let state =
+        crate::startup::build_state(&listener, pool.clone(), settings).map_err(|err| CliError::from_error(&err))?;
 
-    log::info!("database: {}", settings.database_url_for_display());
-    if settings.dev_mode {
-        if settings.jwt_secret.is_none() {
+    log::info!("database: {database}");
+    if dev_mode {
+        if ephemeral_secret {
             log::warn!("--dev: using an ephemeral JWT secret; tokens die with this process");
         }
         println!("gatehouse (dev mode) listening on http://{bound}");
@@ -68,8 +73,8 @@ pub(super) fn serve(settings: Settings) -> Result<(), CliError> {
     }
 
     actix_web::rt::System::new().block_on(async move {
-        spawn_purger(pool.clone());
-        let server = crate::startup::run(listener, pool, settings).map_err(CliError::from_display)?;
+        spawn_purger(pool);
+        let server = crate::startup::serve(listener, state).map_err(|err| CliError::from_error(&err))?;
         server.await.map_err(|err| CliError(format!("server error: {err}")))
     })
 }

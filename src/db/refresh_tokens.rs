@@ -351,3 +351,36 @@ pub fn purge_expired(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult
         diesel::delete(revoked_access_tokens::table.filter(revoked_access_tokens::expires_at.lt(now))).execute(conn)?;
     Ok(families + tokens + revoked)
 }
+
+/// A refresh token as RFC 7662 introspection describes it.
+#[derive(Debug, Clone, Queryable)]
+pub struct LiveRefreshToken {
+    pub scope: ScopeSet,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub user_id: Uuid,
+    pub username: String,
+}
+
+/// The token whose hash is `presented`, if it could be exchanged at `now`: unused, unexpired, in a
+/// live family that no invalidation ended, of an active user.
+pub fn live(conn: &mut PgConnection, presented: &[u8], now: DateTime<Utc>) -> QueryResult<Option<LiveRefreshToken>> {
+    refresh_tokens::table
+        .inner_join(refresh_families::table.inner_join(users::table))
+        .filter(refresh_tokens::token_hash.eq(presented))
+        .filter(refresh_tokens::used_at.is_null())
+        .filter(refresh_tokens::expires_at.gt(now))
+        .filter(refresh_families::revoked_at.is_null())
+        .filter(refresh_families::expires_at.gt(now))
+        .filter(users::is_active.eq(true))
+        .filter(refresh_families::auth_time.ge(users::tokens_valid_after))
+        .select((
+            refresh_tokens::scope,
+            refresh_tokens::issued_at,
+            refresh_tokens::expires_at,
+            users::id,
+            users::username,
+        ))
+        .first(conn)
+        .optional()
+}

@@ -105,6 +105,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        alg -> Text,
+        public_jwk -> Nullable<Jsonb>,
+        private_key -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+        activates_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     user_roles (user_id, role_name) {
         user_id -> Uuid,
         role_name -> Text,
@@ -153,6 +164,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     roles,
     scopes,
     sessions,
+    signing_keys,
     user_roles,
     users,
 );

@@ -178,17 +178,19 @@ struct FailureCounted {
 /// instant the lock ends is returned. Run it before writing rows that reference the user (audit
 /// events): their foreign-key lock taken first would deadlock two concurrent failures.
 pub fn record_failure(conn: &mut PgConnection, user_id: Uuid, threshold: i32) -> QueryResult<Option<DateTime<Utc>>> {
+    // One plain UPDATE (its SET sees the row as it was): the failure that reaches the threshold
+    // resets the count to 0, any other leaves it at 1 or more, so `failed_logins = 0` afterwards
+    // means "this failure locked the account".
     let counted: FailureCounted = diesel::sql_query(format!(
-        "WITH before AS (SELECT id, failed_logins + 1 >= $2 AS locks FROM users WHERE id = $1 FOR NO KEY UPDATE) \
-         UPDATE users SET \
+        "UPDATE users SET \
              check_claims = greatest({LIVE_CLAIMS} - 1, 0), \
-             failed_logins = CASE WHEN before.locks THEN 0 ELSE failed_logins + 1 END, \
-             lockouts = CASE WHEN before.locks THEN lockouts + 1 ELSE lockouts END, \
-             locked_until = CASE WHEN before.locks \
+             failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END, \
+             lockouts = CASE WHEN failed_logins + 1 >= $2 THEN lockouts + 1 ELSE lockouts END, \
+             locked_until = CASE WHEN failed_logins + 1 >= $2 \
                  THEN now() + make_interval(secs => least(60 * power(2, least(lockouts, 16)), 3600)) \
                  ELSE locked_until END \
-         FROM before WHERE users.id = before.id \
-         RETURNING CASE WHEN before.locks THEN users.locked_until END AS locked_until"
+         WHERE id = $1 \
+         RETURNING CASE WHEN failed_logins = 0 THEN locked_until END AS locked_until"
     ))
     .bind::<SqlUuid, _>(user_id)
     .bind::<Integer, _>(threshold)

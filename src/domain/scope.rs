@@ -16,14 +16,16 @@ impl ScopeName {
     pub const ITEMS_WRITE: &'static str = "items:write";
     pub const ADMIN_STATS: &'static str = "admin:stats";
     pub const ADMIN_USERS: &'static str = "admin:users";
+    pub const TOKENS_INTROSPECT: &'static str = "tokens:introspect";
 
-    /// The scopes the first migration seeds, with the descriptions the API documentation shows.
-    pub const DESCRIBED: [(&'static str, &'static str); 5] = [
+    /// The scopes the migrations seed, with the descriptions the API documentation shows.
+    pub const DESCRIBED: [(&'static str, &'static str); 6] = [
         (Self::PROFILE, "Read your own profile; sign out everywhere"),
         (Self::ITEMS_READ, "Read your items"),
         (Self::ITEMS_WRITE, "Create items"),
         (Self::ADMIN_STATS, "Read service statistics (role admin)"),
         (Self::ADMIN_USERS, "Manage users (role admin)"),
+        (Self::TOKENS_INTROSPECT, "Introspect tokens at /introspect (role service)"),
     ];
 
     pub fn parse(raw: &str) -> Result<Self, ScopeNameError> {

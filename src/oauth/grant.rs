@@ -2,12 +2,15 @@
 //! new refresh token. The rules that two requests could break together are transactions in
 //! `db::refresh_tokens`; this module decides what to ask for and what the answer means.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::GrantError;
 use crate::auth::credentials::{self, Attempt, LoginError};
-use crate::auth::jwt::{JwtKeys, TokenSubject};
+use crate::auth::jwt::TokenSubject;
+use crate::auth::keys::KeyRing;
 use crate::auth::password::PasswordHasher;
 use crate::db::auth_events::NewEvent;
 use crate::db::refresh_tokens::{self, FamilyStart, Grantee, NewToken, Rotation, Start};
@@ -46,7 +49,7 @@ pub struct RefreshPolicy {
 pub struct Grants {
     pub pool: PgPool,
     pub hasher: PasswordHasher,
-    pub keys: JwtKeys,
+    pub keys: Arc<KeyRing>,
     pub policy: RefreshPolicy,
 }
 
@@ -142,9 +145,9 @@ impl Grants {
         // An access token's signature is checked; its expiry is not, as revoking an expired one is harmless.
         let access = self
             .keys
-            .verify_ignoring_expiry(token.expose_secret())
+            .verify_signature(token.expose_secret(), now)
             .ok()
-            .map(|claims| (claims.jti, claims.sub, DateTime::from_timestamp(claims.exp, 0).unwrap_or(now)));
+            .map(|(_, claims)| (claims.jti, claims.sub, DateTime::from_timestamp(claims.exp, 0).unwrap_or(now)));
         let event = NewEvent::new(EventKind::Revoke, attempt.channel).client(attempt.client_addr());
         db::run(&self.pool, move |conn| {
             if let Some((user_id, family_id)) = refresh_tokens::revoke_family_of(conn, &hash, now)? {

@@ -3,6 +3,7 @@
 
 pub mod form;
 pub mod grant;
+pub mod introspect;
 pub mod request;
 
 use crate::errors::ServerError;

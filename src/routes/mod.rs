@@ -37,6 +37,8 @@ pub struct AppState {
     pub session_key: actix_web::cookie::Key,
     /// Requests in flight, which decide whether spare threads may hash.
     pub api_load: Arc<ApiLoad>,
+    /// Reloads the signing keys every minute while the server lives.
+    pub key_reloader: crate::auth::keys::Reloader,
 }
 
 impl AppState {
@@ -102,7 +104,9 @@ pub async fn head_as_get(
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/token"),
     ("POST", "/revoke"),
+    ("POST", "/introspect"),
     ("GET", "/.well-known/oauth-authorization-server"),
+    ("GET", "/.well-known/jwks.json"),
     ("GET", "/api/users/me"),
     ("POST", "/api/users/me/sign-out-all"),
     ("GET", "/api/items"),

@@ -11,12 +11,16 @@ use super::AppState;
 use super::body::{BodyError, read_limited};
 use super::docs::ErrorResponse;
 use super::errors::{ApiError, TokenError, no_store};
+use crate::auth::bearer::Caller;
 use crate::auth::credentials::Attempt;
+use crate::auth::guard::Requirement;
+use crate::auth::keys::JWKS_MAX_AGE;
 use crate::auth::throttle::retry_after_secs;
 use crate::domain::{AddressBucket, Channel};
 use crate::oauth::GrantError;
 use crate::oauth::form::FormFields;
 use crate::oauth::grant::IssuedTokens;
+use crate::oauth::introspect::Introspection;
 use crate::oauth::request::TokenRequest;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -25,7 +29,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 const FORM_LIMIT: usize = 4 * 1024;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(token).service(revoke).service(metadata);
+    cfg.service(token).service(revoke).service(introspection).service(metadata).service(jwks);
 }
 
 /// The fields of a token request (documentation only: the body is parsed strictly by `FormFields`).
@@ -132,11 +136,83 @@ async fn revoke(
     Ok(no_store(HttpResponse::Ok()).finish())
 }
 
+/// The fields of an introspection request (RFC 7662 §2.1).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct IntrospectForm {
+    /// An access token or a refresh token.
+    #[schema(min_length = 1)]
+    token: String,
+    /// `access_token` or `refresh_token`; only decides which is looked for first.
+    token_type_hint: Option<String>,
+}
+
+/// Token introspection (RFC 7662) for other services: the caller's bearer token needs scope
+/// `tokens:introspect` (role `service`). A live access or refresh token is described;
+/// anything else (expired, revoked, malformed, foreign) is `{"active": false}` and nothing more.
+#[utoipa::path(
+    post,
+    path = "/introspect",
+    tag = "oauth",
+    security(("oauth2" = ["tokens:introspect"])),
+    request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The token's state", body = Introspection),
+        (status = 400, description = "`invalid_request`: no `token`, or not a form body", body = ErrorResponse),
+        (status = 401, description = "No bearer token, or an invalid one", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope`: the caller's token lacks `tokens:introspect`", body = ErrorResponse),
+    )
+)]
+#[post("/introspect")]
+async fn introspection(
+    req: HttpRequest,
+    caller: Caller,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Requirement::INTROSPECT)?;
+    let body = read_limited(payload, FORM_LIMIT).await.map_err(|err| match err {
+        BodyError::TooLarge => ApiError::PayloadTooLarge,
+        BodyError::Unreadable => ApiError::InvalidRequest(err.to_string()),
+    })?;
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    let form = FormFields::parse(content_type, &body).map_err(|err| ApiError::InvalidRequest(err.to_string()))?;
+    let presented = form.get("token").ok_or_else(|| ApiError::InvalidRequest("token is required".to_owned()))?;
+    let answer = crate::oauth::introspect::introspect(
+        &state.pool,
+        &state.grants.keys,
+        &state.issuer,
+        SecretString::from(presented),
+        form.get("token_type_hint"),
+        Utc::now(),
+    )
+    .await?;
+    Ok(no_store(HttpResponse::Ok()).json(answer))
+}
+
+/// The public keys that verify access tokens (RFC 7517). Verifiers may cache it for five minutes; a
+/// new key appears here before it signs, and an old one stays until its tokens have expired.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "oauth",
+    responses((status = 200, description = "JWK set (public keys only; empty when tokens are HS256)"))
+)]
+#[get("/.well-known/jwks.json")]
+async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, format!("public, max-age={}", JWKS_MAX_AGE.as_secs())))
+        .json(state.grants.keys.jwks(Utc::now()))
+}
+
 #[derive(Serialize, ToSchema)]
 struct ServerMetadata {
     issuer: String,
     token_endpoint: String,
     revocation_endpoint: String,
+    introspection_endpoint: String,
+    jwks_uri: String,
     grant_types_supported: [&'static str; 2],
     scopes_supported: Vec<String>,
     token_endpoint_auth_methods_supported: [&'static str; 1],
@@ -158,6 +234,8 @@ async fn metadata(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
     Ok(HttpResponse::Ok().json(ServerMetadata {
         token_endpoint: format!("{issuer}/token"),
         revocation_endpoint: format!("{issuer}/revoke"),
+        introspection_endpoint: format!("{issuer}/introspect"),
+        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
         issuer,
         grant_types_supported: ["password", "refresh_token"],
         scopes_supported: scopes.into_iter().map(|scope| scope.name).collect(),

@@ -9,8 +9,8 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &["domain", "errors"]),
     ("db", &["db", "domain", "errors"]),
-    ("auth", &["auth", "db", "domain", "errors", "random"]),
-    ("oauth", &["oauth", "auth", "db", "domain", "errors", "random"]),
+    ("auth", &["auth", "db", "domain", "errors", "random", "config"]),
+    ("oauth", &["oauth", "auth", "db", "domain", "errors", "random", "config"]),
     ("config.rs", &["random"]),
     ("errors.rs", &[]),
     ("random.rs", &[]),

@@ -7,7 +7,12 @@ use reqwest::header::{self, HeaderValue};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{JWT_SECRET, TestApp, TestUser, assert_bearer_error, spawn_app, spawn_app_with};
+use crate::helpers::{JWT_SECRET, TestApp, TestUser, assert_bearer_error, spawn_app_with};
+
+/// These tests forge tokens with the shared secret, so here the server signs with HS256 too.
+async fn spawn_app() -> TestApp {
+    spawn_app_with(&[("GATEHOUSE_SIGNING_ALG", "HS256")]).await
+}
 
 const ME: &str = "/api/users/me";
 const STATS: &str = "/api/admin/stats";
@@ -39,7 +44,8 @@ fn claims_for(app: &TestApp, user: &TestUser, scope: &str) -> Value {
 fn sign(claims: &Value, alg: Algorithm, typ: Option<&str>, secret: &str) -> String {
     let mut header = Header::new(alg);
     header.typ = typ.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    header.kid = Some(gatehouse::auth::keys::hs256_kid(&JWT_SECRET.into()).unwrap());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes()).unwrap()).unwrap()
 }
 
 /// Signs `claims` exactly as the server does: HS256, `typ: at+jwt`, the test secret.
@@ -335,7 +341,11 @@ async fn admin_stats_count_the_users_items_and_sign_ins_that_happened() {
     let response = app.get(STATS, Some(&admin_token)).await;
     assert_eq!(response.status(), 200);
     let stats: Value = response.json().await.unwrap();
-    assert_eq!(stats["users"], json!({"total": 3, "active": 2, "by_role": {"admin": 1, "user": 3}}), "{stats}");
+    assert_eq!(
+        stats["users"],
+        json!({"total": 3, "active": 2, "by_role": {"admin": 1, "service": 0, "user": 3}}),
+        "{stats}"
+    );
     assert_eq!(stats["items"], 2, "{stats}");
     assert_eq!(stats["last_24h"]["logins"], 2, "{stats}");
     assert_eq!(stats["last_24h"]["failures"], 2, "{stats}");

@@ -10,7 +10,16 @@ use crate::helpers::spawn_app;
 /// Routes that answer HTML or assets: not part of the API document.
 fn is_documented_kind(path: &str) -> bool {
     path.starts_with("/api/")
-        || matches!(path, "/token" | "/revoke" | "/.well-known/oauth-authorization-server" | "/healthz" | "/readyz")
+        || matches!(
+            path,
+            "/token"
+                | "/revoke"
+                | "/introspect"
+                | "/.well-known/oauth-authorization-server"
+                | "/.well-known/jwks.json"
+                | "/healthz"
+                | "/readyz"
+        )
 }
 
 async fn document(app: &crate::helpers::TestApp) -> Value {
@@ -65,7 +74,10 @@ async fn the_oauth2_scheme_is_the_password_flow_against_token_with_every_scope()
     let flow = &scheme["flows"]["password"];
     assert_eq!(flow["tokenUrl"], "/token");
     let scopes: BTreeSet<&str> = flow["scopes"].as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(scopes, BTreeSet::from(["profile", "items:read", "items:write", "admin:stats", "admin:users"]));
+    assert_eq!(
+        scopes,
+        BTreeSet::from(["profile", "items:read", "items:write", "admin:stats", "admin:users", "tokens:introspect"])
+    );
     for (_, description) in flow["scopes"].as_object().unwrap() {
         assert!(!description.as_str().unwrap().is_empty());
     }

@@ -42,7 +42,7 @@ pub struct TestDb {
 
 /// A migrated database that every test's database is copied from (`CREATE DATABASE … TEMPLATE`),
 /// so a test pays for a file copy instead of running every migration. Its name carries a hash of
-/// the migrations, so a changed migration makes a new one (and older ones are dropped).
+/// the migrations, so a changed migration makes a new one.
 fn template_on(server: &str) -> String {
     use std::hash::{Hash, Hasher};
     static TEMPLATES: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
@@ -70,11 +70,8 @@ fn template_on(server: &str) -> String {
         diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'gatehouse_test_template_%'")
             .load(&mut admin)
             .unwrap();
+    // Templates of other migration sets (another checkout's tests may be using them) are left alone.
     if !existing.iter().any(|db| db.datname == name) {
-        for stale in existing {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", stale.datname))
-                .execute(&mut admin);
-        }
         let building = format!("{name}_building");
         diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).execute(&mut admin).unwrap();
         diesel::sql_query(format!("CREATE DATABASE {building}")).execute(&mut admin).unwrap();
@@ -165,20 +162,28 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 }
 
 pub async fn spawn_app_on(db: TestDb, overrides: &[(&str, &str)]) -> TestApp {
-    spawn_instance(Arc::new(db), overrides).await
+    spawn_instance_on(Arc::new(db), overrides).await
 }
 
 /// Two instances of the server on one database, as behind a load balancer: PostgreSQL is all
 /// they share.
+/// Like instances behind one address, they share one issuer (`GATEHOUSE_ISSUER`, which otherwise
+/// follows each one's own port), so a token from either is good on both.
 pub async fn spawn_pair(overrides: &[(&str, &str)]) -> (TestApp, TestApp) {
     init_logging();
     let db = Arc::new(TestDb::create());
-    let first = spawn_instance(Arc::clone(&db), overrides).await;
-    let second = spawn_instance(db, overrides).await;
+    let overrides: Vec<(&str, &str)> =
+        [("GATEHOUSE_ISSUER", PAIR_ISSUER)].into_iter().chain(overrides.iter().copied()).collect();
+    let first = spawn_instance_on(Arc::clone(&db), &overrides).await;
+    let second = spawn_instance_on(db, &overrides).await;
     (first, second)
 }
 
-async fn spawn_instance(db: Arc<TestDb>, overrides: &[(&str, &str)]) -> TestApp {
+/// The issuer both instances of a pair share.
+pub const PAIR_ISSUER: &str = "http://gatehouse.test";
+
+/// Another instance on an existing database (a second server, or a restart with other settings).
+pub async fn spawn_instance_on(db: Arc<TestDb>, overrides: &[(&str, &str)]) -> TestApp {
     init_logging();
     let settings = test_settings(&db.url, overrides);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

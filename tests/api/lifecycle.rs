@@ -584,7 +584,9 @@ async fn the_metadata_document_describes_this_server() {
     let mut scopes: Vec<&str> =
         body["scopes_supported"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     scopes.sort_unstable();
-    assert_eq!(scopes, ["admin:stats", "admin:users", "items:read", "items:write", "profile"]);
+    assert_eq!(scopes, ["admin:stats", "admin:users", "items:read", "items:write", "profile", "tokens:introspect"]);
+    assert_eq!(body["introspection_endpoint"], format!("{}/introspect", app.address));
+    assert_eq!(body["jwks_uri"], format!("{}/.well-known/jwks.json", app.address));
     assert_eq!(body["token_endpoint_auth_methods_supported"], serde_json::json!(["none"]));
     assert_eq!(body["response_types_supported"], serde_json::json!([]));
 }

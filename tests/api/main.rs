@@ -15,6 +15,7 @@ mod cli;
 mod concurrency;
 mod docs;
 mod health;
+mod keys;
 mod lifecycle;
 mod methods;
 mod outage;

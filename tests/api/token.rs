@@ -27,7 +27,9 @@ async fn the_password_grant_returns_a_bearer_token_with_no_store_headers() {
     let token = body["access_token"].as_str().unwrap();
     let header = jwt_part(token, 0);
     assert_eq!(header["typ"], "at+jwt");
-    assert_eq!(header["alg"], "HS256");
+    // ES256 by default, with the key named by its RFC 7638 thumbprint (43 base64url characters).
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["kid"].as_str().unwrap().len(), 43, "{header}");
     let claims = jwt_part(token, 1);
     let mut names: Vec<&str> = claims.as_object().unwrap().keys().map(String::as_str).collect();
     names.sort();

@@ -11,8 +11,8 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use chrono::Utc;
 
-use crate::auth::bearer::{self, Caller};
-use crate::auth::jwt::TokenRejection;
+use crate::auth::bearer::{self, Caller, Verifier};
+use crate::auth::jwt::{TokenRejection, VerifiedTokens};
 use crate::auth::token_checks::TokenChecks;
 use crate::errors::{Message, ServerError};
 use crate::routes::{ApiError, AppState};
@@ -70,5 +70,9 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, ApiError> {
     let checks = req
         .app_data::<Rc<TokenChecks>>()
         .ok_or_else(|| ServerError::internal(Message("TokenChecks is not registered")))?;
-    Ok(Some(bearer::authenticate(&state.grants.keys, checks, token, Utc::now()).await?))
+    let verified = req
+        .app_data::<Rc<VerifiedTokens>>()
+        .ok_or_else(|| ServerError::internal(Message("VerifiedTokens is not registered")))?;
+    let verifier = Verifier { keys: &state.grants.keys, verified, checks };
+    Ok(Some(bearer::authenticate(&verifier, token, Utc::now()).await?))
 }

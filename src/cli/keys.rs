@@ -1,0 +1,100 @@
+//! `gatehouse keys …`: the signing keys.
+
+use chrono::Utc;
+use clap::Subcommand;
+use diesel::PgConnection;
+use secrecy::SecretString;
+
+use super::CliError;
+use crate::auth::keys::{self, KeyPolicy, KeyRing, KeyState, Undecryptable};
+use crate::config::Settings;
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the keys: kid, algorithm, state (next, current, retired), when made, when it signs, when it retires.
+    List,
+    /// Publish a new key of GATEHOUSE_SIGNING_ALG now; it signs once verifiers have had time to fetch it.
+    Rotate,
+    /// Re-encrypt the stored private keys under the current GATEHOUSE_JWT_SECRET, after rotating the
+    /// secret. The previous secret comes from GATEHOUSE_OLD_JWT_SECRET, or the first line of standard input.
+    ReEncrypt,
+}
+
+pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: KeysCommand) -> Result<(), CliError> {
+    let secret = settings.resolve_jwt_secret().map_err(CliError::from_display)?;
+    if let KeysCommand::ReEncrypt = command {
+        let old = old_secret()?;
+        let count = keys::reencrypt(conn, &old, &secret).map_err(|err| CliError::from_error(&err))?;
+        println!("re-encrypted {count} signing key(s) under the current GATEHOUSE_JWT_SECRET");
+        return Ok(());
+    }
+    let policy = KeyPolicy {
+        alg: settings.signing_alg,
+        rotation: settings.key_rotation.and_then(|period| chrono::Duration::from_std(period).ok()),
+        access_token_ttl: chrono::Duration::from_std(settings.access_token_ttl)
+            .unwrap_or(chrono::Duration::minutes(15)),
+    };
+    let issuer = settings.issuer_for(settings.bind);
+    let now = Utc::now();
+    let ring = KeyRing::load(conn, policy, &issuer, &secret, Undecryptable::Refuse, now)
+        .map_err(|err| CliError::from_error(&err))?;
+    match command {
+        KeysCommand::List => {
+            println!("{:<44} {:<6} {:<8} {:<21} {:<21} RETIRES", "KID", "ALG", "STATE", "CREATED", "SIGNS FROM");
+            let timeline = ring.timeline(now);
+            for (index, (key, state)) in timeline.iter().enumerate() {
+                let retires = match state {
+                    KeyState::Retired { since, until } => {
+                        format!("{} (accepted until {})", stamp(*since), stamp(*until))
+                    }
+                    KeyState::Expired { since } => stamp(*since),
+                    // The next key's activation, if one is waiting.
+                    _ => timeline.get(index + 1).map_or_else(|| "-".to_owned(), |(next, _)| stamp(next.activates_at)),
+                };
+                println!(
+                    "{:<44} {:<6} {:<8} {:<21} {:<21} {}",
+                    key.kid,
+                    key.alg.as_str(),
+                    state.name(),
+                    stamp(key.created_at),
+                    stamp(key.activates_at),
+                    retires
+                );
+            }
+        }
+        KeysCommand::Rotate => match ring.rotate_now(conn, now).map_err(|err| CliError::from_error(&err))? {
+            Some(key) => println!(
+                "published {} key {}; it signs from {} (verifiers have a JWKS max-age to fetch it first)",
+                key.alg.as_str(),
+                key.kid,
+                stamp(key.activates_at)
+            ),
+            None => println!("nothing to do: a new key is already waiting to sign, or HS256 has no keys to rotate"),
+        },
+        KeysCommand::ReEncrypt => {}
+    }
+    Ok(())
+}
+
+fn stamp(at: chrono::DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+fn old_secret() -> Result<SecretString, CliError> {
+    use std::io::BufRead as _;
+    if let Ok(old) = std::env::var("GATEHOUSE_OLD_JWT_SECRET")
+        && !old.is_empty()
+    {
+        return Ok(old.into());
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|err| CliError(format!("cannot read the previous secret from standard input: {err}")))?;
+    let old = line.trim_end_matches(['\n', '\r']).to_owned();
+    if old.is_empty() {
+        return Err(CliError("give the previous secret in GATEHOUSE_OLD_JWT_SECRET or on standard input".to_owned()));
+    }
+    Ok(old.into())
+}

@@ -1,0 +1,114 @@
+//! RFC 7662 token introspection: is this token live, and what does it say?
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::auth::keys::KeyRing;
+use crate::db::{self, PgPool, refresh_tokens};
+use crate::errors::ServerError;
+
+/// The answer: `{"active": false}` and nothing else for anything not live (RFC 7662 §2.2 says an
+/// inactive token's answer must not tell more).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub details: Option<TokenDetails>,
+}
+
+/// What a live token says.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenDetails {
+    /// Space-separated scopes.
+    pub scope: String,
+    pub username: String,
+    /// The user's stable id.
+    pub sub: Uuid,
+    pub exp: i64,
+    pub iat: i64,
+    /// `access_token` or `refresh_token`.
+    pub token_type: &'static str,
+    pub iss: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<Uuid>,
+}
+
+impl Introspection {
+    fn inactive() -> Self {
+        Self { active: false, details: None }
+    }
+}
+
+/// Introspects `token` at `now`: an access token must pass every check a bearer token passes on
+/// `/api` (signature, time window, user active, not revoked, not invalidated); a refresh token must
+/// be exchangeable. The hint only decides which is tried first.
+pub async fn introspect(
+    pool: &PgPool,
+    keys: &KeyRing,
+    issuer: &str,
+    token: SecretString,
+    hint: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Introspection, ServerError> {
+    let access = keys.verify(token.expose_secret(), now).ok();
+    let hash = refresh_tokens::token_hash(token.expose_secret());
+    let refresh_first = hint == Some("refresh_token");
+    let issuer = issuer.to_owned();
+    db::run(pool, move |conn| {
+        let as_refresh = |conn: &mut diesel::PgConnection| -> diesel::QueryResult<Option<TokenDetails>> {
+            Ok(refresh_tokens::live(conn, &hash, now)?.map(|live| TokenDetails {
+                scope: live.scope.to_string(),
+                username: live.username,
+                sub: live.user_id,
+                exp: live.expires_at.timestamp(),
+                iat: live.issued_at.timestamp(),
+                token_type: "refresh_token",
+                iss: issuer.clone(),
+                aud: None,
+                nbf: None,
+                jti: None,
+            }))
+        };
+        let as_access = |conn: &mut diesel::PgConnection| -> diesel::QueryResult<Option<TokenDetails>> {
+            let Some(claims) = &access else { return Ok(None) };
+            let holders = db::users::token_holders(conn, &[(claims.sub, claims.jti)])?;
+            let live = holders.into_iter().flatten().next().is_some_and(|holder| {
+                holder.user.is_active && !holder.token_revoked && claims.issued_at() >= holder.user.tokens_valid_after
+            });
+            Ok(live.then(|| TokenDetails {
+                scope: claims.scope.clone(),
+                username: claims.preferred_username.clone(),
+                sub: claims.sub,
+                exp: claims.exp,
+                iat: claims.iat,
+                token_type: "access_token",
+                iss: claims.iss.clone(),
+                aud: Some(claims.aud.clone()),
+                nbf: Some(claims.nbf),
+                jti: Some(claims.jti),
+            }))
+        };
+        let details = if refresh_first {
+            match as_refresh(conn)? {
+                Some(details) => Some(details),
+                None => as_access(conn)?,
+            }
+        } else {
+            match as_access(conn)? {
+                Some(details) => Some(details),
+                None => as_refresh(conn)?,
+            }
+        };
+        Ok(match details {
+            Some(details) => Introspection { active: true, details: Some(details) },
+            None => Introspection::inactive(),
+        })
+    })
+    .await
+}
