@@ -17,6 +17,7 @@ mod docs;
 mod health;
 mod lifecycle;
 mod methods;
+mod nginx;
 mod outage;
 mod schema;
 mod token;
