@@ -3,7 +3,9 @@
 # and installs missing Debian packages, so every entry point works on a fresh machine.
 #
 #   ensure_postgres         exports GATEHOUSE_PG_SERVER (postgres://postgres@127.0.0.1:PORT, no database)
-#   ensure_packages PKG...  apt-get installs the packages that are not installed yet
+#   ensure_packages [--no-start] PKG...
+#                           apt-get installs the packages that are not installed yet; --no-start keeps
+#                           the services they bring from starting (Debian's nginx would take port 80)
 #
 # Knobs: GATEHOUSE_PG_PRIVATE=1 skips the shared server and uses the private cluster;
 #        GATEHOUSE_PGDATA (default $repo/.pgdata) and GATEHOUSE_PG_PORT (default 54329) place it.
@@ -20,7 +22,11 @@ _pg_die() {
 # Installs what is missing. `apt-get update` runs at most once, also across the scripts one run
 # starts (.ci/run → scripts/test), hence the exported flag.
 ensure_packages() {
-    local pkg missing=() sudo=()
+    local pkg missing=() sudo=() no_start=0 status=0 policy=/usr/sbin/policy-rc.d saved_traps
+    if [[ ${1:-} == --no-start ]]; then
+        no_start=1
+        shift
+    fi
     for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
@@ -35,7 +41,26 @@ ensure_packages() {
         "${sudo[@]}" apt-get update -qq
         export GATEHOUSE_APT_UPDATED=1
     fi
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    if ((no_start)) && [[ ! -e $policy ]]; then
+        # Maintainer scripts start services through invoke-rc.d / deb-systemd-invoke, which ask this
+        # file first; 101 means "not now". It exists only while apt-get runs (also if interrupted).
+        # One that is already there is the machine's own policy (Docker images ship a deny-all one):
+        # it stays as it is.
+        printf '#!/bin/sh\n# placed by gatehouse scripts/lib/pg.sh while it installs packages\nexit 101\n' |
+            "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 755 "$policy"
+        saved_traps=$(trap -p INT TERM)
+        trap '"${sudo[@]}" rm -f "$policy"' INT TERM
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+            status=$?
+        trap - INT TERM
+        eval "$saved_traps"
+        "${sudo[@]}" rm -f "$policy"
+    else
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+            status=$?
+    fi
+    ((status == 0)) || _pg_die "apt-get install ${missing[*]} failed (exit $status)"
 }
 
 # True when a server on 127.0.0.1:$1 lets user postgres in without a password (-w: never prompt).

@@ -18,6 +18,7 @@ mod health;
 mod keys;
 mod lifecycle;
 mod methods;
+mod nginx;
 mod outage;
 mod schema;
 mod token;
