@@ -140,7 +140,6 @@ pub struct TestApp {
     pub db: Arc<TestDb>,
     /// The running server's shared state (to hold its hasher, for instance).
     // No test on this branch reads it yet (main's concurrency tests do); without this, clippy -D warnings fails.
-    #[allow(dead_code)]
     pub state: web::Data<AppState>,
     server: actix_web::dev::ServerHandle,
 }
