@@ -139,7 +139,6 @@ pub struct TestApp {
     /// Shared by the instances of a pair; dropped with the last of them.
     pub db: Arc<TestDb>,
     /// The running server's shared state (to hold its hasher, for instance).
-    // No test on this branch reads it yet (main's concurrency tests do); without this, clippy -D warnings fails.
     pub state: web::Data<AppState>,
     server: actix_web::dev::ServerHandle,
 }
