@@ -72,6 +72,8 @@ pub struct Settings {
     pub signing_alg: SigningAlgorithm,
     /// Age at which a new signing key takes over; `None`: no automatic rotation.
     pub key_rotation: Option<Duration>,
+    /// Where `GET /metrics` is served; `None`: nowhere. Never the public listener.
+    pub metrics_bind: Option<SocketAddr>,
     /// `--dev`: ephemeral secret, cookies without `Secure`, demo users.
     pub dev_mode: bool,
 }
@@ -137,6 +139,13 @@ impl Settings {
             Some("0") => None,
             other => Some(parse_duration("GATEHOUSE_KEY_ROTATION", other.map(str::to_owned), "30d", 60)?),
         };
+        let metrics_bind = get("GATEHOUSE_METRICS_BIND")
+            .map(|value| {
+                value.trim().parse::<SocketAddr>().map_err(|_| {
+                    invalid("GATEHOUSE_METRICS_BIND", format!("`{value}` is not an address like 127.0.0.1:9100"))
+                })
+            })
+            .transpose()?;
 
         Ok(Settings {
             database_url: SecretString::from(database_url),
@@ -154,8 +163,20 @@ impl Settings {
             hash_queue,
             signing_alg,
             key_rotation,
+            metrics_bind,
             dev_mode: false,
         })
+    }
+
+    /// Refuses settings that only make sense together: `/metrics` on the public listener.
+    pub fn check_consistency(&self) -> Result<(), ConfigError> {
+        if self.metrics_bind.is_some_and(|metrics| metrics == self.bind && metrics.port() != 0) {
+            return Err(invalid(
+                "GATEHOUSE_METRICS_BIND",
+                "must differ from GATEHOUSE_BIND: metrics are never served on the public listener",
+            ));
+        }
+        Ok(())
     }
 
     /// The issuer to put in tokens and metadata once the listener's real address is known.
@@ -351,6 +372,19 @@ mod tests {
         assert_eq!(s.key_rotation, Some(Duration::from_secs(30 * 24 * 3600)));
         assert_eq!(s.refresh_family_max_age, Duration::from_secs(90 * 24 * 3600));
         assert_eq!(s.hash_queue, None);
+        assert_eq!(s.metrics_bind, None);
+    }
+
+    #[test]
+    fn metrics_are_never_served_on_the_public_listener() {
+        let s =
+            settings(&[("GATEHOUSE_BIND", "127.0.0.1:8080"), ("GATEHOUSE_METRICS_BIND", "127.0.0.1:8080")]).unwrap();
+        assert_eq!(
+            s.check_consistency().unwrap_err().to_string(),
+            "GATEHOUSE_METRICS_BIND is not valid: must differ from GATEHOUSE_BIND: metrics are never served on the public listener"
+        );
+        let s = settings(&[("GATEHOUSE_METRICS_BIND", "127.0.0.1:9100")]).unwrap();
+        assert!(s.check_consistency().is_ok());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! server-rendered website, in one binary.
 //!
 //! Layers, each importing only from those below it: `routes` (HTTP) → `oauth`, `auth` →
-//! `db` → `domain`, with `config`, `errors` and `random` at the bottom. `startup` and `cli` sit on
+//! `db` → `domain`, with `config`, `errors`, `metrics` and `random` at the bottom. `startup` and `cli` sit on
 //! top and put the pieces together.
 
 pub mod auth;
@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod errors;
+pub mod metrics;
 pub mod oauth;
 pub mod random;
 pub mod routes;

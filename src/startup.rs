@@ -22,7 +22,9 @@ use crate::auth::throttle::LoginThrottle;
 use crate::auth::token_checks::TokenChecks;
 use crate::config::Settings;
 use crate::db::PgPool;
+use crate::metrics::Metrics;
 use crate::oauth::grant::{Grants, RefreshPolicy};
+use crate::routes::metrics::MetricsEndpoint;
 use crate::routes::web::pages::secure_headers;
 use crate::routes::{self, AppState};
 use utoipa::OpenApi as _;
@@ -56,20 +58,33 @@ pub fn build_state(
 ) -> Result<web::Data<AppState>, StartupError> {
     let issuer = settings.issuer_for(listener.local_addr()?);
     let secret = settings.resolve_jwt_secret()?;
+    settings.check_consistency()?;
+    let metrics = Arc::new(Metrics::new());
+    let metrics_endpoint = settings.metrics_bind.map(MetricsEndpoint::bind).transpose()?;
     let keys = load_keys(&settings, &secret, &issuer)?;
     let key_reloader = keys.keep_fresh(settings.database_url.clone());
     let api_load = Arc::new(ApiLoad::default());
     let queue = QueueConfig { capacity: settings.hash_queue, threads: None };
-    let hasher = PasswordHasher::new(settings.bcrypt_cost, queue, Arc::clone(&api_load))?;
+    let hasher = PasswordHasher::new(settings.bcrypt_cost, queue, Arc::clone(&api_load), &metrics)?;
     let policy = RefreshPolicy {
         token_ttl: chrono::Duration::from_std(settings.refresh_token_ttl).unwrap_or(chrono::Duration::days(14)),
         family_max_age: chrono::Duration::from_std(settings.refresh_family_max_age)
             .unwrap_or(chrono::Duration::days(90)),
     };
-    let grants = Grants { pool: pool.clone(), hasher, keys, policy };
+    let grants = Grants { pool: pool.clone(), hasher, keys, policy, metrics };
     let login_throttle = LoginThrottle::new(settings.login_rate_per_minute);
     let session_key = cookie_key(settings.session_key.as_ref(), &secret);
-    Ok(web::Data::new(AppState { pool, settings, issuer, grants, login_throttle, session_key, api_load, key_reloader }))
+    Ok(web::Data::new(AppState {
+        pool,
+        settings,
+        issuer,
+        grants,
+        login_throttle,
+        session_key,
+        api_load,
+        key_reloader,
+        metrics_endpoint,
+    }))
 }
 
 /// Loads the signing keys (making or rotating them if due) and keeps them fresh. A secret that cannot
@@ -100,19 +115,21 @@ pub fn run(listener: TcpListener, pool: PgPool, settings: Settings) -> Result<Se
 
 /// Serves `state` on `listener` (tests keep `state` to reach into the running server).
 pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, StartupError> {
+    routes::metrics::start(&state)?;
     let server = HttpServer::new(move || {
         let (app, document) = App::new()
             .into_utoipa_app()
             .openapi(routes::docs::ApiDoc::openapi())
             .app_data(state.clone())
             // Built here, once per worker thread: the bearer checks of one thread's requests share batches.
-            .app_data(TokenChecks::new(state.pool.clone()))
+            .app_data(TokenChecks::new(state.pool.clone(), &state.grants.metrics))
             .app_data(VerifiedTokens::new())
             .configure(routes::documented)
             .split_for_parts();
         app.wrap(from_fn(routes::head_as_get))
             .wrap(from_fn(security_headers))
             .wrap(from_fn(routes::count_api_load))
+            .wrap(from_fn(routes::metrics::record))
             .wrap(request_logger())
             .configure(|cfg| routes::docs::configure(cfg, document))
             .configure(routes::web::pages::configure_static)

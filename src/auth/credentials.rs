@@ -30,6 +30,7 @@ use crate::db::{
 };
 use crate::domain::{AddressBucket, Channel, EventKind, FailureReason};
 use crate::errors::ServerError;
+use crate::metrics::{LoginLabels, Metrics, Outcome};
 
 /// Consecutive failures that lock an account.
 pub const LOCKOUT_THRESHOLD: i32 = 5;
@@ -77,12 +78,17 @@ impl Attempt {
 pub async fn check_password(
     pool: &PgPool,
     hasher: &PasswordHasher,
+    metrics: &Metrics,
     username: &str,
     password: SecretString,
     attempt: &Attempt,
 ) -> Result<SignedIn, LoginError> {
+    let counted = |outcome: Outcome| {
+        metrics.logins.get_or_create(&LoginLabels { channel: attempt.channel.as_str(), outcome }).inc();
+    };
     let bucket = attempt.client.map(AddressBucket::of);
-    let ticket = hasher.admit(bucket.as_ref().map(AddressBucket::as_str), username)?;
+    let ticket =
+        hasher.admit(bucket.as_ref().map(AddressBucket::as_str), username).inspect_err(|_| counted(Outcome::busy))?;
     let name = username.to_owned();
     let claim = db::run(pool, move |conn| db::users::claim_check(conn, &name, LOCKOUT_THRESHOLD, CLAIM_TTL)).await?;
     let stored = match &claim {
@@ -110,21 +116,24 @@ pub async fn check_password(
     };
     match claim {
         Claim::UnknownUser => {
+            counted(Outcome::unknown_user);
             let event = failed(FailureReason::UnknownUser, None);
             db::run(pool, move |conn| db::auth_events::record(conn, &event)).await?;
             Err(LoginError::InvalidCredentials)
         }
         Claim::Refused { user_id } => {
+            counted(Outcome::locked);
             let event = failed(FailureReason::Locked, Some(user_id));
             db::run(pool, move |conn| db::auth_events::record(conn, &event)).await?;
             Err(LoginError::InvalidCredentials)
         }
         Claim::Granted(check) => match verification {
             Verification::Mismatch => {
+                counted(Outcome::wrong_password);
                 let event = failed(FailureReason::WrongPassword, Some(check.user_id));
                 let lockout = attempt.event(EventKind::Lockout, username).user(check.user_id);
                 let user_id = check.user_id;
-                db::run(pool, move |conn| {
+                let locked = db::run(pool, move |conn| {
                     conn.transaction(|conn| {
                         // The user's row first: see `record_failure`.
                         let locked = db::users::record_failure(conn, user_id, LOCKOUT_THRESHOLD)?;
@@ -135,13 +144,17 @@ pub async fn check_password(
                                 &lockout.detail(format!("locked until {}", until.to_rfc3339())),
                             )?;
                         }
-                        Ok(())
+                        Ok(locked.is_some())
                     })
                 })
                 .await?;
+                if locked {
+                    metrics.lockouts.inc();
+                }
                 Err(LoginError::InvalidCredentials)
             }
             Verification::Match | Verification::MatchRehashed(_) if !check.is_active => {
+                counted(Outcome::inactive_user);
                 let event = failed(FailureReason::InactiveUser, Some(check.user_id));
                 let user_id = check.user_id;
                 db::run(pool, move |conn| {
@@ -154,6 +167,7 @@ pub async fn check_password(
                 Err(LoginError::InvalidCredentials)
             }
             Verification::Match | Verification::MatchRehashed(_) => {
+                counted(Outcome::ok);
                 let new_hash = match verification {
                     Verification::MatchRehashed(new_hash) => Some(new_hash),
                     _ => None,

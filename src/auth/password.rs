@@ -25,6 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
 
 use crate::errors::ServerError;
+use crate::metrics::Metrics;
 
 /// The longest a verification may wait for a hashing thread.
 pub const MAX_WAIT: Duration = Duration::from_secs(5);
@@ -164,6 +165,8 @@ struct Shared {
     spare_priority: Mutex<Option<SparePriority>>,
     /// bcrypt work done so far, in units of one round of its key schedule (2^cost per call).
     work: AtomicU64,
+    /// How long each check took on its thread.
+    seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// The password hasher. Cheap to clone; the pool stops when the last clone is dropped.
@@ -183,7 +186,7 @@ impl Drop for PoolOwner {
 }
 
 impl PasswordHasher {
-    pub fn new(cost: u32, config: QueueConfig, api: Arc<ApiLoad>) -> Result<Self, HashError> {
+    pub fn new(cost: u32, config: QueueConfig, api: Arc<ApiLoad>, metrics: &Metrics) -> Result<Self, HashError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = config.threads.unwrap_or(cores).max(1);
         // Timing the dummy hash (needed anyway) tells how much work the queue may hold.
@@ -205,6 +208,7 @@ impl PasswordHasher {
             api,
             spare_priority: Mutex::new(None),
             work: AtomicU64::new(0),
+            seconds: metrics.password_hash_seconds.clone(),
         });
         for index in 0..threads {
             let worker = Arc::clone(&shared);
@@ -376,7 +380,12 @@ impl Shared {
         }
         while let Some(job) = self.next_job(role) {
             let admitted = if job.enqueued.elapsed() > MAX_WAIT { Err(HashError::Expired) } else { Ok(()) };
+            let started = Instant::now();
+            let ran = admitted.is_ok();
             (job.run)(admitted);
+            if ran {
+                self.seconds.observe(started.elapsed().as_secs_f64());
+            }
         }
     }
 
@@ -487,7 +496,8 @@ mod tests {
     use super::*;
 
     fn hasher(cost: u32, capacity: usize) -> PasswordHasher {
-        PasswordHasher::new(cost, QueueConfig { capacity: Some(capacity), threads: Some(2) }, Arc::default()).unwrap()
+        let config = QueueConfig { capacity: Some(capacity), threads: Some(2) };
+        PasswordHasher::new(cost, config, Arc::default(), &Metrics::new()).unwrap()
     }
 
     async fn verify(hasher: &PasswordHasher, password: &str, stored: Option<String>) -> Verification {

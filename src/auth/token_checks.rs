@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::db::{self, CHECKOUT_TIMEOUT, PgPool, users::TokenHolder};
 use crate::errors::{Message, ServerError};
+use crate::metrics::Metrics;
 
 /// Batch queries one worker thread runs at a time. One per worker keeps as many queries in flight as
 /// the machine has cores (one worker per core) and leaves the other pooled connections to logins and
@@ -34,6 +35,7 @@ const MAX_BATCH_LEN: usize = 256;
 /// One worker thread's queue of lookups. Not `Send`: each worker builds its own (in the app factory).
 pub struct TokenChecks {
     pool: PgPool,
+    batch_size: prometheus_client::metrics::histogram::Histogram,
     queue: RefCell<Vec<Lookup>>,
     drain_tasks: Cell<usize>,
 }
@@ -45,8 +47,13 @@ struct Lookup {
 }
 
 impl TokenChecks {
-    pub fn new(pool: PgPool) -> Rc<Self> {
-        Rc::new(TokenChecks { pool, queue: RefCell::new(Vec::new()), drain_tasks: Cell::new(0) })
+    pub fn new(pool: PgPool, metrics: &Metrics) -> Rc<Self> {
+        Rc::new(TokenChecks {
+            pool,
+            batch_size: metrics.bearer_batch_size.clone(),
+            queue: RefCell::new(Vec::new()),
+            drain_tasks: Cell::new(0),
+        })
     }
 
     /// The holder of the token `jti` if user `user_id` exists (active or not), read after this call began.
@@ -73,6 +80,7 @@ impl TokenChecks {
             if batch.is_empty() {
                 return;
             }
+            self.batch_size.observe(batch.len() as f64);
             let checks: Vec<(Uuid, Uuid)> = batch.iter().map(|lookup| (lookup.user_id, lookup.jti)).collect();
             let lookup = db::run(&self.pool, move |conn| db::users::token_holders(conn, &checks));
             // A query that never returns (a connection stalled mid-statement) must not hold requests forever.

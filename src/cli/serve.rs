@@ -41,8 +41,9 @@ fn seed_demo_users(conn: &mut PgConnection, cost: u32) -> Result<(), CliError> {
 }
 
 pub(super) fn serve(settings: Settings) -> Result<(), CliError> {
-    // Refuse a missing secret before touching the database.
+    // Refuse a missing secret, or metrics on the public listener, before touching the database.
     settings.resolve_jwt_secret().map_err(CliError::from_display)?;
+    settings.check_consistency().map_err(CliError::from_display)?;
     let mut conn = connect_and_migrate(&settings)?;
     if settings.dev_mode {
         seed_demo_users(&mut conn, settings.bcrypt_cost)?;

@@ -27,7 +27,8 @@ macro_rules! stored_names {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                // `pad`, not `write_str`: a width such as `{:<14}` must apply (the CLI lines up columns).
+                f.pad(self.as_str())
             }
         }
 
@@ -103,6 +104,7 @@ mod tests {
             assert_eq!(reason.to_string().parse::<FailureReason>(), Ok(*reason));
         }
         assert_eq!("web".parse::<Channel>(), Ok(Channel::Web));
+        assert_eq!(format!("[{:<8}]", EventKind::Revoke), "[revoke  ]");
     }
 
     #[test]

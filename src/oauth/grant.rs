@@ -17,6 +17,7 @@ use crate::db::refresh_tokens::{self, FamilyStart, Grantee, NewToken, Rotation, 
 use crate::db::{self, PgPool};
 use crate::domain::{EventKind, ScopeSet};
 use crate::errors::ServerError;
+use crate::metrics::{GrantLabels, Metrics};
 
 /// What a successful grant hands to the client (RFC 6749 §5.1).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -51,6 +52,7 @@ pub struct Grants {
     pub hasher: PasswordHasher,
     pub keys: Arc<KeyRing>,
     pub policy: RefreshPolicy,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Grants {
@@ -74,12 +76,13 @@ impl Grants {
             return Err(GrantError::InvalidScope(format!("unknown scope `{scope}`")));
         }
 
-        let signed_in = credentials::check_password(&self.pool, &self.hasher, username, password, attempt)
-            .await
-            .map_err(|err| match err {
-                LoginError::InvalidCredentials => GrantError::InvalidCredentials,
-                LoginError::Server(err) => GrantError::Server(err),
-            })?;
+        let signed_in =
+            credentials::check_password(&self.pool, &self.hasher, &self.metrics, username, password, attempt)
+                .await
+                .map_err(|err| match err {
+                    LoginError::InvalidCredentials => GrantError::InvalidCredentials,
+                    LoginError::Server(err) => GrantError::Server(err),
+                })?;
 
         let refresh_token = crate::random::token(32);
         let hash = refresh_tokens::token_hash(&refresh_token);
@@ -100,7 +103,7 @@ impl Grants {
         })
         .await?;
         match started {
-            Start::Issued(grantee) => Ok(self.issue(grantee, refresh_token)?),
+            Start::Issued(grantee) => Ok(self.issue(grantee, refresh_token, "password")?),
             // The password was right, but a password change, deactivation or sign-out-everywhere
             // committed while it was being checked: as if it had come first.
             Start::Invalidated => Err(GrantError::InvalidCredentials),
@@ -130,8 +133,12 @@ impl Grants {
         })
         .await?;
         match rotation {
-            Rotation::Rotated(grantee) => Ok(self.issue(grantee, new_token)?),
-            Rotation::Reused { .. } | Rotation::Refused => Err(GrantError::InvalidRefreshToken),
+            Rotation::Rotated(grantee) => Ok(self.issue(grantee, new_token, "refresh_token")?),
+            Rotation::Reused { .. } => {
+                self.metrics.refresh_reuse.inc();
+                Err(GrantError::InvalidRefreshToken)
+            }
+            Rotation::Refused => Err(GrantError::InvalidRefreshToken),
             Rotation::ScopeWidened(extra) => {
                 Err(GrantError::InvalidScope(format!("a refresh cannot add scopes: {extra}")))
             }
@@ -163,10 +170,11 @@ impl Grants {
         .await
     }
 
-    fn issue(&self, grantee: Grantee, refresh_token: String) -> Result<IssuedTokens, ServerError> {
+    fn issue(&self, grantee: Grantee, refresh_token: String, grant: &'static str) -> Result<IssuedTokens, ServerError> {
         let subject = TokenSubject { user_id: grantee.user_id, username: &grantee.username, roles: &grantee.roles };
         let (access_token, _) =
             self.keys.issue(&subject, &grantee.scopes, grantee.issued_at).map_err(ServerError::internal)?;
+        self.metrics.tokens_issued.get_or_create(&GrantLabels { grant }).inc();
         Ok(IssuedTokens {
             access_token,
             token_type: "bearer",

@@ -7,6 +7,7 @@ pub mod client;
 pub mod docs;
 pub mod errors;
 pub mod health;
+pub mod metrics;
 pub mod oauth;
 pub mod web;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub api_load: Arc<ApiLoad>,
     /// Reloads the signing keys every minute while the server lives.
     pub key_reloader: crate::auth::keys::Reloader,
+    /// `GATEHOUSE_METRICS_BIND`'s listener, if configured.
+    pub metrics_endpoint: Option<metrics::MetricsEndpoint>,
 }
 
 impl AppState {

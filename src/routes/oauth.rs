@@ -99,6 +99,7 @@ async fn token(
             // Only password attempts are throttled: a refresh token has 256 bits, nothing to guess.
             let bucket = attempt.client.map(AddressBucket::of);
             if let Err(wait) = state.login_throttle.check(&state.pool, bucket).await? {
+                state.grants.metrics.throttled.inc();
                 return Err(TokenError::SlowDown { retry_after_secs: retry_after_secs(wait) });
             }
             state.grants.password(&username, password, scope, &attempt, now).await?

@@ -9,12 +9,13 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &["domain", "errors"]),
     ("db", &["db", "domain", "errors"]),
-    ("auth", &["auth", "db", "domain", "errors", "random", "config"]),
-    ("oauth", &["oauth", "auth", "db", "domain", "errors", "random", "config"]),
+    ("auth", &["auth", "db", "domain", "errors", "random", "config", "metrics"]),
+    ("oauth", &["oauth", "auth", "db", "domain", "errors", "random", "config", "metrics"]),
     ("config.rs", &["random"]),
     ("errors.rs", &[]),
     ("random.rs", &[]),
-    ("routes", &["routes", "oauth", "auth", "db", "domain", "errors", "random", "config"]),
+    ("metrics.rs", &[]),
+    ("routes", &["routes", "oauth", "auth", "db", "domain", "errors", "random", "config", "metrics"]),
 ];
 
 /// The top-level modules a source names as `crate::x` or inside `crate::{x, y::z}`.

@@ -18,6 +18,7 @@ mod health;
 mod keys;
 mod lifecycle;
 mod methods;
+mod metrics;
 mod nginx;
 mod outage;
 mod schema;

@@ -63,6 +63,7 @@ async fn login(
     let password = form.get("password").unwrap_or_default().to_owned();
     let client = state.client_ip(&req);
     if let Err(wait) = state.login_throttle.check(&state.pool, client.map(AddressBucket::of)).await? {
+        state.grants.metrics.throttled.inc();
         return Err(WebError::TooManyRequests { retry_after_secs: retry_after_secs(wait) });
     }
 
@@ -81,8 +82,9 @@ async fn login(
     if username.is_empty() || password.is_empty() {
         return failure(&username);
     }
-    let hasher = &state.grants.hasher;
-    match credentials::check_password(&state.pool, hasher, &username, SecretString::from(password), &attempt).await {
+    let (hasher, metrics) = (&state.grants.hasher, &state.grants.metrics);
+    let password = SecretString::from(password);
+    match credentials::check_password(&state.pool, hasher, metrics, &username, password, &attempt).await {
         Ok(signed_in) => {
             let user_agent = req.headers().get(header::USER_AGENT).and_then(|value| value.to_str().ok());
             let device = Device { client, user_agent };
