@@ -18,6 +18,7 @@ mod health;
 mod lifecycle;
 mod methods;
 mod outage;
+mod purge;
 mod schema;
 mod token;
 mod web;
