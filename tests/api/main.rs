@@ -19,6 +19,7 @@ mod lifecycle;
 mod methods;
 mod outage;
 mod purge;
+mod safeguards;
 mod schema;
 mod token;
 mod web;
