@@ -495,6 +495,44 @@ fn user_list_prints_every_user_with_roles_and_active_flag() {
 
 // ---- audit tail ----
 
+/// Every stored event as `audit tail` should print it, oldest first: read with plain SQL, formatted
+/// by the test (time to the millisecond, UTC; kind and channel padded; `-` for what is missing).
+fn expected_tail_lines(db: &TestDb) -> Vec<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        at: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        kind: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        channel: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        user_id: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        attempted: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        addr: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        rest: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS\"Z\"') AS at, kind, channel, \
+                coalesce(user_id::text, '-') AS user_id, coalesce(attempted_username, '-') AS attempted, \
+                coalesce(client_addr, '-') AS addr, concat_ws(' ', reason, detail) AS rest \
+         FROM auth_events ORDER BY id",
+    )
+    .load(&mut db.conn())
+    .unwrap();
+    rows.into_iter()
+        .map(|row| {
+            format!(
+                "{}  {:<14} {:<3} user={} attempted={} addr={} {}",
+                row.at, row.kind, row.channel, row.user_id, row.attempted, row.addr, row.rest
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn audit_tail_prints_the_latest_events_newest_last_and_at_most_n_of_them() {
     let app = spawn_app_on(TestDb::create(), &[]).await;
@@ -502,28 +540,56 @@ async fn audit_tail_prints_the_latest_events_newest_last_and_at_most_n_of_them()
     for _ in 0..3 {
         app.login(&alice, None).await;
     }
+    let login = app.login(&alice, Some("profile")).await;
+    assert_eq!(app.refresh(login["refresh_token"].as_str().unwrap(), None).await.status(), 200);
+    let failed = app.post_token(&[("username", "nobody"), ("password", "whatever")]).await;
+    assert_token_error(failed, 400, "invalid_grant").await;
     let failed = app.post_token(&[("username", "alice"), ("password", "wrong-password")]).await;
     assert_token_error(failed, 400, "invalid_grant").await;
-    let kinds = app.event_kinds();
-    assert!(kinds.len() > 5, "{kinds:?}");
+    let expected = expected_tail_lines(&app.db);
+    assert_eq!(expected.len(), 11, "{expected:#?}");
+    // What the lines say, spelled out for the newest ones.
+    assert!(expected[8].contains(" refresh        api user="), "{}", expected[8]);
+    assert!(expected[8].ends_with(" attempted=alice addr=127.0.0.1 profile"), "{}", expected[8]);
+    assert!(expected[9].contains(" login_failed   api user=- attempted=nobody addr=127.0.0.1 unknown_user"));
+    let alice_failed = format!(" login_failed   api user={} attempted=alice addr=127.0.0.1 wrong_password", alice.id);
+    assert!(expected[10].ends_with(&alice_failed), "{}", expected[10]);
 
-    let kind_of = |line: &str| line.split_whitespace().nth(2).unwrap().to_owned();
+    // Field by field (the column padding has a test of its own below).
+    let words = |lines: &[String]| -> Vec<Vec<String>> {
+        lines.iter().map(|line| line.split_whitespace().map(str::to_owned).collect()).collect()
+    };
     let tail = gatehouse(&app.db.url).run(&["audit", "tail", "-n", "5"]).ok().to_owned();
-    let printed: Vec<String> = tail.lines().map(kind_of).collect();
-    assert_eq!(printed, kinds[kinds.len() - 5..], "{tail}");
-    assert!(tail.lines().last().unwrap().contains("alice"), "{tail}");
+    let printed: Vec<String> = tail.lines().map(str::to_owned).collect();
+    assert_eq!(words(&printed), words(&expected[expected.len() - 5..]), "{tail}");
 
     let everything = gatehouse(&app.db.url).run(&["audit", "tail", "-n", "1000"]).ok().to_owned();
-    let printed: Vec<String> = everything.lines().map(kind_of).collect();
-    assert_eq!(printed, kinds, "{everything}");
+    let printed: Vec<String> = everything.lines().map(str::to_owned).collect();
+    assert_eq!(words(&printed), words(&expected), "{everything}");
+}
+
+#[tokio::test]
+#[ignore = "bug in src: the stored-name enums' Display (src/domain/event.rs) writes with write_str, which \
+            ignores the width of `{:<14}` in `audit tail`, so the kind column is not padded and lines do not line up"]
+async fn audit_tail_lines_up_its_columns() {
+    let app = spawn_app_on(TestDb::create(), &[]).await;
+    let alice = app.alice();
+    app.login(&alice, None).await;
+    let failed = app.post_token(&[("username", "nobody"), ("password", "whatever")]).await;
+    assert_token_error(failed, 400, "invalid_grant").await;
+    let expected = expected_tail_lines(&app.db);
+    assert_eq!(expected.len(), 3, "{expected:#?}");
+
+    let tail = gatehouse(&app.db.url).run(&["audit", "tail"]).ok().to_owned();
+    let printed: Vec<&str> = tail.lines().collect();
+    assert_eq!(printed, expected, "{tail}");
 }
 
 // ---- bad usage ----
 
 #[test]
 fn bad_usage_exits_with_2() {
-    // Nothing listens here: a command that got past argument parsing would fail with 1, not 2.
-    let url = format!("postgres://postgres@127.0.0.1:{}/gatehouse", free_port());
+    // Nothing listens there: a command that got past argument parsing would fail with 1, not 2.
     for args in [
         &[][..],
         &["user"][..],
