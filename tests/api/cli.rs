@@ -2,10 +2,9 @@
 //! the database and on a running server, and its exit codes (0 ok, 2 bad usage, 1 other failure with
 //! one line on stderr).
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
@@ -202,9 +201,9 @@ fn list_line(listing: &str, username: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("no line for {username} in:\n{listing}"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+/// A database that cannot be reached, whatever else runs on this machine: its Unix socket directory
+/// does not exist (a guessed free TCP port might be taken by the time the command connects).
+const UNREACHABLE_DATABASE: &str = "postgres://postgres@localhost/gatehouse?host=/nonexistent/gatehouse-test-socket";
 
 // ---- migrate ----
 
@@ -237,10 +236,9 @@ fn migrate_creates_the_database_when_it_does_not_exist_yet() {
 
 #[test]
 fn a_database_server_that_cannot_be_reached_fails_with_one_line() {
-    let url = format!("postgres://postgres@127.0.0.1:{}/gatehouse", free_port());
-    let line = gatehouse(&url).run(&["migrate"]).failure().to_owned();
+    let line = gatehouse(UNREACHABLE_DATABASE).run(&["migrate"]).failure().to_owned();
     assert!(line.starts_with("gatehouse: "), "{line}");
-    gatehouse(&url).run(&["user", "list"]).failure();
+    gatehouse(UNREACHABLE_DATABASE).run(&["user", "list"]).failure();
 }
 
 // ---- user add ----
@@ -601,7 +599,7 @@ fn bad_usage_exits_with_2() {
         &["audit", "tail", "-n", "many"][..],
         &["serve", "--bind"][..],
     ] {
-        let outcome = gatehouse(&url).run(args);
+        let outcome = gatehouse(UNREACHABLE_DATABASE).run(args);
         assert_eq!(outcome.code, Some(2), "gatehouse {}: {outcome:?}", args.join(" "));
         outcome.usage_error();
     }
@@ -648,25 +646,124 @@ fn serve_with_an_unparseable_bind_address_fails_with_one_line() {
     outcome.failure();
 }
 
-// ---- serve --dev ----
+// ---- serve: a running server ----
 
-/// Reads a child's stream to the end on a thread of its own, so a full pipe never blocks the child.
-fn drain(mut stream: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        text
-    })
+/// Everything a child wrote to one of its streams so far, read line by line on a thread of its own
+/// (so a full pipe never blocks the child, and the test can look at lines as they come).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<String>>);
+
+impl Captured {
+    fn read_from(stream: impl Read + Send + 'static) -> (Self, std::thread::JoinHandle<()>) {
+        let captured = Self::default();
+        let sink = captured.clone();
+        let reader = std::thread::spawn(move || {
+            let mut stream = BufReader::new(stream);
+            let mut line = Vec::new();
+            while stream.read_until(b'\n', &mut line).is_ok_and(|read| read > 0) {
+                sink.0.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
+                line.clear();
+            }
+        });
+        (captured, reader)
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
 }
 
-/// Kills the child if the test ends before it exits.
-struct KillOnDrop(Child);
+/// A `gatehouse serve` process, killed if the test ends before it exits.
+struct Serving {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, as the server said it listens.
+    base: String,
+    stdout: Captured,
+    stderr: Captured,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
 
-impl Drop for KillOnDrop {
+/// The address after `listening on http://` in `text`, if the server has said it yet.
+fn listening_address(text: &str) -> Option<String> {
+    let marker = "listening on http://";
+    let start = text.find(marker)? + marker.len();
+    let rest = &text[start..];
+    let end = rest.find(char::is_whitespace)?;
+    Some(rest[..end].to_owned())
+}
+
+impl Gatehouse {
+    /// Runs `args` (a `serve` command binding port 0) and waits until the server says where it
+    /// listens: on stdout in `--dev`, in the info log on stderr otherwise.
+    async fn serve(self, args: &[&str]) -> Serving {
+        let mut child = self.spawn(args);
+        let (stdout, out_reader) = Captured::read_from(child.stdout.take().unwrap());
+        let (stderr, err_reader) = Captured::read_from(child.stderr.take().unwrap());
+        let started = Instant::now();
+        let address = loop {
+            if let Some(address) = listening_address(&stdout.text()).or_else(|| listening_address(&stderr.text())) {
+                break address;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("`gatehouse {}` exited early with {status}: {}", args.join(" "), stderr.text());
+            }
+            assert!(started.elapsed() < COMMAND_DEADLINE, "`gatehouse {}` never said where it listens", args.join(" "));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(address.starts_with("127.0.0.1:") && !address.ends_with(":0"), "listening on {address}");
+        Serving { child, base: format!("http://{address}"), stdout, stderr, readers: vec![out_reader, err_reader] }
+    }
+}
+
+impl Serving {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits until `/healthz` answers 200.
+    async fn until_healthy(&mut self, client: &reqwest::Client) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the server exited early with {status}: {}", self.stderr.text());
+            }
+            if let Ok(response) = client.get(self.url("/healthz")).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "/healthz did not answer 200 within 15 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    }
+
+    /// Waits for the process to exit (at most `within`); returns its status, stdout and stderr.
+    async fn exit(mut self, within: Duration) -> (ExitStatus, String, String) {
+        let signalled = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(signalled.elapsed() < within, "the server did not exit within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for reader in std::mem::take(&mut self.readers) {
+            reader.join().unwrap();
+        }
+        (status, self.stdout.text(), self.stderr.text())
+    }
+}
+
+impl Drop for Serving {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -674,32 +771,14 @@ impl Drop for KillOnDrop {
 #[tokio::test]
 async fn serve_dev_prints_demo_credentials_that_work_and_stops_on_sigterm() {
     let db = TestDb::create();
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let mut server = KillOnDrop(gatehouse(&db.url).without_env("GATEHOUSE_JWT_SECRET").spawn(&[
-        "serve",
-        "--dev",
-        "--bind",
-        bind.as_str(),
-    ]));
-    let stdout = drain(server.0.stdout.take().unwrap());
-    let stderr = drain(server.0.stderr.take().unwrap());
-    let base = format!("http://{bind}");
+    let mut server = gatehouse(&db.url)
+        .without_env("GATEHOUSE_JWT_SECRET")
+        .serve(&["serve", "--dev", "--bind", "127.0.0.1:0"])
+        .await;
+    let base = server.base.clone();
+    let bind = base.trim_start_matches("http://").to_owned();
     let client = reqwest::Client::new();
-
-    let started = Instant::now();
-    loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            panic!("serve --dev exited early with {status}: {}", stderr.join().unwrap());
-        }
-        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
-            && response.status() == 200
-        {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "/healthz did not answer 200 within 15 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server.until_healthy(&client).await;
 
     for (username, password) in [("alice", "alice-demo-password"), ("admin", "admin-demo-password")] {
         let response = client
@@ -725,20 +804,34 @@ async fn serve_dev_prints_demo_credentials_that_work_and_stops_on_sigterm() {
     let me = client.get(format!("{base}/api/users/me")).bearer_auth(token["access_token"].as_str().unwrap());
     assert_eq!(me.send().await.unwrap().status(), 200);
 
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(signalled.elapsed() < Duration::from_secs(10), "serve --dev did not exit within 10 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    server.sigterm();
+    let (status, stdout, stderr) = server.exit(Duration::from_secs(10)).await;
     assert!(status.success(), "exit {status} after SIGTERM; stderr:\n{stderr}");
     assert!(stdout.contains("alice / alice-demo-password"), "{stdout}");
     assert!(stdout.contains(&bind), "{stdout}");
     assert!(stderr.contains("ephemeral"), "--dev must say that its JWT secret is ephemeral:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The HS256 secret for a `serve` that is not `--dev`.
+fn secret(gatehouse: Gatehouse) -> Gatehouse {
+    gatehouse.env("GATEHOUSE_JWT_SECRET", crate::helpers::JWT_SECRET)
+}
+
+#[tokio::test]
+async fn serve_without_dev_logs_the_port_it_bound_and_answers_there() {
+    let db = TestDb::create();
+    let mut server = secret(gatehouse(&db.url)).serve(&["serve", "--bind", "127.0.0.1:0"]).await;
+    let client = reqwest::Client::new();
+    server.until_healthy(&client).await;
+    let ready = client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    drop(client);
+
+    server.sigterm();
+    let (status, stdout, stderr) = server.exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit {status} after SIGTERM; stderr:\n{stderr}");
+    // Outside --dev the address is only in the log; nothing is printed to stdout.
+    assert!(listening_address(&stderr).is_some(), "{stderr}");
+    assert_eq!(stdout, "");
 }
