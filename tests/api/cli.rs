@@ -835,3 +835,114 @@ async fn serve_without_dev_logs_the_port_it_bound_and_answers_there() {
     assert!(listening_address(&stderr).is_some(), "{stderr}");
     assert_eq!(stdout, "");
 }
+
+#[tokio::test]
+async fn the_request_log_names_each_path_but_never_a_query_string_a_token_a_cookie_or_a_password() {
+    let db = TestDb::create();
+    add_user(&db, "bob", "bob-secret-password", &["user"]);
+    let mut server =
+        secret(gatehouse(&db.url)).env("RUST_LOG", "info").serve(&["serve", "--bind", "127.0.0.1:0"]).await;
+    let client =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    server.until_healthy(&client).await;
+
+    // The password grant (a password in a form), then the API with the token in the header and a
+    // secret in the query string, then a refresh.
+    let login = client
+        .post(server.url("/token"))
+        .form(&[("username", "bob"), ("password", "bob-secret-password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let login: Value = login.json().await.unwrap();
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    let me = client.get(server.url("/api/users/me?token=secret-in-query")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    let refreshed = client
+        .post(server.url("/token"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), 200);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    let second_refresh = refreshed["refresh_token"].as_str().unwrap().to_owned();
+
+    // The sign-in form (a password and a CSRF token in a form), then a page with the session cookie.
+    let page = client.get(server.url("/login?next=%2F&token=secret-in-query")).send().await.unwrap().text().await;
+    let page = page.unwrap();
+    let marker = r#"name="csrf_token" value=""#;
+    let at = page.find(marker).expect("a CSRF field") + marker.len();
+    let csrf = page[at..at + page[at..].find('"').unwrap()].to_owned();
+    let form = [("csrf_token", csrf.as_str()), ("username", "bob"), ("password", "bob-secret-password")];
+    let signed_in = client.post(server.url("/login")).form(&form).send().await.unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.cookies().next().expect("a session cookie").value().to_owned();
+    assert_eq!(client.get(server.url("/")).send().await.unwrap().status(), 200);
+    drop(client);
+
+    server.sigterm();
+    let (status, _, log) = server.exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit {status} after SIGTERM; log:\n{log}");
+    for line in [r#""POST /token" 200"#, r#""GET /api/users/me" 200"#, r#""GET /login" 200"#, r#""POST /login" 303"#] {
+        assert!(log.contains(line), "the log has no {line}:\n{log}");
+    }
+    for secret in [
+        "secret-in-query",
+        "token=",
+        "bob-secret-password",
+        access.as_str(),
+        refresh.as_str(),
+        second_refresh.as_str(),
+        csrf.as_str(),
+        cookie.as_str(),
+    ] {
+        assert!(!log.contains(secret), "the log holds {secret:?}:\n{log}");
+    }
+}
+
+/// How long the test keeps a request in flight after SIGTERM: longer than actix's one-second
+/// shutdown poll, so a server that gave requests in flight no grace would have dropped it by then.
+const HELD_AFTER_SIGTERM: Duration = Duration::from_millis(1500);
+
+#[tokio::test]
+async fn sigterm_lets_a_sign_in_in_flight_finish_with_200_and_then_exits_0() {
+    let db = TestDb::create();
+    add_user(&db, "slow", "slow-password-1", &["user"]);
+    let mut server = secret(gatehouse(&db.url)).serve(&["serve", "--bind", "127.0.0.1:0"]).await;
+    let client = reqwest::Client::new();
+    server.until_healthy(&client).await;
+
+    // Another transaction holds the account's row, so the sign-in's check waits for it: the request
+    // stays in flight exactly as long as the test wants, whatever the machine's speed.
+    let mut holder = db.conn();
+    diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
+    diesel::sql_query("SELECT id FROM users WHERE username = 'slow' FOR UPDATE").execute(&mut holder).unwrap();
+    let sign_in = client.post(server.url("/token")).form(&[("username", "slow"), ("password", "slow-password-1")]);
+    let sign_in = tokio::spawn(sign_in.send());
+    let mut watcher = db.conn();
+    let started = Instant::now();
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%check_claims%'";
+    while count(&mut watcher, waiting) == 0 {
+        assert!(!sign_in.is_finished(), "the sign-in finished without waiting for the account's row");
+        assert!(started.elapsed() < COMMAND_DEADLINE, "the sign-in never reached its credential check");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    server.sigterm();
+    tokio::time::sleep(HELD_AFTER_SIGTERM).await;
+    assert!(!sign_in.is_finished(), "the sign-in in flight was answered before it could finish");
+    diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
+
+    let response = sign_in.await.unwrap().expect("an answer to the sign-in in flight");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "bearer");
+    drop(client);
+    let (status, _, log) = server.exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit {status} after SIGTERM; log:\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
