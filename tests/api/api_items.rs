@@ -19,18 +19,16 @@ async fn create_item(app: &TestApp, token: &str, title: &str, public: bool) {
     assert_eq!(response.status(), 201, "creating {title}");
 }
 
-/// The titles of `GET /api/items`, sorted; panics unless it answers 200.
+/// The titles of `GET /api/items` in the order listed (newest first); panics unless it answers 200.
 async fn listed_titles(app: &TestApp, token: Option<&str>) -> Vec<String> {
     let response = app.get(ITEMS, token).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let mut titles: Vec<String> =
-        body.as_array().unwrap().iter().map(|item| item["title"].as_str().unwrap().to_owned()).collect();
-    titles.sort();
-    titles
+    body.as_array().unwrap().iter().map(|item| item["title"].as_str().unwrap().to_owned()).collect()
 }
 
-/// Alice and Bob each with one public and one private item; returns Alice and her token with every scope.
+/// Alice and Bob each with one public and one private item, created in this order: alice public,
+/// alice private, bob public, bob private. Returns Alice and her token with every scope.
 async fn two_owners_with_public_and_private_items(app: &TestApp) -> (TestUser, String) {
     let alice = app.alice();
     let bob = app.create_user("bob", "bob-password", &["user"]);
@@ -58,14 +56,14 @@ async fn assert_refused_and_nothing_stored(app: &TestApp, response: reqwest::Res
 async fn anonymous_callers_see_only_public_items() {
     let app = spawn_app().await;
     two_owners_with_public_and_private_items(&app).await;
-    assert_eq!(listed_titles(&app, None).await, ["alice public", "bob public"]);
+    assert_eq!(listed_titles(&app, None).await, ["bob public", "alice public"]);
 }
 
 #[tokio::test]
 async fn a_token_with_items_read_adds_the_callers_own_private_items_but_not_others() {
     let app = spawn_app().await;
     let (_, alice_token) = two_owners_with_public_and_private_items(&app).await;
-    assert_eq!(listed_titles(&app, Some(&alice_token)).await, ["alice private", "alice public", "bob public"]);
+    assert_eq!(listed_titles(&app, Some(&alice_token)).await, ["bob public", "alice private", "alice public"]);
 }
 
 #[tokio::test]
@@ -73,7 +71,7 @@ async fn a_token_without_items_read_sees_only_public_items() {
     let app = spawn_app().await;
     let (alice, _) = two_owners_with_public_and_private_items(&app).await;
     let token = app.access_token(&alice, Some("profile items:write")).await;
-    assert_eq!(listed_titles(&app, Some(&token)).await, ["alice public", "bob public"]);
+    assert_eq!(listed_titles(&app, Some(&token)).await, ["bob public", "alice public"]);
 }
 
 #[tokio::test]

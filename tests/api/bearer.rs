@@ -244,6 +244,35 @@ async fn an_expired_token_is_invalid_token() {
 }
 
 #[tokio::test]
+async fn a_token_dated_a_few_seconds_ahead_is_accepted_within_the_five_second_leeway() {
+    // Another instance's clock may run a little ahead of this one's.
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let mut claims = claims_for(&app, &alice, "profile");
+    let ahead = now() + 3;
+    claims["iat"] = json!(ahead);
+    claims["nbf"] = json!(ahead);
+    let response = app.get(ME, Some(&sign_like_the_server(&claims))).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["username"], "alice");
+}
+
+#[tokio::test]
+async fn a_token_not_valid_for_another_thirty_seconds_is_invalid_token() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    for claim in ["nbf", "iat"] {
+        let mut claims = claims_for(&app, &alice, "profile");
+        claims[claim] = json!(now() + 30);
+        let response = app.get(ME, Some(&sign_like_the_server(&claims))).await;
+        assert_eq!(response.status(), 401, "{claim} 30 s ahead");
+        let body = assert_bearer_error(response, 401, Some(INVALID_TOKEN), "invalid_token").await;
+        assert_eq!(body["error_description"], "The access token is not valid yet", "{claim} 30 s ahead");
+    }
+}
+
+#[tokio::test]
 async fn a_token_missing_a_required_claim_is_invalid_token() {
     let app = spawn_app().await;
     let alice = app.alice();

@@ -2,10 +2,9 @@
 //! the database and on a running server, and its exit codes (0 ok, 2 bad usage, 1 other failure with
 //! one line on stderr).
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
@@ -202,9 +201,9 @@ fn list_line(listing: &str, username: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("no line for {username} in:\n{listing}"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+/// A database that cannot be reached, whatever else runs on this machine: its Unix socket directory
+/// does not exist (a guessed free TCP port might be taken by the time the command connects).
+const UNREACHABLE_DATABASE: &str = "postgres://postgres@localhost/gatehouse?host=/nonexistent/gatehouse-test-socket";
 
 // ---- migrate ----
 
@@ -237,10 +236,9 @@ fn migrate_creates_the_database_when_it_does_not_exist_yet() {
 
 #[test]
 fn a_database_server_that_cannot_be_reached_fails_with_one_line() {
-    let url = format!("postgres://postgres@127.0.0.1:{}/gatehouse", free_port());
-    let line = gatehouse(&url).run(&["migrate"]).failure().to_owned();
+    let line = gatehouse(UNREACHABLE_DATABASE).run(&["migrate"]).failure().to_owned();
     assert!(line.starts_with("gatehouse: "), "{line}");
-    gatehouse(&url).run(&["user", "list"]).failure();
+    gatehouse(UNREACHABLE_DATABASE).run(&["user", "list"]).failure();
 }
 
 // ---- user add ----
@@ -495,6 +493,44 @@ fn user_list_prints_every_user_with_roles_and_active_flag() {
 
 // ---- audit tail ----
 
+/// Every stored event as `audit tail` should print it, oldest first: read with plain SQL, formatted
+/// by the test (time to the millisecond, UTC; kind and channel padded; `-` for what is missing).
+fn expected_tail_lines(db: &TestDb) -> Vec<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        at: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        kind: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        channel: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        user_id: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        attempted: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        addr: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        rest: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS\"Z\"') AS at, kind, channel, \
+                coalesce(user_id::text, '-') AS user_id, coalesce(attempted_username, '-') AS attempted, \
+                coalesce(client_addr, '-') AS addr, concat_ws(' ', reason, detail) AS rest \
+         FROM auth_events ORDER BY id",
+    )
+    .load(&mut db.conn())
+    .unwrap();
+    rows.into_iter()
+        .map(|row| {
+            format!(
+                "{}  {:<14} {:<3} user={} attempted={} addr={} {}",
+                row.at, row.kind, row.channel, row.user_id, row.attempted, row.addr, row.rest
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn audit_tail_prints_the_latest_events_newest_last_and_at_most_n_of_them() {
     let app = spawn_app_on(TestDb::create(), &[]).await;
@@ -502,28 +538,54 @@ async fn audit_tail_prints_the_latest_events_newest_last_and_at_most_n_of_them()
     for _ in 0..3 {
         app.login(&alice, None).await;
     }
+    let login = app.login(&alice, Some("profile")).await;
+    assert_eq!(app.refresh(login["refresh_token"].as_str().unwrap(), None).await.status(), 200);
+    let failed = app.post_token(&[("username", "nobody"), ("password", "whatever")]).await;
+    assert_token_error(failed, 400, "invalid_grant").await;
     let failed = app.post_token(&[("username", "alice"), ("password", "wrong-password")]).await;
     assert_token_error(failed, 400, "invalid_grant").await;
-    let kinds = app.event_kinds();
-    assert!(kinds.len() > 5, "{kinds:?}");
+    let expected = expected_tail_lines(&app.db);
+    assert_eq!(expected.len(), 11, "{expected:#?}");
+    // What the lines say, spelled out for the newest ones.
+    assert!(expected[8].contains(" refresh        api user="), "{}", expected[8]);
+    assert!(expected[8].ends_with(" attempted=alice addr=127.0.0.1 profile"), "{}", expected[8]);
+    assert!(expected[9].contains(" login_failed   api user=- attempted=nobody addr=127.0.0.1 unknown_user"));
+    let alice_failed = format!(" login_failed   api user={} attempted=alice addr=127.0.0.1 wrong_password", alice.id);
+    assert!(expected[10].ends_with(&alice_failed), "{}", expected[10]);
 
-    let kind_of = |line: &str| line.split_whitespace().nth(2).unwrap().to_owned();
+    // Field by field (the column padding has a test of its own below).
+    let words = |lines: &[String]| -> Vec<Vec<String>> {
+        lines.iter().map(|line| line.split_whitespace().map(str::to_owned).collect()).collect()
+    };
     let tail = gatehouse(&app.db.url).run(&["audit", "tail", "-n", "5"]).ok().to_owned();
-    let printed: Vec<String> = tail.lines().map(kind_of).collect();
-    assert_eq!(printed, kinds[kinds.len() - 5..], "{tail}");
-    assert!(tail.lines().last().unwrap().contains("alice"), "{tail}");
+    let printed: Vec<String> = tail.lines().map(str::to_owned).collect();
+    assert_eq!(words(&printed), words(&expected[expected.len() - 5..]), "{tail}");
 
     let everything = gatehouse(&app.db.url).run(&["audit", "tail", "-n", "1000"]).ok().to_owned();
-    let printed: Vec<String> = everything.lines().map(kind_of).collect();
-    assert_eq!(printed, kinds, "{everything}");
+    let printed: Vec<String> = everything.lines().map(str::to_owned).collect();
+    assert_eq!(words(&printed), words(&expected), "{everything}");
+}
+
+#[tokio::test]
+async fn audit_tail_lines_up_its_columns() {
+    let app = spawn_app_on(TestDb::create(), &[]).await;
+    let alice = app.alice();
+    app.login(&alice, None).await;
+    let failed = app.post_token(&[("username", "nobody"), ("password", "whatever")]).await;
+    assert_token_error(failed, 400, "invalid_grant").await;
+    let expected = expected_tail_lines(&app.db);
+    assert_eq!(expected.len(), 3, "{expected:#?}");
+
+    let tail = gatehouse(&app.db.url).run(&["audit", "tail"]).ok().to_owned();
+    let printed: Vec<&str> = tail.lines().collect();
+    assert_eq!(printed, expected, "{tail}");
 }
 
 // ---- bad usage ----
 
 #[test]
 fn bad_usage_exits_with_2() {
-    // Nothing listens here: a command that got past argument parsing would fail with 1, not 2.
-    let url = format!("postgres://postgres@127.0.0.1:{}/gatehouse", free_port());
+    // Nothing listens there: a command that got past argument parsing would fail with 1, not 2.
     for args in [
         &[][..],
         &["user"][..],
@@ -535,7 +597,7 @@ fn bad_usage_exits_with_2() {
         &["audit", "tail", "-n", "many"][..],
         &["serve", "--bind"][..],
     ] {
-        let outcome = gatehouse(&url).run(args);
+        let outcome = gatehouse(UNREACHABLE_DATABASE).run(args);
         assert_eq!(outcome.code, Some(2), "gatehouse {}: {outcome:?}", args.join(" "));
         outcome.usage_error();
     }
@@ -582,25 +644,124 @@ fn serve_with_an_unparseable_bind_address_fails_with_one_line() {
     outcome.failure();
 }
 
-// ---- serve --dev ----
+// ---- serve: a running server ----
 
-/// Reads a child's stream to the end on a thread of its own, so a full pipe never blocks the child.
-fn drain(mut stream: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        text
-    })
+/// Everything a child wrote to one of its streams so far, read line by line on a thread of its own
+/// (so a full pipe never blocks the child, and the test can look at lines as they come).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<String>>);
+
+impl Captured {
+    fn read_from(stream: impl Read + Send + 'static) -> (Self, std::thread::JoinHandle<()>) {
+        let captured = Self::default();
+        let sink = captured.clone();
+        let reader = std::thread::spawn(move || {
+            let mut stream = BufReader::new(stream);
+            let mut line = Vec::new();
+            while stream.read_until(b'\n', &mut line).is_ok_and(|read| read > 0) {
+                sink.0.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
+                line.clear();
+            }
+        });
+        (captured, reader)
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
 }
 
-/// Kills the child if the test ends before it exits.
-struct KillOnDrop(Child);
+/// A `gatehouse serve` process, killed if the test ends before it exits.
+struct Serving {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, as the server said it listens.
+    base: String,
+    stdout: Captured,
+    stderr: Captured,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
 
-impl Drop for KillOnDrop {
+/// The address after `listening on http://` in `text`, if the server has said it yet.
+fn listening_address(text: &str) -> Option<String> {
+    let marker = "listening on http://";
+    let start = text.find(marker)? + marker.len();
+    let rest = &text[start..];
+    let end = rest.find(char::is_whitespace)?;
+    Some(rest[..end].to_owned())
+}
+
+impl Gatehouse {
+    /// Runs `args` (a `serve` command binding port 0) and waits until the server says where it
+    /// listens: on stdout in `--dev`, in the info log on stderr otherwise.
+    async fn serve(self, args: &[&str]) -> Serving {
+        let mut child = self.spawn(args);
+        let (stdout, out_reader) = Captured::read_from(child.stdout.take().unwrap());
+        let (stderr, err_reader) = Captured::read_from(child.stderr.take().unwrap());
+        let started = Instant::now();
+        let address = loop {
+            if let Some(address) = listening_address(&stdout.text()).or_else(|| listening_address(&stderr.text())) {
+                break address;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("`gatehouse {}` exited early with {status}: {}", args.join(" "), stderr.text());
+            }
+            assert!(started.elapsed() < COMMAND_DEADLINE, "`gatehouse {}` never said where it listens", args.join(" "));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(address.starts_with("127.0.0.1:") && !address.ends_with(":0"), "listening on {address}");
+        Serving { child, base: format!("http://{address}"), stdout, stderr, readers: vec![out_reader, err_reader] }
+    }
+}
+
+impl Serving {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits until `/healthz` answers 200.
+    async fn until_healthy(&mut self, client: &reqwest::Client) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the server exited early with {status}: {}", self.stderr.text());
+            }
+            if let Ok(response) = client.get(self.url("/healthz")).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "/healthz did not answer 200 within 15 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    }
+
+    /// Waits for the process to exit (at most `within`); returns its status, stdout and stderr.
+    async fn exit(mut self, within: Duration) -> (ExitStatus, String, String) {
+        let signalled = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(signalled.elapsed() < within, "the server did not exit within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for reader in std::mem::take(&mut self.readers) {
+            reader.join().unwrap();
+        }
+        (status, self.stdout.text(), self.stderr.text())
+    }
+}
+
+impl Drop for Serving {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -608,32 +769,14 @@ impl Drop for KillOnDrop {
 #[tokio::test]
 async fn serve_dev_prints_demo_credentials_that_work_and_stops_on_sigterm() {
     let db = TestDb::create();
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let mut server = KillOnDrop(gatehouse(&db.url).without_env("GATEHOUSE_JWT_SECRET").spawn(&[
-        "serve",
-        "--dev",
-        "--bind",
-        bind.as_str(),
-    ]));
-    let stdout = drain(server.0.stdout.take().unwrap());
-    let stderr = drain(server.0.stderr.take().unwrap());
-    let base = format!("http://{bind}");
+    let mut server = gatehouse(&db.url)
+        .without_env("GATEHOUSE_JWT_SECRET")
+        .serve(&["serve", "--dev", "--bind", "127.0.0.1:0"])
+        .await;
+    let base = server.base.clone();
+    let bind = base.trim_start_matches("http://").to_owned();
     let client = reqwest::Client::new();
-
-    let started = Instant::now();
-    loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            panic!("serve --dev exited early with {status}: {}", stderr.join().unwrap());
-        }
-        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
-            && response.status() == 200
-        {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "/healthz did not answer 200 within 15 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server.until_healthy(&client).await;
 
     for (username, password) in [("alice", "alice-demo-password"), ("admin", "admin-demo-password")] {
         let response = client
@@ -659,20 +802,145 @@ async fn serve_dev_prints_demo_credentials_that_work_and_stops_on_sigterm() {
     let me = client.get(format!("{base}/api/users/me")).bearer_auth(token["access_token"].as_str().unwrap());
     assert_eq!(me.send().await.unwrap().status(), 200);
 
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(signalled.elapsed() < Duration::from_secs(10), "serve --dev did not exit within 10 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    server.sigterm();
+    let (status, stdout, stderr) = server.exit(Duration::from_secs(10)).await;
     assert!(status.success(), "exit {status} after SIGTERM; stderr:\n{stderr}");
     assert!(stdout.contains("alice / alice-demo-password"), "{stdout}");
     assert!(stdout.contains(&bind), "{stdout}");
     assert!(stderr.contains("ephemeral"), "--dev must say that its JWT secret is ephemeral:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The HS256 secret for a `serve` that is not `--dev`.
+fn secret(gatehouse: Gatehouse) -> Gatehouse {
+    gatehouse.env("GATEHOUSE_JWT_SECRET", crate::helpers::JWT_SECRET)
+}
+
+#[tokio::test]
+async fn serve_without_dev_logs_the_port_it_bound_and_answers_there() {
+    let db = TestDb::create();
+    let mut server = secret(gatehouse(&db.url)).serve(&["serve", "--bind", "127.0.0.1:0"]).await;
+    let client = reqwest::Client::new();
+    server.until_healthy(&client).await;
+    let ready = client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    drop(client);
+
+    server.sigterm();
+    let (status, stdout, stderr) = server.exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit {status} after SIGTERM; stderr:\n{stderr}");
+    // Outside --dev the address is only in the log; nothing is printed to stdout.
+    assert!(listening_address(&stderr).is_some(), "{stderr}");
+    assert_eq!(stdout, "");
+}
+
+#[tokio::test]
+async fn the_request_log_names_each_path_but_never_a_query_string_a_token_a_cookie_or_a_password() {
+    let db = TestDb::create();
+    add_user(&db, "bob", "bob-secret-password", &["user"]);
+    let mut server =
+        secret(gatehouse(&db.url)).env("RUST_LOG", "info").serve(&["serve", "--bind", "127.0.0.1:0"]).await;
+    let client =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    server.until_healthy(&client).await;
+
+    // The password grant (a password in a form), then the API with the token in the header and a
+    // secret in the query string, then a refresh.
+    let login = client
+        .post(server.url("/token"))
+        .form(&[("username", "bob"), ("password", "bob-secret-password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let login: Value = login.json().await.unwrap();
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    let me = client.get(server.url("/api/users/me?token=secret-in-query")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    let refreshed = client
+        .post(server.url("/token"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), 200);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    let second_refresh = refreshed["refresh_token"].as_str().unwrap().to_owned();
+
+    // The sign-in form (a password and a CSRF token in a form), then a page with the session cookie.
+    let page = client.get(server.url("/login?next=%2F&token=secret-in-query")).send().await.unwrap().text().await;
+    let page = page.unwrap();
+    let marker = r#"name="csrf_token" value=""#;
+    let at = page.find(marker).expect("a CSRF field") + marker.len();
+    let csrf = page[at..at + page[at..].find('"').unwrap()].to_owned();
+    let form = [("csrf_token", csrf.as_str()), ("username", "bob"), ("password", "bob-secret-password")];
+    let signed_in = client.post(server.url("/login")).form(&form).send().await.unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.cookies().next().expect("a session cookie").value().to_owned();
+    assert_eq!(client.get(server.url("/")).send().await.unwrap().status(), 200);
+    drop(client);
+
+    server.sigterm();
+    let (status, _, log) = server.exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit {status} after SIGTERM; log:\n{log}");
+    for line in [r#""POST /token" 200"#, r#""GET /api/users/me" 200"#, r#""GET /login" 200"#, r#""POST /login" 303"#] {
+        assert!(log.contains(line), "the log has no {line}:\n{log}");
+    }
+    for secret in [
+        "secret-in-query",
+        "token=",
+        "bob-secret-password",
+        access.as_str(),
+        refresh.as_str(),
+        second_refresh.as_str(),
+        csrf.as_str(),
+        cookie.as_str(),
+    ] {
+        assert!(!log.contains(secret), "the log holds {secret:?}:\n{log}");
+    }
+}
+
+/// How long the test keeps a request in flight after SIGTERM: longer than actix's one-second
+/// shutdown poll, so a server that gave requests in flight no grace would have dropped it by then.
+const HELD_AFTER_SIGTERM: Duration = Duration::from_millis(1500);
+
+#[tokio::test]
+async fn sigterm_lets_a_sign_in_in_flight_finish_with_200_and_then_exits_0() {
+    let db = TestDb::create();
+    add_user(&db, "slow", "slow-password-1", &["user"]);
+    let mut server = secret(gatehouse(&db.url)).serve(&["serve", "--bind", "127.0.0.1:0"]).await;
+    let client = reqwest::Client::new();
+    server.until_healthy(&client).await;
+
+    // Another transaction holds the account's row, so the sign-in's check waits for it: the request
+    // stays in flight exactly as long as the test wants, whatever the machine's speed.
+    let mut holder = db.conn();
+    diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
+    diesel::sql_query("SELECT id FROM users WHERE username = 'slow' FOR UPDATE").execute(&mut holder).unwrap();
+    let sign_in = client.post(server.url("/token")).form(&[("username", "slow"), ("password", "slow-password-1")]);
+    let sign_in = tokio::spawn(sign_in.send());
+    let mut watcher = db.conn();
+    let started = Instant::now();
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%check_claims%'";
+    while count(&mut watcher, waiting) == 0 {
+        assert!(!sign_in.is_finished(), "the sign-in finished without waiting for the account's row");
+        assert!(started.elapsed() < COMMAND_DEADLINE, "the sign-in never reached its credential check");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    server.sigterm();
+    tokio::time::sleep(HELD_AFTER_SIGTERM).await;
+    assert!(!sign_in.is_finished(), "the sign-in in flight was answered before it could finish");
+    diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
+
+    let response = sign_in.await.unwrap().expect("an answer to the sign-in in flight");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "bearer");
+    drop(client);
+    let (status, _, log) = server.exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit {status} after SIGTERM; log:\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }

@@ -207,15 +207,51 @@ async fn an_unknown_or_garbage_refresh_token_is_invalid_grant() {
     refresh_ok(&app, &refresh_token_of(&login), None).await;
 }
 
+/// Seconds from issue to expiry of the stored refresh token `token`.
+fn stored_refresh_lifetime_secs(app: &TestApp, token: &str) -> f64 {
+    #[derive(diesel::QueryableByName)]
+    struct Lifetime {
+        #[diesel(sql_type = diesel::sql_types::Double)]
+        secs: f64,
+    }
+    let lifetime: Lifetime = diesel::sql_query(
+        "SELECT extract(epoch FROM expires_at - issued_at)::float8 AS secs FROM refresh_tokens \
+         WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
+    )
+    .bind::<diesel::sql_types::Text, _>(token)
+    .get_result(&mut app.db.conn())
+    .unwrap();
+    lifetime.secs
+}
+
 #[tokio::test]
 async fn an_expired_refresh_token_is_invalid_grant() {
-    let app = spawn_app_with(&[("GATEHOUSE_REFRESH_TOKEN_TTL", "1s")]).await;
+    let app = spawn_app_with(&[("GATEHOUSE_REFRESH_TOKEN_TTL", "2m")]).await;
     let alice = app.alice();
-    let refresh_token = refresh_token_of(&app.login(&alice, None).await);
+    let expiring = refresh_token_of(&app.login(&alice, None).await);
+    // The control: a sibling issued the same way, whose clock is left alone.
+    let sibling = refresh_token_of(&app.login(&alice, None).await);
+    for token in [&expiring, &sibling] {
+        let lifetime = stored_refresh_lifetime_secs(&app, token);
+        assert!((119.0..=121.0).contains(&lifetime), "stored lifetime {lifetime} s, configured 120 s");
+    }
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Two minutes and a second pass for the first token only.
+    let moved = diesel::sql_query(
+        "UPDATE refresh_tokens SET issued_at = issued_at - interval '121 seconds', \
+                                   expires_at = expires_at - interval '121 seconds' \
+         WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
+    )
+    .bind::<diesel::sql_types::Text, _>(&expiring)
+    .execute(&mut app.db.conn())
+    .unwrap();
+    assert_eq!(moved, 1);
 
-    refresh_refused(&app, &refresh_token).await;
+    let body = assert_token_error(app.refresh(&expiring, None).await, 400, "invalid_grant").await;
+    assert_eq!(body["error_description"], "The refresh token is invalid, expired or revoked");
+    refresh_ok(&app, &sibling, None).await;
+    // An expired token is refused, not taken for a reuse: nothing was revoked.
+    assert!(!app.event_kinds().contains(&"reuse_detected".to_owned()), "{:?}", app.event_kinds());
 }
 
 #[tokio::test]
@@ -436,7 +472,7 @@ async fn a_successful_sign_in_forgets_earlier_failures() {
 
 #[tokio::test]
 async fn after_a_burst_of_ten_attempts_an_address_is_told_to_slow_down() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(&[SLOW_REFILL]).await;
     let alice = app.alice();
     for _ in 0..10 {
         assert_token_error(wrong_password(&app, "nobody").await, 400, "invalid_grant").await;
@@ -452,7 +488,7 @@ async fn after_a_burst_of_ten_attempts_an_address_is_told_to_slow_down() {
 
 #[tokio::test]
 async fn waiting_as_long_as_retry_after_says_is_enough() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(&[SLOW_REFILL]).await;
     let alice = app.alice();
     for _ in 0..10 {
         assert_token_error(wrong_password(&app, "nobody").await, 400, "invalid_grant").await;

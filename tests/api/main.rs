@@ -21,6 +21,8 @@ mod methods;
 mod metrics;
 mod nginx;
 mod outage;
+mod purge;
+mod safeguards;
 mod schema;
 mod token;
 mod web;

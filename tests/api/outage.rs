@@ -28,25 +28,32 @@ struct PrivateCluster {
     as_postgres: bool,
 }
 
+/// How many ports to try before giving up: a port that was free when picked may be taken by the
+/// time PostgreSQL binds it (other tests and other engineers' builds run on this machine too).
+const PORT_ATTEMPTS: usize = 5;
+
 impl PrivateCluster {
     fn start_new() -> Self {
         let root = std::env::temp_dir().join(format!("gatehouse-outage-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&root).unwrap();
         let as_postgres = stdout_of(Command::new("id").arg("-u")) == "0";
-        let cluster = Self {
-            root,
-            bindir: postgres_bindir(),
-            port: TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(),
-            as_postgres,
-        };
+        let mut cluster = Self { root, bindir: postgres_bindir(), port: unused_port(), as_postgres };
         if as_postgres {
             let chown = Command::new("chown").arg("postgres:postgres").arg(&cluster.root).status().unwrap();
             assert!(chown.success(), "cannot hand {} to the postgres user", cluster.root.display());
         }
         let data = cluster.data_dir();
         cluster.tool("initdb", &["-D", path_str(&data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]);
-        cluster.start();
-        cluster
+        for attempt in 1..=PORT_ATTEMPTS {
+            match cluster.try_start() {
+                Ok(()) => return cluster,
+                Err(failure) if failure.port_taken && attempt < PORT_ATTEMPTS => cluster.port = unused_port(),
+                Err(failure) => {
+                    panic!("the private PostgreSQL did not start on port {}: {}", cluster.port, failure.text)
+                }
+            }
+        }
+        unreachable!("the loop above returns or panics")
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -58,14 +65,30 @@ impl PrivateCluster {
         format!("postgres://postgres@127.0.0.1:{}", self.port)
     }
 
+    /// Starts the server again on the port it had (after [`crash`](Self::crash)).
     fn start(&self) {
+        if let Err(failure) = self.try_start() {
+            panic!("the private PostgreSQL did not restart on port {}: {}", self.port, failure.text);
+        }
+    }
+
+    fn try_start(&self) -> Result<(), StartFailure> {
         let options =
             format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, path_str(&self.root));
-        let log = self.root.join("server.log");
-        self.tool(
-            "pg_ctl",
-            &["-w", "-t", "30", "-D", path_str(&self.data_dir()), "-l", path_str(&log), "-o", &options, "start"],
-        );
+        // A log per start, so a failure is read from this start's log only.
+        let log = self.root.join(format!("server-{}.log", self.port));
+        let _ = std::fs::remove_file(&log);
+        let data = self.data_dir();
+        let args = ["-w", "-t", "30", "-D", path_str(&data), "-l", path_str(&log), "-o", &options, "start"];
+        let output = self.command("pg_ctl", &args).output().unwrap();
+        if output.status.success() {
+            return Ok(());
+        }
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        Err(StartFailure {
+            port_taken: log.contains("Address already in use"),
+            text: format!("{}\n{log}", String::from_utf8_lossy(&output.stderr)),
+        })
     }
 
     /// Stops the server the hard way, as a crash or a pulled cable would.
@@ -81,7 +104,7 @@ impl PrivateCluster {
             "{program} {} failed: {}\n{}",
             args.join(" "),
             String::from_utf8_lossy(&output.stderr),
-            std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
+            std::fs::read_to_string(self.root.join(format!("server-{}.log", self.port))).unwrap_or_default()
         );
         output
     }
@@ -109,6 +132,19 @@ impl Drop for PrivateCluster {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// Why `pg_ctl start` failed.
+struct StartFailure {
+    /// Another process had the port by the time PostgreSQL tried to bind it.
+    port_taken: bool,
+    text: String,
+}
+
+/// A port nothing listens on right now (it may be taken before PostgreSQL binds it: see
+/// [`PORT_ATTEMPTS`]).
+fn unused_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn path_str(path: &Path) -> &str {
@@ -148,8 +184,10 @@ async fn promptly(request: impl Future<Output = Response>, what: &str) -> Respon
         .unwrap_or_else(|_| panic!("{what} took longer than {ANSWER_WITHIN:?} during the outage"))
 }
 
+/// The outage answer to an API client: 503 JSON, and `Retry-After: 5`.
 async fn assert_unavailable_json(response: Response) -> Value {
     assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()[header::RETRY_AFTER], "5");
     assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable", "body: {body}");
@@ -183,12 +221,16 @@ async fn a_database_outage_answers_503_and_the_server_recovers_by_itself() {
     let mut burst = tokio::task::JoinSet::new();
     for _ in 0..40 {
         let request = app.client.get(app.url("/api/users/me")).bearer_auth(&token).send();
-        burst.spawn(async move { request.await.unwrap().status() });
+        burst.spawn(async move {
+            let response = request.await.unwrap();
+            let retry_after = response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+            (response.status().as_u16(), retry_after)
+        });
     }
-    let statuses = tokio::time::timeout(ANSWER_WITHIN, burst.join_all())
+    let answers = tokio::time::timeout(ANSWER_WITHIN, burst.join_all())
         .await
         .unwrap_or_else(|_| panic!("40 concurrent /api/users/me took longer than {ANSWER_WITHIN:?} during the outage"));
-    assert!(statuses.iter().all(|status| *status == 503), "{statuses:?}");
+    assert!(answers.iter().all(|answer| *answer == (503, Some("5".to_owned()))), "{answers:?}");
 
     let login = promptly(password_grant(&app), "/token").await;
     assert_eq!(login.headers()[header::CACHE_CONTROL], "no-store");
@@ -207,6 +249,7 @@ async fn a_database_outage_answers_503_and_the_server_recovers_by_itself() {
             break;
         }
         assert_eq!(ready.status(), 503);
+        assert_eq!(ready.headers()[header::RETRY_AFTER], "5");
         assert!(
             since.elapsed() < RECOVER_WITHIN,
             "/readyz still not 200 {RECOVER_WITHIN:?} after the database came back"
@@ -226,6 +269,38 @@ async fn a_database_outage_answers_503_and_the_server_recovers_by_itself() {
     assert_eq!(app.get("/api/users/me", Some(fresh)).await.status(), 200);
 
     // The app (and the database it owns) must be dropped while the cluster still runs.
+    drop(app);
+    drop(cluster);
+}
+
+#[tokio::test]
+async fn during_a_database_outage_pages_answer_the_html_503_page_without_its_cause() {
+    // Declared first so it is dropped last, as above.
+    let cluster = PrivateCluster::start_new();
+    let app = spawn_app_on(TestDb::create_on(&cluster.server_url()), &[]).await;
+    app.alice();
+    crate::web::signed_in(&app, &app.client, "alice", "alice-password").await;
+    assert_eq!(app.get("/", None).await.status(), 200);
+
+    cluster.crash();
+
+    // A signed-in browser: its session lives in the database, so every page needs it.
+    for path in ["/", "/login"] {
+        let response = promptly(app.get(path, None), path).await;
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5", "GET {path}");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store", "GET {path}");
+        let body = crate::web::html_page(response, 503).await;
+        assert!(body.contains("<h1>Temporarily unavailable</h1>"), "GET {path}: {body}");
+        assert!(
+            body.contains("<p>The service is temporarily unavailable. Please try again in a moment.</p>"),
+            "GET {path}: {body}"
+        );
+        let cluster_address = format!("127.0.0.1:{}", cluster.port);
+        for cause in ["session", "database", "connect", "postgres", "refused", "closed", "error:", &cluster_address] {
+            assert!(!body.to_lowercase().contains(cause), "GET {path} tells the cause ({cause:?}): {body}");
+        }
+    }
+
     drop(app);
     drop(cluster);
 }

@@ -89,7 +89,7 @@ async fn submit_rendered_form(app: &TestApp, form: &str, username: &str, passwor
 }
 
 /// Signs in and asserts it worked; returns the new session cookie.
-async fn signed_in(app: &TestApp, client: &Client, username: &str, password: &str) -> String {
+pub(crate) async fn signed_in(app: &TestApp, client: &Client, username: &str, password: &str) -> String {
     let response = sign_in(app, client, username, password, None).await;
     assert_eq!(response.status(), 303, "sign-in of {username} failed");
     assert_eq!(location(&response), "/");
@@ -121,7 +121,7 @@ fn assert_security_headers(response: &Response) {
 }
 
 /// Asserts an HTML page with this status and the security headers; returns its body.
-async fn html_page(response: Response, status: u16) -> String {
+pub(crate) async fn html_page(response: Response, status: u16) -> String {
     assert_eq!(response.status(), status, "{}", response.url());
     let content_type = response.headers()[header::CONTENT_TYPE].to_str().unwrap().to_owned();
     assert_eq!(content_type, "text/html; charset=utf-8");
@@ -762,6 +762,60 @@ async fn a_session_idle_past_its_timeout_is_anonymous() {
     let response = replay(&app, &cookie, "/").await;
     assert_eq!(response.status(), 303);
     assert_eq!(location(&response), "/login?next=%2F");
+    assert_eq!(active_sessions(&app), 0);
+}
+
+/// Seconds until the one session's idle expiry, and since it was last seen, by the database's clock.
+fn session_clock(app: &TestApp) -> (f64, f64) {
+    #[derive(diesel::QueryableByName)]
+    struct Clock {
+        #[diesel(sql_type = diesel::sql_types::Double)]
+        idle_left: f64,
+        #[diesel(sql_type = diesel::sql_types::Double)]
+        seen_ago: f64,
+    }
+    let rows: Vec<Clock> = diesel::sql_query(
+        "SELECT extract(epoch FROM expires_at - now())::float8 AS idle_left, \
+                extract(epoch FROM now() - last_seen_at)::float8 AS seen_ago FROM sessions",
+    )
+    .load(&mut app.db.conn())
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    (rows[0].idle_left, rows[0].seen_ago)
+}
+
+#[tokio::test]
+async fn every_request_of_a_signed_in_session_pushes_its_idle_timeout_and_an_idle_one_goes_to_login() {
+    let app = spawn_app().await;
+    app.alice();
+    signed_in(&app, &app.client, "alice", "alice-password").await;
+
+    for path in ["/", "/admin/stats", "/"] {
+        // As if the browser had been idle for 25 of its 30 minutes.
+        diesel::sql_query(
+            "UPDATE sessions SET expires_at = now() + interval '5 minutes', \
+                                 last_seen_at = now() - interval '25 minutes'",
+        )
+        .execute(&mut app.db.conn())
+        .unwrap();
+
+        let response = app.get(path, None).await;
+        assert!(matches!(response.status().as_u16(), 200 | 403), "GET {path}: {}", response.status());
+
+        let (idle_left, seen_ago) = session_clock(&app);
+        assert!((1740.0..=1800.0).contains(&idle_left), "GET {path}: idle timeout not pushed: {idle_left} s left");
+        assert!((-5.0..=60.0).contains(&seen_ago), "GET {path}: last seen {seen_ago} s ago");
+    }
+
+    diesel::sql_query("UPDATE sessions SET expires_at = now() - interval '1 second'")
+        .execute(&mut app.db.conn())
+        .unwrap();
+    let response = app.get("/", None).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "/login?next=%2F");
+    let form = html_page(app.get("/login?next=%2F", None).await, 200).await;
+    assert!(form.contains(r#"<form method="post" action="/login""#), "{form}");
+    assert_eq!(hidden_value(&form, "next").as_deref(), Some("/"));
     assert_eq!(active_sessions(&app), 0);
 }
 
