@@ -11,7 +11,7 @@ use actix_web::cookie::SameSite;
 use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::dev::Server;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::{Logger, Next, from_fn};
+use actix_web::middleware::{Condition, Logger, Next, from_fn};
 use actix_web::{App, HttpServer, web};
 
 use crate::auth::jwt::VerifiedTokens;
@@ -129,7 +129,8 @@ pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> Result<Server
         app.wrap(from_fn(routes::head_as_get))
             .wrap(from_fn(security_headers))
             .wrap(from_fn(routes::count_api_load))
-            .wrap(from_fn(routes::metrics::record))
+            // Counted only when someone can read the counts.
+            .wrap(Condition::new(state.metrics_endpoint.is_some(), from_fn(routes::metrics::record)))
             .wrap(request_logger())
             .configure(|cfg| routes::docs::configure(cfg, document))
             .configure(routes::web::pages::configure_static)
