@@ -64,7 +64,7 @@ pub fn build_state(
     let keys = load_keys(&settings, &secret, &issuer)?;
     let key_reloader = keys.keep_fresh(settings.database_url.clone());
     let api_load = Arc::new(ApiLoad::default());
-    let queue = QueueConfig { capacity: settings.hash_queue, threads: None };
+    let queue = QueueConfig { capacity: settings.hash_queue, threads: None, max_wait: None };
     let hasher = PasswordHasher::new(settings.bcrypt_cost, queue, Arc::clone(&api_load), &metrics)?;
     let policy = RefreshPolicy {
         token_ttl: chrono::Duration::from_std(settings.refresh_token_ttl).unwrap_or(chrono::Duration::days(14)),

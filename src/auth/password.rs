@@ -117,6 +117,8 @@ pub struct QueueConfig {
     pub capacity: Option<usize>,
     /// Hashing threads; `None`: one per core.
     pub threads: Option<usize>,
+    /// The longest a job may wait for a thread; `None`: [`MAX_WAIT`].
+    pub max_wait: Option<Duration>,
 }
 
 /// What a hashing thread's priority was set to (read back by tests and the startup log).
@@ -155,6 +157,7 @@ struct Queue {
 struct Shared {
     cost: u32,
     capacity: usize,
+    max_wait: Duration,
     share: usize,
     /// A hash of a random password at each cost from `MIN_COST` to `cost`, made on first use: the
     /// top one stands in for unknown users, the others pad a cheaper stored hash to the full cost.
@@ -201,6 +204,7 @@ impl PasswordHasher {
         let shared = Arc::new(Shared {
             cost,
             capacity,
+            max_wait: config.max_wait.unwrap_or(MAX_WAIT),
             share: capacity.div_ceil(SHARE_DIVISOR).max(1),
             dummies,
             queue: Mutex::new(Queue::default()),
@@ -379,7 +383,7 @@ impl Shared {
             *self.spare_priority.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(priority);
         }
         while let Some(job) = self.next_job(role) {
-            let admitted = if job.enqueued.elapsed() > MAX_WAIT { Err(HashError::Expired) } else { Ok(()) };
+            let admitted = if job.enqueued.elapsed() > self.max_wait { Err(HashError::Expired) } else { Ok(()) };
             let started = Instant::now();
             let ran = admitted.is_ok();
             (job.run)(admitted);
@@ -496,7 +500,7 @@ mod tests {
     use super::*;
 
     fn hasher(cost: u32, capacity: usize) -> PasswordHasher {
-        let config = QueueConfig { capacity: Some(capacity), threads: Some(2) };
+        let config = QueueConfig { capacity: Some(capacity), threads: Some(2), max_wait: None };
         PasswordHasher::new(cost, config, Arc::default(), &Metrics::new()).unwrap()
     }
 
@@ -575,6 +579,20 @@ mod tests {
         drop(paused);
         assert_eq!(job.await.unwrap().unwrap(), Verification::Mismatch);
         assert_eq!(hasher.waiting(), 0);
+    }
+
+    #[actix_web::test]
+    async fn a_job_that_waited_past_the_deadline_is_answered_busy_without_hashing() {
+        let config = QueueConfig { capacity: Some(8), threads: Some(1), max_wait: Some(Duration::from_millis(50)) };
+        let hasher = PasswordHasher::new(4, config, Arc::default(), &Metrics::new()).unwrap();
+        let paused = hasher.pause();
+        let job = actix_web::rt::spawn(hasher.admit(None, "a").unwrap().verify("x".into(), None));
+        actix_web::rt::time::sleep(Duration::from_millis(120)).await;
+        let work_before = hasher.work_done();
+        drop(paused);
+        assert!(matches!(job.await.unwrap(), Err(HashError::Expired)));
+        assert_eq!(hasher.work_done(), work_before, "nothing was hashed for it");
+        assert!(matches!(ServerError::from(HashError::Expired), ServerError::Busy { retry_after_secs: 5 }));
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl ResponseError for ApiError {
         let description = match self {
             ApiError::Server(err) => {
                 server_headers(&mut response, err);
-                None
+                busy_description(err)
             }
             other => Some(other.to_string()),
         };
@@ -170,7 +170,7 @@ impl ResponseError for TokenError {
         let description = match self {
             TokenError::Grant(GrantError::Server(err)) => {
                 server_headers(&mut response, err);
-                None
+                busy_description(err)
             }
             other => Some(other.to_string()),
         };
@@ -200,6 +200,17 @@ fn server_code(err: &ServerError) -> &'static str {
     match err {
         ServerError::Unavailable(_) | ServerError::Busy { .. } => "temporarily_unavailable",
         ServerError::Internal(_) => "server_error",
+    }
+}
+
+/// A full queue is told as such (it says nothing about the server's insides); other failures on our
+/// side get no description at all.
+fn busy_description(err: &ServerError) -> Option<String> {
+    match err {
+        ServerError::Busy { retry_after_secs } => {
+            Some(format!("Too many sign-ins are waiting to be checked; try again in {retry_after_secs} seconds"))
+        }
+        _ => None,
     }
 }
 

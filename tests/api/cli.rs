@@ -944,3 +944,18 @@ async fn sigterm_lets_a_sign_in_in_flight_finish_with_200_and_then_exits_0() {
     assert!(status.success(), "exit {status} after SIGTERM; log:\n{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[tokio::test]
+async fn audit_tail_shows_control_characters_from_clients_escaped_never_raw() {
+    let db = TestDb::create();
+    let app = spawn_app_on(db, &[]).await;
+    // A username that would recolour the operator's terminal and forge a second line.
+    let hostile = "evil\u{1b}[31mred\nforged line\u{7}";
+    let response =
+        app.post_token(&[("grant_type", "password"), ("username", hostile), ("password", "whatever-it-is")]).await;
+    assert_eq!(response.status(), 400);
+    let printed = gatehouse(&app.db.url).run(&["audit", "tail", "-n", "5"]).ok().to_owned();
+    assert!(!printed.contains('\u{1b}') && !printed.contains('\u{7}'), "raw control characters: {printed:?}");
+    assert_eq!(printed.lines().count(), 1, "one event, one line: {printed:?}");
+    assert!(printed.contains(r"attempted=evil\x1b[31mred\x0aforged line\x07"), "{printed}");
+}

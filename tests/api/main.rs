@@ -14,6 +14,7 @@ mod browser;
 mod cli;
 mod concurrency;
 mod docs;
+mod hashing;
 mod health;
 mod keys;
 mod lifecycle;

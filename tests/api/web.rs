@@ -211,6 +211,13 @@ async fn a_local_next_path_is_carried_in_a_hidden_field() {
 }
 
 #[tokio::test]
+async fn a_repeated_next_is_a_bad_request_page_not_a_guess() {
+    let app = spawn_app().await;
+    let body = html_page(app.get("/login?next=%2Fa&next=%2Fb", None).await, 400).await;
+    assert!(body.contains("That request could not be understood."), "{body}");
+}
+
+#[tokio::test]
 async fn a_next_that_leads_to_another_host_is_dropped_from_the_form() {
     let app = spawn_app().await;
     for query in [
