@@ -443,30 +443,40 @@ impl KeyRing {
         })
     }
 
+    /// Plans and makes the due changes in one transaction holding the rotation lock, so two
+    /// instances (or an instance and the CLI) never both make a key. It waits for another holder
+    /// (a few milliseconds): an instance starting next to another must not load before the first
+    /// key exists.
     fn rotate_if_due(&self, conn: &mut PgConnection, now: DateTime<Utc>) -> Result<(), KeyError> {
-        let done = locks::exclusively(conn, locks::Job::SigningKeys, |conn| {
+        use diesel::Connection as _;
+        conn.transaction(|conn| {
+            locks::lock_for_transaction(conn, locks::Job::SigningKeys)?;
             let stored = db::signing_keys::all(conn)?;
             let times: Vec<KeyTimes> = stored.iter().filter_map(times_of).collect();
-            Ok(plan(&times, &self.policy, &self.hs256_kid, now))
-        })?;
-        for step in done.unwrap_or_default() {
-            self.apply(conn, &step, now)?;
-        }
-        Ok(())
+            for step in plan(&times, &self.policy, &self.hs256_kid, now) {
+                self.apply(conn, &step, now)?;
+            }
+            Ok(())
+        })
     }
 
     /// Publishes a new key of the configured algorithm now, to sign after [`PUBLICATION_DELAY`]
     /// (`gatehouse keys rotate`). Returns its kid and activation, or `None` when one is already waiting.
     pub fn rotate_now(&self, conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Option<KeyTimes>, KeyError> {
-        let pending = locks::serialized(conn, locks::Job::SigningKeys, |conn| {
-            let stored = db::signing_keys::all(conn)?;
-            Ok(stored.iter().filter_map(times_of).any(|key| key.activates_at > now && key.alg == self.policy.alg))
-        })?;
-        if pending || self.policy.alg == SigningAlgorithm::Hs256 {
+        use diesel::Connection as _;
+        if self.policy.alg == SigningAlgorithm::Hs256 {
             return Ok(None);
         }
-        let step = Step::Create { alg: self.policy.alg, activates_at: now + PUBLICATION_DELAY };
-        let made = self.apply(conn, &step, now)?;
+        let made = conn.transaction(|conn| {
+            locks::lock_for_transaction(conn, locks::Job::SigningKeys)?;
+            let stored = db::signing_keys::all(conn)?;
+            let pending =
+                stored.iter().filter_map(times_of).any(|key| key.activates_at > now && key.alg == self.policy.alg);
+            if pending {
+                return Ok(None);
+            }
+            self.apply(conn, &Step::Create { alg: self.policy.alg, activates_at: now + PUBLICATION_DELAY }, now)
+        })?;
         self.reload(conn, now)?;
         Ok(made)
     }

@@ -19,6 +19,19 @@ struct Taken {
     taken: bool,
 }
 
+/// Takes `job`'s lock for the rest of the current transaction if nobody holds it; false otherwise.
+pub fn try_lock_for_transaction(conn: &mut PgConnection, job: Job) -> QueryResult<bool> {
+    let lock: Taken = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS taken")
+        .bind::<BigInt, _>(job as i64)
+        .get_result(conn)?;
+    Ok(lock.taken)
+}
+
+/// Takes `job`'s lock for the rest of the current transaction, waiting for another holder first.
+pub fn lock_for_transaction(conn: &mut PgConnection, job: Job) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(job as i64).execute(conn).map(|_| ())
+}
+
 /// Runs `work` inside a transaction holding `job`'s lock, if no other session holds it; `Ok(None)`
 /// when another instance is doing the job right now.
 pub fn exclusively<T>(
@@ -26,12 +39,7 @@ pub fn exclusively<T>(
     job: Job,
     work: impl FnOnce(&mut PgConnection) -> QueryResult<T>,
 ) -> QueryResult<Option<T>> {
-    conn.transaction(|conn| {
-        let lock: Taken = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS taken")
-            .bind::<BigInt, _>(job as i64)
-            .get_result(conn)?;
-        if lock.taken { work(conn).map(Some) } else { Ok(None) }
-    })
+    conn.transaction(|conn| if try_lock_for_transaction(conn, job)? { work(conn).map(Some) } else { Ok(None) })
 }
 
 /// Runs `work` inside a transaction holding `job`'s lock, waiting for another holder to finish first.
@@ -41,7 +49,7 @@ pub fn serialized<T>(
     work: impl FnOnce(&mut PgConnection) -> QueryResult<T>,
 ) -> QueryResult<T> {
     conn.transaction(|conn| {
-        diesel::sql_query("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(job as i64).execute(conn)?;
+        lock_for_transaction(conn, job)?;
         work(conn)
     })
 }

@@ -482,3 +482,56 @@ async fn introspection_needs_a_caller_token_with_the_introspect_scope() {
     let response = introspect(&app, Some(&caller), &[("token_type_hint", "access_token")]).await;
     assert_bearer_error(response, 400, None, "invalid_request").await;
 }
+
+#[tokio::test]
+async fn instances_starting_together_make_one_key_and_racing_rotations_make_one_successor() {
+    use gatehouse::auth::keys::{KeyPolicy, KeyRing, Undecryptable};
+    use gatehouse::config::SigningAlgorithm;
+    let db = crate::helpers::TestDb::create();
+    let count = |db: &crate::helpers::TestDb| {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query("SELECT count(*) AS n FROM signing_keys").get_result::<Count>(&mut db.conn()).unwrap().n
+    };
+    let policy = KeyPolicy {
+        alg: SigningAlgorithm::Es256,
+        rotation: Some(chrono::Duration::days(30)),
+        access_token_ttl: chrono::Duration::minutes(15),
+    };
+    let racing = |work: fn(&str, KeyPolicy)| {
+        let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let (url, start) = (db.url.clone(), std::sync::Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    work(&url, policy);
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|thread| thread.join().unwrap());
+    };
+    fn load(url: &str, policy: KeyPolicy) -> KeyRing {
+        use diesel::Connection as _;
+        let mut conn = diesel::PgConnection::establish(url).unwrap();
+        KeyRing::load(&mut conn, policy, "http://gatehouse.test", &JWT_SECRET.into(), Undecryptable::Refuse, Utc::now())
+            .unwrap()
+    }
+    // Six instances start at once on an empty database: one key, and every one of them signs with it.
+    racing(|url, policy| {
+        let ring = load(url, policy);
+        assert_eq!(ring.jwks(Utc::now()).keys.len(), 1, "loaded after the first key existed");
+    });
+    assert_eq!(count(&db), 1);
+    // Six operators run `keys rotate` at once: one successor.
+    racing(|url, policy| {
+        use diesel::Connection as _;
+        let ring = load(url, policy);
+        let mut conn = diesel::PgConnection::establish(url).unwrap();
+        ring.rotate_now(&mut conn, Utc::now()).unwrap();
+    });
+    assert_eq!(count(&db), 2);
+}
