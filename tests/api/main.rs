@@ -20,6 +20,7 @@ mod lifecycle;
 mod methods;
 mod nginx;
 mod outage;
+mod resource_server;
 mod schema;
 mod token;
 mod web;
