@@ -83,12 +83,28 @@ impl Settings {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let issuer = get("RESOURCE_SERVER_ISSUER").ok_or_else(|| ConfigError {
             name: "RESOURCE_SERVER_ISSUER",
-            problem: "is required: gatehouse's issuer URL, e.g. http://127.0.0.1:8080".to_owned(),
+            problem: "missing: set it to gatehouse's issuer URL, e.g. http://127.0.0.1:8080".to_owned(),
         })?;
         // gatehouse writes its issuer without a trailing slash; tokens are compared with it exactly.
         let issuer = http_url("RESOURCE_SERVER_ISSUER", &issuer)?.trim_end_matches('/').to_owned();
         let jwks_uri =
             get("RESOURCE_SERVER_JWKS_URI").map(|uri| http_url("RESOURCE_SERVER_JWKS_URI", &uri)).transpose()?;
+        // This repository builds reqwest without a TLS stack (nothing else in it needs one), so the
+        // example can fetch over plain HTTP only. Your own service enables reqwest's `rustls` feature,
+        // drops this check, and fetches keys over https from anything that is not on loopback:
+        // whoever can change the keys it receives can sign tokens it will accept.
+        let (name, fetched) = match &jwks_uri {
+            Some(uri) => ("RESOURCE_SERVER_JWKS_URI", uri),
+            None => ("RESOURCE_SERVER_ISSUER", &issuer),
+        };
+        if fetched.to_ascii_lowercase().starts_with("https:") {
+            return Err(ConfigError {
+                name,
+                problem: format!(
+                    "`{fetched}`: this example is built without TLS; see docs/protect-your-service.md to fetch keys over https"
+                ),
+            });
+        }
         let bind = get("RESOURCE_SERVER_BIND").unwrap_or_else(|| DEFAULT_BIND.to_owned());
         let bind = bind.trim().parse().map_err(|_| ConfigError {
             name: "RESOURCE_SERVER_BIND",
@@ -233,11 +249,13 @@ impl Jwks {
                 log::info!("fetched {} signing key(s) for {}", set.keys.len(), self.issuer);
                 *self.cached.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(set);
             }
-            Err(err) => log::warn!(
-                "fetching the signing keys failed; the {} key(s) fetched before still serve: {}",
-                self.cached().keys.len(),
-                report(&err)
-            ),
+            Err(err) => match self.cached().fresh_until {
+                Some(_) => log::warn!(
+                    "fetching the signing keys failed; the ones fetched before still serve: {}",
+                    report(&err)
+                ),
+                None => log::warn!("fetching the signing keys failed; tokens get 503 until it works: {}", report(&err)),
+            },
         }
     }
 
@@ -795,4 +813,53 @@ async fn start() -> Result<(), Box<dyn std::error::Error>> {
     log::info!("listening on http://{}, accepting access tokens of {}", listener.local_addr()?, settings.issuer);
     serve(listener, state)?.await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, String> {
+        Settings::from_lookup(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned()))
+            .map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn settings_need_an_http_issuer_and_default_the_rest() {
+        let ok = settings(&[("RESOURCE_SERVER_ISSUER", "http://127.0.0.1:8080/")]).unwrap();
+        assert_eq!(
+            (ok.issuer.as_str(), ok.jwks_uri, ok.bind.to_string()),
+            ("http://127.0.0.1:8080", None, DEFAULT_BIND.to_owned())
+        );
+        assert!(settings(&[]).unwrap_err().starts_with("RESOURCE_SERVER_ISSUER: missing"));
+        assert!(settings(&[("RESOURCE_SERVER_ISSUER", "ftp://x")]).is_err());
+        assert!(settings(&[("RESOURCE_SERVER_ISSUER", "http://x"), ("RESOURCE_SERVER_BIND", "x")]).is_err());
+        // Without a TLS stack, https is refused where keys would be fetched from, and only there.
+        assert!(settings(&[("RESOURCE_SERVER_ISSUER", "https://auth.test")]).unwrap_err().contains("without TLS"));
+        let direct =
+            [("RESOURCE_SERVER_ISSUER", "https://auth.test"), ("RESOURCE_SERVER_JWKS_URI", "http://127.0.0.1:8081/k")];
+        assert_eq!(settings(&direct).unwrap().jwks_uri.as_deref(), Some("http://127.0.0.1:8081/k"));
+    }
+
+    #[test]
+    fn the_metadata_address_puts_the_well_known_path_before_the_issuers_own() {
+        assert_eq!(
+            metadata_url("http://127.0.0.1:8080").as_deref(),
+            Some("http://127.0.0.1:8080/.well-known/oauth-authorization-server")
+        );
+        assert_eq!(
+            metadata_url("http://auth.test/tenant").as_deref(),
+            Some("http://auth.test/.well-known/oauth-authorization-server/tenant")
+        );
+    }
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        let of = |values: &[&str]| max_age(values.iter().copied());
+        assert_eq!(of(&["public, max-age=300"]), Some(Duration::from_secs(300)));
+        assert_eq!(of(&["public", "MAX-AGE=\"60\""]), Some(Duration::from_secs(60)));
+        assert_eq!(of(&["no-store"]), Some(Duration::ZERO));
+        assert_eq!(of(&["public"]), None);
+        assert_eq!(of(&["max-age=soon"]), None);
+    }
 }
