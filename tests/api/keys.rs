@@ -14,11 +14,11 @@ use crate::helpers::{JWT_SECRET, TestApp, TestUser, assert_bearer_error, spawn_a
 const ME: &str = "/api/users/me";
 const INVALID_TOKEN: &str = r#"Bearer error="invalid_token", error_description="*"#;
 
-fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn jwt_part(token: &str, index: usize) -> Value {
+pub(crate) fn jwt_part(token: &str, index: usize) -> Value {
     let part = token.split('.').nth(index).unwrap();
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
@@ -62,7 +62,7 @@ fn verify_with_jwks(set: &Value, token: &str, issuer: &str) -> Result<Value, jso
 
 /// The current signing key's PKCS#8 private key, decrypted with the test secret (only a holder of the
 /// master secret and the database can do this).
-fn private_key_of(app: &TestApp, kid: &str) -> Vec<u8> {
+pub(crate) fn private_key_of(app: &TestApp, kid: &str) -> Vec<u8> {
     #[derive(diesel::QueryableByName)]
     struct Sealed {
         #[diesel(sql_type = diesel::sql_types::Bytea)]
@@ -76,12 +76,12 @@ fn private_key_of(app: &TestApp, kid: &str) -> Vec<u8> {
     cipher.open(kid, &sealed.private_key).unwrap().to_vec()
 }
 
-fn execute(app: &TestApp, sql: &str) {
+pub(crate) fn execute(app: &TestApp, sql: &str) {
     diesel::sql_query(sql).execute(&mut app.db.conn()).unwrap();
 }
 
 /// Makes every instance of `apps` read the keys again now (they would within a minute).
-fn reload(apps: &[&TestApp]) {
+pub(crate) fn reload(apps: &[&TestApp]) {
     for app in apps {
         app.state.grants.keys.reload(&mut app.db.conn(), Utc::now()).unwrap();
     }

@@ -23,6 +23,7 @@ mod metrics;
 mod nginx;
 mod outage;
 mod purge;
+mod resource_server;
 mod safeguards;
 mod schema;
 mod token;
