@@ -11,6 +11,7 @@ diesel::table! {
         channel -> Text,
         detail -> Nullable<Text>,
         reason -> Nullable<Text>,
+        actor_id -> Nullable<Uuid>,
     }
 }
 
@@ -131,7 +132,6 @@ diesel::table! {
     }
 }
 
-diesel::joinable!(auth_events -> users (user_id));
 diesel::joinable!(items -> users (owner_id));
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (family_id));
