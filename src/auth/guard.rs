@@ -22,6 +22,8 @@ impl Requirement {
     pub const ITEMS_WRITE: Requirement = Requirement { scope: Some(ScopeName::ITEMS_WRITE), role: None };
     pub const ADMIN_STATS: Requirement =
         Requirement { scope: Some(ScopeName::ADMIN_STATS), role: Some(RoleName::ADMIN) };
+    pub const ADMIN_USERS: Requirement =
+        Requirement { scope: Some(ScopeName::ADMIN_USERS), role: Some(RoleName::ADMIN) };
     /// The admin pages (a browser session has no scopes: the role decides).
     pub const ADMIN_PAGES: Requirement = Requirement { scope: None, role: Some(RoleName::ADMIN) };
 
