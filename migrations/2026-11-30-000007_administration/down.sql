@@ -1,4 +1,7 @@
 DROP INDEX user_roles_role_idx;
+DROP INDEX users_locked_idx;
+DROP INDEX users_username_key_idx;
+ALTER TABLE users DROP COLUMN username_key;
 DROP INDEX users_email_trgm_idx;
 DROP INDEX users_username_trgm_idx;
 -- pg_trgm stays: another database object may have come to use it since.

@@ -28,5 +28,14 @@ CREATE EXTENSION IF NOT EXISTS pg_trgm;
 CREATE INDEX users_username_trgm_idx ON users USING gin (lower(username) gin_trgm_ops);
 CREATE INDEX users_email_trgm_idx ON users USING gin (lower(email) gin_trgm_ops);
 
+-- The user list is paged by username with OFFSET (the API's `page=`). PostgreSQL cannot answer an
+-- expression index (lower(username)) from the index alone, so a deep page would read every skipped
+-- row from the table; a stored key and an index on (key, id) let it skip them inside the index.
+ALTER TABLE users ADD COLUMN username_key TEXT GENERATED ALWAYS AS (lower(username)) STORED;
+CREATE INDEX users_username_key_idx ON users (username_key, id);
+
+-- The statistics count the accounts locked now; without an index that is a scan of every user.
+CREATE INDEX users_locked_idx ON users (locked_until) WHERE locked_until IS NOT NULL;
+
 -- "Is this user an admin": the last-admin guard counts the admins on every change that could remove one.
 CREATE INDEX user_roles_role_idx ON user_roles (role_name, user_id);

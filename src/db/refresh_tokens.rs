@@ -341,15 +341,15 @@ pub fn outstanding_count(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryRe
         .get_result(conn)
 }
 
-/// Families with a token that could still be exchanged.
-pub fn active_family_count(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<i64> {
+/// Refresh tokens that could still be exchanged, and the families they belong to, in one pass.
+pub fn live_counts(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<(i64, i64)> {
     refresh_tokens::table
         .inner_join(refresh_families::table)
         .filter(refresh_tokens::used_at.is_null())
         .filter(refresh_tokens::expires_at.gt(now))
         .filter(refresh_families::revoked_at.is_null())
         .filter(refresh_families::expires_at.gt(now))
-        .select(diesel::dsl::count(refresh_tokens::family_id).aggregate_distinct())
+        .select((diesel::dsl::count_star(), diesel::dsl::count(refresh_tokens::family_id).aggregate_distinct()))
         .get_result(conn)
 }
 

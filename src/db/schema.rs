@@ -129,6 +129,7 @@ diesel::table! {
         locked_until -> Nullable<Timestamptz>,
         check_claims -> Int4,
         claims_expire_at -> Nullable<Timestamptz>,
+        username_key -> Nullable<Text>,
     }
 }
 

@@ -28,8 +28,13 @@ pub struct EventCounts {
 }
 
 pub fn user_counts(conn: &mut PgConnection) -> QueryResult<UserCounts> {
-    let total = users::table.count().get_result(conn)?;
-    let active = users::table.filter(users::is_active.eq(true)).count().get_result(conn)?;
+    // Both counts in one pass over the users.
+    let (total, active): (i64, i64) = users::table
+        .select((
+            diesel::dsl::count_star(),
+            diesel::dsl::sql::<diesel::sql_types::BigInt>("count(*) FILTER (WHERE is_active)"),
+        ))
+        .get_result(conn)?;
     let mut by_role: BTreeMap<String, i64> =
         roles::table.select(roles::name).load::<String>(conn)?.into_iter().map(|r| (r, 0)).collect();
     let held: Vec<(String, i64)> = user_roles::table

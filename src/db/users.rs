@@ -507,28 +507,34 @@ pub fn sign_out_everywhere(conn: &mut PgConnection, user_id: Uuid, event: &NewEv
 }
 
 /// Users with their roles, by username: those whose username or email address contains `search`
-/// (any case), `limit` at most after skipping `offset`. One statement, whatever the count: the
-/// trigram indexes of migration 7 find the matches, the username index gives the order.
+/// (any case), `limit` at most after skipping `offset`. The trigram indexes of migration 7 find the
+/// matches; the page's ids are picked first from the (username_key, id) index, so a deep page skips
+/// rows inside the index, and only the page's own users are read and get their roles looked up.
 pub fn search(
     conn: &mut PgConnection,
     search: Option<&str>,
     offset: i64,
     limit: Option<i64>,
 ) -> QueryResult<Vec<(User, Vec<String>)>> {
-    let mut query = users::table.select((User::as_select(), user_role_names(users::id))).into_boxed();
+    let mut page = users::table.select(users::id).into_boxed();
     if let Some(search) = search.filter(|text| !text.is_empty()) {
         let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
-        query = query.filter(
+        page = page.filter(
             lower(users::username)
                 .like(pattern.clone())
                 .or(diesel::dsl::sql::<Bool>("lower(users.email) LIKE ").bind::<Text, _>(pattern)),
         );
     }
-    let query = query.order(lower(users::username)).offset(offset);
-    match limit {
-        Some(limit) => query.limit(limit).load(conn),
-        None => query.load(conn),
-    }
+    let page = page.order((users::username_key, users::id)).offset(offset);
+    let page = match limit {
+        Some(limit) => page.limit(limit),
+        None => page,
+    };
+    users::table
+        .filter(users::id.eq_any(page))
+        .select((User::as_select(), user_role_names(users::id)))
+        .order((users::username_key, users::id))
+        .load(conn)
 }
 
 /// `text` matched literally by LIKE: its wildcards and the escape character escaped.
