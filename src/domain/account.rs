@@ -17,7 +17,8 @@ impl Email {
 
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
         let email = raw.trim();
-        let valid = email.chars().count() <= Self::MAX_CHARS
+        // As typed, spaces included (see `Username::parse`).
+        let valid = raw.chars().count() <= Self::MAX_CHARS
             && email.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty() && !domain.contains('@') && domain.contains('.') && !domain.ends_with('.')
             })
@@ -57,7 +58,7 @@ impl FullName {
         if name.is_empty() {
             return Ok(None);
         }
-        if name.chars().count() > Self::MAX_CHARS {
+        if raw.chars().count() > Self::MAX_CHARS {
             return Err(FullNameError::TooLong);
         }
         if name.chars().any(char::is_control) {

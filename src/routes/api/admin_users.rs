@@ -126,23 +126,42 @@ async fn list(
     Ok(web::Json(UserPage { users, page, per_page: PER_PAGE, has_more }))
 }
 
+/// The roles the first migration creates. Which roles exist is data (an operator may add some); the
+/// document lists these so that what it allows is what a fresh server accepts.
+#[derive(ToSchema)]
+#[schema(as = Role)]
+#[allow(dead_code)] // Describes the role names for the document; never built.
+enum KnownRole {
+    #[schema(rename = "user")]
+    User,
+    #[schema(rename = "admin")]
+    Admin,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUserBody {
-    /// 1–64 letters, digits and `. _ - @ +` (surrounding spaces are trimmed); unique without regard to case.
-    #[schema(example = "bob", min_length = 1, max_length = 64)]
+    /// Letters, digits and `. _ - @ +`, at most 64 characters as sent (surrounding spaces are trimmed);
+    /// unique without regard to case.
+    #[schema(example = "bob", max_length = 64, pattern = r"^\s*[\p{L}\p{N}._@+-]{1,64}\s*$")]
     username: String,
     /// 8 characters to 72 bytes, and not easy to guess: a zxcvbn strength of at least 3 of 4, counting the
-    /// username, email address and full name as known to an attacker.
+    /// username, email address and full name as known to an attacker (a refusal carries the estimator's advice).
     #[schema(example = "velvet-otter-sings-47", min_length = 8, max_length = 72)]
     password: String,
-    #[schema(example = "bob@example.org", max_length = 254)]
+    /// An address with one `@` and a dot in its domain, at most 254 characters as sent; blank or null: none.
+    #[schema(
+        example = "bob@example.org",
+        max_length = 254,
+        pattern = r"^\s*([^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@.\s\x00-\x1f\x7f-\x9f])?\s*$"
+    )]
     email: Option<String>,
-    #[schema(example = "Bob Example", max_length = 200)]
+    /// At most 200 characters, no control characters; blank or null: none.
+    #[schema(example = "Bob Example", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     full_name: Option<String>,
-    /// Role names (`user`, `admin`, …); none when absent.
+    /// Role names; none when absent.
     #[serde(default)]
-    #[schema(example = json!(["user"]))]
+    #[schema(value_type = Vec<KnownRole>, example = json!(["user"]))]
     roles: Vec<String>,
 }
 
@@ -193,10 +212,23 @@ async fn create(
 #[schema(min_properties = 1)]
 struct ChangeBody {
     /// Exactly these roles (an empty list removes every role).
-    #[schema(example = json!(["user", "admin"]))]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Vec<KnownRole>, nullable = false, example = json!(["user", "admin"]))]
     roles: Option<Vec<String>>,
     /// `false` deactivates: every token and session of the user stops working at once.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool, nullable = false)]
     is_active: Option<bool>,
+}
+
+/// A field that may be left out but, when given, must not be `null` (so `{"roles": null}` is refused
+/// rather than read as "leave the roles alone").
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Sets a user's roles and/or active flag, in one transaction.
