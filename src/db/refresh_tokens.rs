@@ -341,16 +341,12 @@ pub fn outstanding_count(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryRe
         .get_result(conn)
 }
 
-/// Refresh tokens that could still be exchanged, and the families they belong to, in one pass.
+/// Refresh tokens that could still be exchanged, and the families they belong to. The two are one
+/// number: a live family has exactly one unused token (a rotation marks the presented token used as
+/// it stores the next, under the family's lock; reuse revokes the family), so one count answers both.
 pub fn live_counts(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<(i64, i64)> {
-    refresh_tokens::table
-        .inner_join(refresh_families::table)
-        .filter(refresh_tokens::used_at.is_null())
-        .filter(refresh_tokens::expires_at.gt(now))
-        .filter(refresh_families::revoked_at.is_null())
-        .filter(refresh_families::expires_at.gt(now))
-        .select((diesel::dsl::count_star(), diesel::dsl::count(refresh_tokens::family_id).aggregate_distinct()))
-        .get_result(conn)
+    let live = outstanding_count(conn, now)?;
+    Ok((live, live))
 }
 
 /// Refuses the access token with this `jti` until it would have expired anyway. False when its

@@ -1,6 +1,13 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    account_counts (name) {
+        name -> Text,
+        value -> Int8,
+    }
+}
+
+diesel::table! {
     auth_events (id) {
         id -> Int8,
         occurred_at -> Timestamptz,
@@ -106,6 +113,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    sign_in_hours (hour) {
+        hour -> Timestamptz,
+        ok -> Int8,
+        failed -> Int8,
+    }
+}
+
+diesel::table! {
     user_roles (user_id, role_name) {
         user_id -> Uuid,
         role_name -> Text,
@@ -144,6 +159,7 @@ diesel::joinable!(user_roles -> roles (role_name));
 diesel::joinable!(user_roles -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    account_counts,
     auth_events,
     items,
     login_throttle,
@@ -154,6 +170,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     roles,
     scopes,
     sessions,
+    sign_in_hours,
     user_roles,
     users,
 );

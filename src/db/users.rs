@@ -375,11 +375,7 @@ pub fn change(
             return Ok(UserWrite::LastAdmin);
         }
         let mut events = Vec::new();
-        if roles_after != roles_before {
-            replace_roles(conn, user.id, &roles_after)?;
-            let detail = format!("{} → {}", roles_detail(&roles_before), roles_detail(&roles_after));
-            events.push(NewEvent { kind: EventKind::RolesChanged, ..event.clone() }.user(user.id).detail(detail));
-        }
+        // The active flag before the roles: the counters' triggers take their rows in that order.
         if active_after != user.is_active {
             diesel::update(users::table.find(user.id))
                 .set((users::is_active.eq(active_after), users::updated_at.eq(diesel::dsl::now)))
@@ -391,17 +387,26 @@ pub fn change(
             }
             events.push(NewEvent { kind, ..event.clone() }.user(user.id));
         }
+        if roles_after != roles_before {
+            replace_roles(conn, user.id, &roles_after)?;
+            let detail = format!("{} → {}", roles_detail(&roles_before), roles_detail(&roles_after));
+            events.insert(0, NewEvent { kind: EventKind::RolesChanged, ..event.clone() }.user(user.id).detail(detail));
+        }
         auth_events::record_many(conn, &events)?;
         Ok(find_by_id(conn, user.id)?.map_or(UserWrite::UnknownUser, UserWrite::Done))
     })
 }
 
 /// Serializes every change that could remove an admin (see [`change`]).
+///
+/// `FOR NO KEY UPDATE`: it conflicts with itself (and with a test holding `FOR UPDATE`), but not with
+/// the key-share lock that inserting a `user_roles` row takes on its role, so creating a user never
+/// waits for it.
 fn lock_admin_changes(conn: &mut PgConnection) -> QueryResult<()> {
     roles::table
         .filter(roles::name.eq(crate::domain::RoleName::ADMIN))
         .select(roles::name)
-        .for_update()
+        .for_no_key_update()
         .load::<String>(conn)
         .map(|_| ())
 }
@@ -435,10 +440,17 @@ fn unknown_role(conn: &mut PgConnection, role_names: &[String]) -> QueryResult<O
     Ok(role_names.iter().find(|name| !known.contains(name)).cloned())
 }
 
+/// Roles removed one by one and added in name order: each row's trigger updates its role's counter,
+/// and every writer must take those in one order (see migration 7).
 fn replace_roles(conn: &mut PgConnection, user_id: Uuid, role_names: &[String]) -> QueryResult<()> {
-    diesel::delete(user_roles::table.filter(user_roles::user_id.eq(user_id))).execute(conn)?;
+    for held in roles_of(conn, user_id)? {
+        diesel::delete(user_roles::table.find((user_id, &held))).execute(conn)?;
+    }
+    let mut sorted: Vec<&String> = role_names.iter().collect();
+    sorted.sort();
+    sorted.dedup();
     let rows: Vec<_> =
-        role_names.iter().map(|role| (user_roles::user_id.eq(user_id), user_roles::role_name.eq(role))).collect();
+        sorted.iter().map(|role| (user_roles::user_id.eq(user_id), user_roles::role_name.eq(*role))).collect();
     diesel::insert_into(user_roles::table).values(&rows).on_conflict_do_nothing().execute(conn)?;
     Ok(())
 }
