@@ -29,7 +29,12 @@ pub fn create(conn: &mut PgConnection, cost: u32, actor: &Actor, draft: AccountD
     Ok(Created { user: super::written(outcome, account.username.as_str())?, weak_password })
 }
 
-pub fn change(conn: &mut PgConnection, actor: &Actor, username: &str, change: &AccountChange) -> Result<User, AccountError> {
+pub fn change(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    username: &str,
+    change: &AccountChange,
+) -> Result<User, AccountError> {
     validate::role_names(change.roles.as_deref().unwrap_or_default())?;
     let outcome = db::users::change(conn, username, change, &super::change_event(actor)).map_err(query_failed)?;
     super::written(outcome, username)

@@ -44,10 +44,7 @@ impl Actor {
 
     /// The audit row of a change this actor makes to `user_id`.
     fn event(&self, kind: EventKind, user_id: Uuid) -> NewEvent {
-        NewEvent::new(kind, self.channel)
-            .user(user_id)
-            .actor(self.user_id)
-            .client(self.client.map(|ip| ip.to_string()))
+        NewEvent::new(kind, self.channel).user(user_id).actor(self.user_id).client(self.client.map(|ip| ip.to_string()))
     }
 
     /// A password people choose on a page or through the API must pass the strength check; the
@@ -158,7 +155,9 @@ fn written(outcome: UserWrite, username: &str) -> Result<User, AccountError> {
 
 /// The template of the events a [`AccountChange`] records (its kind is replaced per change).
 fn change_event(actor: &Actor) -> NewEvent {
-    NewEvent::new(EventKind::RolesChanged, actor.channel).actor(actor.user_id).client(actor.client.map(|ip| ip.to_string()))
+    NewEvent::new(EventKind::RolesChanged, actor.channel)
+        .actor(actor.user_id)
+        .client(actor.client.map(|ip| ip.to_string()))
 }
 
 /// The server's side: the pool for the transactions, the hasher for new passwords.

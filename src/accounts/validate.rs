@@ -87,7 +87,9 @@ impl AccountDraft {
         let mut note = |field, message: String| problems.push(Invalid { field, message });
         let username = Username::parse(&self.username).map_err(|err| note(super::Field::Username, sentence(&err))).ok();
         let email = match self.email.as_deref().map(str::trim).filter(|email| !email.is_empty()) {
-            Some(email) => Email::parse(email).map(Some).map_err(|err| note(Field::Email, sentence(&err))).ok().flatten(),
+            Some(email) => {
+                Email::parse(email).map(Some).map_err(|err| note(Field::Email, sentence(&err))).ok().flatten()
+            }
             None => None,
         };
         let full_name = match self.full_name.as_deref() {
@@ -185,7 +187,8 @@ mod tests {
 
     #[test]
     fn two_different_passwords_are_refused_at_the_second_field() {
-        let Err(AccountError::Invalid(problems)) = draft("bob", "long-enough-1", Some("long-enough-2"), None).validate()
+        let Err(AccountError::Invalid(problems)) =
+            draft("bob", "long-enough-1", Some("long-enough-2"), None).validate()
         else {
             panic!("expected a mismatch");
         };

@@ -70,14 +70,8 @@ pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: UserCom
     let cost = settings.bcrypt_cost;
     match command {
         UserCommand::Add { username, roles, email, full_name } => {
-            let draft = AccountDraft {
-                username,
-                password: read_password()?,
-                password_again: None,
-                email,
-                full_name,
-                roles,
-            };
+            let draft =
+                AccountDraft { username, password: read_password()?, password_again: None, email, full_name, roles };
             let created = blocking::create(conn, cost, &actor, draft)?;
             warn_if_weak(created.weak_password.as_ref());
             println!("created user {} ({})", created.user.username, created.user.id);
@@ -88,7 +82,8 @@ pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: UserCom
             println!("{}: roles are now {}", user.username, roles.join(", "));
         }
         UserCommand::SetPassword { username } => {
-            let read = || read_password().map_err(|CliError(message)| AccountError::Invalid(vec![password_problem(message)]));
+            let read =
+                || read_password().map_err(|CliError(message)| AccountError::Invalid(vec![password_problem(message)]));
             let set = blocking::set_password(conn, cost, &actor, &username, read)?;
             warn_if_weak(set.weak_password.as_ref());
             println!("{}: password changed; earlier tokens and sessions no longer work", set.user.username);
@@ -107,7 +102,8 @@ pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: UserCom
         }
         UserCommand::List { search, limit } => {
             // One query, streamed to stdout as it comes: linear in the number of users.
-            let users = db::users::search(conn, search.as_deref(), 0, limit).map_err(|err| CliError::from_error(&err))?;
+            let users =
+                db::users::search(conn, search.as_deref(), 0, limit).map_err(|err| CliError::from_error(&err))?;
             println!("{:<24} {:<8} {:<20} {:<28} FULL NAME", "USERNAME", "ACTIVE", "ROLES", "EMAIL");
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for (user, roles) in users {

@@ -106,8 +106,9 @@ pub fn live_of_user(conn: &mut PgConnection, user_id: Uuid, now: DateTime<Utc>) 
 /// instance) and records `event`; false when the user has no such session.
 pub fn end_of_user(conn: &mut PgConnection, user_id: Uuid, session_id: Uuid, event: &NewEvent) -> QueryResult<bool> {
     conn.transaction(|conn| {
-        let ended = diesel::delete(sessions::table.filter(sessions::id.eq(session_id)).filter(sessions::user_id.eq(user_id)))
-            .execute(conn)?;
+        let ended =
+            diesel::delete(sessions::table.filter(sessions::id.eq(session_id)).filter(sessions::user_id.eq(user_id)))
+                .execute(conn)?;
         if ended == 0 {
             return Ok(false);
         }

@@ -60,8 +60,8 @@ impl Modify for OAuth2PasswordFlow {
 /// Both OAuth2 forms also ignore fields they do not know, but refuse any field given twice (RFC 6749
 /// §3.2): extra fields are single strings.
 fn state_form_constraints(document: &mut OpenApiDocument) {
-    use utoipa::openapi::schema::{AdditionalProperties, Object, Schema, Type};
     use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, Object, Schema, Type};
     let Some(components) = document.components.as_mut() else { return };
     for name in ["RevokeForm", "TokenForm"] {
         let Some(RefOr::T(Schema::Object(form))) = components.schemas.get_mut(name) else { continue };

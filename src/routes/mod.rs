@@ -77,7 +77,8 @@ pub fn route_matches(pattern: &str, path: &str) -> bool {
         match (patterns.next(), segments.next()) {
             (None, None) => return true,
             (Some(wanted), Some(segment)) if wanted == segment => {}
-            (Some(wanted), Some(segment)) if wanted.starts_with('{') && wanted.ends_with('}') && !segment.is_empty() => {}
+            (Some(wanted), Some(segment))
+                if wanted.starts_with('{') && wanted.ends_with('}') && !segment.is_empty() => {}
             _ => return false,
         }
     }

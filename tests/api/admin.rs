@@ -32,8 +32,11 @@ fn location(response: &Response) -> String {
 async fn signed_in(app: &TestApp, user: &TestUser) -> (Client, String) {
     let client = browser();
     let form = client.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
-    let fields =
-        [("csrf_token", hidden(&form, "csrf_token")), ("username", user.username.clone()), ("password", user.password.clone())];
+    let fields = [
+        ("csrf_token", hidden(&form, "csrf_token")),
+        ("username", user.username.clone()),
+        ("password", user.password.clone()),
+    ];
     let response = client.post(app.url("/login")).form(&fields).send().await.unwrap();
     assert_eq!(response.status(), 303, "sign-in of {}", user.username);
     let home = client.get(app.url("/account")).send().await.unwrap().text().await.unwrap();
@@ -55,7 +58,9 @@ async fn page(response: Response, status: u16) -> String {
 
 /// The markup of the table with this id.
 fn table(html: &str, id: &str) -> String {
-    let start = html.find(&format!(r#"<table class="table" id="{id}""#)).unwrap_or_else(|| panic!("no table #{id} in:\n{html}"));
+    let start = html
+        .find(&format!(r#"<table class="table" id="{id}""#))
+        .unwrap_or_else(|| panic!("no table #{id} in:\n{html}"));
     let end = start + html[start..].find("</table>").unwrap();
     html[start..end].to_owned()
 }
@@ -209,7 +214,10 @@ async fn an_admin_creates_a_user_with_the_form_and_the_audit_trail_names_the_adm
     let created = app.events().into_iter().find(|event| event.kind == "user_created").unwrap();
     assert_eq!((created.channel.as_str(), created.detail.as_deref()), ("web", Some("user")));
     assert_eq!(
-        scalar(&app, &format!("SELECT count(*) AS n FROM auth_events WHERE kind = 'user_created' AND actor_id = '{}'", admin.id)),
+        scalar(
+            &app,
+            &format!("SELECT count(*) AS n FROM auth_events WHERE kind = 'user_created' AND actor_id = '{}'", admin.id)
+        ),
         1
     );
 }
@@ -233,8 +241,13 @@ async fn the_create_form_shows_each_problem_next_to_its_field_keeps_the_input_an
     };
 
     let body = page(
-        submit(vec![("username", "a b"), ("email", "not-an-email"), ("password", "short"), ("password_again", "short")])
-            .await,
+        submit(vec![
+            ("username", "a b"),
+            ("email", "not-an-email"),
+            ("password", "short"),
+            ("password_again", "short"),
+        ])
+        .await,
         400,
     )
     .await;
@@ -253,13 +266,16 @@ async fn the_create_form_shows_each_problem_next_to_its_field_keeps_the_input_an
     assert!(advice.starts_with("This password is too easy to guess"), "{advice}");
     assert!(advice.contains("common password"), "the estimator's own feedback: {advice}");
 
-    let body =
-        page(submit(vec![("username", "bob"), ("password", STRONG), ("password_again", "velvet-otter-sings-48")]).await, 400)
-            .await;
+    let body = page(
+        submit(vec![("username", "bob"), ("password", STRONG), ("password_again", "velvet-otter-sings-48")]).await,
+        400,
+    )
+    .await;
     assert_eq!(element_text(&body, "new-password-again-error"), "The two passwords are not the same.");
 
     let body = page(
-        submit(vec![("username", "bob"), ("password", STRONG), ("password_again", STRONG), ("role.wizard", "on")]).await,
+        submit(vec![("username", "bob"), ("password", STRONG), ("password_again", STRONG), ("role.wizard", "on")])
+            .await,
         400,
     )
     .await;
@@ -304,14 +320,20 @@ async fn a_deactivation_in_the_browser_takes_effect_on_the_users_very_next_api_r
     assert_eq!(app.get("/api/users/me", Some(&token)).await.status(), 200);
     let (client, csrf) = signed_in(&app, &admin).await;
 
-    let response = post_form(&app, &client, "/admin/users/alice/active", &[("csrf_token", &csrf), ("active", "false")]).await;
+    let response =
+        post_form(&app, &client, "/admin/users/alice/active", &[("csrf_token", &csrf), ("active", "false")]).await;
     assert_eq!(location(&response), "/admin/users/alice?done=deactivated");
     assert_bearer_error(app.get("/api/users/me", Some(&token)).await, 403, None, "inactive_user").await;
 
     // Reactivated, the old token stays dead (deactivation ended it); a new sign-in works.
     post_form(&app, &client, "/admin/users/alice/active", &[("csrf_token", &csrf), ("active", "true")]).await;
-    assert_bearer_error(app.get("/api/users/me", Some(&token)).await, 401, Some("Bearer error=\"invalid_token\"*"), "invalid_token")
-        .await;
+    assert_bearer_error(
+        app.get("/api/users/me", Some(&token)).await,
+        401,
+        Some("Bearer error=\"invalid_token\"*"),
+        "invalid_token",
+    )
+    .await;
     assert_eq!(app.get("/api/users/me", Some(&app.access_token(&alice, None).await)).await.status(), 200);
     let kinds: Vec<String> = app.events().into_iter().filter(|e| e.channel == "web").map(|e| e.kind).collect();
     assert_eq!(kinds, ["login_ok", "deactivated", "activated"]);
@@ -327,10 +349,16 @@ async fn a_role_change_in_the_browser_takes_effect_on_the_users_very_next_api_re
     let (client, csrf) = signed_in(&app, &admin).await;
 
     let response =
-        post_form(&app, &client, "/admin/users/second-admin/roles", &[("csrf_token", &csrf), ("role.user", "on")]).await;
+        post_form(&app, &client, "/admin/users/second-admin/roles", &[("csrf_token", &csrf), ("role.user", "on")])
+            .await;
     assert_eq!(location(&response), "/admin/users/second-admin?done=roles");
-    assert_bearer_error(app.get("/api/admin/stats", Some(&token)).await, 403, Some("Bearer error=\"insufficient_scope\""), "insufficient_scope")
-        .await;
+    assert_bearer_error(
+        app.get("/api/admin/stats", Some(&token)).await,
+        403,
+        Some("Bearer error=\"insufficient_scope\""),
+        "insufficient_scope",
+    )
+    .await;
     assert_eq!(roles(&app, "second-admin"), ["user"]);
     let event = app.events().into_iter().find(|event| event.kind == "roles_changed").unwrap();
     assert_eq!(event.detail.as_deref(), Some("admin, user → user"));
@@ -386,8 +414,11 @@ async fn an_unknown_user_page_is_the_404_page() {
     let admin = app.admin();
     let (client, csrf) = signed_in(&app, &admin).await;
     page(client.get(app.url("/admin/users/nobody")).send().await.unwrap(), 404).await;
-    page(post_form(&app, &client, "/admin/users/nobody/active", &[("csrf_token", &csrf), ("active", "false")]).await, 404)
-        .await;
+    page(
+        post_form(&app, &client, "/admin/users/nobody/active", &[("csrf_token", &csrf), ("active", "false")]).await,
+        404,
+    )
+    .await;
 }
 
 // --- The last admin ---
@@ -420,7 +451,8 @@ async fn the_last_active_admin_cannot_remove_their_own_role_nor_deactivate_thems
     page(post_form(&app, &client, "/admin/users/root-admin/roles", &[("csrf_token", &csrf)]).await, 409).await;
     // With a second active admin, demoting oneself is fine.
     post_form(&app, &client, "/admin/users/second-admin/active", &[("csrf_token", &csrf), ("active", "true")]).await;
-    let response = post_form(&app, &client, "/admin/users/root-admin/roles", &[("csrf_token", &csrf), ("role.user", "on")]).await;
+    let response =
+        post_form(&app, &client, "/admin/users/root-admin/roles", &[("csrf_token", &csrf), ("role.user", "on")]).await;
     assert_eq!(response.status(), 303);
     assert_eq!(roles(&app, &other.username), ["admin", "user"]);
 }
@@ -431,8 +463,14 @@ async fn the_api_refuses_to_remove_the_last_admin_with_409_last_admin() {
     let admin = app.admin();
     let token = app.access_token(&admin, None).await;
     for body in [json!({"roles": ["user"]}), json!({"is_active": false}), json!({"roles": [], "is_active": true})] {
-        let response =
-            app.client.patch(app.url("/api/admin/users/root-admin")).bearer_auth(&token).json(&body).send().await.unwrap();
+        let response = app
+            .client
+            .patch(app.url("/api/admin/users/root-admin"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 409, "{body}");
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["error"], "last_admin");
@@ -454,7 +492,9 @@ async fn race_two_admins(first_change: Value, second_change: Value) {
     diesel::sql_query("SELECT name FROM roles WHERE name = 'admin' FOR UPDATE").execute(&mut holder).unwrap();
 
     let patch = |app: &TestApp, token: &str, target: &str, body: &Value| {
-        tokio::spawn(app.client.patch(app.url(&format!("/api/admin/users/{target}"))).bearer_auth(token).json(body).send())
+        tokio::spawn(
+            app.client.patch(app.url(&format!("/api/admin/users/{target}"))).bearer_auth(token).json(body).send(),
+        )
     };
     let demote_two = patch(&a, &token_one, "second-admin", &first_change);
     let demote_one = patch(&b, &token_two, "root-admin", &second_change);
@@ -468,10 +508,8 @@ async fn race_two_admins(first_change: Value, second_change: Value) {
     assert_eq!(lock_waiters(&mut watcher), 2, "both changes wait for the admin lock");
     diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
 
-    let mut statuses = [
-        demote_two.await.unwrap().unwrap().status().as_u16(),
-        demote_one.await.unwrap().unwrap().status().as_u16(),
-    ];
+    let mut statuses =
+        [demote_two.await.unwrap().unwrap().status().as_u16(), demote_one.await.unwrap().unwrap().status().as_u16()];
     statuses.sort();
     assert_eq!(statuses, [200, 409]);
     let active_admins = scalar(
@@ -512,7 +550,11 @@ async fn a_demotion_and_a_deactivation_racing_without_any_hold_still_leave_one_a
     let two = second_admin(&a);
     let (token_one, token_two) = (a.access_token(&one, None).await, b.access_token(&two, None).await);
     let demote = tokio::spawn(
-        a.client.patch(a.url("/api/admin/users/second-admin")).bearer_auth(&token_one).json(&json!({"roles": []})).send(),
+        a.client
+            .patch(a.url("/api/admin/users/second-admin"))
+            .bearer_auth(&token_one)
+            .json(&json!({"roles": []}))
+            .send(),
     );
     let deactivate = tokio::spawn(
         b.client
@@ -524,7 +566,10 @@ async fn a_demotion_and_a_deactivation_racing_without_any_hold_still_leave_one_a
     let statuses = [demote.await.unwrap().unwrap().status(), deactivate.await.unwrap().unwrap().status()];
     assert!(statuses.contains(&reqwest::StatusCode::CONFLICT), "{statuses:?}");
     assert_eq!(
-        scalar(&a, "SELECT count(*) AS n FROM users JOIN user_roles ON user_id = id WHERE role_name = 'admin' AND is_active"),
+        scalar(
+            &a,
+            "SELECT count(*) AS n FROM users JOIN user_roles ON user_id = id WHERE role_name = 'admin' AND is_active"
+        ),
         1
     );
 }
@@ -564,8 +609,9 @@ async fn the_audit_trail_filters_by_user_kind_and_time_and_pages_back_through_ol
     assert!(!body.contains("Older events"));
 
     let from = (chrono::Utc::now() - chrono::Duration::minutes(30)).format("%Y-%m-%dT%H:%M").to_string();
-    let body = page(client.get(app.url(&format!("/admin/audit?kind=login_failed&from={from}"))).send().await.unwrap(), 200)
-        .await;
+    let body =
+        page(client.get(app.url(&format!("/admin/audit?kind=login_failed&from={from}"))).send().await.unwrap(), 200)
+            .await;
     let count = body.matches("kind-login_failed").count();
     assert!((29..=31).contains(&count), "{count}");
     let _ = alice;
@@ -584,7 +630,11 @@ async fn audit_filters_that_do_not_parse_are_named_next_to_their_field() {
     let admin = app.admin();
     let (client, _) = signed_in(&app, &admin).await;
     let body = page(
-        client.get(app.url("/admin/audit?user=nobody&kind=login_maybe&from=yesterday&until=2020-01-01")).send().await.unwrap(),
+        client
+            .get(app.url("/admin/audit?user=nobody&kind=login_maybe&from=yesterday&until=2020-01-01"))
+            .send()
+            .await
+            .unwrap(),
         400,
     )
     .await;
@@ -677,7 +727,10 @@ async fn ending_another_session_from_the_account_page_ends_it_at_once_on_the_oth
     // Someone else's session id is not yours to end.
     let bob = a.create_user("bob", "bob-password", &["user"]);
     let (bob_browser, _) = signed_in(&a, &bob).await;
-    let bobs = scalar_text(&a, "SELECT id::text AS t FROM sessions WHERE user_id <> (SELECT id FROM users WHERE username = 'alice')");
+    let bobs = scalar_text(
+        &a,
+        "SELECT id::text AS t FROM sessions WHERE user_id <> (SELECT id FROM users WHERE username = 'alice')",
+    );
     page(post_form(&a, &laptop, &format!("/account/sessions/{bobs}/end"), &[("csrf_token", &csrf)]).await, 404).await;
     assert_eq!(bob_browser.get(a.url("/account")).send().await.unwrap().status(), 200);
 }
@@ -691,10 +744,12 @@ async fn revoking_a_refresh_token_from_the_account_page_ends_its_family() {
     let family = scalar_text(&app, "SELECT id::text AS t FROM refresh_families");
     let body = page(client.get(app.url("/account")).send().await.unwrap(), 200).await;
     assert!(body.contains(&format!("/account/families/{family}/revoke")), "{body}");
-    let response = post_form(&app, &client, &format!("/account/families/{family}/revoke"), &[("csrf_token", &csrf)]).await;
+    let response =
+        post_form(&app, &client, &format!("/account/families/{family}/revoke"), &[("csrf_token", &csrf)]).await;
     assert_eq!(location(&response), "/account?done=family-revoked");
     assert_eq!(app.refresh(tokens["refresh_token"].as_str().unwrap(), None).await.status(), 400);
-    page(post_form(&app, &client, &format!("/account/families/{family}/revoke"), &[("csrf_token", &csrf)]).await, 404).await;
+    page(post_form(&app, &client, &format!("/account/families/{family}/revoke"), &[("csrf_token", &csrf)]).await, 404)
+        .await;
 }
 
 fn scalar_text(app: &TestApp, sql: &str) -> String {
@@ -733,13 +788,24 @@ async fn the_admin_api_lists_users_by_page_and_search() {
 
     let found: Value = app.get("/api/admin/users?q=U11", Some(&token)).await.json().await.unwrap();
     let names: Vec<&str> = found["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
-    assert_eq!(names, ["user011", "user110", "user111", "user112", "user113", "user114", "user115", "user116", "user117", "user118", "user119"]);
+    assert_eq!(
+        names,
+        [
+            "user011", "user110", "user111", "user112", "user113", "user114", "user115", "user116", "user117",
+            "user118", "user119"
+        ]
+    );
     let by_email: Value = app.get("/api/admin/users?q=7%40corp", Some(&token)).await.json().await.unwrap();
     assert_eq!(by_email["users"].as_array().unwrap().len(), 12);
     let literal: Value = app.get("/api/admin/users?q=%25", Some(&token)).await.json().await.unwrap();
     assert_eq!(literal["users"].as_array().unwrap().len(), 0, "% is searched for, not a wildcard");
 
-    for bad in ["/api/admin/users?page=0", "/api/admin/users?page=x", "/api/admin/users?page=1&page=2", "/api/admin/users?sort=name"] {
+    for bad in [
+        "/api/admin/users?page=0",
+        "/api/admin/users?page=x",
+        "/api/admin/users?page=1&page=2",
+        "/api/admin/users?sort=name",
+    ] {
         assert_bearer_error(app.get(bad, Some(&token)).await, 400, None, "invalid_request").await;
     }
 }
@@ -760,8 +826,13 @@ async fn the_admin_api_needs_the_admin_users_scope_and_the_admin_role() {
     .await;
     let plain = app.access_token(&alice, None).await;
     let response = app.post_empty("/api/admin/users/alice/sign-out-all", Some(&plain)).await;
-    assert_bearer_error(response, 403, Some(r#"Bearer error="insufficient_scope", scope="admin:users""#), "insufficient_scope")
-        .await;
+    assert_bearer_error(
+        response,
+        403,
+        Some(r#"Bearer error="insufficient_scope", scope="admin:users""#),
+        "insufficient_scope",
+    )
+    .await;
     // A token with the scope, of a user who lost the role since: the role decides, at once.
     let demoted = second_admin(&app);
     let token = app.access_token(&demoted, Some("admin:users")).await;
@@ -788,8 +859,18 @@ async fn the_admin_api_creates_a_user_with_201_and_refuses_bad_input_with_the_re
         (json!({"username": "bob", "password": STRONG}), 409, "username_taken", "already exists"),
         (json!({"username": "carol", "password": "carol"}), 400, "invalid_request", "at least 8 characters"),
         (json!({"username": "carol", "password": "carolcarol1"}), 400, "invalid_request", "too easy to guess"),
-        (json!({"username": "carol", "password": STRONG, "roles": ["wizard"]}), 400, "invalid_request", "no role named wizard"),
-        (json!({"username": "carol", "password": STRONG, "email": "carol"}), 400, "invalid_request", "not an email address"),
+        (
+            json!({"username": "carol", "password": STRONG, "roles": ["wizard"]}),
+            400,
+            "invalid_request",
+            "no role named wizard",
+        ),
+        (
+            json!({"username": "carol", "password": STRONG, "email": "carol"}),
+            400,
+            "invalid_request",
+            "not an email address",
+        ),
         (json!({"username": "carol", "password": STRONG, "is_admin": true}), 400, "invalid_request", "unknown field"),
     ];
     for (body, status, error, says) in refusals {
@@ -808,24 +889,44 @@ async fn the_admin_api_patches_roles_and_the_active_flag_and_signs_a_user_out_ev
     let alice = app.alice();
     let alice_token = app.access_token(&alice, None).await;
 
-    let patch = |body: Value, path: &'static str| app.client.patch(app.url(path)).bearer_auth(&token).json(&body).send();
-    let changed: Value = patch(json!({"roles": ["user", "admin"]}), "/api/admin/users/alice").await.unwrap().json().await.unwrap();
+    let patch =
+        |body: Value, path: &'static str| app.client.patch(app.url(path)).bearer_auth(&token).json(&body).send();
+    let changed: Value =
+        patch(json!({"roles": ["user", "admin"]}), "/api/admin/users/alice").await.unwrap().json().await.unwrap();
     assert_eq!(changed["roles"], json!(["admin", "user"]));
-    let changed: Value = patch(json!({"is_active": false}), "/api/admin/users/Alice").await.unwrap().json().await.unwrap();
+    let changed: Value =
+        patch(json!({"is_active": false}), "/api/admin/users/Alice").await.unwrap().json().await.unwrap();
     assert_eq!(changed["is_active"], false);
     assert_bearer_error(app.get("/api/users/me", Some(&alice_token)).await, 403, None, "inactive_user").await;
 
     assert_bearer_error(patch(json!({}), "/api/admin/users/alice").await.unwrap(), 400, None, "invalid_request").await;
-    assert_bearer_error(patch(json!({"roles": ["x y"]}), "/api/admin/users/alice").await.unwrap(), 400, None, "invalid_request")
-        .await;
-    assert_bearer_error(patch(json!({"is_active": true}), "/api/admin/users/nobody").await.unwrap(), 404, None, "not_found").await;
+    assert_bearer_error(
+        patch(json!({"roles": ["x y"]}), "/api/admin/users/alice").await.unwrap(),
+        400,
+        None,
+        "invalid_request",
+    )
+    .await;
+    assert_bearer_error(
+        patch(json!({"is_active": true}), "/api/admin/users/nobody").await.unwrap(),
+        404,
+        None,
+        "not_found",
+    )
+    .await;
 
     patch(json!({"is_active": true}), "/api/admin/users/alice").await.unwrap();
     let fresh = app.access_token(&alice, None).await;
     let response = app.post_empty("/api/admin/users/alice/sign-out-all", Some(&token)).await;
     assert_eq!(response.status(), 204);
     assert_eq!(app.get("/api/users/me", Some(&fresh)).await.status(), 401);
-    assert_bearer_error(app.post_empty("/api/admin/users/nobody/sign-out-all", Some(&token)).await, 404, None, "not_found").await;
+    assert_bearer_error(
+        app.post_empty("/api/admin/users/nobody/sign-out-all", Some(&token)).await,
+        404,
+        None,
+        "not_found",
+    )
+    .await;
     let administrative = ["roles_changed", "deactivated", "activated", "sign_out_all"];
     let kinds: Vec<String> = app
         .events()

@@ -454,7 +454,8 @@ impl Browser {
     /// Ticks or unticks the checkbox whose label (wrapping it) reads `label`.
     async fn set_checkbox(&self, label: &str, ticked: bool) {
         let xpath = format!("//label[normalize-space()='{label}']/input[@type='checkbox']");
-        let checkbox = self.client.find(Locator::XPath(&xpath)).await.unwrap_or_else(|err| panic!("no checkbox {label}: {err}"));
+        let checkbox =
+            self.client.find(Locator::XPath(&xpath)).await.unwrap_or_else(|err| panic!("no checkbox {label}: {err}"));
         if checkbox.is_selected().await.unwrap() != ticked {
             checkbox.click().await.unwrap();
         }
@@ -485,7 +486,8 @@ impl Browser {
 }
 
 #[tokio::test]
-async fn an_admin_creates_a_user_makes_them_admin_deactivates_them_resets_their_password_and_finds_it_in_the_audit_trail() {
+async fn an_admin_creates_a_user_makes_them_admin_deactivates_them_resets_their_password_and_finds_it_in_the_audit_trail()
+ {
     let app = spawn_app().await;
     let admin = app.admin();
     let browser = Browser::open(&app).await;

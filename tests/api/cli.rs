@@ -682,7 +682,12 @@ async fn serve_dev_prints_demo_credentials_that_work_and_stops_on_sigterm() {
 // ---- administration through the accounts layer (issue #13) ----
 
 fn events_of_kind(db: &TestDb, kind: &str) -> i64 {
-    count(&mut db.conn(), &format!("SELECT count(*) AS n FROM auth_events WHERE kind = '{kind}' AND channel = 'cli' AND actor_id IS NULL"))
+    count(
+        &mut db.conn(),
+        &format!(
+            "SELECT count(*) AS n FROM auth_events WHERE kind = '{kind}' AND channel = 'cli' AND actor_id IS NULL"
+        ),
+    )
 }
 
 #[test]
@@ -743,7 +748,21 @@ fn user_list_searches_and_limits_and_prints_everyone_by_default() {
     assert_eq!(everyone.lines().count(), 2001, "a header and every user");
     let found = gatehouse(&db.url).run(&["user", "list", "--search", "MEMBER001"]).ok().to_owned();
     let names: Vec<&str> = found.lines().skip(1).map(|line| line.split_whitespace().next().unwrap()).collect();
-    assert_eq!(names, ["member0010", "member0011", "member0012", "member0013", "member0014", "member0015", "member0016", "member0017", "member0018", "member0019"]);
+    assert_eq!(
+        names,
+        [
+            "member0010",
+            "member0011",
+            "member0012",
+            "member0013",
+            "member0014",
+            "member0015",
+            "member0016",
+            "member0017",
+            "member0018",
+            "member0019"
+        ]
+    );
     let limited = gatehouse(&db.url).run(&["user", "list", "--search", "@corp", "--limit", "3"]).ok().to_owned();
     assert_eq!(limited.lines().count(), 4);
     gatehouse(&db.url).run(&["user", "list", "--limit", "0"]).usage_error();

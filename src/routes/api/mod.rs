@@ -22,9 +22,10 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .app_data(web::QueryConfig::default().error_handler(|err, _| {
                 ApiError::InvalidRequest(format!("the query string is not valid: {err}")).into()
             }))
-            .app_data(web::PathConfig::default().error_handler(|err, _| {
-                ApiError::InvalidRequest(format!("the path is not valid: {err}")).into()
-            }))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|err, _| ApiError::InvalidRequest(format!("the path is not valid: {err}")).into()),
+            )
             .configure(users::configure)
             .configure(items::configure)
             .configure(admin::configure)

@@ -161,7 +161,9 @@ async fn list(req: HttpRequest, user: SignedInUser, state: web::Data<AppState>) 
     let query = FormFields::parse_query(req.query_string()).map_err(|_| WebError::BadRequest)?;
     let q = query.get("q").unwrap_or_default().trim().to_owned();
     let page = match query.get("page") {
-        Some(page) => page.parse::<i64>().ok().filter(|page| (1..=MAX_PAGE).contains(page)).ok_or(WebError::BadRequest)?,
+        Some(page) => {
+            page.parse::<i64>().ok().filter(|page| (1..=MAX_PAGE).contains(page)).ok_or(WebError::BadRequest)?
+        }
         None => 1,
     };
     if q.chars().count() > MAX_QUERY_CHARS {
@@ -198,8 +200,11 @@ async fn create(
         Ok(created) => Ok(see_other(&format!("{}?done=created", user_path(&created.user.username)))),
         Err(AccountError::Server(err)) => Err(err.into()),
         Err(err) => {
-            let status =
-                if matches!(err, AccountError::UsernameTaken(_)) { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+            let status = if matches!(err, AccountError::UsernameTaken(_)) {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             users_page(&user, &state, String::new(), 1, shown, FieldErrors::of(&err), status).await
         }
     }

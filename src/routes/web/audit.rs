@@ -148,7 +148,8 @@ async fn audit(req: HttpRequest, user: SignedInUser, state: web::Data<AppState>)
         }
         let filter = EventFilter { user_id: subject.as_ref().and_then(|found| found.as_ref().map(|u| u.id)), ..filter };
         let page = db::auth_events::page(conn, &filter, after, PER_PAGE)?;
-        let mut ids: Vec<Uuid> = page.events.iter().flat_map(|event| [event.user_id, event.actor_id]).flatten().collect();
+        let mut ids: Vec<Uuid> =
+            page.events.iter().flat_map(|event| [event.user_id, event.actor_id]).flatten().collect();
         ids.sort();
         ids.dedup();
         let names: HashMap<Uuid, String> = db::auth_events::usernames(conn, &ids)?.into_iter().collect();

@@ -96,9 +96,7 @@ impl ResponseError for WebError {
         }
         let status = self.status_code();
         let layout = match self {
-            WebError::Forbidden { viewer } | WebError::Conflict { viewer, .. } => {
-                Layout::signed_in((**viewer).clone())
-            }
+            WebError::Forbidden { viewer } | WebError::Conflict { viewer, .. } => Layout::signed_in((**viewer).clone()),
             _ => Layout::anonymous(),
         };
         let page = ErrorPage { layout, status: status.as_u16(), title: self.title(), message: self.message() };
