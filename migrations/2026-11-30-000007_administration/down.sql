@@ -1,10 +1,14 @@
 DROP TRIGGER auth_events_sign_ins_counted ON auth_events;
 DROP FUNCTION count_sign_in();
 DROP TABLE sign_in_hours;
-DROP TRIGGER user_roles_counted ON user_roles;
+DROP TRIGGER user_roles_updated_counted ON user_roles;
+DROP TRIGGER user_roles_deleted_counted ON user_roles;
+DROP TRIGGER user_roles_inserted_counted ON user_roles;
 DROP FUNCTION count_role_members();
 DROP TRIGGER users_active_counted ON users;
-DROP TRIGGER users_counted ON users;
+DROP FUNCTION count_activation();
+DROP TRIGGER users_deleted_counted ON users;
+DROP TRIGGER users_inserted_counted ON users;
 DROP FUNCTION count_users();
 DROP TABLE account_counts;
 

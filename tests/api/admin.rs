@@ -143,7 +143,8 @@ async fn a_signed_in_user_without_the_admin_role_gets_the_403_page_and_changes_n
     }
     assert_eq!(roles(&app, "alice"), ["user"]);
     assert_eq!(scalar(&app, "SELECT count(*) AS n FROM users"), 2);
-    assert_eq!(app.access_token(&admin, None).await.is_empty(), false, "the admin's password is unchanged");
+    // The admin's password is unchanged: the old one still signs in.
+    assert!(!app.access_token(&admin, None).await.is_empty());
 }
 
 #[tokio::test]
@@ -935,4 +936,33 @@ async fn the_admin_api_patches_roles_and_the_active_flag_and_signs_a_user_out_ev
         .map(|e| e.kind)
         .collect();
     assert_eq!(kinds, administrative.map(String::from));
+}
+
+#[tokio::test]
+async fn a_refresh_racing_a_revocation_from_the_account_page_never_leaves_a_working_child() {
+    let (a, b) = spawn_pair(&[("GATEHOUSE_LOGIN_RATE_PER_MINUTE", "0")]).await;
+    let alice = a.alice();
+    let (browser, csrf) = signed_in(&b, &alice).await;
+    for round in 0..20 {
+        let tokens = a.login(&alice, None).await;
+        let presented = tokens["refresh_token"].as_str().unwrap().to_owned();
+        let family = scalar_text(&a, "SELECT id::text AS t FROM refresh_families WHERE revoked_at IS NULL");
+        let refresh = tokio::spawn(
+            a.client
+                .post(a.url("/token"))
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", &presented)])
+                .send(),
+        );
+        let revoke = tokio::spawn(
+            browser.post(b.url(&format!("/account/families/{family}/revoke"))).form(&[("csrf_token", &csrf)]).send(),
+        );
+        let refreshed = refresh.await.unwrap().unwrap();
+        assert_eq!(revoke.await.unwrap().unwrap().status(), 303, "round {round}");
+        if refreshed.status() == 200 {
+            let child: Value = refreshed.json().await.unwrap();
+            let child = child["refresh_token"].as_str().unwrap();
+            assert_eq!(b.refresh(child, None).await.status(), 400, "round {round}: the child must end with its family");
+        }
+    }
+    assert_eq!(scalar(&a, "SELECT count(*) AS n FROM refresh_families WHERE revoked_at IS NULL"), 0);
 }
