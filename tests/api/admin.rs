@@ -966,3 +966,76 @@ async fn a_refresh_racing_a_revocation_from_the_account_page_never_leaves_a_work
     }
     assert_eq!(scalar(&a, "SELECT count(*) AS n FROM refresh_families WHERE revoked_at IS NULL"), 0);
 }
+
+#[tokio::test]
+async fn the_cli_and_the_api_removing_the_two_admins_at_once_leave_one_and_the_cli_says_why_in_one_line() {
+    let (a, _b) = spawn_pair(&[]).await;
+    let one = a.admin();
+    second_admin(&a);
+    let token = a.access_token(&one, None).await;
+    let mut holder = PgConnection::establish(&a.db.url).unwrap();
+    diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
+    diesel::sql_query("SELECT name FROM roles WHERE name = 'admin' FOR UPDATE").execute(&mut holder).unwrap();
+    let mut watcher = PgConnection::establish(&a.db.url).unwrap();
+
+    // The operator deactivates root-admin on the command line while root-admin demotes the other
+    // admin through the API; the test lets the CLI queue on the lock first.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["user", "deactivate", "root-admin"])
+        .env("DATABASE_URL", &a.db.url)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..1000 {
+        if lock_waiters(&mut watcher) == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(lock_waiters(&mut watcher), 1, "the CLI waits for the admin lock");
+    let demote = tokio::spawn(
+        a.client
+            .patch(a.url("/api/admin/users/second-admin"))
+            .bearer_auth(&token)
+            .json(&json!({"roles": ["user"]}))
+            .send(),
+    );
+    for _ in 0..1000 {
+        if lock_waiters(&mut watcher) == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(lock_waiters(&mut watcher), 2, "both wait for the admin lock");
+    diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
+
+    let output = tokio::task::spawn_blocking(move || cli.wait_with_output().unwrap()).await.unwrap();
+    assert!(output.status.success(), "the CLI went first: {}", String::from_utf8_lossy(&output.stderr));
+    // root-admin was deactivated first; the demotion, queued behind it, sees that second-admin is
+    // now the last active admin.
+    let answer = demote.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 409);
+    assert_eq!(answer.json::<Value>().await.unwrap()["error"], "last_admin");
+    assert_eq!(roles(&a, "second-admin"), ["admin", "user"]);
+    // Now the only active admin left cannot be deactivated from the command line either.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["user", "deactivate", "second-admin"])
+        .env("DATABASE_URL", &a.db.url)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no active admin"), "{stderr}");
+    assert_eq!(
+        scalar(
+            &a,
+            "SELECT count(*) AS n FROM users JOIN user_roles ON user_id = id WHERE role_name = 'admin' AND is_active"
+        ),
+        1
+    );
+}
