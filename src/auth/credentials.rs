@@ -74,6 +74,16 @@ impl Attempt {
     }
 }
 
+/// What a successful check is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A sign-in: recorded as `login_ok`, and remembered as the user's latest sign-in.
+    SignIn,
+    /// A signed-in user proving they still know their password (before changing it): it counts
+    /// towards the lockout like a sign-in, but a success is no sign-in.
+    Confirm,
+}
+
 /// Checks `password` for `username` (see the module documentation for the steps).
 pub async fn check_password(
     pool: &PgPool,
@@ -82,6 +92,31 @@ pub async fn check_password(
     username: &str,
     password: SecretString,
     attempt: &Attempt,
+) -> Result<SignedIn, LoginError> {
+    check(pool, hasher, metrics, username, password, attempt, Purpose::SignIn).await
+}
+
+/// Checks that a signed-in user's `password` is still theirs, with every safeguard of a sign-in
+/// (the same queue, lockout and audit of failures), recording nothing when it matches.
+pub async fn confirm_password(
+    pool: &PgPool,
+    hasher: &PasswordHasher,
+    metrics: &Metrics,
+    username: &str,
+    password: SecretString,
+    attempt: &Attempt,
+) -> Result<(), LoginError> {
+    check(pool, hasher, metrics, username, password, attempt, Purpose::Confirm).await.map(|_| ())
+}
+
+async fn check(
+    pool: &PgPool,
+    hasher: &PasswordHasher,
+    metrics: &Metrics,
+    username: &str,
+    password: SecretString,
+    attempt: &Attempt,
+    purpose: Purpose,
 ) -> Result<SignedIn, LoginError> {
     let counted = |outcome: Outcome| {
         metrics.logins.get_or_create(&LoginLabels { channel: attempt.channel.as_str(), outcome }).inc();
@@ -176,7 +211,11 @@ pub async fn check_password(
                 let (user_id, verified) = (check.user_id, check.password_hash.clone());
                 db::run(pool, move |conn| {
                     let upgrade = new_hash.as_deref().map(|new_hash| HashUpgrade { verified: &verified, new_hash });
-                    db::users::record_success(conn, user_id, upgrade, &event)
+                    match purpose {
+                        Purpose::SignIn => db::users::record_success(conn, user_id, upgrade, &event),
+                        // The hash is about to be replaced: no upgrade, no event, no "last sign-in".
+                        Purpose::Confirm => db::users::record_confirmation(conn, user_id),
+                    }
                 })
                 .await?;
                 Ok(SignedIn {

@@ -24,6 +24,8 @@ impl Requirement {
         Requirement { scope: Some(ScopeName::ADMIN_STATS), role: Some(RoleName::ADMIN) };
     /// RFC 7662 introspection, for other services.
     pub const INTROSPECT: Requirement = Requirement { scope: Some(ScopeName::TOKENS_INTROSPECT), role: None };
+    pub const ADMIN_USERS: Requirement =
+        Requirement { scope: Some(ScopeName::ADMIN_USERS), role: Some(RoleName::ADMIN) };
     /// The admin pages (a browser session has no scopes: the role decides).
     pub const ADMIN_PAGES: Requirement = Requirement { scope: None, role: Some(RoleName::ADMIN) };
 

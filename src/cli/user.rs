@@ -1,21 +1,21 @@
-//! `gatehouse user …`: manage users.
+//! `gatehouse user …`: manage users, through the same rules as the admin pages and the admin API
+//! (`crate::accounts`): the same validation, the same last-admin guard, the same audit rows
+//! (channel `cli`, no acting user).
 
 use std::io::{BufRead, IsTerminal};
 
 use clap::Subcommand;
 use diesel::PgConnection;
 use secrecy::SecretString;
-use uuid::Uuid;
 
 use super::CliError;
-use crate::auth::password::hash_blocking;
+use crate::accounts::{self, AccountDraft, AccountError, Actor, blocking};
 use crate::config::Settings;
 use crate::db::{
     self,
-    auth_events::NewEvent,
-    users::{NewUser, UserWrite},
+    users::{AccountChange, UserWrite},
 };
-use crate::domain::{Channel, EventKind, NewPassword, Username};
+use crate::domain::WeakPassword;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -30,7 +30,7 @@ pub enum UserCommand {
         #[arg(long = "full-name", value_name = "N")]
         full_name: Option<String>,
     },
-    /// Replace a user's roles.
+    /// Replace a user's roles (refused if it would leave no active admin).
     SetRoles {
         username: String,
         #[arg(required = true, value_name = "ROLE")]
@@ -38,84 +38,104 @@ pub enum UserCommand {
     },
     /// Set a new password (stdin or prompt); ends the user's tokens and sessions.
     SetPassword { username: String },
-    /// Stop a user from signing in; their tokens stop working at once.
+    /// Stop a user from signing in; their tokens and sessions stop working at once (refused for the
+    /// last active admin).
     Deactivate { username: String },
     /// Let a deactivated user sign in again.
     Activate { username: String },
-    /// List users with their roles.
-    List,
+    /// End every token and session of a user (they sign in again).
+    SignOutAll { username: String },
+    /// List users with their roles, by username (everyone unless --search or --limit says otherwise).
+    List {
+        /// Only users whose username or email address contains this text (any case).
+        #[arg(long, value_name = "TEXT")]
+        search: Option<String>,
+        /// At most this many users.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+        limit: Option<i64>,
+    },
+}
+
+impl From<AccountError> for CliError {
+    fn from(err: AccountError) -> Self {
+        match err {
+            AccountError::Server(server) => CliError::from_error(&server),
+            other => CliError::from_display(other),
+        }
+    }
 }
 
 pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: UserCommand) -> Result<(), CliError> {
-    let query_err = |err: diesel::result::Error| CliError::from_error(&err);
+    let actor = Actor::command_line();
+    let cost = settings.bcrypt_cost;
     match command {
         UserCommand::Add { username, roles, email, full_name } => {
-            let username = Username::parse(&username).map_err(CliError::from_display)?;
-            let email = email.map(|e| validate_email(&e)).transpose()?;
-            let full_name = full_name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-            if full_name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-                return Err(CliError("full name must be at most 200 characters".to_owned()));
-            }
-            let password = read_new_password()?;
-            let hash =
-                hash_blocking(password.secret(), settings.bcrypt_cost).map_err(|err| CliError::from_error(&err))?;
-            let new_user = NewUser {
-                id: Uuid::now_v7(),
-                username: username.as_str(),
-                email: email.as_deref(),
-                full_name: full_name.as_deref(),
-                password_hash: &hash,
-            };
-            let user = written(db::users::create(conn, &new_user, &roles).map_err(query_err)?, username.as_str())?;
-            println!("created user {} ({})", user.username, user.id);
+            let draft =
+                AccountDraft { username, password: read_password()?, password_again: None, email, full_name, roles };
+            let created = blocking::create(conn, cost, &actor, draft)?;
+            warn_if_weak(created.weak_password.as_ref());
+            println!("created user {} ({})", created.user.username, created.user.id);
         }
         UserCommand::SetRoles { username, roles } => {
-            let user = written(db::users::set_roles(conn, &username, &roles).map_err(query_err)?, &username)?;
+            let change = AccountChange { roles: Some(roles.clone()), active: None };
+            let user = blocking::change(conn, &actor, &username, &change)?;
             println!("{}: roles are now {}", user.username, roles.join(", "));
         }
         UserCommand::SetPassword { username } => {
-            let user = db::users::find_by_username(conn, &username)
-                .map_err(query_err)?
-                .ok_or_else(|| CliError(format!("no user named {username}")))?;
-            let password = read_new_password()?;
-            let hash =
-                hash_blocking(password.secret(), settings.bcrypt_cost).map_err(|err| CliError::from_error(&err))?;
-            // The cut-off is the moment the new hash is stored, not when the prompt began: a sign-in
-            // during the prompt ends too.
-            db::users::set_password_hash(conn, user.id, &hash).map_err(query_err)?;
-            audit(conn, NewEvent::new(EventKind::PasswordChanged, Channel::Cli).user(user.id))?;
-            println!("{}: password changed; earlier tokens and sessions no longer work", user.username);
+            let read =
+                || read_password().map_err(|CliError(message)| AccountError::Invalid(vec![password_problem(message)]));
+            let set = blocking::set_password(conn, cost, &actor, &username, read)?;
+            warn_if_weak(set.weak_password.as_ref());
+            println!("{}: password changed; earlier tokens and sessions no longer work", set.user.username);
         }
         UserCommand::Deactivate { username } => {
-            let user = db::users::set_active(conn, &username, false)
-                .map_err(query_err)?
-                .ok_or_else(|| CliError(format!("no user named {username}")))?;
-            audit(conn, NewEvent::new(EventKind::Deactivated, Channel::Cli).user(user.id))?;
+            let user = blocking::change(conn, &actor, &username, &AccountChange { roles: None, active: Some(false) })?;
             println!("{}: deactivated", user.username);
         }
         UserCommand::Activate { username } => {
-            let user = db::users::set_active(conn, &username, true)
-                .map_err(query_err)?
-                .ok_or_else(|| CliError(format!("no user named {username}")))?;
-            audit(conn, NewEvent::new(EventKind::Activated, Channel::Cli).user(user.id))?;
+            let user = blocking::change(conn, &actor, &username, &AccountChange { roles: None, active: Some(true) })?;
             println!("{}: activated", user.username);
         }
-        UserCommand::List => {
-            let users = db::users::list_with_roles(conn).map_err(query_err)?;
+        UserCommand::SignOutAll { username } => {
+            let user = blocking::sign_out_everywhere(conn, &actor, &username)?;
+            println!("{}: signed out everywhere; earlier tokens and sessions no longer work", user.username);
+        }
+        UserCommand::List { search, limit } => {
+            // One query, streamed to stdout as it comes: linear in the number of users.
+            let users =
+                db::users::search(conn, search.as_deref(), 0, limit).map_err(|err| CliError::from_error(&err))?;
             println!("{:<24} {:<8} {:<20} {:<28} FULL NAME", "USERNAME", "ACTIVE", "ROLES", "EMAIL");
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for (user, roles) in users {
-                println!(
+                use std::io::Write as _;
+                let line = writeln!(
+                    out,
                     "{:<24} {:<8} {:<20} {:<28} {}",
                     user.username,
                     if user.is_active { "yes" } else { "no" },
                     if roles.is_empty() { "-".to_owned() } else { roles.join(",") },
                     user.email.as_deref().unwrap_or("-"),
-                    user.full_name.as_deref().unwrap_or("-"),
+                    super::escape_control(user.full_name.as_deref().unwrap_or("-")),
                 );
+                // A closed pipe (`| head`) ends the listing, not with an error.
+                if line.is_err() {
+                    break;
+                }
             }
         }
     }
     Ok(())
+}
+
+fn password_problem(message: String) -> accounts::Invalid {
+    accounts::Invalid { field: accounts::Field::Password, message }
+}
+
+/// The strength estimate, as a warning: the operator may be restoring a known password.
+fn warn_if_weak(weak: Option<&WeakPassword>) {
+    if let Some(weak) = weak {
+        eprintln!("warning: {weak}");
+    }
 }
 
 /// The user a create or role change wrote, or the one-line reason it did not.
@@ -125,23 +145,13 @@ pub(super) fn written(outcome: UserWrite, username: &str) -> Result<db::users::U
         UserWrite::UsernameTaken => Err(CliError(format!("a user named {username} already exists"))),
         UserWrite::UnknownRole(role) => Err(CliError(format!("no role named {role}"))),
         UserWrite::UnknownUser => Err(CliError(format!("no user named {username}"))),
+        UserWrite::LastAdmin => Err(CliError::from_display(AccountError::LastAdmin)),
     }
 }
 
-fn audit(conn: &mut PgConnection, event: NewEvent) -> Result<(), CliError> {
-    db::auth_events::record(conn, &event).map_err(|err| CliError::from_error(&err))
-}
-
-fn validate_email(raw: &str) -> Result<String, CliError> {
-    let email = raw.trim();
-    let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-        && !email.chars().any(char::is_whitespace);
-    if valid { Ok(email.to_owned()) } else { Err(CliError(format!("`{raw}` is not an email address"))) }
-}
-
-/// A new password: a hidden prompt (asked twice) on a terminal, otherwise the first line of stdin.
-pub(super) fn read_new_password() -> Result<NewPassword, CliError> {
+/// A password: a hidden prompt (asked twice) on a terminal, otherwise the first line of stdin.
+/// Its length and strength are the accounts layer's to judge.
+fn read_password() -> Result<SecretString, CliError> {
     let raw = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ").map_err(CliError::from_display)?;
         let again = rpassword::prompt_password("Password (again): ").map_err(CliError::from_display)?;
@@ -157,5 +167,5 @@ pub(super) fn read_new_password() -> Result<NewPassword, CliError> {
             .map_err(|err| CliError(format!("cannot read the password from standard input: {err}")))?;
         line.trim_end_matches(['\n', '\r']).to_owned()
     };
-    NewPassword::parse(SecretString::from(raw)).map_err(CliError::from_display)
+    Ok(SecretString::from(raw))
 }

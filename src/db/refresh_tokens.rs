@@ -279,6 +279,45 @@ pub fn revoke_family_of(
     })
 }
 
+/// The user's families that can still be refreshed (not revoked, not past their maximum age), newest first.
+pub fn live_families_of_user(conn: &mut PgConnection, user_id: Uuid, now: DateTime<Utc>) -> QueryResult<Vec<Family>> {
+    refresh_families::table
+        .filter(refresh_families::user_id.eq(user_id))
+        .filter(refresh_families::revoked_at.is_null())
+        .filter(refresh_families::expires_at.gt(now))
+        .select(Family::as_select())
+        .order(refresh_families::created_at.desc())
+        .load(conn)
+}
+
+/// Ends the user's family with this id under the family's lock (a refresh in progress finishes
+/// first, and its child ends with the family), taking the user's row first like every family lock
+/// does, and records `event`; false when the user has no such live family.
+pub fn revoke_family_of_user(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    family_id: Uuid,
+    now: DateTime<Utc>,
+    event: &NewEvent,
+) -> QueryResult<bool> {
+    conn.transaction(|conn| {
+        if lock_user(conn, user_id)?.is_none() {
+            return Ok(false);
+        }
+        let family = refresh_families::table
+            .find(family_id)
+            .filter(refresh_families::user_id.eq(user_id))
+            .select(Family::as_select())
+            .for_no_key_update()
+            .first(conn)
+            .optional()?;
+        let Some(family) = family.filter(|family| family.revoked_at.is_none()) else { return Ok(false) };
+        revoke_locked_family(conn, family.id, now)?;
+        auth_events::record(conn, event)?;
+        Ok(true)
+    })
+}
+
 /// Ends every family of the user (their row lock is taken family by family).
 pub fn revoke_all_of_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<usize> {
     diesel::update(
@@ -302,16 +341,12 @@ pub fn outstanding_count(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryRe
         .get_result(conn)
 }
 
-/// Families with a token that could still be exchanged.
-pub fn active_family_count(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<i64> {
-    refresh_tokens::table
-        .inner_join(refresh_families::table)
-        .filter(refresh_tokens::used_at.is_null())
-        .filter(refresh_tokens::expires_at.gt(now))
-        .filter(refresh_families::revoked_at.is_null())
-        .filter(refresh_families::expires_at.gt(now))
-        .select(diesel::dsl::count(refresh_tokens::family_id).aggregate_distinct())
-        .get_result(conn)
+/// Refresh tokens that could still be exchanged, and the families they belong to. The two are one
+/// number: a live family has exactly one unused token (a rotation marks the presented token used as
+/// it stores the next, under the family's lock; reuse revokes the family), so one count answers both.
+pub fn live_counts(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<(i64, i64)> {
+    let live = outstanding_count(conn, now)?;
+    Ok((live, live))
 }
 
 /// Refuses the access token with this `jti` until it would have expired anyway. False when its

@@ -1,6 +1,13 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    account_counts (name) {
+        name -> Text,
+        value -> Int8,
+    }
+}
+
+diesel::table! {
     auth_events (id) {
         id -> Int8,
         occurred_at -> Timestamptz,
@@ -11,6 +18,7 @@ diesel::table! {
         channel -> Text,
         detail -> Nullable<Text>,
         reason -> Nullable<Text>,
+        actor_id -> Nullable<Uuid>,
     }
 }
 
@@ -105,6 +113,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    sign_in_hours (hour) {
+        hour -> Timestamptz,
+        ok -> Int8,
+        failed -> Int8,
+    }
+}
+
+diesel::table! {
     signing_keys (kid) {
         kid -> Text,
         alg -> Text,
@@ -139,10 +155,10 @@ diesel::table! {
         locked_until -> Nullable<Timestamptz>,
         check_claims -> Int4,
         claims_expire_at -> Nullable<Timestamptz>,
+        username_key -> Nullable<Text>,
     }
 }
 
-diesel::joinable!(auth_events -> users (user_id));
 diesel::joinable!(items -> users (owner_id));
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (family_id));
@@ -154,6 +170,7 @@ diesel::joinable!(user_roles -> roles (role_name));
 diesel::joinable!(user_roles -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    account_counts,
     auth_events,
     items,
     login_throttle,
@@ -164,6 +181,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     roles,
     scopes,
     sessions,
+    sign_in_hours,
     signing_keys,
     user_roles,
     users,

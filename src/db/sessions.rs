@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
+use super::auth_events::{self, NewEvent};
 use super::schema::sessions;
 
 /// `least(expires_at, absolute_expires_at)`: the idle timeout never outlives the absolute one.
@@ -88,6 +89,32 @@ pub fn touch(
 
 pub fn delete(conn: &mut PgConnection, key_hash: &[u8]) -> QueryResult<()> {
     diesel::delete(sessions::table.find(key_hash)).execute(conn).map(|_| ())
+}
+
+/// The user's live sessions, the most recently used first.
+pub fn live_of_user(conn: &mut PgConnection, user_id: Uuid, now: DateTime<Utc>) -> QueryResult<Vec<SessionInfo>> {
+    sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::expires_at.gt(now))
+        .filter(sessions::absolute_expires_at.gt(now))
+        .select(SessionInfo::as_select())
+        .order(sessions::last_seen_at.desc())
+        .load(conn)
+}
+
+/// Ends the user's session with this public id (its row goes, so it ends at once on every
+/// instance) and records `event`; false when the user has no such session.
+pub fn end_of_user(conn: &mut PgConnection, user_id: Uuid, session_id: Uuid, event: &NewEvent) -> QueryResult<bool> {
+    conn.transaction(|conn| {
+        let ended =
+            diesel::delete(sessions::table.filter(sessions::id.eq(session_id)).filter(sessions::user_id.eq(user_id)))
+                .execute(conn)?;
+        if ended == 0 {
+            return Ok(false);
+        }
+        auth_events::record(conn, event)?;
+        Ok(true)
+    })
 }
 
 /// Ends every session of the user (sign out everywhere, password change, deactivation).

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::auth_events::{self, NewEvent};
 use super::schema::{role_scopes, roles, user_roles, users};
-use crate::domain::ScopeSet;
+use crate::domain::{EventKind, ScopeSet};
 
 diesel::define_sql_function! {
     /// SQL `lower()`, for case-insensitive username lookups that use `users_username_lower_key`.
@@ -167,6 +167,19 @@ pub fn record_success(
     })
 }
 
+/// A confirmed password (a signed-in user proved they know it): gives the claim back and forgets
+/// earlier failures, like a sign-in, without counting as one.
+pub fn record_confirmation(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<()> {
+    diesel::sql_query(format!(
+        "UPDATE users SET check_claims = greatest({LIVE_CLAIMS} - 1, 0), failed_logins = 0, lockouts = 0, \
+                          locked_until = NULL \
+         WHERE id = $1"
+    ))
+    .bind::<SqlUuid, _>(user_id)
+    .execute(conn)
+    .map(|_| ())
+}
+
 #[derive(QueryableByName)]
 struct FailureCounted {
     #[diesel(sql_type = Nullable<Timestamptz>)]
@@ -276,13 +289,15 @@ pub fn allowed_scopes(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Sco
 
 // --- Administration ---
 
-/// The outcome of creating a user or changing their roles.
+/// The outcome of creating a user or changing their roles or active flag.
 #[derive(Debug)]
 pub enum UserWrite {
     Done(User),
     UsernameTaken,
     UnknownRole(String),
     UnknownUser,
+    /// The change would leave no active admin: nothing was written.
+    LastAdmin,
 }
 
 /// Inserts the user and their roles in one transaction: either all of it is stored or none.
@@ -304,16 +319,122 @@ pub fn create(conn: &mut PgConnection, new_user: &NewUser<'_>, role_names: &[Str
     })
 }
 
-/// Sets exactly these roles (an empty list removes all of them).
-pub fn set_roles(conn: &mut PgConnection, username: &str, role_names: &[String]) -> QueryResult<UserWrite> {
+/// [`create`], and `event` (about the new user) recorded in the same transaction.
+pub fn create_recorded(
+    conn: &mut PgConnection,
+    new_user: &NewUser<'_>,
+    role_names: &[String],
+    event: NewEvent,
+) -> QueryResult<UserWrite> {
     conn.transaction(|conn| {
-        let Some(user) = find_by_username(conn, username)? else { return Ok(UserWrite::UnknownUser) };
-        if let Some(unknown) = unknown_role(conn, role_names)? {
+        let written = create(conn, new_user, role_names)?;
+        if let UserWrite::Done(user) = &written {
+            auth_events::record(conn, &event.user(user.id).detail(roles_detail(role_names)))?;
+        }
+        Ok(written)
+    })
+}
+
+/// What an administrator changes about an account in one go (`None`: leave it as it is).
+#[derive(Debug, Clone, Default)]
+pub struct AccountChange {
+    /// Exactly these roles (an empty list removes all of them).
+    pub roles: Option<Vec<String>>,
+    pub active: Option<bool>,
+}
+
+/// Applies `change` to `username`'s account in one transaction, recording one event per thing that
+/// changed (built from `event`), unless it would remove the last active admin.
+///
+/// Every change that could remove an admin (a role change, a deactivation) first locks the `admin`
+/// role's row, so such changes run one at a time, on however many instances: two admins demoting
+/// each other at the same moment cannot both see the other one still standing. The lock comes
+/// before the user's row (the order nothing else takes them in reverse), and the count of the
+/// other active admins is read under it.
+pub fn change(
+    conn: &mut PgConnection,
+    username: &str,
+    change: &AccountChange,
+    event: &NewEvent,
+) -> QueryResult<UserWrite> {
+    conn.transaction(|conn| {
+        lock_admin_changes(conn)?;
+        let Some(user) = lock_by_username(conn, username)? else { return Ok(UserWrite::UnknownUser) };
+        if let Some(roles) = &change.roles
+            && let Some(unknown) = unknown_role(conn, roles)?
+        {
             return Ok(UserWrite::UnknownRole(unknown));
         }
-        replace_roles(conn, user.id, role_names)?;
-        Ok(UserWrite::Done(user))
+        let roles_before = roles_of(conn, user.id)?;
+        let is_admin = |roles: &[String]| roles.iter().any(|role| role == crate::domain::RoleName::ADMIN);
+        let mut roles_after = change.roles.clone().unwrap_or_else(|| roles_before.clone());
+        roles_after.sort();
+        roles_after.dedup();
+        let active_after = change.active.unwrap_or(user.is_active);
+        let admin_before = user.is_active && is_admin(&roles_before);
+        let admin_after = active_after && is_admin(&roles_after);
+        if admin_before && !admin_after && other_active_admins(conn, user.id)? == 0 {
+            return Ok(UserWrite::LastAdmin);
+        }
+        let mut events = Vec::new();
+        // The active flag before the roles: the counters' triggers take their rows in that order.
+        if active_after != user.is_active {
+            diesel::update(users::table.find(user.id))
+                .set((users::is_active.eq(active_after), users::updated_at.eq(diesel::dsl::now)))
+                .execute(conn)?;
+            let kind = if active_after { EventKind::Activated } else { EventKind::Deactivated };
+            if !active_after {
+                // Reactivating later must not bring old tokens back to life.
+                invalidate_credentials(conn, user.id)?;
+            }
+            events.push(NewEvent { kind, ..event.clone() }.user(user.id));
+        }
+        if roles_after != roles_before {
+            replace_roles(conn, user.id, &roles_after)?;
+            let detail = format!("{} → {}", roles_detail(&roles_before), roles_detail(&roles_after));
+            events.insert(0, NewEvent { kind: EventKind::RolesChanged, ..event.clone() }.user(user.id).detail(detail));
+        }
+        auth_events::record_many(conn, &events)?;
+        Ok(find_by_id(conn, user.id)?.map_or(UserWrite::UnknownUser, UserWrite::Done))
     })
+}
+
+/// Serializes every change that could remove an admin (see [`change`]).
+///
+/// `FOR NO KEY UPDATE`: it conflicts with itself (and with a test holding `FOR UPDATE`), but not with
+/// the key-share lock that inserting a `user_roles` row takes on its role, so creating a user never
+/// waits for it.
+fn lock_admin_changes(conn: &mut PgConnection) -> QueryResult<()> {
+    roles::table
+        .filter(roles::name.eq(crate::domain::RoleName::ADMIN))
+        .select(roles::name)
+        .for_no_key_update()
+        .load::<String>(conn)
+        .map(|_| ())
+}
+
+fn lock_by_username(conn: &mut PgConnection, username: &str) -> QueryResult<Option<User>> {
+    users::table
+        .filter(lower(users::username).eq(lower(username)))
+        .select(User::as_select())
+        .for_no_key_update()
+        .first(conn)
+        .optional()
+}
+
+/// Active users other than `user_id` who hold the admin role.
+fn other_active_admins(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<i64> {
+    user_roles::table
+        .inner_join(users::table)
+        .filter(user_roles::role_name.eq(crate::domain::RoleName::ADMIN))
+        .filter(users::is_active.eq(true))
+        .filter(users::id.ne(user_id))
+        .count()
+        .get_result(conn)
+}
+
+fn roles_detail(roles: &[String]) -> String {
+    if roles.is_empty() { "no roles".to_owned() } else { roles.join(", ") }
 }
 
 fn unknown_role(conn: &mut PgConnection, role_names: &[String]) -> QueryResult<Option<String>> {
@@ -321,12 +442,24 @@ fn unknown_role(conn: &mut PgConnection, role_names: &[String]) -> QueryResult<O
     Ok(role_names.iter().find(|name| !known.contains(name)).cloned())
 }
 
+/// Roles removed one by one and added in name order: each row's trigger updates its role's counter,
+/// and every writer must take those in one order (see migration 7).
 fn replace_roles(conn: &mut PgConnection, user_id: Uuid, role_names: &[String]) -> QueryResult<()> {
-    diesel::delete(user_roles::table.filter(user_roles::user_id.eq(user_id))).execute(conn)?;
+    for held in roles_of(conn, user_id)? {
+        diesel::delete(user_roles::table.find((user_id, &held))).execute(conn)?;
+    }
+    let mut sorted: Vec<&String> = role_names.iter().collect();
+    sorted.sort();
+    sorted.dedup();
     let rows: Vec<_> =
-        role_names.iter().map(|role| (user_roles::user_id.eq(user_id), user_roles::role_name.eq(role))).collect();
+        sorted.iter().map(|role| (user_roles::user_id.eq(user_id), user_roles::role_name.eq(*role))).collect();
     diesel::insert_into(user_roles::table).values(&rows).on_conflict_do_nothing().execute(conn)?;
     Ok(())
+}
+
+/// Every role that exists, by name.
+pub fn all_role_names(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
+    roles::table.select(roles::name).order(roles::name).load(conn)
 }
 
 /// Stores a new password hash and ends every earlier token and session of the user, in one
@@ -362,22 +495,78 @@ pub fn invalidate_credentials(conn: &mut PgConnection, user_id: Uuid) -> QueryRe
     })
 }
 
-/// Activates or deactivates the user; deactivating also ends every token and session.
-pub fn set_active(conn: &mut PgConnection, username: &str, active: bool) -> QueryResult<Option<User>> {
+/// A new password hash stored, every earlier token and session ended, and `event` recorded, in one
+/// transaction; returns the cut-off.
+pub fn set_password_recorded(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    password_hash: &str,
+    event: &NewEvent,
+) -> QueryResult<DateTime<Utc>> {
     conn.transaction(|conn| {
-        let Some(user) = find_by_username(conn, username)? else { return Ok(None) };
-        diesel::update(users::table.find(user.id))
-            .set((users::is_active.eq(active), users::updated_at.eq(diesel::dsl::now)))
-            .execute(conn)?;
-        if !active {
-            // Reactivating later must not bring old tokens back to life.
-            invalidate_credentials(conn, user.id)?;
-        }
-        Ok(Some(user))
+        let cutoff = set_password_hash(conn, user_id, password_hash)?;
+        auth_events::record(conn, event)?;
+        Ok(cutoff)
     })
 }
 
-/// Every user with their roles, by username.
-pub fn list_with_roles(conn: &mut PgConnection) -> QueryResult<Vec<(User, Vec<String>)>> {
-    users::table.select((User::as_select(), user_role_names(users::id))).order(lower(users::username)).load(conn)
+/// Sign out everywhere: every token and session of the user ended and `event` recorded, in one
+/// transaction; returns the cut-off.
+pub fn sign_out_everywhere(conn: &mut PgConnection, user_id: Uuid, event: &NewEvent) -> QueryResult<DateTime<Utc>> {
+    conn.transaction(|conn| {
+        let cutoff = invalidate_credentials(conn, user_id)?;
+        auth_events::record(conn, event)?;
+        Ok(cutoff)
+    })
+}
+
+/// Users with their roles, by username: those whose username or email address contains `search`
+/// (any case), `limit` at most after skipping `offset`. The trigram indexes of migration 7 find the
+/// matches; the page's ids are picked first from the (username_key, id) index, so a deep page skips
+/// rows inside the index, and only the page's own users are read and get their roles looked up.
+pub fn search(
+    conn: &mut PgConnection,
+    search: Option<&str>,
+    offset: i64,
+    limit: Option<i64>,
+) -> QueryResult<Vec<(User, Vec<String>)>> {
+    let mut page = users::table.select(users::id).into_boxed();
+    if let Some(search) = search.filter(|text| !text.is_empty()) {
+        let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
+        page = page.filter(
+            lower(users::username)
+                .like(pattern.clone())
+                .or(diesel::dsl::sql::<Bool>("lower(users.email) LIKE ").bind::<Text, _>(pattern)),
+        );
+    }
+    let page = page.order((users::username_key, users::id)).offset(offset);
+    let page = match limit {
+        Some(limit) => page.limit(limit),
+        None => page,
+    };
+    users::table
+        .filter(users::id.eq_any(page))
+        .select((User::as_select(), user_role_names(users::id)))
+        .order((users::username_key, users::id))
+        .load(conn)
+}
+
+/// `text` matched literally by LIKE: its wildcards and the escape character escaped.
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn like_wildcards_in_a_search_match_only_themselves() {
+        assert_eq!(super::escape_like(r"50%_off\"), r"50\%\_off\\");
+    }
 }

@@ -68,6 +68,10 @@ stored_names! {
         PasswordChanged = "password_changed",
         Deactivated = "deactivated",
         Activated = "activated",
+        UserCreated = "user_created",
+        RolesChanged = "roles_changed",
+        /// One browser session ended from its owner's account page.
+        SessionEnded = "session_ended",
     }
 }
 

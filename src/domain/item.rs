@@ -27,11 +27,13 @@ impl ItemDraft {
         if title.contains('\0') || body.is_some_and(|b| b.contains('\0')) {
             return Err(ItemDraftError::NulCharacter);
         }
+        // The limit counts the title as sent, spaces around it included (as the API document's maxLength does).
+        let too_long = title.chars().count() > Self::MAX_TITLE_CHARS;
         let title = title.trim();
         if title.is_empty() {
             return Err(ItemDraftError::EmptyTitle);
         }
-        if title.chars().count() > Self::MAX_TITLE_CHARS {
+        if too_long {
             return Err(ItemDraftError::TitleTooLong);
         }
         let body = body.unwrap_or_default();

@@ -1,6 +1,7 @@
 //! Values parsed and validated at the edge: once one of these exists, it is known to be well formed.
 //! Nothing here knows about HTTP or the database's connections.
 
+mod account;
 mod address;
 mod event;
 mod item;
@@ -9,10 +10,11 @@ mod role;
 mod scope;
 mod username;
 
+pub use account::{Email, EmailError, FullName, FullNameError};
 pub use address::AddressBucket;
 pub use event::{Channel, EventKind, FailureReason, UnknownName};
 pub use item::{ItemDraft, ItemDraftError};
-pub use password::{NewPassword, PasswordError};
+pub use password::{NewPassword, PasswordError, WeakPassword};
 pub use role::{RoleName, RoleNameError};
 pub use scope::{ScopeName, ScopeNameError, ScopeSet};
 pub use username::{Username, UsernameError};

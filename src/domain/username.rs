@@ -17,9 +17,10 @@ impl Username {
     pub const MAX_CHARS: usize = 64;
 
     pub fn parse(raw: &str) -> Result<Self, UsernameError> {
+        // The limit counts what was typed, spaces around it included: one rule for forms, the API
+        // and the document that describes it (JSON Schema's maxLength counts the same way).
         let name = raw.trim();
-        let count = name.chars().count();
-        if count == 0 || count > Self::MAX_CHARS {
+        if name.is_empty() || raw.chars().count() > Self::MAX_CHARS {
             return Err(UsernameError::Length);
         }
         if !name.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '+')) {

@@ -52,6 +52,16 @@ impl FormFields {
         Ok(Self(fields))
     }
 
+    /// Every field name (for checkbox groups, whose fields are named `group.value`).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// The value of `name`, however empty: a password field left blank is "", not absent.
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
     /// The value of `name`; an empty value counts as absent (RFC 6749 §3.1).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str).filter(|value| !value.is_empty())

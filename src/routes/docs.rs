@@ -52,6 +52,29 @@ impl Modify for OAuth2PasswordFlow {
     }
 }
 
+/// `/revoke` refuses an empty `token` (RFC 7009 §2.1: it is required), so the document says so.
+/// The form's description lives with the endpoint in `oauth.rs`; this states its one constraint on
+/// the finished document (the form's schema joins the document only as the routes are collected,
+/// after `Modify` runs).
+///
+/// Both OAuth2 forms also ignore fields they do not know, but refuse any field given twice (RFC 6749
+/// §3.2): extra fields are single strings.
+fn state_form_constraints(document: &mut OpenApiDocument) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, Object, Schema, Type};
+    let Some(components) = document.components.as_mut() else { return };
+    for name in ["RevokeForm", "TokenForm"] {
+        let Some(RefOr::T(Schema::Object(form))) = components.schemas.get_mut(name) else { continue };
+        form.additional_properties =
+            Some(Box::new(AdditionalProperties::RefOr(RefOr::T(Schema::Object(Object::with_type(Type::String))))));
+        if name == "RevokeForm"
+            && let Some(RefOr::T(Schema::Object(token))) = form.properties.get_mut("token")
+        {
+            token.min_length = Some(1);
+        }
+    }
+}
+
 /// The document as served, with the paths of every documented route.
 pub fn openapi() -> OpenApiDocument {
     let (_, document) = actix_web::App::new()
@@ -59,11 +82,14 @@ pub fn openapi() -> OpenApiDocument {
         .openapi(ApiDoc::openapi())
         .configure(super::documented)
         .split_for_parts();
+    let mut document = document;
+    state_form_constraints(&mut document);
     document
 }
 
 /// `/openapi.json`, `/docs` (Swagger UI, assets compiled into the binary) and its redirect.
-pub fn configure(cfg: &mut web::ServiceConfig, document: OpenApiDocument) {
+pub fn configure(cfg: &mut web::ServiceConfig, mut document: OpenApiDocument) {
+    state_form_constraints(&mut document);
     let swagger = SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", document).oauth(
         oauth::Config::new()
             .app_name("gatehouse")

@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 
+use crate::accounts::AccountError;
 use crate::auth::bearer::BearerError;
 use crate::auth::guard::Denial;
 use crate::auth::jwt::TokenRejection;
@@ -35,8 +36,25 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
+    #[error("A user named {0} already exists")]
+    UsernameTaken(String),
+    #[error("This would leave no active admin: make another user an admin first")]
+    LastAdmin,
     #[error(transparent)]
     Server(#[from] ServerError),
+}
+
+/// The accounts layer's refusals, as the API states them.
+impl From<AccountError> for ApiError {
+    fn from(err: AccountError) -> Self {
+        match err {
+            AccountError::UnknownUser(_) => ApiError::NotFound,
+            AccountError::UsernameTaken(username) => ApiError::UsernameTaken(username),
+            AccountError::LastAdmin => ApiError::LastAdmin,
+            AccountError::UnknownRole(_) | AccountError::Invalid(_) => ApiError::InvalidRequest(err.to_string()),
+            AccountError::Server(server) => ApiError::Server(server),
+        }
+    }
 }
 
 impl From<BearerError> for ApiError {
@@ -70,6 +88,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UsernameTaken(_) => "username_taken",
+            ApiError::LastAdmin => "last_admin",
             ApiError::Server(err) => server_code(err),
         }
     }
@@ -102,6 +122,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UsernameTaken(_) | ApiError::LastAdmin => StatusCode::CONFLICT,
             ApiError::Server(err) => server_status(err),
         }
     }

@@ -67,11 +67,26 @@ pub async fn api_fallback(req: actix_web::HttpRequest) -> Result<actix_web::Http
 /// wherever GET is.
 pub fn allowed_methods(path: &str) -> Vec<&'static str> {
     let mut allowed: Vec<&'static str> =
-        ROUTES.iter().filter(|(_, route)| *route == path).map(|(method, _)| *method).collect();
+        ROUTES.iter().filter(|(_, route)| route_matches(route, path)).map(|(method, _)| *method).collect();
     if allowed.contains(&"GET") {
         allowed.push("HEAD");
     }
     allowed
+}
+
+/// Whether `path` is an address of the route `pattern`, where a `{name}` segment stands for any one
+/// non-empty segment.
+pub fn route_matches(pattern: &str, path: &str) -> bool {
+    let (mut patterns, mut segments) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (patterns.next(), segments.next()) {
+            (None, None) => return true,
+            (Some(wanted), Some(segment)) if wanted == segment => {}
+            (Some(wanted), Some(segment))
+                if wanted.starts_with('{') && wanted.ends_with('}') && !segment.is_empty() => {}
+            _ => return false,
+        }
+    }
 }
 
 /// Counts every request in flight, except those that wait for the password hasher themselves
@@ -115,6 +130,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/items"),
     ("POST", "/api/items"),
     ("GET", "/api/admin/stats"),
+    ("GET", "/api/admin/users"),
+    ("POST", "/api/admin/users"),
+    ("PATCH", "/api/admin/users/{username}"),
+    ("POST", "/api/admin/users/{username}/sign-out-all"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
@@ -125,4 +144,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/logout"),
     ("GET", "/"),
     ("GET", "/admin/stats"),
+    ("GET", "/admin/users"),
+    ("POST", "/admin/users"),
+    ("GET", "/admin/users/{username}"),
+    ("POST", "/admin/users/{username}/roles"),
+    ("POST", "/admin/users/{username}/active"),
+    ("POST", "/admin/users/{username}/password"),
+    ("POST", "/admin/users/{username}/sign-out-all"),
+    ("GET", "/admin/audit"),
+    ("GET", "/account"),
+    ("POST", "/account/password"),
+    ("POST", "/account/sessions/{id}/end"),
+    ("POST", "/account/families/{id}/revoke"),
 ];

@@ -1,6 +1,6 @@
 //! The layers' rule, checked on the sources: every import points down. `routes` (HTTP) may use
-//! everything below it; `oauth` and `auth` never name `routes`; `db` knows only the domain; the
-//! domain knows nothing of the rest.
+//! everything below it; `accounts` (user administration) never names `routes`; `oauth` and `auth`
+//! never name `routes` or `accounts`; `db` knows only the domain; the domain knows nothing of the rest.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,7 +15,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("errors.rs", &[]),
     ("random.rs", &[]),
     ("metrics.rs", &[]),
-    ("routes", &["routes", "oauth", "auth", "db", "domain", "errors", "random", "config", "metrics"]),
+    ("accounts", &["accounts", "auth", "db", "domain", "errors", "random", "config", "metrics"]),
+    ("routes", &["routes", "accounts", "oauth", "auth", "db", "domain", "errors", "random", "config", "metrics"]),
 ];
 
 /// The top-level modules a source names as `crate::x` or inside `crate::{x, y::z}`.

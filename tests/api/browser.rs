@@ -444,3 +444,174 @@ async fn shown_response(browser: &Browser, operation: &str) -> String {
     let column = browser.find(&format!("{operation} .live-responses-table .response .response-col_description")).await;
     column.prop("textContent").await.unwrap().unwrap_or_default()
 }
+
+// --- Administration and self-service (issue #13) ---
+
+/// A password the strength estimate lets through.
+const STRONG: &str = "velvet-otter-sings-47";
+
+impl Browser {
+    /// Ticks or unticks the checkbox whose label (wrapping it) reads `label`.
+    async fn set_checkbox(&self, label: &str, ticked: bool) {
+        let xpath = format!("//label[normalize-space()='{label}']/input[@type='checkbox']");
+        let checkbox =
+            self.client.find(Locator::XPath(&xpath)).await.unwrap_or_else(|err| panic!("no checkbox {label}: {err}"));
+        if checkbox.is_selected().await.unwrap() != ticked {
+            checkbox.click().await.unwrap();
+        }
+    }
+
+    async fn type_into(&self, label: &str, text: &str) {
+        let field = self.field_labelled(label).await;
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    async fn notice(&self) -> String {
+        self.text("main .notice").await
+    }
+
+    /// The cells of every body row of the table with this id.
+    async fn rows(&self, table: &str) -> Vec<Vec<String>> {
+        let mut rows = Vec::new();
+        for row in self.client.find_all(Locator::Css(&format!("table#{table} tbody tr"))).await.unwrap() {
+            let mut cells = Vec::new();
+            for cell in row.find_all(Locator::Css("td")).await.unwrap() {
+                cells.push(cell.text().await.unwrap());
+            }
+            rows.push(cells);
+        }
+        rows
+    }
+}
+
+#[tokio::test]
+async fn an_admin_creates_a_user_makes_them_admin_deactivates_them_resets_their_password_and_finds_it_in_the_audit_trail()
+ {
+    let app = spawn_app().await;
+    let admin = app.admin();
+    let browser = Browser::open(&app).await;
+    browser.sign_in(&admin).await;
+
+    browser.by_text("header", "a", "Users").await.click().await.unwrap();
+    browser.wait_for_location("/admin/users").await;
+    assert_eq!(browser.text("main h1").await, "Users");
+
+    // A too-short password is named next to its field; what was typed (but the password) stays.
+    browser.type_into("Username", "bob").await;
+    browser.type_into("Email", "bob@example.org").await;
+    browser.type_into("Full name", "Bob Builder").await;
+    browser.type_into("Password", "short").await;
+    browser.type_into("Password again", "short").await;
+    browser.set_checkbox("user", true).await;
+    browser.by_text("main", "button", "Create user").await.click().await.unwrap();
+    assert_eq!(browser.text("#new-password-error").await, "Password must be at least 8 characters.");
+    assert_eq!(browser.field_labelled("Username").await.prop("value").await.unwrap().as_deref(), Some("bob"));
+    assert_eq!(browser.field_labelled("Password").await.prop("value").await.unwrap().as_deref(), Some(""));
+    browser.screenshot("admin-users-error").await;
+
+    browser.type_into("Password", STRONG).await;
+    browser.type_into("Password again", STRONG).await;
+    browser.by_text("main", "button", "Create user").await.click().await.unwrap();
+    browser.wait_for_location("/admin/users/bob?done=created").await;
+    assert_eq!(browser.notice().await, "The user was created.");
+    assert_eq!(browser.text("#roles").await, "user");
+
+    browser.set_checkbox("admin", true).await;
+    browser.by_text("main", "button", "Save roles").await.click().await.unwrap();
+    browser.wait_for_location("/admin/users/bob?done=roles").await;
+    assert_eq!(browser.text("#roles").await, "admin user");
+
+    browser.by_text("main", "button", "Deactivate").await.click().await.unwrap();
+    browser.wait_for_location("/admin/users/bob?done=deactivated").await;
+    assert_eq!(browser.text("#active").await, "no");
+
+    browser.type_into("New password", "a-brand-new-velvet-otter").await;
+    browser.type_into("New password again", "a-brand-new-velvet-otter").await;
+    browser.by_text("main", "button", "Set password").await.click().await.unwrap();
+    browser.wait_for_location("/admin/users/bob?done=password").await;
+    assert!(browser.notice().await.starts_with("The password was set"));
+    browser.screenshot("admin-user").await;
+
+    // The list finds bob by part of his email address.
+    browser.by_text("main", "a", "Users").await.click().await.unwrap();
+    browser.type_into("Username or email contains", "BOB@example").await;
+    browser.by_text("main", "button", "Search").await.click().await.unwrap();
+    browser.wait_for_location("/admin/users?q=BOB%40example").await;
+    let rows = browser.rows("users").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][..5], ["bob", "bob@example.org", "Bob Builder", "admin, user", "no"], "{rows:?}");
+    browser.type_into("Username or email contains", "").await;
+    browser.by_text("main", "button", "Search").await.click().await.unwrap();
+    browser.screenshot("admin-users").await;
+
+    browser.by_text("main", "a", "Audit trail").await.click().await.unwrap();
+    browser.wait_for_location("/admin/audit").await;
+    browser.type_into("User", "bob").await;
+    browser.by_text("main", "button", "Show events").await.click().await.unwrap();
+    browser.wait_for_location("/admin/audit?user=bob&kind=&from=&until=").await;
+    let kinds: Vec<String> = browser.rows("events").await.into_iter().map(|row| row[1].clone()).collect();
+    assert_eq!(kinds, ["password_changed", "deactivated", "roles_changed", "user_created"]);
+    let deactivation = browser.rows("events").await.into_iter().find(|row| row[1] == "deactivated").unwrap();
+    assert_eq!(deactivation[2..6], ["web", "bob", "root-admin", "127.0.0.1"], "{deactivation:?}");
+    browser.screenshot("admin-audit").await;
+}
+
+#[tokio::test]
+async fn a_person_ends_another_session_and_changes_their_password_on_the_account_page() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    // Another device: alice signed in elsewhere (a plain HTTP client with its own cookies).
+    let phone = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("PhoneBrowser/1.0")
+        .build()
+        .unwrap();
+    let form = phone.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
+    let marker = r#"name="csrf_token" value=""#;
+    let start = form.find(marker).unwrap() + marker.len();
+    let csrf = &form[start..start + form[start..].find('"').unwrap()];
+    let fields = [("csrf_token", csrf), ("username", "alice"), ("password", "alice-password")];
+    assert_eq!(phone.post(app.url("/login")).form(&fields).send().await.unwrap().status(), 303);
+    let tokens = app.login(&alice, None).await;
+
+    let browser = Browser::open(&app).await;
+    browser.sign_in(&alice).await;
+    browser.by_text("header", "a", "Account").await.click().await.unwrap();
+    browser.wait_for_location("/account").await;
+    let sessions = browser.rows("sessions").await;
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    let this_one = sessions.iter().position(|row| row[4].contains("this session")).unwrap();
+    assert!(sessions[1 - this_one][1].contains("PhoneBrowser/1.0"), "{sessions:?}");
+    assert_eq!(browser.rows("families").await.len(), 1);
+    browser.screenshot("account").await;
+
+    browser.by_text("main", "button", "End session").await.click().await.unwrap();
+    browser.wait_for_location("/account?done=session-ended").await;
+    assert_eq!(browser.notice().await, "The session was ended.");
+    assert_eq!(browser.rows("sessions").await.len(), 1);
+    assert_eq!(phone.get(app.url("/account")).send().await.unwrap().status(), 303, "the phone is signed out");
+
+    // A weak new password is refused next to its field, with the estimator's advice.
+    browser.type_into("Current password", "alice-password").await;
+    browser.type_into("New password", "password123").await;
+    browser.type_into("New password again", "password123").await;
+    browser.by_text("main", "button", "Change password").await.click().await.unwrap();
+    let advice = browser.text("#new-password-error").await;
+    assert!(advice.starts_with("This password is too easy to guess"), "{advice}");
+    browser.screenshot("account-password-error").await;
+
+    browser.type_into("Current password", "alice-password").await;
+    browser.type_into("New password", STRONG).await;
+    browser.type_into("New password again", STRONG).await;
+    browser.by_text("main", "button", "Change password").await.click().await.unwrap();
+    browser.wait_for_location("/account?done=password-changed").await;
+    assert!(browser.notice().await.starts_with("Your password was changed."));
+    // Still signed in here; the refresh token of before is dead.
+    assert_eq!(browser.rows("sessions").await.len(), 1);
+    assert!(browser.rows("families").await[0][0].contains("No live refresh tokens"));
+    assert_eq!(app.refresh(tokens["refresh_token"].as_str().unwrap(), None).await.status(), 400);
+    browser.goto("/").await;
+    browser.wait_for_location("/").await;
+}

@@ -360,6 +360,8 @@ fn a_password_read_from_stdin_loses_only_its_line_ending() {
 #[test]
 fn user_set_roles_replaces_the_users_roles() {
     let db = TestDb::create();
+    // Another admin, so that taking bob's admin role back away does not remove the last admin.
+    add_user(&db, "root", "root-password-1", &["admin"]);
     add_user(&db, "bob", "bob-password-1", &["user"]);
 
     gatehouse(&db.url).run(&["user", "set-roles", "bob", "admin", "user"]).ok();
@@ -958,4 +960,93 @@ async fn audit_tail_shows_control_characters_from_clients_escaped_never_raw() {
     assert!(!printed.contains('\u{1b}') && !printed.contains('\u{7}'), "raw control characters: {printed:?}");
     assert_eq!(printed.lines().count(), 1, "one event, one line: {printed:?}");
     assert!(printed.contains(r"attempted=evil\x1b[31mred\x0aforged line\x07"), "{printed}");
+}
+
+// ---- administration through the accounts layer (issue #13) ----
+
+fn events_of_kind(db: &TestDb, kind: &str) -> i64 {
+    count(
+        &mut db.conn(),
+        &format!(
+            "SELECT count(*) AS n FROM auth_events WHERE kind = '{kind}' AND channel = 'cli' AND actor_id IS NULL"
+        ),
+    )
+}
+
+#[test]
+fn the_cli_cannot_remove_the_last_active_admin_and_says_so_in_one_line() {
+    let db = TestDb::create();
+    add_user(&db, "root", "root-password-1", &["user", "admin"]);
+    let line = gatehouse(&db.url).run(&["user", "set-roles", "root", "user"]).failure().to_owned();
+    assert!(line.contains("no active admin"), "{line}");
+    let line = gatehouse(&db.url).run(&["user", "deactivate", "root"]).failure().to_owned();
+    assert!(line.contains("no active admin"), "{line}");
+    assert_eq!(roles_of(&db, "root"), ["admin", "user"]);
+
+    add_user(&db, "deputy", "deputy-password-1", &["admin"]);
+    gatehouse(&db.url).run(&["user", "deactivate", "root"]).ok();
+    assert_eq!(events_of_kind(&db, "deactivated"), 1);
+    assert_eq!(events_of_kind(&db, "roles_changed"), 0, "refused changes leave no audit row");
+}
+
+#[test]
+fn the_cli_warns_about_a_weak_password_and_still_sets_it() {
+    let db = TestDb::create();
+    let outcome = gatehouse(&db.url).stdin("password1\n").run(&["user", "add", "bob", "--role", "user"]);
+    outcome.ok();
+    assert!(outcome.stderr.starts_with("warning: this password is too easy to guess"), "{outcome:?}");
+    assert!(outcome.stderr.contains("common"), "the estimator's feedback: {outcome:?}");
+    assert!(user_exists(&db, "bob"));
+
+    let outcome = gatehouse(&db.url).stdin("velvet-otter-sings-47\n").run(&["user", "set-password", "bob"]);
+    outcome.ok();
+    assert_eq!(outcome.stderr, "", "a strong password needs no warning");
+    assert_eq!(events_of_kind(&db, "user_created"), 1);
+    assert_eq!(events_of_kind(&db, "password_changed"), 1);
+}
+
+#[test]
+fn the_cli_signs_a_user_out_everywhere() {
+    let db = TestDb::create();
+    add_user(&db, "bob", "bob-password-1", &["user"]);
+    let before = count(&mut db.conn(), "SELECT extract(epoch FROM tokens_valid_after)::bigint * 0 + 1 AS n FROM users");
+    assert_eq!(before, 1);
+    let out = gatehouse(&db.url).run(&["user", "sign-out-all", "bob"]).ok().to_owned();
+    assert!(out.contains("signed out everywhere"), "{out}");
+    assert_eq!(events_of_kind(&db, "sign_out_all"), 1);
+    gatehouse(&db.url).run(&["user", "sign-out-all", "nobody"]).failure();
+}
+
+#[test]
+fn user_list_searches_and_limits_and_prints_everyone_by_default() {
+    let db = TestDb::create();
+    diesel::sql_query(
+        "INSERT INTO users (id, username, email, password_hash) \
+         SELECT gen_random_uuid(), 'member' || lpad(n::text, 4, '0'), 'm' || n || '@corp.example', 'x' \
+         FROM generate_series(1, 2000) AS n",
+    )
+    .execute(&mut db.conn())
+    .unwrap();
+    let everyone = gatehouse(&db.url).run(&["user", "list"]).ok().to_owned();
+    assert_eq!(everyone.lines().count(), 2001, "a header and every user");
+    let found = gatehouse(&db.url).run(&["user", "list", "--search", "MEMBER001"]).ok().to_owned();
+    let names: Vec<&str> = found.lines().skip(1).map(|line| line.split_whitespace().next().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "member0010",
+            "member0011",
+            "member0012",
+            "member0013",
+            "member0014",
+            "member0015",
+            "member0016",
+            "member0017",
+            "member0018",
+            "member0019"
+        ]
+    );
+    let limited = gatehouse(&db.url).run(&["user", "list", "--search", "@corp", "--limit", "3"]).ok().to_owned();
+    assert_eq!(limited.lines().count(), 4);
+    gatehouse(&db.url).run(&["user", "list", "--limit", "0"]).usage_error();
 }

@@ -57,6 +57,7 @@ async fn every_route_in_the_route_table_is_really_served() {
         let request = match *method {
             "GET" => app.client.get(app.url(path)),
             "POST" => app.client.post(app.url(path)),
+            "PATCH" => app.client.patch(app.url(path)),
             other => panic!("unexpected method {other}"),
         };
         let response = request.send().await.unwrap();
@@ -92,6 +93,10 @@ async fn each_protected_operation_names_the_scope_it_needs_and_its_error_answers
         ("/api/users/me/sign-out-all", "post", "profile"),
         ("/api/items", "post", "items:write"),
         ("/api/admin/stats", "get", "admin:stats"),
+        ("/api/admin/users", "get", "admin:users"),
+        ("/api/admin/users", "post", "admin:users"),
+        ("/api/admin/users/{username}", "patch", "admin:users"),
+        ("/api/admin/users/{username}/sign-out-all", "post", "admin:users"),
     ];
     for (path, method, scope) in expectations {
         let operation = &doc["paths"][path][method];

@@ -70,8 +70,21 @@ fn template_on(server: &str) -> String {
         diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'gatehouse_test_template_%'")
             .load(&mut admin)
             .unwrap();
-    // Templates of other migration sets (another checkout's tests may be using them) are left alone.
+    // Several work trees (other migrations, other templates) may test on one server at once: a
+    // template is dropped only when its comment says it was made more than a day ago, so a run never
+    // pulls the template from under another one that is still cloning it.
+    let stale: Vec<Name> = diesel::sql_query(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'gatehouse_test_template_%' \
+         AND shobj_description(oid, 'pg_database') ~ '^made at [0-9]+$' \
+         AND substring(shobj_description(oid, 'pg_database') FROM '[0-9]+')::bigint < extract(epoch FROM now()) - 86400",
+    )
+    .load(&mut admin)
+    .unwrap();
     if !existing.iter().any(|db| db.datname == name) {
+        for stale in stale {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", stale.datname))
+                .execute(&mut admin);
+        }
         let building = format!("{name}_building");
         diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).execute(&mut admin).unwrap();
         diesel::sql_query(format!("CREATE DATABASE {building}")).execute(&mut admin).unwrap();
@@ -80,6 +93,8 @@ fn template_on(server: &str) -> String {
             db::migrate(&mut conn).unwrap();
         }
         diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {name}")).execute(&mut admin).unwrap();
+        let made_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        diesel::sql_query(format!("COMMENT ON DATABASE {name} IS 'made at {made_at}'")).execute(&mut admin).unwrap();
     }
     diesel::sql_query("SELECT pg_advisory_unlock(7306)").execute(&mut admin).unwrap();
     made.push((server.to_owned(), name.clone()));

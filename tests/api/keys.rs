@@ -448,7 +448,12 @@ async fn a_service_introspects_live_tokens_and_learns_nothing_of_dead_ones() {
     // A deactivated user's tokens are dead too.
     let bob = app.create_user("bob", "bob-password", &["user"]);
     let bobs = app.access_token(&bob, None).await;
-    gatehouse::db::users::set_active(&mut app.db.conn(), "bob", false).unwrap();
+    let deactivate = gatehouse::db::users::AccountChange { roles: None, active: Some(false) };
+    let event = gatehouse::db::auth_events::NewEvent::new(
+        gatehouse::domain::EventKind::Deactivated,
+        gatehouse::domain::Channel::Cli,
+    );
+    gatehouse::db::users::change(&mut app.db.conn(), "bob", &deactivate, &event).unwrap();
     inactive(introspect(&app, Some(&caller), &[("token", &bobs)]).await).await;
 }
 

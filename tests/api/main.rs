@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod admin;
 mod api_items;
 mod api_users;
 mod architecture;

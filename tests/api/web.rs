@@ -658,7 +658,12 @@ async fn deactivating_a_user_ends_their_browser_session() {
     signed_in(&app, &app.client, "alice", "alice-password").await;
     assert_eq!(app.get("/", None).await.status(), 200);
 
-    gatehouse::db::users::set_active(&mut app.db.conn(), "alice", false).unwrap();
+    let deactivate = gatehouse::db::users::AccountChange { roles: None, active: Some(false) };
+    let event = gatehouse::db::auth_events::NewEvent::new(
+        gatehouse::domain::EventKind::Deactivated,
+        gatehouse::domain::Channel::Cli,
+    );
+    gatehouse::db::users::change(&mut app.db.conn(), "alice", &deactivate, &event).unwrap();
 
     let response = app.get("/", None).await;
     assert_eq!(response.status(), 303);

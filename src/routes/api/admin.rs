@@ -47,12 +47,13 @@ async fn stats(caller: Caller, state: web::Data<AppState>) -> Result<web::Json<A
     caller.authorize(Requirement::ADMIN_STATS)?;
     let now = Utc::now();
     let stats = db::run(&state.pool, move |conn| {
+        let (refresh_tokens_outstanding, refresh_families_active) = db::refresh_tokens::live_counts(conn, now)?;
         Ok(AdminStats {
             users: db::stats::user_counts(conn)?,
             items: db::stats::item_count(conn)?,
             last_24h: db::stats::event_counts_since(conn, db::stats::last_day(now))?,
-            refresh_tokens_outstanding: db::refresh_tokens::outstanding_count(conn, now)?,
-            refresh_families_active: db::refresh_tokens::active_family_count(conn, now)?,
+            refresh_tokens_outstanding,
+            refresh_families_active,
         })
     })
     .await?;

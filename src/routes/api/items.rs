@@ -44,10 +44,11 @@ impl From<Item> for ItemView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewItemBody {
-    /// 1–200 characters (trimmed).
-    #[schema(example = "Groceries")]
+    /// 1–200 characters once trimmed, at least one of them not a space; no NUL characters.
+    #[schema(example = "Groceries", min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
     title: String,
-    /// At most 10,000 characters.
+    /// At most 10,000 characters; no NUL characters.
+    #[schema(max_length = 10000, pattern = r"^[^\x00]*$")]
     body: Option<String>,
     /// Visible to everybody; default false.
     public: Option<bool>,

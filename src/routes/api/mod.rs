@@ -1,6 +1,7 @@
 //! `/api/*`: JSON in, JSON out, bearer tokens and scopes.
 
 mod admin;
+mod admin_users;
 pub mod extract;
 mod items;
 mod users;
@@ -18,9 +19,17 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(
         utoipa_actix_web::scope("/api")
             .app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(|err, _| json_error(err).into()))
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                ApiError::InvalidRequest(format!("the query string is not valid: {err}")).into()
+            }))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|err, _| ApiError::InvalidRequest(format!("the path is not valid: {err}")).into()),
+            )
             .configure(users::configure)
             .configure(items::configure)
             .configure(admin::configure)
+            .configure(admin_users::configure)
             .default_service(web::to(super::api_fallback)),
     );
 }

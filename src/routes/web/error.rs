@@ -23,6 +23,9 @@ pub enum WebError {
     NotFound,
     #[error("This page cannot be used that way.")]
     MethodNotAllowed { allowed: Vec<&'static str> },
+    /// The change contradicts the state it would change (the last admin): nothing was written.
+    #[error("{message}")]
+    Conflict { message: String, viewer: Box<LayoutUser> },
     #[error("Too many sign-in attempts from your address. Wait {retry_after_secs} seconds and try again.")]
     TooManyRequests { retry_after_secs: u64 },
     #[error(transparent)]
@@ -41,6 +44,7 @@ impl WebError {
             WebError::BadRequest => "Bad request",
             WebError::NotFound => "Not found",
             WebError::MethodNotAllowed { .. } => "Method not allowed",
+            WebError::Conflict { .. } => "Conflict",
             WebError::TooManyRequests { .. } => "Slow down",
             WebError::Server(ServerError::Unavailable(_) | ServerError::Busy { .. }) => "Temporarily unavailable",
             WebError::Server(ServerError::Internal(_)) => "Server error",
@@ -79,6 +83,7 @@ impl ResponseError for WebError {
             WebError::BadRequest => StatusCode::BAD_REQUEST,
             WebError::NotFound => StatusCode::NOT_FOUND,
             WebError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            WebError::Conflict { .. } => StatusCode::CONFLICT,
             WebError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             WebError::Server(err) => server_status(err),
         }
@@ -91,7 +96,7 @@ impl ResponseError for WebError {
         }
         let status = self.status_code();
         let layout = match self {
-            WebError::Forbidden { viewer } => Layout::signed_in((**viewer).clone()),
+            WebError::Forbidden { viewer } | WebError::Conflict { viewer, .. } => Layout::signed_in((**viewer).clone()),
             _ => Layout::anonymous(),
         };
         let page = ErrorPage { layout, status: status.as_u16(), title: self.title(), message: self.message() };

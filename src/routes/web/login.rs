@@ -120,7 +120,7 @@ async fn logout(
     Ok(see_other("/login"))
 }
 
-async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<FormFields, WebError> {
+pub(super) async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<FormFields, WebError> {
     let body = read_limited(payload, FORM_LIMIT).await.map_err(|_| WebError::BadRequest)?;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
     FormFields::parse(content_type, &body).map_err(|_| WebError::BadRequest)

@@ -1,8 +1,12 @@
 //! The website: server-rendered pages, browser sessions, CSRF-protected forms.
 
+mod account;
 mod admin;
+mod admin_users;
+mod audit;
 mod charts;
 pub mod error;
+mod forms;
 mod home;
 mod login;
 pub mod pages;
@@ -18,7 +22,13 @@ pub use error::WebError;
 
 /// Registers the pages inside `scope`, which carries the session middleware.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(login::configure).configure(home::configure).configure(admin::configure);
+    cfg.configure(login::configure)
+        .configure(home::configure)
+        .configure(admin::configure)
+        .configure(admin_users::configure)
+        .configure(audit::configure)
+        .configure(account::configure)
+        .app_data(web::PathConfig::default().error_handler(|_, _| WebError::NotFound.into()));
 }
 
 /// actix-session answers a failing store (the database is down) with a bare 500 before any handler
@@ -39,7 +49,23 @@ pub async fn session_store_failures_as_503(
 
 /// The website's own addresses: a wrong method there gets an HTML page; elsewhere (OAuth2, health,
 /// documents) the JSON error body.
-pub const PAGES: &[&str] = &["/", "/login", "/logout", "/admin/stats"];
+pub const PAGES: &[&str] = &[
+    "/",
+    "/login",
+    "/logout",
+    "/admin/stats",
+    "/admin/users",
+    "/admin/users/{username}",
+    "/admin/users/{username}/roles",
+    "/admin/users/{username}/active",
+    "/admin/users/{username}/password",
+    "/admin/users/{username}/sign-out-all",
+    "/admin/audit",
+    "/account",
+    "/account/password",
+    "/account/sessions/{id}/end",
+    "/account/families/{id}/revoke",
+];
 
 /// Whatever no route matched, outside `/api`: 405 with `Allow` where the path exists with other
 /// methods, else the HTML 404 page.
@@ -47,7 +73,7 @@ pub async fn fallback(req: actix_web::HttpRequest) -> Result<actix_web::HttpResp
     let allowed = super::allowed_methods(req.path());
     if allowed.is_empty() {
         Err(WebError::NotFound.into())
-    } else if PAGES.contains(&req.path()) {
+    } else if PAGES.iter().any(|page| super::route_matches(page, req.path())) {
         Err(WebError::MethodNotAllowed { allowed }.into())
     } else {
         Err(super::ApiError::MethodNotAllowed { allowed }.into())
@@ -64,5 +90,8 @@ mod tests {
         for page in PAGES {
             assert!(!crate::routes::allowed_methods(page).is_empty(), "{page} is not in routes::ROUTES");
         }
+        assert_eq!(crate::routes::allowed_methods("/admin/users/alice"), ["GET", "HEAD"]);
+        assert_eq!(crate::routes::allowed_methods("/admin/users/alice/roles"), ["POST"]);
+        assert!(crate::routes::allowed_methods("/admin/users/alice/bob").is_empty());
     }
 }

@@ -41,6 +41,11 @@ impl SignedInUser {
         Layout::signed_in(self.layout_user())
     }
 
+    /// A refusal because the change contradicts the state (the last admin), shown under this user's header.
+    pub fn conflict(&self, message: String) -> WebError {
+        WebError::Conflict { message, viewer: Box::new(self.layout_user()) }
+    }
+
     fn layout_user(&self) -> LayoutUser {
         LayoutUser {
             username: self.user.username.clone(),

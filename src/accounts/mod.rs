@@ -1,0 +1,269 @@
+//! User administration and self-service: one set of rules behind the admin pages, the admin API, the
+//! command line and `/account`. Whoever asks, a change is validated the same way, has the same
+//! effect, is refused for the same reasons ([`AccountError`]) and leaves the same audit row, written
+//! in the transaction that makes the change and naming the acting user and the channel.
+//!
+//! The server hashes on the shared [`PasswordHasher`] (never on the async executor); the command
+//! line hashes on its own thread ([`blocking`]). Both go through the same validation and the same
+//! database transactions.
+
+pub mod blocking;
+mod validate;
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use crate::auth::credentials::{self, Attempt, LoginError};
+use crate::auth::password::PasswordHasher;
+use crate::db::{
+    self, PgPool,
+    auth_events::NewEvent,
+    users::{AccountChange, NewUser, User, UserWrite},
+};
+use crate::domain::{Channel, EventKind, NewPassword, WeakPassword};
+use crate::errors::ServerError;
+use crate::metrics::Metrics;
+pub use validate::{AccountDraft, Field, Invalid, ValidAccount, sentence};
+
+/// Who is making a change, and through which door.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// The signed-in user acting (an admin, or the user themselves); `None` on the command line.
+    pub user_id: Option<Uuid>,
+    pub channel: Channel,
+    pub client: Option<IpAddr>,
+}
+
+impl Actor {
+    /// The operator at the command line: no user, no address.
+    pub fn command_line() -> Self {
+        Self { user_id: None, channel: Channel::Cli, client: None }
+    }
+
+    /// The audit row of a change this actor makes to `user_id`.
+    fn event(&self, kind: EventKind, user_id: Uuid) -> NewEvent {
+        NewEvent::new(kind, self.channel).user(user_id).actor(self.user_id).client(self.client.map(|ip| ip.to_string()))
+    }
+
+    /// A password people choose on a page or through the API must pass the strength check; the
+    /// operator at the command line is warned instead (they may be restoring a known password).
+    fn refuses_weak_passwords(&self) -> bool {
+        self.channel != Channel::Cli
+    }
+}
+
+/// Why a change was not made. Nothing of it was written.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("no user named {0}")]
+    UnknownUser(String),
+    #[error("a user named {0} already exists")]
+    UsernameTaken(String),
+    #[error("no role named {0}")]
+    UnknownRole(String),
+    #[error("this would leave no active admin: make another user an admin first")]
+    LastAdmin,
+    /// Input that does not pass validation: each problem with the field it belongs to.
+    #[error("{}", .0.iter().map(|invalid| invalid.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Invalid>),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+impl AccountError {
+    fn invalid(field: Field, message: impl Into<String>) -> Self {
+        AccountError::Invalid(vec![Invalid { field, message: message.into() }])
+    }
+
+    /// The message for `field`, if the input was refused because of it.
+    pub fn message_for(&self, field: Field) -> Option<&str> {
+        match self {
+            AccountError::Invalid(problems) => {
+                problems.iter().find(|invalid| invalid.field == field).map(|invalid| invalid.message.as_str())
+            }
+            AccountError::UsernameTaken(_) if field == Field::Username => Some("This username is taken."),
+            AccountError::UnknownRole(_) if field == Field::Roles => Some("One of these roles does not exist."),
+            _ => None,
+        }
+    }
+}
+
+/// A user created, and what the strength estimate said about a password the command line let through.
+#[derive(Debug)]
+pub struct Created {
+    pub user: User,
+    pub weak_password: Option<WeakPassword>,
+}
+
+/// A password set: when earlier tokens and sessions stopped working, and the command line's warning.
+#[derive(Debug)]
+pub struct PasswordSet {
+    pub user: User,
+    pub cutoff: DateTime<Utc>,
+    pub weak_password: Option<WeakPassword>,
+}
+
+/// The strength estimate's verdict under the actor's rule: refused, or let through with a warning.
+fn judge_strength(
+    actor: &Actor,
+    password: &NewPassword,
+    user_inputs: &[&str],
+    field: Field,
+) -> Result<Option<WeakPassword>, AccountError> {
+    match password.strength(user_inputs) {
+        Ok(()) => Ok(None),
+        Err(weak) if actor.refuses_weak_passwords() => Err(AccountError::invalid(field, validate::sentence(&weak))),
+        Err(weak) => Ok(Some(weak)),
+    }
+}
+
+/// The names a password must not be made of: the user's own.
+fn user_inputs(user: &User) -> Vec<&str> {
+    [Some(user.username.as_str()), user.email.as_deref(), user.full_name.as_deref()].into_iter().flatten().collect()
+}
+
+/// The database half of creating a user: the row, the roles and the audit event, all or nothing.
+fn write_new_user(
+    conn: &mut diesel::PgConnection,
+    actor: &Actor,
+    account: &ValidAccount,
+    password_hash: &str,
+) -> diesel::QueryResult<UserWrite> {
+    let new_user = NewUser {
+        id: Uuid::now_v7(),
+        username: account.username.as_str(),
+        email: account.email.as_ref().map(|email| email.as_str()),
+        full_name: account.full_name.as_ref().map(|name| name.as_str()),
+        password_hash,
+    };
+    let event = actor.event(EventKind::UserCreated, new_user.id);
+    db::users::create_recorded(conn, &new_user, &account.roles, event)
+}
+
+/// A change's outcome as the caller sees it.
+fn written(outcome: UserWrite, username: &str) -> Result<User, AccountError> {
+    match outcome {
+        UserWrite::Done(user) => Ok(user),
+        UserWrite::UsernameTaken => Err(AccountError::UsernameTaken(username.to_owned())),
+        UserWrite::UnknownRole(role) => Err(AccountError::UnknownRole(role)),
+        UserWrite::UnknownUser => Err(AccountError::UnknownUser(username.to_owned())),
+        UserWrite::LastAdmin => Err(AccountError::LastAdmin),
+    }
+}
+
+/// The template of the events a [`AccountChange`] records (its kind is replaced per change).
+fn change_event(actor: &Actor) -> NewEvent {
+    NewEvent::new(EventKind::RolesChanged, actor.channel)
+        .actor(actor.user_id)
+        .client(actor.client.map(|ip| ip.to_string()))
+}
+
+/// The server's side: the pool for the transactions, the hasher for new passwords.
+pub struct Accounts<'a> {
+    pub pool: &'a PgPool,
+    pub hasher: &'a PasswordHasher,
+    pub metrics: &'a Metrics,
+}
+
+impl Accounts<'_> {
+    /// Creates a user with a password and roles.
+    pub async fn create(&self, actor: &Actor, draft: AccountDraft) -> Result<Created, AccountError> {
+        let account = draft.validate()?;
+        let weak_password = judge_strength(actor, &account.password, &account.user_inputs(), Field::Password)?;
+        let hash = self.hasher.hash(account.password.secret().clone(), account.username.as_str()).await?;
+        let (writer, username) = (actor.clone(), account.username.to_string());
+        let outcome = db::run(self.pool, move |conn| write_new_user(conn, &writer, &account, &hash)).await?;
+        Ok(Created { user: written(outcome, &username)?, weak_password })
+    }
+
+    /// Sets roles and/or the active flag (see [`db::users::change`] for the last-admin guard).
+    pub async fn change(&self, actor: &Actor, username: &str, change: AccountChange) -> Result<User, AccountError> {
+        validate::role_names(change.roles.as_deref().unwrap_or_default())?;
+        let (event, name) = (change_event(actor), username.to_owned());
+        let outcome = db::run(self.pool, move |conn| db::users::change(conn, &name, &change, &event)).await?;
+        written(outcome, username)
+    }
+
+    /// An admin sets a user's password: every earlier token and session of the user ends.
+    pub async fn set_password(
+        &self,
+        actor: &Actor,
+        username: &str,
+        password: SecretString,
+        again: Option<SecretString>,
+    ) -> Result<PasswordSet, AccountError> {
+        let user = self.find(username).await?;
+        let password = validate::new_password(password, again, Field::Password)?;
+        let weak_password = judge_strength(actor, &password, &user_inputs(&user), Field::Password)?;
+        let hash = self.hasher.hash(password.secret().clone(), &user.username).await?;
+        let event = actor.event(EventKind::PasswordChanged, user.id);
+        let user_id = user.id;
+        let cutoff =
+            db::run(self.pool, move |conn| db::users::set_password_recorded(conn, user_id, &hash, &event)).await?;
+        Ok(PasswordSet { user, cutoff, weak_password })
+    }
+
+    /// Ends every token and session of the user.
+    pub async fn sign_out_everywhere(&self, actor: &Actor, username: &str) -> Result<User, AccountError> {
+        let user = self.find(username).await?;
+        let event = actor.event(EventKind::SignOutAll, user.id);
+        let user_id = user.id;
+        db::run(self.pool, move |conn| db::users::sign_out_everywhere(conn, user_id, &event)).await?;
+        Ok(user)
+    }
+
+    /// A signed-in user changes their own password, proving the current one first (with the
+    /// sign-in's lockout). Every token and session of theirs ends; the caller re-issues the session
+    /// that asked, as begun at the returned cut-off.
+    pub async fn change_own_password(
+        &self,
+        actor: &Actor,
+        user: &User,
+        current: SecretString,
+        new: SecretString,
+        again: SecretString,
+    ) -> Result<DateTime<Utc>, AccountError> {
+        let password = validate::new_password(new, Some(again), Field::NewPassword)?;
+        judge_strength(actor, &password, &user_inputs(user), Field::NewPassword)?;
+        let attempt = Attempt { channel: actor.channel, client: actor.client };
+        match credentials::confirm_password(self.pool, self.hasher, self.metrics, &user.username, current, &attempt)
+            .await
+        {
+            Ok(()) => {}
+            Err(LoginError::InvalidCredentials) => {
+                return Err(AccountError::invalid(Field::CurrentPassword, "This is not your current password."));
+            }
+            Err(LoginError::Server(err)) => return Err(err.into()),
+        }
+        let hash = self.hasher.hash(password.secret().clone(), &user.username).await?;
+        let event = actor.event(EventKind::PasswordChanged, user.id);
+        let user_id = user.id;
+        Ok(db::run(self.pool, move |conn| db::users::set_password_recorded(conn, user_id, &hash, &event)).await?)
+    }
+
+    /// Ends one of `owner`'s browser sessions; false when they have no such session.
+    pub async fn end_session(&self, actor: &Actor, owner: Uuid, session_id: Uuid) -> Result<bool, AccountError> {
+        let event = actor.event(EventKind::SessionEnded, owner).detail(format!("session {session_id}"));
+        Ok(db::run(self.pool, move |conn| db::sessions::end_of_user(conn, owner, session_id, &event)).await?)
+    }
+
+    /// Revokes one of `owner`'s refresh-token families; false when they have no such live family.
+    pub async fn revoke_family(&self, actor: &Actor, owner: Uuid, family_id: Uuid) -> Result<bool, AccountError> {
+        let event = actor.event(EventKind::Revoke, owner).detail(format!("family {family_id} revoked"));
+        let now = Utc::now();
+        Ok(db::run(self.pool, move |conn| {
+            db::refresh_tokens::revoke_family_of_user(conn, owner, family_id, now, &event)
+        })
+        .await?)
+    }
+
+    async fn find(&self, username: &str) -> Result<User, AccountError> {
+        let name = username.to_owned();
+        db::run(self.pool, move |conn| db::users::find_by_username(conn, &name))
+            .await?
+            .ok_or_else(|| AccountError::UnknownUser(username.to_owned()))
+    }
+}

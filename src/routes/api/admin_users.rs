@@ -1,0 +1,301 @@
+//! `/api/admin/users…`: user administration for programs (scope `admin:users`, role `admin`). Every
+//! change goes through `accounts`, as the admin pages and the command line do.
+
+use actix_web::{HttpRequest, HttpResponse, get, patch, post, web};
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::accounts::{AccountDraft, Accounts, Actor};
+use crate::auth::bearer::Caller;
+use crate::auth::guard::Requirement;
+use crate::db::{
+    self,
+    users::{AccountChange, User},
+};
+use crate::domain::Channel;
+use crate::routes::docs::ErrorResponse;
+use crate::routes::{ApiError, AppState};
+
+/// Users per page of the list.
+pub const PER_PAGE: i64 = 50;
+/// The highest page number asked for (50 users a page: room for five million users).
+const MAX_PAGE: i64 = 100_000;
+const MAX_QUERY_CHARS: usize = 100;
+
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(list).service(create).service(change).service(sign_out_all);
+}
+
+/// A user as an administrator sees them.
+#[derive(Serialize, ToSchema)]
+pub struct AdminUserView {
+    id: Uuid,
+    username: String,
+    email: Option<String>,
+    full_name: Option<String>,
+    roles: Vec<String>,
+    is_active: bool,
+    created_at: DateTime<Utc>,
+    last_login_at: Option<DateTime<Utc>>,
+}
+
+impl AdminUserView {
+    fn new(user: User, roles: Vec<String>) -> Self {
+        Self {
+            id: user.id,
+            username: user.username,
+            email: user.email,
+            full_name: user.full_name,
+            roles,
+            is_active: user.is_active,
+            created_at: user.created_at,
+            last_login_at: user.last_login_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+struct UserPage {
+    users: Vec<AdminUserView>,
+    page: i64,
+    per_page: i64,
+    /// Whether the next page has users too.
+    has_more: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct UserQuery {
+    /// Only users whose username or email address contains this text (any case).
+    #[param(max_length = 100)]
+    q: Option<String>,
+    /// 1 is the first page.
+    #[param(minimum = 1, maximum = 100000)]
+    page: Option<i64>,
+}
+
+fn actor(caller: &Caller, state: &AppState, req: &HttpRequest) -> Actor {
+    Actor { user_id: Some(caller.user.id), channel: Channel::Api, client: state.client_ip(req) }
+}
+
+fn accounts(state: &AppState) -> Accounts<'_> {
+    Accounts { pool: &state.pool, hasher: &state.grants.hasher, metrics: &state.grants.metrics }
+}
+
+/// Users by username, 50 a page, optionally only those matching `q`.
+#[utoipa::path(
+    get,
+    path = "/admin/users",
+    tag = "admin",
+    params(UserQuery),
+    security(("oauth2" = ["admin:users"])),
+    responses(
+        (status = 200, description = "One page of users", body = UserPage),
+        (status = 400, description = "`invalid_request`: a page out of range, a search over 100 characters, an unknown or repeated parameter", body = ErrorResponse),
+        (status = 401, description = "No token (`WWW-Authenticate: Bearer`) or an invalid one (`invalid_token`)", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope`: the token lacks `admin:users`, or the user lacks role `admin`", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
+    )
+)]
+#[get("/admin/users")]
+async fn list(
+    caller: Caller,
+    query: web::Query<UserQuery>,
+    state: web::Data<AppState>,
+) -> Result<web::Json<UserPage>, ApiError> {
+    caller.authorize(Requirement::ADMIN_USERS)?;
+    let UserQuery { q, page } = query.into_inner();
+    let page = page.unwrap_or(1);
+    if !(1..=MAX_PAGE).contains(&page) {
+        return Err(ApiError::InvalidRequest(format!("page must be between 1 and {MAX_PAGE}")));
+    }
+    if q.as_ref().is_some_and(|q| q.chars().count() > MAX_QUERY_CHARS) {
+        return Err(ApiError::InvalidRequest(format!("q must be at most {MAX_QUERY_CHARS} characters")));
+    }
+    let offset = (page - 1) * PER_PAGE;
+    let mut found =
+        db::run(&state.pool, move |conn| db::users::search(conn, q.as_deref(), offset, Some(PER_PAGE + 1))).await?;
+    let has_more = found.len() as i64 > PER_PAGE;
+    found.truncate(PER_PAGE as usize);
+    let users = found.into_iter().map(|(user, roles)| AdminUserView::new(user, roles)).collect();
+    Ok(web::Json(UserPage { users, page, per_page: PER_PAGE, has_more }))
+}
+
+/// The roles the migrations create. Which roles exist is data (an operator may add some); the
+/// document lists these so that what it allows is what a fresh server accepts.
+#[derive(ToSchema)]
+#[schema(as = Role)]
+#[allow(dead_code)] // Describes the role names for the document; never built.
+enum KnownRole {
+    #[schema(rename = "user")]
+    User,
+    #[schema(rename = "admin")]
+    Admin,
+    #[schema(rename = "service")]
+    Service,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewUserBody {
+    /// Letters, digits and `. _ - @ +`, at most 64 characters as sent (surrounding spaces are trimmed);
+    /// unique without regard to case.
+    #[schema(example = "bob", max_length = 64, pattern = r"^\s*[\p{L}\p{N}._@+-]{1,64}\s*$")]
+    username: String,
+    /// 8 characters to 72 bytes, and not easy to guess: a zxcvbn strength of at least 3 of 4, counting the
+    /// username, email address and full name as known to an attacker (a refusal carries the estimator's advice).
+    #[schema(example = "velvet-otter-sings-47", min_length = 8, max_length = 72)]
+    password: String,
+    /// An address with one `@` and a dot in its domain, at most 254 characters as sent; blank or null: none.
+    #[schema(
+        example = "bob@example.org",
+        max_length = 254,
+        pattern = r"^\s*([^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@.\s\x00-\x1f\x7f-\x9f])?\s*$"
+    )]
+    email: Option<String>,
+    /// At most 200 characters, no control characters; blank or null: none.
+    #[schema(example = "Bob Example", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    full_name: Option<String>,
+    /// Role names; none when absent.
+    #[serde(default)]
+    #[schema(value_type = Vec<KnownRole>, example = json!(["user"]))]
+    roles: Vec<String>,
+}
+
+/// Creates a user.
+#[utoipa::path(
+    post,
+    path = "/admin/users",
+    tag = "admin",
+    security(("oauth2" = ["admin:users"])),
+    request_body = NewUserBody,
+    responses(
+        (status = 201, description = "Created", body = AdminUserView),
+        (status = 400, description = "`invalid_request`: a malformed username, email or full name, a short, over-long or easily guessed password (the description carries the estimator's advice), an unknown role, bad JSON", body = ErrorResponse),
+        (status = 401, description = "No token (`WWW-Authenticate: Bearer`) or an invalid one (`invalid_token`)", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope`: the token lacks `admin:users`, or the user lacks role `admin`", body = ErrorResponse),
+        (status = 409, description = "`username_taken`", body = ErrorResponse),
+        (status = 413, description = "Body over 256 KiB", body = ErrorResponse),
+        (status = 415, description = "Not `application/json`", body = ErrorResponse),
+    )
+)]
+#[post("/admin/users")]
+async fn create(
+    req: HttpRequest,
+    caller: Caller,
+    body: web::Json<NewUserBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Requirement::ADMIN_USERS)?;
+    let NewUserBody { username, password, email, full_name, roles } = body.into_inner();
+    let draft = AccountDraft {
+        username,
+        password: SecretString::from(password),
+        password_again: None,
+        email,
+        full_name,
+        roles: roles.clone(),
+    };
+    let created = accounts(&state).create(&actor(&caller, &state, &req), draft).await?;
+    let mut roles = roles;
+    roles.sort();
+    roles.dedup();
+    Ok(HttpResponse::Created().json(AdminUserView::new(created.user, roles)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
+struct ChangeBody {
+    /// Exactly these roles (an empty list removes every role).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Vec<KnownRole>, nullable = false, example = json!(["user", "admin"]))]
+    roles: Option<Vec<String>>,
+    /// `false` deactivates: every token and session of the user stops working at once.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool, nullable = false)]
+    is_active: Option<bool>,
+}
+
+/// A field that may be left out but, when given, must not be `null` (so `{"roles": null}` is refused
+/// rather than read as "leave the roles alone").
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// Sets a user's roles and/or active flag, in one transaction.
+#[utoipa::path(
+    patch,
+    path = "/admin/users/{username}",
+    tag = "admin",
+    params(("username" = String, Path, description = "The user's username (any case)")),
+    security(("oauth2" = ["admin:users"])),
+    request_body = ChangeBody,
+    responses(
+        (status = 200, description = "The user as changed", body = AdminUserView),
+        (status = 400, description = "`invalid_request`: neither field given, an unknown or malformed role, bad JSON", body = ErrorResponse),
+        (status = 401, description = "No token (`WWW-Authenticate: Bearer`) or an invalid one (`invalid_token`)", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope`: the token lacks `admin:users`, or the user lacks role `admin`", body = ErrorResponse),
+        (status = 404, description = "`not_found`: no such user", body = ErrorResponse),
+        (status = 409, description = "`last_admin`: the change would leave no active admin", body = ErrorResponse),
+        (status = 413, description = "Body over 256 KiB", body = ErrorResponse),
+        (status = 415, description = "Not `application/json`", body = ErrorResponse),
+    )
+)]
+#[patch("/admin/users/{username}")]
+async fn change(
+    req: HttpRequest,
+    caller: Caller,
+    username: web::Path<String>,
+    body: web::Json<ChangeBody>,
+    state: web::Data<AppState>,
+) -> Result<web::Json<AdminUserView>, ApiError> {
+    caller.authorize(Requirement::ADMIN_USERS)?;
+    let ChangeBody { roles, is_active } = body.into_inner();
+    if roles.is_none() && is_active.is_none() {
+        return Err(ApiError::InvalidRequest("give `roles`, `is_active` or both".to_owned()));
+    }
+    let change = AccountChange { roles, active: is_active };
+    let user = accounts(&state).change(&actor(&caller, &state, &req), &username, change).await?;
+    let user_id = user.id;
+    let roles = db::run(&state.pool, move |conn| db::users::roles_of(conn, user_id)).await?;
+    Ok(web::Json(AdminUserView::new(user, roles)))
+}
+
+/// Ends every access token, refresh token and browser session of the user.
+#[utoipa::path(
+    post,
+    path = "/admin/users/{username}/sign-out-all",
+    tag = "admin",
+    params(("username" = String, Path, description = "The user's username (any case)")),
+    security(("oauth2" = ["admin:users"])),
+    responses(
+        (status = 204, description = "Signed out everywhere"),
+        (status = 401, description = "No token (`WWW-Authenticate: Bearer`) or an invalid one (`invalid_token`)", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope`: the token lacks `admin:users`, or the user lacks role `admin`", body = ErrorResponse),
+        (status = 404, description = "`not_found`: no such user", body = ErrorResponse),
+    )
+)]
+#[post("/admin/users/{username}/sign-out-all")]
+async fn sign_out_all(
+    req: HttpRequest,
+    caller: Caller,
+    username: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Requirement::ADMIN_USERS)?;
+    accounts(&state).sign_out_everywhere(&actor(&caller, &state, &req), &username).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,210 @@
+//! `/account`: your profile, your browser sessions and refresh tokens (each can be ended), and a new
+//! password. Every change goes through `accounts`; every POST is CSRF-checked first.
+
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use askama::Template;
+use chrono::Utc;
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::WebError;
+use super::forms::{FieldErrors, checked_form, notice};
+use super::login::see_other;
+use super::pages::{Layout, render};
+use super::session::SignedInUser;
+use crate::accounts::{AccountError, Accounts, Actor};
+use crate::auth::session;
+use crate::db;
+use crate::domain::Channel;
+use crate::oauth::form::FormFields;
+use crate::routes::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(show).service(change_password).service(end_session).service(revoke_family);
+}
+
+struct SessionRow {
+    id: Uuid,
+    address: String,
+    agent: String,
+    started: String,
+    last_seen: String,
+    is_this_one: bool,
+}
+
+struct FamilyRow {
+    id: Uuid,
+    scopes: String,
+    created: String,
+    last_used: String,
+    address: String,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    layout: Layout,
+    csrf_token: String,
+    notice: Option<&'static str>,
+    username: String,
+    email: Option<String>,
+    full_name: Option<String>,
+    roles: Vec<String>,
+    sessions: Vec<SessionRow>,
+    families: Vec<FamilyRow>,
+    errors: FieldErrors,
+}
+
+fn datetime(at: chrono::DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M").to_string()
+}
+
+fn actor(user: &SignedInUser, state: &AppState, req: &HttpRequest) -> Actor {
+    Actor { user_id: Some(user.user.id), channel: Channel::Web, client: state.client_ip(req) }
+}
+
+fn accounts(state: &AppState) -> Accounts<'_> {
+    Accounts { pool: &state.pool, hasher: &state.grants.hasher, metrics: &state.grants.metrics }
+}
+
+async fn account_page(
+    user: &SignedInUser,
+    state: &AppState,
+    notice: Option<&'static str>,
+    errors: FieldErrors,
+    status: StatusCode,
+) -> Result<HttpResponse, WebError> {
+    let (user_id, now) = (user.user.id, Utc::now());
+    let (sessions, families) = db::run(&state.pool, move |conn| {
+        Ok((
+            db::sessions::live_of_user(conn, user_id, now)?,
+            db::refresh_tokens::live_families_of_user(conn, user_id, now)?,
+        ))
+    })
+    .await?;
+    let page = AccountPage {
+        layout: user.layout(),
+        csrf_token: user.csrf_token.clone(),
+        notice,
+        username: user.user.username.clone(),
+        email: user.user.email.clone(),
+        full_name: user.user.full_name.clone(),
+        roles: user.roles.clone(),
+        sessions: sessions
+            .into_iter()
+            .map(|session| SessionRow {
+                is_this_one: session.id == user.session_id,
+                id: session.id,
+                address: session.client_addr.unwrap_or_default(),
+                agent: session.user_agent.unwrap_or_default(),
+                started: datetime(session.created_at),
+                last_seen: datetime(session.last_seen_at),
+            })
+            .collect(),
+        families: families
+            .into_iter()
+            .map(|family| FamilyRow {
+                id: family.id,
+                scopes: family.scope.to_string(),
+                created: datetime(family.created_at),
+                last_used: family.last_used_at.map(datetime).unwrap_or_default(),
+                address: family.client_addr.unwrap_or_default(),
+            })
+            .collect(),
+        errors,
+    };
+    render(status, &page)
+}
+
+#[get("/account")]
+async fn show(req: HttpRequest, user: SignedInUser, state: web::Data<AppState>) -> Result<HttpResponse, WebError> {
+    let query = FormFields::parse_query(req.query_string()).map_err(|_| WebError::BadRequest)?;
+    account_page(&user, &state, notice(query.get("done")), FieldErrors::default(), StatusCode::OK).await
+}
+
+/// Current password and the new one twice: every other session and token of yours ends; this
+/// session is re-issued under a new key as begun at the change, so it stays.
+#[post("/account/password")]
+async fn change_password(
+    req: HttpRequest,
+    payload: web::Payload,
+    session: Session,
+    user: SignedInUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let form = checked_form(&req, payload, &session).await?;
+    let field = |name: &str| SecretString::from(form.raw(name).unwrap_or_default().to_owned());
+    let (current, new, again) = (field("current_password"), field("new_password"), field("new_password_again"));
+    match accounts(&state).change_own_password(&actor(&user, &state, &req), &user.user, current, new, again).await {
+        Ok(cutoff) => {
+            session::renew_sign_in(&session, cutoff).map_err(WebError::session)?;
+            Ok(see_other("/account?done=password-changed"))
+        }
+        Err(AccountError::Server(err)) => Err(err.into()),
+        Err(err) => account_page(&user, &state, None, FieldErrors::of(&err), StatusCode::BAD_REQUEST).await,
+    }
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, WebError> {
+    raw.parse().map_err(|_| WebError::NotFound)
+}
+
+/// Ends one of your sessions: its row goes, so it ends at once on every instance. Ending this one
+/// signs you out.
+#[post("/account/sessions/{id}/end")]
+async fn end_session(
+    req: HttpRequest,
+    payload: web::Payload,
+    session: Session,
+    id: web::Path<String>,
+    user: SignedInUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    checked_form(&req, payload, &session).await?;
+    let session_id = parse_id(&id)?;
+    let ended = accounts(&state)
+        .end_session(&actor(&user, &state, &req), user.user.id, session_id)
+        .await
+        .map_err(server_error)?;
+    if !ended {
+        return Err(WebError::NotFound);
+    }
+    if session_id == user.session_id {
+        session.purge();
+        return Ok(see_other("/login"));
+    }
+    Ok(see_other("/account?done=session-ended"))
+}
+
+/// Revokes one of your refresh-token families (under its lock: a refresh in flight cannot leave a
+/// working child).
+#[post("/account/families/{id}/revoke")]
+async fn revoke_family(
+    req: HttpRequest,
+    payload: web::Payload,
+    session: Session,
+    id: web::Path<String>,
+    user: SignedInUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    checked_form(&req, payload, &session).await?;
+    let family_id = parse_id(&id)?;
+    let revoked = accounts(&state)
+        .revoke_family(&actor(&user, &state, &req), user.user.id, family_id)
+        .await
+        .map_err(server_error)?;
+    if !revoked {
+        return Err(WebError::NotFound);
+    }
+    Ok(see_other("/account?done=family-revoked"))
+}
+
+/// Ending a session or family fails only on the server's side.
+fn server_error(err: AccountError) -> WebError {
+    match err {
+        AccountError::Server(err) => err.into(),
+        _ => WebError::NotFound,
+    }
+}
