@@ -19,15 +19,23 @@ pub struct Caller {
     pub user: User,
     /// The user's roles as they are now (not as they were when the token was issued).
     pub roles: Vec<String>,
-    /// The scopes of this token.
-    pub scopes: ScopeSet,
-    pub claims: AccessClaims,
+    /// The token, as verified (shared with the worker's cache: nothing is copied per request).
+    pub token: Rc<VerifiedToken>,
 }
 
 impl Caller {
+    /// The scopes of this token.
+    pub fn scopes(&self) -> &ScopeSet {
+        &self.token.scopes
+    }
+
+    pub fn claims(&self) -> &AccessClaims {
+        &self.token.claims
+    }
+
     /// The shared authorization rule, for a bearer token: its scopes and the user's roles.
     pub fn authorize(&self, requirement: Requirement) -> Result<(), Denial> {
-        requirement.check(&self.roles, Some(&self.scopes))
+        requirement.check(&self.roles, Some(self.scopes()))
     }
 }
 
@@ -59,14 +67,13 @@ pub async fn authenticate(verifier: &Verifier<'_>, token: &str, now: DateTime<Ut
         Some(_) => return Err(BearerError::Invalid(TokenRejection::BadSignature)),
         None => {
             let (kid, claims) = verifier.keys.verify_signature(token, now).map_err(BearerError::Invalid)?;
-            verifier.verified.insert(token, VerifiedToken { kid, claims })
+            let scopes = ScopeSet::parse(&claims.scope).map_err(|_| BearerError::Invalid(TokenRejection::Malformed))?;
+            verifier.verified.insert(token, VerifiedToken { kid, claims, scopes })
         }
     };
-    verified.claims.check_time(now).map_err(BearerError::Invalid)?;
-    let claims = verified.claims.clone();
-    let checks = verifier.checks;
-    let scopes = ScopeSet::parse(&claims.scope).map_err(|_| BearerError::Invalid(TokenRejection::Malformed))?;
-    let found = checks.token_holder(claims.sub, claims.jti).await?;
+    let claims = &verified.claims;
+    claims.check_time(now).map_err(BearerError::Invalid)?;
+    let found = verifier.checks.token_holder(claims.sub, claims.jti).await?;
     let Some(TokenHolder { user, roles, token_revoked }) = found else {
         return Err(BearerError::Invalid(TokenRejection::UnknownUser));
     };
@@ -76,5 +83,5 @@ pub async fn authenticate(verifier: &Verifier<'_>, token: &str, now: DateTime<Ut
     if token_revoked || claims.issued_at() < user.tokens_valid_after {
         return Err(BearerError::Invalid(TokenRejection::Revoked));
     }
-    Ok(Caller { user, roles, scopes, claims })
+    Ok(Caller { user, roles, token: verified })
 }

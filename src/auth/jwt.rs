@@ -161,6 +161,8 @@ pub struct VerifiedTokens {
 pub struct VerifiedToken {
     pub kid: String,
     pub claims: AccessClaims,
+    /// `claims.scope`, parsed once.
+    pub scopes: crate::domain::ScopeSet,
 }
 
 impl VerifiedTokens {
@@ -251,6 +253,7 @@ mod tests {
         let cache = VerifiedTokens { entries: RefCell::new(HashMap::new()), capacity: 2 };
         let claims = |kid: &str| VerifiedToken {
             kid: kid.into(),
+            scopes: crate::domain::ScopeSet::default(),
             claims: AccessClaims {
                 iss: String::new(),
                 sub: Uuid::nil(),

@@ -67,7 +67,7 @@ struct NewItemBody {
 )]
 #[get("/items")]
 async fn list(caller: MaybeCaller, state: web::Data<AppState>) -> Result<web::Json<Vec<ItemView>>, ApiError> {
-    let viewer = caller.0.filter(|c| c.scopes.contains(ScopeName::ITEMS_READ)).map(|c| c.user.id);
+    let viewer = caller.0.filter(|c| c.scopes().contains(ScopeName::ITEMS_READ)).map(|c| c.user.id);
     let items = db::run(&state.pool, move |conn| db::items::visible_to(conn, viewer)).await?;
     Ok(web::Json(items.into_iter().map(ItemView::from).collect()))
 }

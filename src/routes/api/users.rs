@@ -45,14 +45,15 @@ struct Profile {
 #[get("/users/me")]
 async fn me(caller: Caller) -> Result<web::Json<Profile>, ApiError> {
     caller.authorize(Requirement::PROFILE)?;
-    let Caller { user, roles, scopes, .. } = caller;
+    let scopes = caller.scopes().to_vec();
+    let Caller { user, roles, .. } = caller;
     Ok(web::Json(Profile {
         id: user.id,
         username: user.username,
         email: user.email,
         full_name: user.full_name,
         roles,
-        scopes: scopes.to_vec(),
+        scopes,
         is_active: user.is_active,
     }))
 }
