@@ -1,0 +1,75 @@
+//! What one `/api/users/me` request costs in the parts this service controls, measured without the
+//! noise of a shared machine's network and scheduler (`scripts/bench` measures the whole): the
+//! metrics a request records, and a token's signature check against a cached one.
+//!
+//! `cargo bench --bench hot_path`
+
+// A benchmark may stop on what it did not expect, like a test.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gatehouse::auth::keys;
+use gatehouse::config::SigningAlgorithm;
+use gatehouse::metrics::{Metrics, RequestLabels, RouteLabels};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+/// What `routes::metrics::record` does per request: two labelled series and a histogram, with the
+/// route pattern and method copied into the labels.
+fn metrics_per_request(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    c.bench_function("metrics recorded for one request", |b| {
+        b.iter(|| {
+            let route = black_box("/api/users/me").to_owned();
+            let method = black_box("GET").to_owned();
+            metrics.http_request_duration.get_or_create(&RouteLabels { route: route.clone() }).observe(0.000_4);
+            metrics.http_requests.get_or_create(&RequestLabels { route, method, status: 200 }).inc();
+        })
+    });
+}
+
+fn claims() -> serde_json::Value {
+    serde_json::json!({"iss": "http://gatehouse.bench", "aud": "http://gatehouse.bench", "sub": uuid::Uuid::nil(),
+        "exp": 4_000_000_000_i64, "iat": 1_700_000_000, "nbf": 1_700_000_000, "jti": uuid::Uuid::nil(),
+        "scope": "profile", "preferred_username": "bench", "roles": ["user"]})
+}
+
+/// The signature checks a token's first request costs, against the cache lookup its later requests cost.
+fn signature_checks(c: &mut Criterion) {
+    let key = keys::generate(SigningAlgorithm::Es256).expect("an ES256 key");
+    let encoding = EncodingKey::from_ec_der(&key.private_der);
+    let decoding = DecodingKey::from_jwk(&key.public_jwk).expect("its public key");
+    let es256 = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims(), &encoding).expect("a token");
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_audience(&["http://gatehouse.bench"]);
+    c.bench_function("ES256 signature check (a token's first request)", |b| {
+        b.iter(|| jsonwebtoken::decode::<serde_json::Value>(black_box(&es256), &decoding, &validation).expect("valid"))
+    });
+
+    let secret = b"bench-jwt-secret-that-is-long-enough-0123456789";
+    let hs256 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(),
+        &EncodingKey::from_secret(secret).expect("a key"),
+    )
+    .expect("a token");
+    let hs_decoding = DecodingKey::from_secret(secret).expect("a key");
+    let mut hs_validation = Validation::new(Algorithm::HS256);
+    hs_validation.set_audience(&["http://gatehouse.bench"]);
+    c.bench_function("HS256 signature check", |b| {
+        b.iter(|| {
+            jsonwebtoken::decode::<serde_json::Value>(black_box(&hs256), &hs_decoding, &hs_validation).expect("valid")
+        })
+    });
+
+    // The cache of verified tokens is a map keyed by the whole token (SipHash, full comparison).
+    let cache: std::collections::HashMap<Box<str>, u32> = (0..1000)
+        .map(|i| (format!("{es256}{i}").into_boxed_str(), i))
+        .chain(std::iter::once((es256.clone().into_boxed_str(), 1000)))
+        .collect();
+    c.bench_function("verified-token cache hit (later requests)", |b| b.iter(|| cache.get(black_box(es256.as_str()))));
+}
+
+criterion_group!(hot_path, metrics_per_request, signature_checks);
+criterion_main!(hot_path);
