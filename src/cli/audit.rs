@@ -22,13 +22,14 @@ pub(super) fn run(conn: &mut PgConnection, command: AuditCommand) -> Result<(), 
     for event in events {
         let detail = [event.reason.map(|r| r.to_string()), event.detail].into_iter().flatten().collect::<Vec<_>>();
         println!(
-            "{}  {:<14} {:<3} user={} attempted={} addr={} {}",
+            "{}  {:<14} {:<3} user={} attempted={} addr={} actor={} {}",
             event.occurred_at.format("%Y-%m-%d %H:%M:%S%.3fZ"),
             event.kind,
             event.channel,
             event.user_id.map_or_else(|| "-".to_owned(), |id| id.to_string()),
             escape_control(event.attempted_username.as_deref().unwrap_or("-")),
             escape_control(event.client_addr.as_deref().unwrap_or("-")),
+            event.actor_id.map_or_else(|| "-".to_owned(), |id| id.to_string()),
             escape_control(&detail.join(" ")),
         );
     }

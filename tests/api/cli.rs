@@ -513,12 +513,15 @@ fn expected_tail_lines(db: &TestDb) -> Vec<String> {
         #[diesel(sql_type = diesel::sql_types::Text)]
         addr: String,
         #[diesel(sql_type = diesel::sql_types::Text)]
+        actor: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
         rest: String,
     }
     let rows: Vec<Row> = diesel::sql_query(
         "SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS\"Z\"') AS at, kind, channel, \
                 coalesce(user_id::text, '-') AS user_id, coalesce(attempted_username, '-') AS attempted, \
-                coalesce(client_addr, '-') AS addr, concat_ws(' ', reason, detail) AS rest \
+                coalesce(client_addr, '-') AS addr, coalesce(actor_id::text, '-') AS actor, \
+                concat_ws(' ', reason, detail) AS rest \
          FROM auth_events ORDER BY id",
     )
     .load(&mut db.conn())
@@ -526,8 +529,8 @@ fn expected_tail_lines(db: &TestDb) -> Vec<String> {
     rows.into_iter()
         .map(|row| {
             format!(
-                "{}  {:<14} {:<3} user={} attempted={} addr={} {}",
-                row.at, row.kind, row.channel, row.user_id, row.attempted, row.addr, row.rest
+                "{}  {:<14} {:<3} user={} attempted={} addr={} actor={} {}",
+                row.at, row.kind, row.channel, row.user_id, row.attempted, row.addr, row.actor, row.rest
             )
         })
         .collect()
@@ -550,9 +553,10 @@ async fn audit_tail_prints_the_latest_events_newest_last_and_at_most_n_of_them()
     assert_eq!(expected.len(), 11, "{expected:#?}");
     // What the lines say, spelled out for the newest ones.
     assert!(expected[8].contains(" refresh        api user="), "{}", expected[8]);
-    assert!(expected[8].ends_with(" attempted=alice addr=127.0.0.1 profile"), "{}", expected[8]);
-    assert!(expected[9].contains(" login_failed   api user=- attempted=nobody addr=127.0.0.1 unknown_user"));
-    let alice_failed = format!(" login_failed   api user={} attempted=alice addr=127.0.0.1 wrong_password", alice.id);
+    assert!(expected[8].ends_with(" attempted=alice addr=127.0.0.1 actor=- profile"), "{}", expected[8]);
+    assert!(expected[9].contains(" login_failed   api user=- attempted=nobody addr=127.0.0.1 actor=- unknown_user"));
+    let alice_failed =
+        format!(" login_failed   api user={} attempted=alice addr=127.0.0.1 actor=- wrong_password", alice.id);
     assert!(expected[10].ends_with(&alice_failed), "{}", expected[10]);
 
     // Field by field (the column padding has a test of its own below).
