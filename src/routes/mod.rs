@@ -48,6 +48,11 @@ impl AppState {
     pub fn client_ip(&self, req: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
         client::client_ip(req, &self.settings.trusted_proxies)
     }
+
+    /// User administration and self-service, with this server's pool and hasher.
+    pub fn accounts(&self) -> crate::accounts::Accounts<'_> {
+        crate::accounts::Accounts { pool: &self.pool, hasher: &self.grants.hasher, metrics: &self.grants.metrics }
+    }
 }
 
 /// The routes described by the OpenAPI document: OAuth2 endpoints, the API, health checks.

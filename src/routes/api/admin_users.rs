@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::accounts::{AccountDraft, Accounts, Actor};
+use crate::accounts::{AccountDraft, Actor};
 use crate::auth::bearer::Caller;
 use crate::auth::guard::Requirement;
 use crate::db::{
@@ -80,10 +80,6 @@ struct UserQuery {
 
 fn actor(caller: &Caller, state: &AppState, req: &HttpRequest) -> Actor {
     Actor { user_id: Some(caller.user.id), channel: Channel::Api, client: state.client_ip(req) }
-}
-
-fn accounts(state: &AppState) -> Accounts<'_> {
-    Accounts { pool: &state.pool, hasher: &state.grants.hasher, metrics: &state.grants.metrics }
 }
 
 /// Users by username, 50 a page, optionally only those matching `q`.
@@ -202,7 +198,7 @@ async fn create(
         full_name,
         roles: roles.clone(),
     };
-    let created = accounts(&state).create(&actor(&caller, &state, &req), draft).await?;
+    let created = state.accounts().create(&actor(&caller, &state, &req), draft).await?;
     let mut roles = roles;
     roles.sort();
     roles.dedup();
@@ -267,7 +263,7 @@ async fn change(
         return Err(ApiError::InvalidRequest("give `roles`, `is_active` or both".to_owned()));
     }
     let change = AccountChange { roles, active: is_active };
-    let user = accounts(&state).change(&actor(&caller, &state, &req), &username, change).await?;
+    let user = state.accounts().change(&actor(&caller, &state, &req), &username, change).await?;
     let user_id = user.id;
     let roles = db::run(&state.pool, move |conn| db::users::roles_of(conn, user_id)).await?;
     Ok(web::Json(AdminUserView::new(user, roles)))
@@ -296,6 +292,6 @@ async fn sign_out_all(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.authorize(Requirement::ADMIN_USERS)?;
-    accounts(&state).sign_out_everywhere(&actor(&caller, &state, &req), &username).await?;
+    state.accounts().sign_out_everywhere(&actor(&caller, &state, &req), &username).await?;
     Ok(HttpResponse::NoContent().finish())
 }

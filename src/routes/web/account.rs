@@ -14,32 +14,15 @@ use super::forms::{FieldErrors, checked_form, notice};
 use super::login::see_other;
 use super::pages::{Layout, render};
 use super::session::SignedInUser;
-use crate::accounts::{AccountError, Accounts, Actor};
+use super::sign_ins::{FamilyRow, SessionRow};
+use crate::accounts::AccountError;
 use crate::auth::session;
 use crate::db;
-use crate::domain::Channel;
 use crate::oauth::form::FormFields;
 use crate::routes::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(show).service(change_password).service(end_session).service(revoke_family);
-}
-
-struct SessionRow {
-    id: Uuid,
-    address: String,
-    agent: String,
-    started: String,
-    last_seen: String,
-    is_this_one: bool,
-}
-
-struct FamilyRow {
-    id: Uuid,
-    scopes: String,
-    created: String,
-    last_used: String,
-    address: String,
 }
 
 #[derive(Template)]
@@ -55,18 +38,6 @@ struct AccountPage {
     sessions: Vec<SessionRow>,
     families: Vec<FamilyRow>,
     errors: FieldErrors,
-}
-
-fn datetime(at: chrono::DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M").to_string()
-}
-
-fn actor(user: &SignedInUser, state: &AppState, req: &HttpRequest) -> Actor {
-    Actor { user_id: Some(user.user.id), channel: Channel::Web, client: state.client_ip(req) }
-}
-
-fn accounts(state: &AppState) -> Accounts<'_> {
-    Accounts { pool: &state.pool, hasher: &state.grants.hasher, metrics: &state.grants.metrics }
 }
 
 async fn account_page(
@@ -92,27 +63,8 @@ async fn account_page(
         email: user.user.email.clone(),
         full_name: user.user.full_name.clone(),
         roles: user.roles.clone(),
-        sessions: sessions
-            .into_iter()
-            .map(|session| SessionRow {
-                is_this_one: session.id == user.session_id,
-                id: session.id,
-                address: session.client_addr.unwrap_or_default(),
-                agent: session.user_agent.unwrap_or_default(),
-                started: datetime(session.created_at),
-                last_seen: datetime(session.last_seen_at),
-            })
-            .collect(),
-        families: families
-            .into_iter()
-            .map(|family| FamilyRow {
-                id: family.id,
-                scopes: family.scope.to_string(),
-                created: datetime(family.created_at),
-                last_used: family.last_used_at.map(datetime).unwrap_or_default(),
-                address: family.client_addr.unwrap_or_default(),
-            })
-            .collect(),
+        sessions: sessions.into_iter().map(|session| SessionRow::new(session, Some(user.session_id))).collect(),
+        families: families.into_iter().map(FamilyRow::from).collect(),
         errors,
     };
     render(status, &page)
@@ -137,7 +89,7 @@ async fn change_password(
     let form = checked_form(&req, payload, &session).await?;
     let field = |name: &str| SecretString::from(form.raw(name).unwrap_or_default().to_owned());
     let (current, new, again) = (field("current_password"), field("new_password"), field("new_password_again"));
-    match accounts(&state).change_own_password(&actor(&user, &state, &req), &user.user, current, new, again).await {
+    match state.accounts().change_own_password(&user.actor(&state, &req), &user.user, current, new, again).await {
         Ok(cutoff) => {
             session::renew_sign_in(&session, cutoff).map_err(WebError::session)?;
             Ok(see_other("/account?done=password-changed"))
@@ -164,8 +116,9 @@ async fn end_session(
 ) -> Result<HttpResponse, WebError> {
     checked_form(&req, payload, &session).await?;
     let session_id = parse_id(&id)?;
-    let ended = accounts(&state)
-        .end_session(&actor(&user, &state, &req), user.user.id, session_id)
+    let ended = state
+        .accounts()
+        .end_session(&user.actor(&state, &req), user.user.id, session_id)
         .await
         .map_err(server_error)?;
     if !ended {
@@ -191,8 +144,9 @@ async fn revoke_family(
 ) -> Result<HttpResponse, WebError> {
     checked_form(&req, payload, &session).await?;
     let family_id = parse_id(&id)?;
-    let revoked = accounts(&state)
-        .revoke_family(&actor(&user, &state, &req), user.user.id, family_id)
+    let revoked = state
+        .accounts()
+        .revoke_family(&user.actor(&state, &req), user.user.id, family_id)
         .await
         .map_err(server_error)?;
     if !revoked {

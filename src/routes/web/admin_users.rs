@@ -13,7 +13,8 @@ use super::forms::{FieldErrors, checked_form, notice, user_path};
 use super::login::see_other;
 use super::pages::{Layout, render};
 use super::session::SignedInUser;
-use crate::accounts::{AccountDraft, AccountError, Accounts, Actor};
+use super::sign_ins::{FamilyRow, SessionRow, datetime};
+use crate::accounts::{AccountDraft, AccountError};
 use crate::auth::guard::Requirement;
 use crate::db::{
     self,
@@ -21,7 +22,6 @@ use crate::db::{
     sessions::SessionInfo,
     users::{AccountChange, User},
 };
-use crate::domain::Channel;
 use crate::oauth::form::FormFields;
 use crate::routes::AppState;
 
@@ -82,14 +82,6 @@ impl UsersPage {
     }
 }
 
-fn actor(user: &SignedInUser, state: &AppState, req: &HttpRequest) -> Actor {
-    Actor { user_id: Some(user.user.id), channel: Channel::Web, client: state.client_ip(req) }
-}
-
-fn accounts(state: &AppState) -> Accounts<'_> {
-    Accounts { pool: &state.pool, hasher: &state.grants.hasher, metrics: &state.grants.metrics }
-}
-
 fn list_link(q: &str, page: i64) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     if !q.is_empty() {
@@ -97,10 +89,6 @@ fn list_link(q: &str, page: i64) -> String {
     }
     query.append_pair("page", &page.to_string());
     format!("/admin/users?{}", query.finish())
-}
-
-fn datetime(at: chrono::DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M").to_string()
 }
 
 /// The role checkboxes that were ticked.
@@ -196,7 +184,7 @@ async fn create(
         full_name: form.get("full_name").map(str::to_owned),
         roles: shown.roles.clone(),
     };
-    match accounts(&state).create(&actor(&user, &state, &req), draft).await {
+    match state.accounts().create(&user.actor(&state, &req), draft).await {
         Ok(created) => Ok(see_other(&format!("{}?done=created", user_path(&created.user.username)))),
         Err(AccountError::Server(err)) => Err(err.into()),
         Err(err) => {
@@ -208,22 +196,6 @@ async fn create(
             users_page(&user, &state, String::new(), 1, shown, FieldErrors::of(&err), status).await
         }
     }
-}
-
-/// One row of the user's live sessions.
-struct SessionRow {
-    address: String,
-    agent: String,
-    started: String,
-    last_seen: String,
-}
-
-/// One row of the user's live refresh-token families.
-struct FamilyRow {
-    scopes: String,
-    created: String,
-    last_used: String,
-    address: String,
 }
 
 #[derive(Template)]
@@ -278,24 +250,8 @@ async fn user_page(
         user,
         roles,
         all_roles,
-        sessions: sessions
-            .into_iter()
-            .map(|session| SessionRow {
-                address: session.client_addr.unwrap_or_default(),
-                agent: session.user_agent.unwrap_or_default(),
-                started: datetime(session.created_at),
-                last_seen: datetime(session.last_seen_at),
-            })
-            .collect(),
-        families: families
-            .into_iter()
-            .map(|family| FamilyRow {
-                scopes: family.scope.to_string(),
-                created: datetime(family.created_at),
-                last_used: family.last_used_at.map(datetime).unwrap_or_default(),
-                address: family.client_addr.unwrap_or_default(),
-            })
-            .collect(),
+        sessions: sessions.into_iter().map(|session| SessionRow::new(session, None)).collect(),
+        families: families.into_iter().map(FamilyRow::from).collect(),
         errors,
     };
     render(status, &page)
@@ -346,7 +302,7 @@ async fn set_roles(
     user.authorize(Requirement::ADMIN_PAGES)?;
     let form = checked_form(&req, payload, &session).await?;
     let change = AccountChange { roles: Some(ticked_roles(&form)), active: None };
-    match accounts(&state).change(&actor(&user, &state, &req), &username, change).await {
+    match state.accounts().change(&user.actor(&state, &req), &username, change).await {
         Ok(changed) => Ok(done(&changed.username, "roles")),
         Err(err) => refused(&user, &state, &username, err).await,
     }
@@ -369,7 +325,7 @@ async fn set_active(
         _ => return Err(WebError::BadRequest),
     };
     let change = AccountChange { roles: None, active: Some(active) };
-    match accounts(&state).change(&actor(&user, &state, &req), &username, change).await {
+    match state.accounts().change(&user.actor(&state, &req), &username, change).await {
         Ok(changed) => Ok(done(&changed.username, if active { "activated" } else { "deactivated" })),
         Err(err) => refused(&user, &state, &username, err).await,
     }
@@ -388,7 +344,7 @@ async fn set_password(
     let form = checked_form(&req, payload, &session).await?;
     let password = SecretString::from(form.raw("password").unwrap_or_default().to_owned());
     let again = SecretString::from(form.raw("password_again").unwrap_or_default().to_owned());
-    match accounts(&state).set_password(&actor(&user, &state, &req), &username, password, Some(again)).await {
+    match state.accounts().set_password(&user.actor(&state, &req), &username, password, Some(again)).await {
         Ok(set) => Ok(done(&set.user.username, "password")),
         Err(err) => refused(&user, &state, &username, err).await,
     }
@@ -405,7 +361,7 @@ async fn sign_out_all(
 ) -> Result<HttpResponse, WebError> {
     user.authorize(Requirement::ADMIN_PAGES)?;
     checked_form(&req, payload, &session).await?;
-    match accounts(&state).sign_out_everywhere(&actor(&user, &state, &req), &username).await {
+    match state.accounts().sign_out_everywhere(&user.actor(&state, &req), &username).await {
         Ok(signed_out) => Ok(done(&signed_out.username, "signed-out")),
         Err(err) => refused(&user, &state, &username, err).await,
     }

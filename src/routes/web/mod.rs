@@ -11,6 +11,7 @@ mod home;
 mod login;
 pub mod pages;
 pub mod session;
+mod sign_ins;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};

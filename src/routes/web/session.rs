@@ -14,6 +14,7 @@ use super::pages::{Layout, LayoutUser};
 use crate::auth::guard::Requirement;
 use crate::auth::session::{self, csrf_token};
 use crate::db::users::User;
+use crate::domain::Channel;
 use crate::errors::{Message, ServerError};
 use crate::routes::AppState;
 
@@ -28,6 +29,11 @@ pub struct SignedInUser {
 }
 
 impl SignedInUser {
+    /// This user as the author of a change made from a page (for the audit trail).
+    pub fn actor(&self, state: &AppState, req: &HttpRequest) -> crate::accounts::Actor {
+        crate::accounts::Actor { user_id: Some(self.user.id), channel: Channel::Web, client: state.client_ip(req) }
+    }
+
     pub fn is_admin(&self) -> bool {
         Requirement::ADMIN_PAGES.check(&self.roles, None).is_ok()
     }
