@@ -22,9 +22,17 @@ pub fn all(conn: &mut PgConnection) -> QueryResult<Vec<StoredKey>> {
     signing_keys::table.select(StoredKey::as_select()).order((signing_keys::activates_at, signing_keys::kid)).load(conn)
 }
 
-/// Stores a key unless one with its kid exists (the same key, made again: nothing to do).
+/// Stores a key. A kid that exists already is the same key made again, which only an HS256 secret
+/// can be (its kid is the secret's thumbprint): switching back to it before its old row was deleted
+/// moves that row's activation to the new one, so it signs again.
 pub fn insert(conn: &mut PgConnection, key: &StoredKey) -> QueryResult<()> {
-    diesel::insert_into(signing_keys::table).values(key).on_conflict_do_nothing().execute(conn).map(|_| ())
+    diesel::insert_into(signing_keys::table)
+        .values(key)
+        .on_conflict(signing_keys::kid)
+        .do_update()
+        .set(signing_keys::activates_at.eq(key.activates_at))
+        .execute(conn)
+        .map(|_| ())
 }
 
 /// Replaces a key's encrypted private part (re-encryption under a new master secret).

@@ -227,6 +227,15 @@ async fn after_switching_from_hs256_to_es256_old_tokens_work_until_they_expire_a
     execute(&es, "UPDATE signing_keys SET activates_at = activates_at - interval '25 minutes'");
     reload(&[&es]);
     assert_bearer_error(es.get(ME, Some(&old)).await, 401, Some(INVALID_TOKEN), "invalid_token").await;
+
+    // And back to the same HS256 secret while its old row is still stored: it signs again at once.
+    let db = std::sync::Arc::clone(&es.db);
+    drop(es);
+    let hs_again = crate::helpers::spawn_instance_on(db, &[("GATEHOUSE_SIGNING_ALG", "HS256"), ISSUER]).await;
+    let newest = hs_again.access_token(&alice, Some("profile")).await;
+    assert_eq!(jwt_part(&newest, 0)["alg"], "HS256", "the secret switched back to signs at once");
+    assert_eq!(hs_again.get(ME, Some(&newest)).await.status(), 200);
+    assert_eq!(hs_again.get(ME, Some(&new)).await.status(), 200, "the ES256 token lives out its time");
 }
 
 #[tokio::test]
