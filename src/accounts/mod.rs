@@ -215,17 +215,20 @@ impl Accounts<'_> {
         Ok(user)
     }
 
-    /// A signed-in user changes their own password, proving the current one first (with the
-    /// sign-in's lockout). Every token and session of theirs ends; the caller re-issues the session
-    /// that asked, as begun at the returned cut-off.
+    /// A signed-in user changes their own password from the session `session_id`, proving the
+    /// current one first (with the sign-in's lockout). Every token and session of theirs ends; the
+    /// caller re-issues the session that asked, as begun at the returned cut-off. `None` when that
+    /// session was ended while the passwords were being checked: nothing changed, and the caller
+    /// signs it out.
     pub async fn change_own_password(
         &self,
         actor: &Actor,
         user: &User,
+        session_id: Uuid,
         current: SecretString,
         new: SecretString,
         again: SecretString,
-    ) -> Result<DateTime<Utc>, AccountError> {
+    ) -> Result<Option<DateTime<Utc>>, AccountError> {
         let password = validate::new_password(new, Some(again), Field::NewPassword)?;
         judge_strength(actor, &password, &user_inputs(user), Field::NewPassword)?;
         let attempt = Attempt { channel: actor.channel, client: actor.client };
@@ -241,7 +244,8 @@ impl Accounts<'_> {
         let hash = self.hasher.hash(password.secret().clone(), &user.username).await?;
         let event = actor.event(EventKind::PasswordChanged, user.id);
         let user_id = user.id;
-        Ok(db::run(self.pool, move |conn| db::users::set_password_recorded(conn, user_id, &hash, &event)).await?)
+        Ok(db::run(self.pool, move |conn| db::users::change_own_password(conn, user_id, session_id, &hash, &event))
+            .await?)
     }
 
     /// Ends one of `owner`'s browser sessions; false when they have no such session.

@@ -10,7 +10,7 @@ use diesel::sql_types::{Bool, Integer, Interval, Nullable, Text, Timestamptz, Uu
 use uuid::Uuid;
 
 use super::auth_events::{self, NewEvent};
-use super::schema::{role_scopes, roles, user_roles, users};
+use super::schema::{account_counts, role_scopes, roles, user_roles, users};
 use crate::domain::{EventKind, ScopeSet};
 
 diesel::define_sql_function! {
@@ -52,7 +52,16 @@ pub fn find_by_id(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<User>
     users::table.find(id).select(User::as_select()).first(conn).optional()
 }
 
+/// PostgreSQL text cannot hold a NUL character, so no stored username has one; a name with one (a
+/// `%00` in an address) matches nobody rather than failing the query.
+fn storable(text: &str) -> bool {
+    !text.contains('\0')
+}
+
 pub fn find_by_username(conn: &mut PgConnection, username: &str) -> QueryResult<Option<User>> {
+    if !storable(username) {
+        return Ok(None);
+    }
     users::table.filter(lower(users::username).eq(lower(username))).select(User::as_select()).first(conn).optional()
 }
 
@@ -451,6 +460,9 @@ fn lock_admin_changes(conn: &mut PgConnection) -> QueryResult<()> {
 }
 
 fn lock_by_username(conn: &mut PgConnection, username: &str) -> QueryResult<Option<User>> {
+    if !storable(username) {
+        return Ok(None);
+    }
     users::table
         .filter(lower(users::username).eq(lower(username)))
         .select(User::as_select())
@@ -482,7 +494,20 @@ fn unknown_role(conn: &mut PgConnection, role_names: &[String]) -> QueryResult<O
 /// Roles removed one by one and added in name order: each row's trigger updates its role's counter,
 /// and every writer must take those in one order (see migration 7).
 fn replace_roles(conn: &mut PgConnection, user_id: Uuid, role_names: &[String]) -> QueryResult<()> {
-    for held in roles_of(conn, user_id)? {
+    let held = roles_of(conn, user_id)?;
+    // Removing {user} and adding {admin, user} would otherwise take `role:user` before
+    // `role:admin`, the reverse of a user created with both at the same moment: a deadlock. So
+    // every counter this change moves is taken first, in name order.
+    let mut counters: Vec<String> = held.iter().chain(role_names).map(|role| format!("role:{role}")).collect();
+    counters.sort();
+    counters.dedup();
+    account_counts::table
+        .filter(account_counts::name.eq_any(&counters))
+        .order(account_counts::name)
+        .select(account_counts::name)
+        .for_update()
+        .load::<String>(conn)?;
+    for held in held {
         diesel::delete(user_roles::table.find((user_id, &held))).execute(conn)?;
     }
     let mut sorted: Vec<&String> = role_names.iter().collect();
@@ -547,6 +572,41 @@ pub fn set_password_recorded(
     })
 }
 
+/// A user's own password change from one of their sessions: like [`set_password_recorded`], but
+/// only while that session is still theirs. The check of the current password ran before (a bcrypt
+/// run or two, long enough for anything to happen meanwhile): if the session was ended, or every
+/// session of the user was (sign-out everywhere, another password change, a deactivation), the
+/// change is refused and `None` returned, so an ended session can neither change the password nor
+/// come back as the one the change keeps. The user's row is locked first, then the session's, the
+/// order every invalidation takes them in.
+pub fn change_own_password(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    session_id: Uuid,
+    password_hash: &str,
+    event: &NewEvent,
+) -> QueryResult<Option<DateTime<Utc>>> {
+    use super::schema::sessions;
+    conn.transaction(|conn| {
+        let user =
+            users::table.find(user_id).select(users::is_active).for_no_key_update().first::<bool>(conn).optional()?;
+        if user != Some(true) {
+            return Ok(None);
+        }
+        let session = sessions::table
+            .filter(sessions::id.eq(session_id))
+            .filter(sessions::user_id.eq(user_id))
+            .select(sessions::id)
+            .for_update()
+            .first::<Uuid>(conn)
+            .optional()?;
+        if session.is_none() {
+            return Ok(None);
+        }
+        set_password_recorded(conn, user_id, password_hash, event).map(Some)
+    })
+}
+
 /// Sign out everywhere: every token and session of the user ended and `event` recorded, in one
 /// transaction; returns the cut-off.
 pub fn sign_out_everywhere(conn: &mut PgConnection, user_id: Uuid, event: &NewEvent) -> QueryResult<DateTime<Utc>> {
@@ -567,6 +627,9 @@ pub fn search(
     offset: i64,
     limit: Option<i64>,
 ) -> QueryResult<Vec<(User, Vec<String>)>> {
+    if search.is_some_and(|text| !storable(text)) {
+        return Ok(Vec::new());
+    }
     let mut page = users::table.select(users::id).into_boxed();
     if let Some(search) = search.filter(|text| !text.is_empty()) {
         let pattern = format!("%{}%", escape_like(&search.to_lowercase()));

@@ -422,6 +422,25 @@ async fn an_unknown_user_page_is_the_404_page() {
     .await;
 }
 
+#[tokio::test]
+async fn a_nul_in_a_username_or_search_and_a_year_postgresql_cannot_store_are_answered_not_server_errors() {
+    let app = spawn_app().await;
+    let admin = app.admin();
+    let (client, csrf) = signed_in(&app, &admin).await;
+    page(client.get(app.url("/admin/users/a%00b")).send().await.unwrap(), 404).await;
+    page(post_form(&app, &client, "/admin/users/a%00b/sign-out-all", &[("csrf_token", &csrf)]).await, 404).await;
+    let body = page(client.get(app.url("/admin/audit?from=-10000-01-01")).send().await.unwrap(), 400).await;
+    assert!(element_text(&body, "filter-from-error").starts_with("Use a date and time like"), "{body}");
+
+    let token = app.access_token(&admin, Some("admin:users")).await;
+    let patch = app.client.patch(app.url("/api/admin/users/a%00b")).bearer_auth(&token).json(&json!({"roles": []}));
+    assert_eq!(patch.send().await.unwrap().status(), 404);
+    assert_eq!(app.post_json("/api/admin/users/a%00b/sign-out-all", Some(&token), &json!({})).await.status(), 404);
+    let found = app.get("/api/admin/users?q=%00", Some(&token)).await;
+    assert_eq!(found.status(), 200);
+    assert_eq!(found.json::<Value>().await.unwrap()["users"], json!([]));
+}
+
 // --- The last admin ---
 
 #[tokio::test]
@@ -499,14 +518,7 @@ async fn race_two_admins(first_change: Value, second_change: Value) {
     };
     let demote_two = patch(&a, &token_one, "second-admin", &first_change);
     let demote_one = patch(&b, &token_two, "root-admin", &second_change);
-    let mut watcher = PgConnection::establish(&a.db.url).unwrap();
-    for _ in 0..1000 {
-        if lock_waiters(&mut watcher) == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(lock_waiters(&mut watcher), 2, "both changes wait for the admin lock");
+    until_lock_waiters(&a, 2, "both changes wait for the admin lock").await;
     diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
 
     let mut statuses =
@@ -518,6 +530,18 @@ async fn race_two_admins(first_change: Value, second_change: Value) {
         "SELECT count(*) AS n FROM users JOIN user_roles ON user_id = id WHERE role_name = 'admin' AND is_active",
     );
     assert_eq!(active_admins, 1);
+}
+
+/// Waits until `n` requests wait for a row lock (one the test holds, or one they hold among them).
+async fn until_lock_waiters(app: &TestApp, n: i64, what: &str) {
+    let mut watcher = PgConnection::establish(&app.db.url).unwrap();
+    for _ in 0..1000 {
+        if lock_waiters(&mut watcher) == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(lock_waiters(&mut watcher), n, "{what}");
 }
 
 fn lock_waiters(conn: &mut PgConnection) -> i64 {
@@ -542,6 +566,49 @@ async fn two_admins_demoting_each_other_at_once_on_two_instances_leave_one_admin
 #[tokio::test]
 async fn two_admins_deactivating_each_other_at_once_on_two_instances_leave_one_admin() {
     race_two_admins(json!({"is_active": false}), json!({"is_active": false})).await;
+}
+
+#[tokio::test]
+async fn a_role_change_and_a_creation_touching_the_same_roles_at_once_both_succeed() {
+    // Giving alice {admin, user} removes her `user` row and adds both; creating bob with both adds
+    // them in name order. Each moves the per-role member counters: the test holds `role:user` so
+    // the role change waits for it first and the creation next, the order in which taking the
+    // counters as the rows change would deadlock.
+    let (a, b) = spawn_pair(&[]).await;
+    a.alice();
+    let admin = a.admin();
+    let token_a = a.access_token(&admin, Some("admin:users")).await;
+    let token_b = b.access_token(&admin, Some("admin:users")).await;
+    let mut holder = PgConnection::establish(&a.db.url).unwrap();
+    diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
+    diesel::sql_query("SELECT value FROM account_counts WHERE name = 'role:user' FOR UPDATE")
+        .execute(&mut holder)
+        .unwrap();
+
+    let promote = tokio::spawn(
+        a.client
+            .patch(a.url("/api/admin/users/alice"))
+            .bearer_auth(&token_a)
+            .json(&json!({"roles": ["admin", "user"]}))
+            .send(),
+    );
+    until_lock_waiters(&a, 1, "the role change waits for the counter").await;
+    let create = tokio::spawn(
+        b.client
+            .post(b.url("/api/admin/users"))
+            .bearer_auth(&token_b)
+            .json(&json!({"username": "bob", "password": STRONG, "roles": ["admin", "user"]}))
+            .send(),
+    );
+    until_lock_waiters(&a, 2, "the creation waits too").await;
+    diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
+
+    assert_eq!(promote.await.unwrap().unwrap().status(), 200);
+    assert_eq!(create.await.unwrap().unwrap().status(), 201);
+    assert_eq!(roles(&a, "alice"), ["admin", "user"]);
+    assert_eq!(roles(&a, "bob"), ["admin", "user"]);
+    let counted = scalar(&a, "SELECT value AS n FROM account_counts WHERE name = 'role:admin'");
+    assert_eq!(counted, scalar(&a, "SELECT count(*) AS n FROM user_roles WHERE role_name = 'admin'"));
 }
 
 #[tokio::test]
@@ -707,6 +774,40 @@ async fn a_wrong_current_password_or_a_weak_new_one_is_named_next_to_its_field_a
     let failures: Vec<_> = app.events().into_iter().filter(|e| e.kind == "login_failed").collect();
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].reason.as_deref(), Some("wrong_password"));
+}
+
+#[tokio::test]
+async fn a_password_change_whose_session_is_ended_while_the_passwords_are_checked_changes_nothing() {
+    // Someone holding alice's old password changes it from a session she ends from her other
+    // device while their request checks the passwords: the ended session must neither set the
+    // password nor come back as the session the change keeps. The test holds alice's row, ends the
+    // session while the request waits for it, and lets go.
+    let a = spawn_app().await;
+    let alice = a.alice();
+    let (intruder, csrf) = signed_in(&a, &alice).await;
+    let mut holder = PgConnection::establish(&a.db.url).unwrap();
+    diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
+    diesel::sql_query("SELECT id FROM users WHERE username = 'alice' FOR UPDATE").execute(&mut holder).unwrap();
+
+    let fields = [
+        ("csrf_token", csrf.clone()),
+        ("current_password", "alice-password".to_owned()),
+        ("new_password", STRONG.to_owned()),
+        ("new_password_again", STRONG.to_owned()),
+    ];
+    let change = tokio::spawn(intruder.post(a.url("/account/password")).form(&fields).send());
+    until_lock_waiters(&a, 1, "the change waits for alice's row").await;
+    diesel::sql_query("DELETE FROM sessions").execute(&mut holder).unwrap();
+    diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
+
+    let response = change.await.unwrap().unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "/login");
+    assert_eq!(intruder.get(a.url("/account")).send().await.unwrap().status(), 303, "signed out");
+    assert_eq!(scalar(&a, "SELECT count(*) AS n FROM sessions"), 0);
+    assert_eq!(a.post_token(&[("username", "alice"), ("password", "alice-password")]).await.status(), 200);
+    assert_eq!(a.post_token(&[("username", "alice"), ("password", STRONG)]).await.status(), 400);
+    assert!(a.events().iter().all(|event| event.kind != "password_changed"));
 }
 
 #[tokio::test]

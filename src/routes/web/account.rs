@@ -89,10 +89,16 @@ async fn change_password(
     let form = checked_form(&req, payload, &session).await?;
     let field = |name: &str| SecretString::from(form.raw(name).unwrap_or_default().to_owned());
     let (current, new, again) = (field("current_password"), field("new_password"), field("new_password_again"));
-    match state.accounts().change_own_password(&user.actor(&state, &req), &user.user, current, new, again).await {
-        Ok(cutoff) => {
+    let actor = user.actor(&state, &req);
+    match state.accounts().change_own_password(&actor, &user.user, user.session_id, current, new, again).await {
+        Ok(Some(cutoff)) => {
             session::renew_sign_in(&session, cutoff).map_err(WebError::session)?;
             Ok(see_other("/account?done=password-changed"))
+        }
+        Ok(None) => {
+            // This session was ended while the passwords were checked: it changed nothing.
+            session.purge();
+            Ok(see_other("/login"))
         }
         Err(AccountError::Server(err)) => Err(err.into()),
         Err(err) => account_page(&user, &state, None, FieldErrors::of(&err), StatusCode::BAD_REQUEST).await,

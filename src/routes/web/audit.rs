@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use askama::Template;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc};
 use uuid::Uuid;
 
 use super::WebError;
@@ -68,15 +68,16 @@ struct AuditPage {
 
 const TIME_HINT: &str = "Use a date and time like 2026-11-30T14:05 (UTC), or a date.";
 
-/// `2026-11-30T14:05`, `2026-11-30T14:05:09`, `2026-11-30 14:05` or `2026-11-30`, in UTC.
+/// `2026-11-30T14:05`, `2026-11-30T14:05:09`, `2026-11-30 14:05` or `2026-11-30`, in UTC, in the
+/// years 1 to 9999 (chrono reads years PostgreSQL cannot store, such as -10000).
 fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
     let raw = raw.trim();
-    for format in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"] {
-        if let Ok(at) = NaiveDateTime::parse_from_str(raw, format) {
-            return Some(at.and_utc());
-        }
-    }
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok().and_then(|day| day.and_hms_opt(0, 0, 0)).map(|at| at.and_utc())
+    let formats = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"];
+    let at = formats
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok())
+        .or_else(|| NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok().and_then(|day| day.and_hms_opt(0, 0, 0)))?;
+    (1..=9999).contains(&at.year()).then(|| at.and_utc())
 }
 
 /// A cursor as the "older events" link carries it: `<RFC 3339 time>~<id>`.
