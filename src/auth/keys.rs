@@ -37,10 +37,12 @@ use crate::domain::ScopeSet;
 pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 /// How often every instance reloads the keys (and the one holding the lock rotates them).
 pub const RELOAD_EVERY: Duration = Duration::from_secs(60);
-/// A new key is published this long before it signs: a cached JWKS expires, and every instance has
-/// reloaded, before its first token appears.
+/// A new key is published this long before it signs, so its first token never meets a set that
+/// lacks it: an instance that has not reloaded yet serves the old set for up to one reload period
+/// after the key is made, a verifier may keep that copy one max-age, and one more reload period
+/// covers a slow reload (a busy pool, the rotation lock) and the instances' clocks differing.
 pub const PUBLICATION_DELAY: chrono::Duration =
-    chrono::Duration::seconds((JWKS_MAX_AGE.as_secs() + RELOAD_EVERY.as_secs()) as i64);
+    chrono::Duration::seconds((JWKS_MAX_AGE.as_secs() + 2 * RELOAD_EVERY.as_secs()) as i64);
 /// A retired key stays this long past the access-token lifetime: instances that have not reloaded
 /// yet may still sign with it for up to [`RELOAD_EVERY`], and clocks differ a little.
 pub const RETIREMENT_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
