@@ -119,7 +119,21 @@ async fn one_account_cannot_hold_more_than_its_share_of_the_queue_from_many_addr
 }
 
 /// `(name, nice, scheduling policy)` of every thread of process `pid` named like `prefix*`.
+/// The threads whose name starts with `prefix`, with their nice value and scheduling policy. Linux
+/// lists `/proc/<pid>/task` by position, so a scan that races with threads exiting (a busy test
+/// process, a server starting its workers) can skip live ones: scans are repeated until one finds some.
 fn threads_named(pid: &str, prefix: &str) -> Vec<(String, i64, u64)> {
+    for _ in 0..100 {
+        let found = scan_threads_named(pid, prefix);
+        if !found.is_empty() {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Vec::new()
+}
+
+fn scan_threads_named(pid: &str, prefix: &str) -> Vec<(String, i64, u64)> {
     let mut found = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
@@ -190,12 +204,23 @@ async fn an_unprivileged_server_still_lowers_its_spare_hashing_threads() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The whole log is read to its end, not just up to "listening on": a server whose stderr pipe
+    // was closed under it could fail on its next line, and the log says why if it stops.
     let stderr = server.stderr.take().unwrap();
-    let ready = std::thread::spawn(move || {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
         use std::io::BufRead as _;
-        std::io::BufReader::new(stderr).lines().map_while(Result::ok).any(|line| line.contains("listening on"))
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = ready_tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
     });
-    let listening = tokio::task::spawn_blocking(move || ready.join().unwrap()).await.unwrap();
+    let listening =
+        tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60)).is_ok()).await.unwrap();
     let pid = server.id().to_string();
     let spares = threads_named(&pid, "hash-spare-");
     let floors = threads_named(&pid, "hash-floor");
@@ -205,9 +230,12 @@ async fn an_unprivileged_server_still_lowers_its_spare_hashing_threads() {
         .find(|line| line.starts_with("Uid:"))
         .unwrap()
         .to_owned();
+    let exited = server.try_wait().unwrap();
     let _ = server.kill();
     let _ = server.wait();
-    assert!(listening, "the server started");
+    let log = log.join().unwrap();
+    assert!(listening, "the server started: {log:#?}");
+    assert_eq!(exited, None, "the server kept running: {log:#?}");
     if is_root {
         assert!(uid.split_whitespace().nth(1) == Some("65534"), "ran as nobody: {uid}");
     }
