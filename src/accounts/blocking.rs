@@ -36,7 +36,8 @@ pub fn change(
     change: &AccountChange,
 ) -> Result<User, AccountError> {
     validate::role_names(change.roles.as_deref().unwrap_or_default())?;
-    let outcome = db::users::change(conn, username, change, &super::change_event(actor)).map_err(query_failed)?;
+    let outcome =
+        db::users::change(conn, username, change, &super::change_event(actor), actor.user_id).map_err(query_failed)?;
     super::written(outcome, username)
 }
 

@@ -66,6 +66,9 @@ pub enum AccountError {
     UnknownRole(String),
     #[error("this would leave no active admin: make another user an admin first")]
     LastAdmin,
+    /// The acting user lost the admin role (or was deactivated) while their request ran.
+    #[error("you are no longer an active admin")]
+    NoLongerAdmin,
     /// Input that does not pass validation: each problem with the field it belongs to.
     #[error("{}", .0.iter().map(|invalid| invalid.message.as_str()).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<Invalid>),
@@ -151,6 +154,7 @@ fn written(outcome: UserWrite, username: &str) -> Result<User, AccountError> {
         UserWrite::UnknownRole(role) => Err(AccountError::UnknownRole(role)),
         UserWrite::UnknownUser => Err(AccountError::UnknownUser(username.to_owned())),
         UserWrite::LastAdmin => Err(AccountError::LastAdmin),
+        UserWrite::ActorNotAdmin => Err(AccountError::NoLongerAdmin),
     }
 }
 
@@ -175,15 +179,17 @@ impl Accounts<'_> {
         let weak_password = judge_strength(actor, &account.password, &account.user_inputs(), Field::Password)?;
         let hash = self.hasher.hash(account.password.secret().clone(), account.username.as_str()).await?;
         let (writer, username) = (actor.clone(), account.username.to_string());
-        let outcome = db::run(self.pool, move |conn| write_new_user(conn, &writer, &account, &hash)).await?;
+        let outcome = self.write_as(actor, move |conn| write_new_user(conn, &writer, &account, &hash)).await?;
         Ok(Created { user: written(outcome, &username)?, weak_password })
     }
 
-    /// Sets roles and/or the active flag (see [`db::users::change`] for the last-admin guard).
+    /// Sets roles and/or the active flag (see [`db::users::change`] for the last-admin guard and
+    /// the re-check of the acting admin).
     pub async fn change(&self, actor: &Actor, username: &str, change: AccountChange) -> Result<User, AccountError> {
         validate::role_names(change.roles.as_deref().unwrap_or_default())?;
         let (event, name) = (change_event(actor), username.to_owned());
-        let outcome = db::run(self.pool, move |conn| db::users::change(conn, &name, &change, &event)).await?;
+        let admin = actor.user_id;
+        let outcome = db::run(self.pool, move |conn| db::users::change(conn, &name, &change, &event, admin)).await?;
         written(outcome, username)
     }
 
@@ -202,7 +208,7 @@ impl Accounts<'_> {
         let event = actor.event(EventKind::PasswordChanged, user.id);
         let user_id = user.id;
         let cutoff =
-            db::run(self.pool, move |conn| db::users::set_password_recorded(conn, user_id, &hash, &event)).await?;
+            self.write_as(actor, move |conn| db::users::set_password_recorded(conn, user_id, &hash, &event)).await?;
         Ok(PasswordSet { user, cutoff, weak_password })
     }
 
@@ -211,7 +217,7 @@ impl Accounts<'_> {
         let user = self.find(username).await?;
         let event = actor.event(EventKind::SignOutAll, user.id);
         let user_id = user.id;
-        db::run(self.pool, move |conn| db::users::sign_out_everywhere(conn, user_id, &event)).await?;
+        self.write_as(actor, move |conn| db::users::sign_out_everywhere(conn, user_id, &event)).await?;
         Ok(user)
     }
 
@@ -262,6 +268,23 @@ impl Accounts<'_> {
             db::refresh_tokens::revoke_family_of_user(conn, owner, family_id, now, &event)
         })
         .await?)
+    }
+
+    /// An administrative write in one transaction. A signed-in actor was found an admin when their
+    /// request began; it must still be one when the write commits (see [`db::users::as_admin`]).
+    /// The operator at the command line needs no role.
+    async fn write_as<T: Send + 'static>(
+        &self,
+        actor: &Actor,
+        write: impl FnOnce(&mut diesel::PgConnection) -> diesel::QueryResult<T> + Send + 'static,
+    ) -> Result<T, AccountError> {
+        let admin = actor.user_id;
+        let written = db::run(self.pool, move |conn| match admin {
+            Some(admin) => db::users::as_admin(conn, admin, write),
+            None => write(conn).map(Some),
+        })
+        .await?;
+        written.ok_or(AccountError::NoLongerAdmin)
     }
 
     async fn find(&self, username: &str) -> Result<User, AccountError> {

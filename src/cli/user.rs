@@ -146,6 +146,7 @@ pub(super) fn written(outcome: UserWrite, username: &str) -> Result<db::users::U
         UserWrite::UnknownRole(role) => Err(CliError(format!("no role named {role}"))),
         UserWrite::UnknownUser => Err(CliError(format!("no user named {username}"))),
         UserWrite::LastAdmin => Err(CliError::from_display(AccountError::LastAdmin)),
+        UserWrite::ActorNotAdmin => Err(CliError::from_display(AccountError::NoLongerAdmin)),
     }
 }
 

@@ -344,6 +344,9 @@ pub enum UserWrite {
     UnknownUser,
     /// The change would leave no active admin: nothing was written.
     LastAdmin,
+    /// The acting admin lost the role (or was deactivated) after their request was authorized:
+    /// nothing was written.
+    ActorNotAdmin,
 }
 
 /// Inserts the user and their roles in one transaction: either all of it is stored or none.
@@ -390,7 +393,9 @@ pub struct AccountChange {
 }
 
 /// Applies `change` to `username`'s account in one transaction, recording one event per thing that
-/// changed (built from `event`), unless it would remove the last active admin.
+/// changed (built from `event`), unless it would remove the last active admin, or `acting_admin`
+/// (`None`: the operator) no longer is one (see [`as_admin`]; the last admin is named first, so of
+/// two admins demoting each other at once, the second hears why).
 ///
 /// Every change that could remove an admin (a role change, a deactivation) first locks the `admin`
 /// role's row, so such changes run one at a time, on however many instances: two admins demoting
@@ -402,6 +407,7 @@ pub fn change(
     username: &str,
     change: &AccountChange,
     event: &NewEvent,
+    acting_admin: Option<Uuid>,
 ) -> QueryResult<UserWrite> {
     conn.transaction(|conn| {
         lock_admin_changes(conn)?;
@@ -421,6 +427,11 @@ pub fn change(
         let admin_after = active_after && is_admin(&roles_after);
         if admin_before && !admin_after && other_active_admins(conn, user.id)? == 0 {
             return Ok(UserWrite::LastAdmin);
+        }
+        if let Some(admin) = acting_admin
+            && !is_active_admin(conn, admin)?
+        {
+            return Ok(UserWrite::ActorNotAdmin);
         }
         let mut events = Vec::new();
         // The active flag before the roles: the counters' triggers take their rows in that order.
@@ -445,11 +456,42 @@ pub fn change(
     })
 }
 
-/// Serializes every change that could remove an admin (see [`change`]).
+/// Runs `write` in one transaction, but only if `admin` still is an active admin: `None` (nothing
+/// written) when they were demoted or deactivated since their request was authorized (a bcrypt run
+/// may lie between the two). The admin lock is taken first, as every change that could remove an
+/// admin takes it, so such a change either committed before the check or waits until this
+/// transaction ends: an admin's change never lands after their own demotion.
+pub fn as_admin<T>(
+    conn: &mut PgConnection,
+    admin: Uuid,
+    write: impl FnOnce(&mut PgConnection) -> QueryResult<T>,
+) -> QueryResult<Option<T>> {
+    conn.transaction(|conn| {
+        lock_admin_changes(conn)?;
+        if !is_active_admin(conn, admin)? {
+            return Ok(None);
+        }
+        write(conn).map(Some)
+    })
+}
+
+fn is_active_admin(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        user_roles::table
+            .inner_join(users::table)
+            .filter(users::id.eq(user_id))
+            .filter(users::is_active.eq(true))
+            .filter(user_roles::role_name.eq(crate::domain::RoleName::ADMIN)),
+    ))
+    .get_result(conn)
+}
+
+/// Serializes every change that could remove an admin (see [`change`]), and every change an admin
+/// makes with one (see [`as_admin`]): administration is rare, and its bcrypt runs happen outside.
 ///
 /// `FOR NO KEY UPDATE`: it conflicts with itself (and with a test holding `FOR UPDATE`), but not with
-/// the key-share lock that inserting a `user_roles` row takes on its role, so creating a user never
-/// waits for it.
+/// the key-share lock that inserting a `user_roles` row takes on its role, so a creation from the
+/// command line never waits for it.
 fn lock_admin_changes(conn: &mut PgConnection) -> QueryResult<()> {
     roles::table
         .filter(roles::name.eq(crate::domain::RoleName::ADMIN))

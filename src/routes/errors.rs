@@ -51,6 +51,7 @@ impl From<AccountError> for ApiError {
             AccountError::UnknownUser(_) => ApiError::NotFound,
             AccountError::UsernameTaken(username) => ApiError::UsernameTaken(username),
             AccountError::LastAdmin => ApiError::LastAdmin,
+            AccountError::NoLongerAdmin => ApiError::MissingRole,
             AccountError::UnknownRole(_) | AccountError::Invalid(_) => ApiError::InvalidRequest(err.to_string()),
             AccountError::Server(server) => ApiError::Server(server),
         }

@@ -573,12 +573,12 @@ async fn a_role_change_and_a_creation_touching_the_same_roles_at_once_both_succe
     // Giving alice {admin, user} removes her `user` row and adds both; creating bob with both adds
     // them in name order. Each moves the per-role member counters: the test holds `role:user` so
     // the role change waits for it first and the creation next, the order in which taking the
-    // counters as the rows change would deadlock.
-    let (a, b) = spawn_pair(&[]).await;
+    // counters as the rows change would deadlock. (The creation is the command line's, which takes
+    // no admin lock: an admin's creation would wait for the role change's.)
+    let a = spawn_app().await;
     a.alice();
     let admin = a.admin();
     let token_a = a.access_token(&admin, Some("admin:users")).await;
-    let token_b = b.access_token(&admin, Some("admin:users")).await;
     let mut holder = PgConnection::establish(&a.db.url).unwrap();
     diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
     diesel::sql_query("SELECT value FROM account_counts WHERE name = 'role:user' FOR UPDATE")
@@ -593,22 +593,67 @@ async fn a_role_change_and_a_creation_touching_the_same_roles_at_once_both_succe
             .send(),
     );
     until_lock_waiters(&a, 1, "the role change waits for the counter").await;
-    let create = tokio::spawn(
-        b.client
-            .post(b.url("/api/admin/users"))
-            .bearer_auth(&token_b)
-            .json(&json!({"username": "bob", "password": STRONG, "roles": ["admin", "user"]}))
-            .send(),
-    );
+    let db = std::sync::Arc::clone(&a.db);
+    let create = tokio::task::spawn_blocking(move || {
+        let mut conn = db.conn();
+        let new_user = gatehouse::db::users::NewUser {
+            id: uuid::Uuid::now_v7(),
+            username: "bob",
+            email: None,
+            full_name: None,
+            password_hash: "$2b$04$not.a.real.hash.but.never.checked.here......",
+        };
+        gatehouse::db::users::create(&mut conn, &new_user, &["admin".to_owned(), "user".to_owned()])
+    });
     until_lock_waiters(&a, 2, "the creation waits too").await;
     diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
 
     assert_eq!(promote.await.unwrap().unwrap().status(), 200);
-    assert_eq!(create.await.unwrap().unwrap().status(), 201);
+    assert!(matches!(create.await.unwrap(), Ok(gatehouse::db::users::UserWrite::Done(_))));
     assert_eq!(roles(&a, "alice"), ["admin", "user"]);
     assert_eq!(roles(&a, "bob"), ["admin", "user"]);
     let counted = scalar(&a, "SELECT value AS n FROM account_counts WHERE name = 'role:admin'");
     assert_eq!(counted, scalar(&a, "SELECT count(*) AS n FROM user_roles WHERE role_name = 'admin'"));
+}
+
+#[tokio::test]
+async fn an_admin_demoted_while_their_changes_are_in_flight_changes_nothing() {
+    // root-admin sends a role change through the API and a new password through the page; both
+    // were authorized when they arrived. The test holds the admin lock, takes root-admin's admin
+    // role away (second-admin stays) while both wait, and lets go.
+    let app = spawn_app().await;
+    let admin = app.admin();
+    second_admin(&app);
+    let alice = app.alice();
+    let token = app.access_token(&admin, Some("admin:users")).await;
+    let (client, csrf) = signed_in(&app, &admin).await;
+    let mut holder = PgConnection::establish(&app.db.url).unwrap();
+    diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
+    diesel::sql_query("SELECT name FROM roles WHERE name = 'admin' FOR UPDATE").execute(&mut holder).unwrap();
+
+    let promote = tokio::spawn(
+        app.client
+            .patch(app.url("/api/admin/users/alice"))
+            .bearer_auth(&token)
+            .json(&json!({"roles": ["admin", "user"]}))
+            .send(),
+    );
+    let fields = [("csrf_token", csrf), ("password", STRONG.to_owned()), ("password_again", STRONG.to_owned())];
+    let new_password = tokio::spawn(client.post(app.url("/admin/users/alice/password")).form(&fields).send());
+    until_lock_waiters(&app, 2, "both changes wait for the admin lock").await;
+    diesel::sql_query(
+        "DELETE FROM user_roles WHERE role_name = 'admin' AND user_id = (SELECT id FROM users WHERE username = 'root-admin')",
+    )
+    .execute(&mut holder)
+    .unwrap();
+    diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
+
+    let refused = promote.await.unwrap().unwrap();
+    assert_bearer_error(refused, 403, Some(r#"Bearer error="insufficient_scope""#), "insufficient_scope").await;
+    page(new_password.await.unwrap().unwrap(), 403).await;
+    assert_eq!(roles(&app, "alice"), ["user"]);
+    assert_eq!(app.post_token(&[("username", "alice"), ("password", &alice.password)]).await.status(), 200);
+    assert!(app.events().iter().all(|event| event.kind != "roles_changed" && event.kind != "password_changed"));
 }
 
 #[tokio::test]

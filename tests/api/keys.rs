@@ -462,7 +462,7 @@ async fn a_service_introspects_live_tokens_and_learns_nothing_of_dead_ones() {
         gatehouse::domain::EventKind::Deactivated,
         gatehouse::domain::Channel::Cli,
     );
-    gatehouse::db::users::change(&mut app.db.conn(), "bob", &deactivate, &event).unwrap();
+    gatehouse::db::users::change(&mut app.db.conn(), "bob", &deactivate, &event, None).unwrap();
     inactive(introspect(&app, Some(&caller), &[("token", &bobs)]).await).await;
 }
 

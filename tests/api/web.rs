@@ -663,7 +663,7 @@ async fn deactivating_a_user_ends_their_browser_session() {
         gatehouse::domain::EventKind::Deactivated,
         gatehouse::domain::Channel::Cli,
     );
-    gatehouse::db::users::change(&mut app.db.conn(), "alice", &deactivate, &event).unwrap();
+    gatehouse::db::users::change(&mut app.db.conn(), "alice", &deactivate, &event, None).unwrap();
 
     let response = app.get("/", None).await;
     assert_eq!(response.status(), 303);

@@ -187,6 +187,7 @@ async fn create(
     match state.accounts().create(&user.actor(&state, &req), draft).await {
         Ok(created) => Ok(see_other(&format!("{}?done=created", user_path(&created.user.username)))),
         Err(AccountError::Server(err)) => Err(err.into()),
+        Err(AccountError::NoLongerAdmin) => Err(user.forbidden()),
         Err(err) => {
             let status = if matches!(err, AccountError::UsernameTaken(_)) {
                 StatusCode::CONFLICT
@@ -281,6 +282,7 @@ async fn refused(
         AccountError::Server(err) => Err(err.into()),
         AccountError::UnknownUser(_) => Err(WebError::NotFound),
         AccountError::LastAdmin => Err(viewer.conflict(crate::accounts::sentence(&err))),
+        AccountError::NoLongerAdmin => Err(viewer.forbidden()),
         other => user_page(viewer, state, username, None, FieldErrors::of(&other), StatusCode::BAD_REQUEST).await,
     }
 }

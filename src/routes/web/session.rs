@@ -40,7 +40,12 @@ impl SignedInUser {
 
     /// The shared authorization rule, answered the website way (the 403 page).
     pub fn authorize(&self, requirement: Requirement) -> Result<(), WebError> {
-        requirement.check(&self.roles, None).map_err(|_| WebError::Forbidden { viewer: Box::new(self.layout_user()) })
+        requirement.check(&self.roles, None).map_err(|_| self.forbidden())
+    }
+
+    /// The 403 page, under this user's header.
+    pub fn forbidden(&self) -> WebError {
+        WebError::Forbidden { viewer: Box::new(self.layout_user()) }
     }
 
     pub fn layout(&self) -> Layout {
