@@ -32,7 +32,9 @@ impl LoginThrottle {
         let Some(rate) = NonZeroU32::new(per_minute) else {
             return Self { budget: None, first_gate: None, clock: DefaultClock::default() };
         };
-        let burst = NonZeroU32::new(BURST.min(rate.get())).unwrap_or(rate);
+        // The burst is the same whatever the rate: a slow rate still lets a person retype a password
+        // a few times before they have to wait.
+        let burst = NonZeroU32::new(BURST).unwrap_or(rate);
         let quota = Quota::per_minute(rate).allow_burst(burst);
         Self {
             budget: Some(Budget { emission_interval: quota.replenish_interval(), burst: burst.get() }),
@@ -85,5 +87,7 @@ mod tests {
         assert_eq!(budget.burst, 10);
         assert_eq!(budget.emission_interval, Duration::from_secs(2));
         assert!(LoginThrottle::new(0).budget.is_none());
+        let slow = LoginThrottle::new(2).budget.unwrap();
+        assert_eq!((slow.burst, slow.emission_interval), (10, Duration::from_secs(30)), "a slow rate keeps the burst");
     }
 }

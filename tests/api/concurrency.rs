@@ -431,6 +431,19 @@ async fn one_address_has_one_budget_across_both_instances() {
 }
 
 #[tokio::test]
+async fn a_rate_below_ten_a_minute_still_allows_the_burst_of_ten_then_waits_for_the_rate() {
+    let (a, b) = spawn_pair(&[("GATEHOUSE_LOGIN_RATE_PER_MINUTE", "2")]).await;
+    for attempt in 1..=10 {
+        let app = if attempt % 2 == 0 { &a } else { &b };
+        assert_eq!(attempt_through(app, None).await.status(), 400, "attempt {attempt}");
+    }
+    let response = attempt_through(&a, None).await;
+    assert_eq!(response.status(), 429);
+    let wait: u64 = response.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((20..=30).contains(&wait), "one attempt every 30 s: Retry-After {wait}");
+}
+
+#[tokio::test]
 async fn an_address_a_proxy_appends_with_its_port_is_the_client_and_is_throttled() {
     let (a, b) = spawn_pair(&[SLOW_RATE, TRUST_LOOPBACK]).await;
     for attempt in 1..=10 {
