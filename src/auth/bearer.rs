@@ -2,6 +2,7 @@
 //! reason it is refused. The HTTP side (reading the header, the 401/403 answers) is `routes::api`'s.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -9,6 +10,7 @@ use crate::auth::guard::{Denial, Requirement};
 use crate::auth::jwt::{AccessClaims, TokenRejection, VerifiedToken, VerifiedTokens};
 use crate::auth::keys::KeyRing;
 use crate::auth::token_checks::TokenChecks;
+use crate::db::PgPool;
 use crate::db::users::{TokenHolder, User};
 use crate::domain::ScopeSet;
 use crate::errors::ServerError;
@@ -52,7 +54,9 @@ pub enum BearerError {
 /// What a worker thread checks bearer tokens with: the keys, its cache of verified signatures and its
 /// batch of database lookups.
 pub struct Verifier<'a> {
-    pub keys: &'a KeyRing,
+    pub keys: &'a Arc<KeyRing>,
+    /// For a reload when a token names a key this instance has not loaded yet.
+    pub pool: &'a PgPool,
     pub verified: &'a VerifiedTokens,
     pub checks: &'a Rc<TokenChecks>,
 }
@@ -66,7 +70,8 @@ pub async fn authenticate(verifier: &Verifier<'_>, token: &str, now: DateTime<Ut
         Some(verified) if verifier.keys.accepts(&verified.kid, now) => verified,
         Some(_) => return Err(BearerError::Invalid(TokenRejection::BadSignature)),
         None => {
-            let (kid, claims) = verifier.keys.verify_signature(token, now).map_err(BearerError::Invalid)?;
+            let (kid, claims) =
+                verifier.keys.verify_signature_fresh(verifier.pool, token, now).await.map_err(BearerError::Invalid)?;
             let scopes = ScopeSet::parse(&claims.scope).map_err(|_| BearerError::Invalid(TokenRejection::Malformed))?;
             verifier.verified.insert(token, VerifiedToken { kid, claims, scopes })
         }

@@ -14,6 +14,7 @@
 //! change of algorithm the old algorithm's tokens are accepted until they expire, and no longer.
 //! A token is accepted only with the algorithm of the key its `kid` names.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -30,13 +31,16 @@ use zeroize::Zeroizing;
 
 use crate::auth::jwt::{ACCESS_TOKEN_TYP, AccessClaims, TokenRejection, TokenSubject, jti_at, read_header};
 use crate::config::SigningAlgorithm;
-use crate::db::{self, locks, signing_keys::StoredKey};
+use crate::db::{self, PgPool, locks, signing_keys::StoredKey};
 use crate::domain::ScopeSet;
 
 /// `Cache-Control: max-age` of the JWKS: how long a verifier may keep a copy.
 pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 /// How often every instance reloads the keys (and the one holding the lock rotates them).
 pub const RELOAD_EVERY: Duration = Duration::from_secs(60);
+/// Between two reloads asked for by tokens whose key this instance has not loaded: tokens with
+/// made-up kids cost the database at most one reload a second per instance.
+const RELOAD_FOR_UNKNOWN_KID_EVERY: chrono::Duration = chrono::Duration::seconds(1);
 /// A new key is published this long before it signs, so its first token never meets a set that
 /// lacks it: an instance that has not reloaded yet serves the old set for up to one reload period
 /// after the key is made, a verifier may keep that copy one max-age, and one more reload period
@@ -330,6 +334,8 @@ pub struct KeyRing {
     cipher: KeyCipher,
     secret: SecretString,
     hs256_kid: String,
+    /// When a token with a kid this instance had not loaded last made it reload (milliseconds).
+    reloaded_for_unknown_kid_at: AtomicI64,
 }
 
 /// How `KeyRing::load` treats stored keys this master secret cannot decrypt.
@@ -358,6 +364,7 @@ impl KeyRing {
             cipher: KeyCipher::new(secret),
             secret: secret.clone(),
             hs256_kid: hs256_kid(secret)?,
+            reloaded_for_unknown_kid_at: AtomicI64::new(i64::MIN),
         };
         if undecryptable == Undecryptable::Replace {
             let replaced = ring.replace_undecryptable(conn)?;
@@ -607,6 +614,48 @@ impl KeyRing {
             }
         })?;
         Ok((key.times.kid.clone(), data.claims))
+    }
+
+    /// [`Self::verify_signature`], except that a token naming a key this instance has never loaded
+    /// first makes it reload the keys (at most once a second). A key made with immediate effect —
+    /// the first key of a new algorithm, or an HS256 secret switched back to — signs on the
+    /// instance that made it at once, while the others would load it only at their next periodic
+    /// reload, up to a minute later: its tokens must work on every instance from the start.
+    pub async fn verify_signature_fresh(
+        self: &Arc<Self>,
+        pool: &PgPool,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(String, AccessClaims), TokenRejection> {
+        let rejection = match self.verify_signature(token, now) {
+            Err(rejection) if self.may_reload_for(token, now) => rejection,
+            verified => return verified,
+        };
+        let ring = Arc::clone(self);
+        match db::run(pool, move |conn| Ok(ring.reload(conn, now))).await {
+            Ok(Ok(())) => self.verify_signature(token, now),
+            Ok(Err(err)) => {
+                log::error!("reloading the signing keys for an unknown kid failed: {}", crate::errors::report(&err));
+                Err(rejection)
+            }
+            Err(err) => {
+                log::warn!("reloading the signing keys for an unknown kid failed: {}", crate::errors::report(&err));
+                Err(rejection)
+            }
+        }
+    }
+
+    /// True for a token whose header names a kid this instance has not loaded, when no such reload
+    /// ran in the last second (and this caller is the one to run it).
+    fn may_reload_for(&self, token: &str, now: DateTime<Utc>) -> bool {
+        let Ok(header) = read_header(token) else { return false };
+        let Some(kid) = header.kid else { return false };
+        if self.snapshot().keys.iter().any(|key| key.times.kid == kid) {
+            return false;
+        }
+        let (at, last) = (now.timestamp_millis(), self.reloaded_for_unknown_kid_at.load(Ordering::Relaxed));
+        at.saturating_sub(last) >= RELOAD_FOR_UNKNOWN_KID_EVERY.num_milliseconds()
+            && self.reloaded_for_unknown_kid_at.compare_exchange(last, at, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
     /// Still true at `now` for a key whose tokens were verified earlier (the verification cache asks).

@@ -1,5 +1,7 @@
 //! RFC 7662 token introspection: is this token live, and what does it say?
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -50,13 +52,16 @@ impl Introspection {
 /// be exchangeable. The hint only decides which is tried first.
 pub async fn introspect(
     pool: &PgPool,
-    keys: &KeyRing,
+    keys: &Arc<KeyRing>,
     issuer: &str,
     token: SecretString,
     hint: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Introspection, ServerError> {
-    let access = keys.verify(token.expose_secret(), now).ok();
+    let access = match keys.verify_signature_fresh(pool, token.expose_secret(), now).await {
+        Ok((_, claims)) => claims.check_time(now).is_ok().then_some(claims),
+        Err(_) => None,
+    };
     let hash = refresh_tokens::token_hash(token.expose_secret());
     let refresh_first = hint == Some("refresh_token");
     let issuer = issuer.to_owned();

@@ -9,7 +9,7 @@ use reqwest::header;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::helpers::{JWT_SECRET, TestApp, TestUser, assert_bearer_error, spawn_app_with, spawn_pair};
+use crate::helpers::{JWT_SECRET, PAIR_ISSUER, TestApp, TestUser, assert_bearer_error, spawn_app_with, spawn_pair};
 
 const ME: &str = "/api/users/me";
 const INVALID_TOKEN: &str = r#"Bearer error="invalid_token", error_description="*"#;
@@ -293,6 +293,29 @@ async fn a_rotation_on_one_instance_is_published_everywhere_before_it_signs_and_
     assert!(current.contains(" ES256 ") && current.contains(" current "), "{listing}");
     let retired = listing.lines().find(|line| line.starts_with(&old_kid)).unwrap_or_else(|| panic!("{listing}"));
     assert!(retired.contains(" expired "), "{listing}");
+}
+
+#[tokio::test]
+async fn a_key_that_signs_at_once_on_one_instance_is_accepted_at_once_on_the_others() {
+    // As when the algorithm changes (the first key of the new one signs at once): instance a makes
+    // and loads a key that signs now; b and c have not reloaded since, and must not refuse its
+    // tokens, on /api or at /introspect.
+    let (a, b) = spawn_pair(&[]).await;
+    let c = crate::helpers::spawn_instance_on(std::sync::Arc::clone(&a.db), &[("GATEHOUSE_ISSUER", PAIR_ISSUER)]).await;
+    let alice = a.alice();
+    let caller = b.access_token(&service_account(&b), Some("tokens:introspect")).await;
+    let made = a.state.grants.keys.rotate_now(&mut a.db.conn(), Utc::now()).unwrap().unwrap();
+    execute(&a, &format!("UPDATE signing_keys SET activates_at = now() WHERE kid = '{}'", made.kid));
+    reload(&[&a]);
+    let token = a.access_token(&alice, Some("profile")).await;
+    assert_eq!(jwt_part(&token, 0)["kid"], made.kid.as_str());
+
+    let introspected: Value = introspect(&b, Some(&caller), &[("token", &token)]).await.json().await.unwrap();
+    assert_eq!(introspected["active"], true, "b loads the key the token names");
+    assert_eq!(c.get(ME, Some(&token)).await.status(), 200, "so does c");
+    // A made-up kid is refused (and costs at most one reload a second).
+    let forged = forged_with_real_key(&a, &token, json!({"kid": "no-such-key"}));
+    assert_bearer_error(c.get(ME, Some(&forged)).await, 401, Some(INVALID_TOKEN), "invalid_token").await;
 }
 
 #[tokio::test]

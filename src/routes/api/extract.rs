@@ -73,6 +73,6 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, ApiError> {
     let verified = req
         .app_data::<Rc<VerifiedTokens>>()
         .ok_or_else(|| ServerError::internal(Message("VerifiedTokens is not registered")))?;
-    let verifier = Verifier { keys: &state.grants.keys, verified, checks };
+    let verifier = Verifier { keys: &state.grants.keys, pool: &state.pool, verified, checks };
     Ok(Some(bearer::authenticate(&verifier, token, Utc::now()).await?))
 }
