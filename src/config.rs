@@ -135,8 +135,10 @@ impl Settings {
             })?,
             None => SigningAlgorithm::Es256,
         };
+        // `0`, or any zero duration (`0s`, `0d`), turns rotation off.
+        let rotation_off = |value: &str| value == "0" || humantime::parse_duration(value).is_ok_and(|d| d.is_zero());
         let key_rotation = match get("GATEHOUSE_KEY_ROTATION").as_deref().map(str::trim) {
-            Some("0") => None,
+            Some(value) if rotation_off(value) => None,
             other => Some(parse_duration("GATEHOUSE_KEY_ROTATION", other.map(str::to_owned), "30d", 60)?),
         };
         let metrics_bind = get("GATEHOUSE_METRICS_BIND")
@@ -391,6 +393,9 @@ mod tests {
     fn the_signing_algorithm_and_rotation_are_configurable() {
         let s = settings(&[("GATEHOUSE_SIGNING_ALG", "eddsa"), ("GATEHOUSE_KEY_ROTATION", "0")]).unwrap();
         assert_eq!((s.signing_alg, s.key_rotation), (SigningAlgorithm::EdDsa, None));
+        for off in ["0s", "0d"] {
+            assert_eq!(settings(&[("GATEHOUSE_KEY_ROTATION", off)]).unwrap().key_rotation, None, "{off}");
+        }
         let s = settings(&[("GATEHOUSE_SIGNING_ALG", "HS256"), ("GATEHOUSE_KEY_ROTATION", "7d")]).unwrap();
         assert_eq!((s.signing_alg, s.key_rotation), (SigningAlgorithm::Hs256, Some(Duration::from_secs(7 * 86400))));
         let err = settings(&[("GATEHOUSE_SIGNING_ALG", "RS256")]).unwrap_err().to_string();

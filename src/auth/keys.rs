@@ -219,7 +219,8 @@ impl KeyState {
         }
     }
 
-    fn is_accepted(&self) -> bool {
+    /// Next, current or retired: in the set (published, and its tokens accepted).
+    pub fn is_accepted(&self) -> bool {
         !matches!(self, KeyState::Expired { .. })
     }
 }
@@ -273,16 +274,14 @@ pub fn plan(keys: &[KeyTimes], policy: &KeyPolicy, hs256: &str, now: DateTime<Ut
     let pending = keys.iter().zip(&states).any(|(key, state)| *state == KeyState::Next && key.alg == policy.alg);
     let serves_policy =
         |key: &KeyTimes| key.alg == policy.alg && (key.alg != SigningAlgorithm::Hs256 || key.kid == hs256);
-    let published =
-        keys.iter().zip(&states).any(|(key, state)| key.alg != SigningAlgorithm::Hs256 && state.is_accepted());
     match current {
         // Nothing yet (a new deployment): the first key signs at once; nobody can have cached a set.
         None if !pending => steps.push(Step::Create { alg: policy.alg, activates_at: now }),
         Some(current) if !serves_policy(current) && !pending => {
-            // A new algorithm (or HS256 secret). HS256 publishes nothing, and a first asymmetric key
-            // has no verifier that cached a set without it: both may sign at once. Otherwise the new
-            // key must be published first.
-            let immediate = policy.alg == SigningAlgorithm::Hs256 || !published;
+            // A new algorithm (or HS256 secret). HS256 publishes nothing: it may sign at once (the
+            // other instances load it when its first token reaches them). An asymmetric key is
+            // published first, also after HS256: a verifier may hold the empty set HS256 served.
+            let immediate = policy.alg == SigningAlgorithm::Hs256;
             let activates_at = if immediate { now } else { now + PUBLICATION_DELAY };
             steps.push(Step::Create { alg: policy.alg, activates_at });
         }
@@ -807,10 +806,11 @@ mod tests {
     }
 
     #[test]
-    fn switching_from_hs256_signs_with_the_new_algorithm_at_once_and_back_too() {
+    fn switching_from_hs256_publishes_the_new_key_first_and_back_signs_at_once() {
         let keys = [key("hs", SigningAlgorithm::Hs256, t0())];
         let at = t0() + chrono::Duration::hours(1);
-        assert_eq!(plan(&keys, &policy(ES), "hs", at), vec![Step::Create { alg: ES, activates_at: at }]);
+        let steps = plan(&keys, &policy(ES), "hs", at);
+        assert_eq!(steps, vec![Step::Create { alg: ES, activates_at: at + PUBLICATION_DELAY }]);
         let both = [key("hs", SigningAlgorithm::Hs256, t0()), key("es", ES, at)];
         let hs = policy(SigningAlgorithm::Hs256);
         assert_eq!(plan(&both, &hs, "hs", at), vec![Step::Create { alg: SigningAlgorithm::Hs256, activates_at: at }]);

@@ -41,7 +41,9 @@ pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: KeysCom
     match command {
         KeysCommand::List => {
             println!("{:<44} {:<6} {:<8} {:<21} {:<21} RETIRES", "KID", "ALG", "STATE", "CREATED", "SIGNS FROM");
-            let timeline = ring.timeline(now);
+            // The keys of the set: next, current and retired. An expired key (its tokens all gone)
+            // has left the set; only its row waits a day for deletion.
+            let timeline: Vec<_> = ring.timeline(now).into_iter().filter(|(_, state)| state.is_accepted()).collect();
             for (index, (key, state)) in timeline.iter().enumerate() {
                 let retires = match state {
                     KeyState::Retired { since, until } => {

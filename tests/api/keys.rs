@@ -216,10 +216,18 @@ async fn after_switching_from_hs256_to_es256_old_tokens_work_until_they_expire_a
     let db = std::sync::Arc::clone(&hs.db);
     drop(hs);
 
-    // The same database, restarted with the default algorithm.
+    // The same database, restarted with the default algorithm: its key is published first (a
+    // verifier may have cached the empty set HS256 served), HS256 signs until the delay has passed.
     let es = crate::helpers::spawn_instance_on(db, &[ISSUER]).await;
+    let (_, set) = jwks(&es).await;
+    assert_eq!(set["keys"].as_array().unwrap().len(), 1, "{set}");
+    let waiting = es.access_token(&alice, Some("profile")).await;
+    assert_eq!(jwt_part(&waiting, 0)["alg"], "HS256", "not before the publication delay");
+    execute(&es, "UPDATE signing_keys SET activates_at = now() WHERE alg = 'ES256'");
+    reload(&[&es]);
     let new = es.access_token(&alice, Some("profile")).await;
-    assert_eq!(jwt_part(&new, 0)["alg"], "ES256", "the new algorithm signs at once");
+    assert_eq!(jwt_part(&new, 0)["alg"], "ES256", "the new algorithm signs after it");
+    assert_eq!(jwt_part(&new, 0)["kid"], set["keys"][0]["kid"]);
     assert_eq!(es.get(ME, Some(&old)).await.status(), 200, "the previous algorithm's token is still good");
     assert_eq!(es.get(ME, Some(&new)).await.status(), 200);
 
@@ -255,6 +263,9 @@ async fn a_rotation_on_one_instance_is_published_everywhere_before_it_signs_and_
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("published ES256 key "));
     reload(&[&a, &b]);
+    let listing = keys_list(&a);
+    assert!(line_of(&listing, &old_kid).contains(" current "), "{listing}");
+    assert_eq!(listing.lines().filter(|line| line.contains(" next ")).count(), 1, "{listing}");
 
     // Published by both instances, not yet signing.
     let published: Vec<String> =
@@ -273,6 +284,9 @@ async fn a_rotation_on_one_instance_is_published_everywhere_before_it_signs_and_
         assert_eq!(response.status(), 200, "{:?}", response.text().await);
     }
     assert_eq!(jwks(&a).await.1["keys"].as_array().unwrap().len(), 2, "the retired key stays published");
+    let listing = keys_list(&a);
+    assert!(line_of(&listing, &old_kid).contains(" retired "), "{listing}");
+    assert!(line_of(&listing, &new_kid).contains(" current "), "{listing}");
 
     // Once its tokens have expired, the retired key leaves the set and its tokens are refused.
     execute(&a, "UPDATE signing_keys SET activates_at = activates_at - interval '25 minutes'");
@@ -282,23 +296,32 @@ async fn a_rotation_on_one_instance_is_published_everywhere_before_it_signs_and_
     assert_eq!(set["keys"][0]["kid"], new_kid.as_str());
     assert_bearer_error(b.get(ME, Some(&before)).await, 401, Some(INVALID_TOKEN), "invalid_token").await;
 
+    // `keys list` shows the set: the expired key has left it.
+    let listing = keys_list(&a);
+    assert!(line_of(&listing, &new_kid).contains(" ES256 "), "{listing}");
+    assert!(!listing.contains(&old_kid), "{listing}");
+}
+
+/// `gatehouse keys list` on `app`'s database.
+fn keys_list(app: &TestApp) -> String {
     let list = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["keys", "list"])
-        .env("DATABASE_URL", &a.db.url)
+        .env("DATABASE_URL", &app.db.url)
         .env("GATEHOUSE_JWT_SECRET", JWT_SECRET)
         .output()
         .unwrap();
-    let listing = String::from_utf8_lossy(&list.stdout);
-    let current = listing.lines().find(|line| line.starts_with(&new_kid)).unwrap_or_else(|| panic!("{listing}"));
-    assert!(current.contains(" ES256 ") && current.contains(" current "), "{listing}");
-    let retired = listing.lines().find(|line| line.starts_with(&old_kid)).unwrap_or_else(|| panic!("{listing}"));
-    assert!(retired.contains(" expired "), "{listing}");
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    String::from_utf8_lossy(&list.stdout).into_owned()
+}
+
+fn line_of<'a>(listing: &'a str, kid: &str) -> &'a str {
+    listing.lines().find(|line| line.starts_with(kid)).unwrap_or_else(|| panic!("no {kid} in {listing}"))
 }
 
 #[tokio::test]
 async fn a_key_that_signs_at_once_on_one_instance_is_accepted_at_once_on_the_others() {
-    // As when the algorithm changes (the first key of the new one signs at once): instance a makes
-    // and loads a key that signs now; b and c have not reloaded since, and must not refuse its
+    // As when an HS256 secret is switched back to (its key signs at once): instance a makes and
+    // loads a key that signs now; b and c have not reloaded since, and must not refuse its
     // tokens, on /api or at /introspect.
     let (a, b) = spawn_pair(&[]).await;
     let c = crate::helpers::spawn_instance_on(std::sync::Arc::clone(&a.db), &[("GATEHOUSE_ISSUER", PAIR_ISSUER)]).await;
