@@ -992,6 +992,36 @@ async fn the_admin_api_needs_the_admin_users_scope_and_the_admin_role() {
 }
 
 #[tokio::test]
+async fn who_may_call_is_answered_before_what_the_body_or_query_gets_wrong() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let plain = app.access_token(&alice, None).await;
+    let challenge = Some(r#"Bearer error="insufficient_scope", scope="admin:users""#);
+    let requests = [
+        app.client.post(app.url("/api/admin/users")).json(&json!({})),
+        app.client.post(app.url("/api/admin/users")).header(header::CONTENT_TYPE, "text/plain").body("x"),
+        app.client.patch(app.url("/api/admin/users/alice")).header(header::CONTENT_TYPE, "application/json").body("{"),
+        app.client.get(app.url("/api/admin/users?page=0&nonsense=1")),
+    ];
+    for request in requests {
+        let response = request.bearer_auth(&plain).send().await.unwrap();
+        assert_bearer_error(response, 403, challenge, "insufficient_scope").await;
+    }
+    let response = app.client.post(app.url("/api/admin/users")).body("not json").send().await.unwrap();
+    assert_bearer_error(response, 401, Some("Bearer"), "unauthorized").await;
+    let read_only = app.access_token(&alice, Some("items:read")).await;
+    let response =
+        app.client.post(app.url("/api/items")).bearer_auth(&read_only).json(&json!({})).send().await.unwrap();
+    assert_bearer_error(
+        response,
+        403,
+        Some(r#"Bearer error="insufficient_scope", scope="items:write""#),
+        "insufficient_scope",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn the_admin_api_creates_a_user_with_201_and_refuses_bad_input_with_the_reason() {
     let app = spawn_app().await;
     let token = admin_token(&app).await;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::extract::{JsonAfterAuth, query_after_auth};
 use crate::accounts::{AccountDraft, Actor};
 use crate::auth::bearer::Caller;
 use crate::auth::guard::Requirement;
@@ -99,13 +100,9 @@ fn actor(caller: &Caller, state: &AppState, req: &HttpRequest) -> Actor {
     )
 )]
 #[get("/admin/users")]
-async fn list(
-    caller: Caller,
-    query: web::Query<UserQuery>,
-    state: web::Data<AppState>,
-) -> Result<web::Json<UserPage>, ApiError> {
+async fn list(req: HttpRequest, caller: Caller, state: web::Data<AppState>) -> Result<web::Json<UserPage>, ApiError> {
     caller.authorize(Requirement::ADMIN_USERS)?;
-    let UserQuery { q, page } = query.into_inner();
+    let UserQuery { q, page } = query_after_auth(&req)?;
     let page = page.unwrap_or(1);
     if !(1..=MAX_PAGE).contains(&page) {
         return Err(ApiError::InvalidRequest(format!("page must be between 1 and {MAX_PAGE}")));
@@ -185,11 +182,11 @@ struct NewUserBody {
 async fn create(
     req: HttpRequest,
     caller: Caller,
-    body: web::Json<NewUserBody>,
+    body: JsonAfterAuth<NewUserBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.authorize(Requirement::ADMIN_USERS)?;
-    let NewUserBody { username, password, email, full_name, roles } = body.into_inner();
+    let NewUserBody { username, password, email, full_name, roles } = body.into_inner()?;
     let draft = AccountDraft {
         username,
         password: SecretString::from(password),
@@ -254,11 +251,11 @@ async fn change(
     req: HttpRequest,
     caller: Caller,
     username: web::Path<String>,
-    body: web::Json<ChangeBody>,
+    body: JsonAfterAuth<ChangeBody>,
     state: web::Data<AppState>,
 ) -> Result<web::Json<AdminUserView>, ApiError> {
     caller.authorize(Requirement::ADMIN_USERS)?;
-    let ChangeBody { roles, is_active } = body.into_inner();
+    let ChangeBody { roles, is_active } = body.into_inner()?;
     if roles.is_none() && is_active.is_none() {
         return Err(ApiError::InvalidRequest("give `roles`, `is_active` or both".to_owned()));
     }

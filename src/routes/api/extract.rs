@@ -17,6 +17,34 @@ use crate::auth::token_checks::TokenChecks;
 use crate::errors::{Message, ServerError};
 use crate::routes::{ApiError, AppState};
 
+/// A JSON body whose refusal (`415`, `413`, `400`) is told only after the caller's authorization.
+/// actix extracts a handler's arguments together and answers with the first that fails: a
+/// malformed body fails at once, while the bearer token is still being looked up, so a caller
+/// without the scope would hear about the body instead of getting `403`. This extractor never
+/// fails; the handler takes the body with [`JsonAfterAuth::into_inner`] once `authorize` passed.
+pub struct JsonAfterAuth<T>(Result<T, ApiError>);
+
+impl<T> JsonAfterAuth<T> {
+    pub fn into_inner(self) -> Result<T, ApiError> {
+        self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for JsonAfterAuth<T> {
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = web::JsonBody::<T>::new(req, payload, None, true).limit(super::JSON_LIMIT);
+        Box::pin(async move { Ok(Self(body.await.map_err(super::json_error))) })
+    }
+}
+
+/// A query string read after the caller's authorization, for the reason of [`JsonAfterAuth`].
+pub fn query_after_auth<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string()).map(web::Query::into_inner).map_err(super::query_error)
+}
+
 /// `Some(caller)` with a valid token, `None` without credentials; a bad token is still refused.
 pub struct MaybeCaller(pub Option<Caller>);
 

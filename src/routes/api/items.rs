@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::extract::MaybeCaller;
+use super::extract::{JsonAfterAuth, MaybeCaller};
 use crate::auth::bearer::Caller;
 use crate::auth::guard::Requirement;
 use crate::db::{self, items::Item};
@@ -92,10 +92,11 @@ async fn list(caller: MaybeCaller, state: web::Data<AppState>) -> Result<web::Js
 #[post("/items")]
 async fn create(
     caller: Caller,
-    body: web::Json<NewItemBody>,
+    body: JsonAfterAuth<NewItemBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.authorize(Requirement::ITEMS_WRITE)?;
+    let body = body.into_inner()?;
     let draft = ItemDraft::new(&body.title, body.body.as_deref(), body.public)
         .map_err(|err| ApiError::InvalidRequest(err.to_string()))?;
     let owner = caller.user.id;

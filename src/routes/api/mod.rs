@@ -6,7 +6,7 @@ pub mod extract;
 mod items;
 mod users;
 
-use actix_web::error::JsonPayloadError;
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::web;
 
 use super::ApiError;
@@ -19,9 +19,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(
         utoipa_actix_web::scope("/api")
             .app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(|err, _| json_error(err).into()))
-            .app_data(web::QueryConfig::default().error_handler(|err, _| {
-                ApiError::InvalidRequest(format!("the query string is not valid: {err}")).into()
-            }))
+            .app_data(web::QueryConfig::default().error_handler(|err, _| query_error(err).into()))
             .app_data(
                 web::PathConfig::default()
                     .error_handler(|err, _| ApiError::InvalidRequest(format!("the path is not valid: {err}")).into()),
@@ -32,6 +30,10 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .configure(admin_users::configure)
             .default_service(web::to(super::api_fallback)),
     );
+}
+
+fn query_error(err: QueryPayloadError) -> ApiError {
+    ApiError::InvalidRequest(format!("the query string is not valid: {err}"))
 }
 
 fn json_error(err: JsonPayloadError) -> ApiError {
