@@ -30,8 +30,11 @@ pub struct TokenDetails {
     pub sub: Uuid,
     pub exp: i64,
     pub iat: i64,
-    /// `access_token` or `refresh_token`.
+    /// RFC 7662 §2.2: the RFC 6749 token type, `bearer` (as `/token` says) for an access token;
+    /// `refresh_token` for a refresh token, which has none.
     pub token_type: &'static str,
+    /// Which kind of token this is: `access_token` or `refresh_token`.
+    pub token_use: &'static str,
     pub iss: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
@@ -74,6 +77,7 @@ pub async fn introspect(
                 exp: live.expires_at.timestamp(),
                 iat: live.issued_at.timestamp(),
                 token_type: "refresh_token",
+                token_use: "refresh_token",
                 iss: issuer.clone(),
                 aud: None,
                 nbf: None,
@@ -92,7 +96,8 @@ pub async fn introspect(
                 sub: claims.sub,
                 exp: claims.exp,
                 iat: claims.iat,
-                token_type: "access_token",
+                token_type: "bearer",
+                token_use: "access_token",
                 iss: claims.iss.clone(),
                 aud: Some(claims.aud.clone()),
                 nbf: Some(claims.nbf),

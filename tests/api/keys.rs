@@ -472,7 +472,7 @@ async fn a_service_introspects_live_tokens_and_learns_nothing_of_dead_ones() {
     let body: Value = response.json().await.unwrap();
     let claims = jwt_part(access, 1);
     assert_eq!(body["active"], true);
-    assert_eq!(body["token_type"], "access_token");
+    assert_eq!((body["token_type"].as_str(), body["token_use"].as_str()), (Some("bearer"), Some("access_token")));
     assert_eq!(body["scope"], "items:read profile");
     assert_eq!(body["username"], "alice");
     assert_eq!(body["sub"], alice.id.to_string());
@@ -483,7 +483,7 @@ async fn a_service_introspects_live_tokens_and_learns_nothing_of_dead_ones() {
         .json()
         .await
         .unwrap();
-    assert_eq!((body["active"].as_bool(), body["token_type"].as_str()), (Some(true), Some("refresh_token")));
+    assert_eq!((body["active"].as_bool(), body["token_use"].as_str()), (Some(true), Some("refresh_token")));
     assert_eq!(body["scope"], "items:read profile");
     assert_eq!(body["username"], "alice");
 
