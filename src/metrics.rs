@@ -2,6 +2,7 @@
 //! process each read their own). Layers record through [`Metrics`]; `GET /metrics` on
 //! `GATEHOUSE_METRICS_BIND` (never the public listener) writes the text format.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -149,11 +150,34 @@ impl Metrics {
         }
     }
 
-    /// Everything, in the Prometheus text format.
+    /// Everything, in the OpenMetrics text format (what Prometheus asks for first).
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Everything, in the classic Prometheus text format (0.0.4), for scrapers and people that do
+    /// not ask for OpenMetrics. The samples are the same; the two formats differ in that a
+    /// counter's `# HELP`/`# TYPE` lines name its `_total` series here, and in OpenMetrics' own
+    /// `# UNIT` and `# EOF` lines, which go.
+    pub fn encode_prometheus_text(&self) -> String {
+        let open_metrics = self.encode();
+        let counters: HashSet<&str> =
+            open_metrics.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+        let mut text = String::with_capacity(open_metrics.len() + 16 * counters.len());
+        for line in open_metrics.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let counter_metadata = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+                let (name, rest) = line.strip_prefix(prefix)?.split_once(' ')?;
+                counters.contains(name).then(|| format!("{prefix}{name}_total {rest}"))
+            });
+            text.push_str(counter_metadata.as_deref().unwrap_or(line));
+            text.push('\n');
+        }
         text
     }
 }
@@ -172,5 +196,16 @@ mod tests {
         assert!(text.contains("gatehouse_lockouts_total 1"), "{text}");
         assert!(text.contains("# TYPE gatehouse_password_hash_seconds histogram"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_classic_text_format_names_counters_by_their_total_series_and_has_no_eof() {
+        let metrics = Metrics::new();
+        metrics.lockouts.inc();
+        let text = metrics.encode_prometheus_text();
+        assert!(text.contains("# TYPE gatehouse_lockouts_total counter\ngatehouse_lockouts_total 1\n"), "{text}");
+        assert!(text.contains("# HELP gatehouse_lockouts_total "), "{text}");
+        assert!(text.contains("# TYPE gatehouse_password_hash_seconds histogram"), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
     }
 }

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 
 use super::AppState;
 use crate::metrics::{Metrics, PoolLabels, RequestLabels, RouteLabels};
@@ -54,7 +55,7 @@ pub fn start(state: &web::Data<AppState>) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn scrape(state: web::Data<AppState>) -> HttpResponse {
+async fn scrape(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let metrics = &state.grants.metrics;
     // Gauges of "now" are read at scrape time.
     metrics.password_hash_queue.set(i64::try_from(state.grants.hasher.waiting()).unwrap_or(i64::MAX));
@@ -64,7 +65,21 @@ async fn scrape(state: web::Data<AppState>) -> HttpResponse {
         .db_pool_connections
         .get_or_create(&PoolLabels { state: "in_use" })
         .set(i64::from(open.saturating_sub(idle)));
-    HttpResponse::Ok().content_type("application/openmetrics-text; version=1.0.0; charset=utf-8").body(metrics.encode())
+    // Prometheus asks for OpenMetrics first; anything else gets the classic text format.
+    let wants_open_metrics = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    if wants_open_metrics {
+        HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(metrics.encode())
+    } else {
+        HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(metrics.encode_prometheus_text())
+    }
 }
 
 /// Counts every request of the public listener by route pattern (never the raw path: that would

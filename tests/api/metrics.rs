@@ -4,18 +4,41 @@ use std::collections::HashMap;
 
 use crate::helpers::{TestApp, assert_token_error, spawn_app_with};
 
-/// Every sample of the scrape as `name{labels}` → value.
+/// Every sample of the scrape as `name{labels}` → value, in the classic text format.
 async fn scrape(app: &TestApp) -> HashMap<String, f64> {
-    let addr = app.state.metrics_endpoint.as_ref().expect("a metrics listener").addr;
-    let response = reqwest::get(format!("http://{addr}/metrics")).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
-    let text = response.text().await.unwrap();
+    let text = scrape_text(app, None).await;
+    assert!(text.contains("# TYPE gatehouse_logins_total counter\n"), "{text}");
+    assert!(!text.contains("# EOF"));
     text.lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
         .filter_map(|line| line.rsplit_once(' '))
         .map(|(series, value)| (series.to_owned(), value.parse().unwrap()))
         .collect()
+}
+
+/// The scrape's text, asked for with this `Accept` header (Prometheus sends OpenMetrics first).
+async fn scrape_text(app: &TestApp, accept: Option<&str>) -> String {
+    let addr = app.state.metrics_endpoint.as_ref().expect("a metrics listener").addr;
+    let mut request = reqwest::Client::new().get(format!("http://{addr}/metrics"));
+    if let Some(accept) = accept {
+        request = request.header("Accept", accept);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let expected = if accept.is_some() { "application/openmetrics-text" } else { "text/plain; version=0.0.4" };
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with(expected));
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn prometheus_gets_openmetrics_when_it_asks_and_everyone_else_the_classic_format() {
+    let app = spawn_app_with(&[("GATEHOUSE_METRICS_BIND", "127.0.0.1:0")]).await;
+    let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1";
+    let open_metrics = scrape_text(&app, Some(prometheus)).await;
+    assert!(open_metrics.contains("# TYPE gatehouse_lockouts counter\ngatehouse_lockouts_total 0\n"), "{open_metrics}");
+    assert!(open_metrics.ends_with("# EOF\n"));
+    let classic = scrape_text(&app, None).await;
+    assert!(classic.contains("# TYPE gatehouse_lockouts_total counter\ngatehouse_lockouts_total 0\n"), "{classic}");
 }
 
 fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
