@@ -5,7 +5,8 @@
 //! 2. the verification is *claimed* in one statement, before bcrypt runs: an account that is locked,
 //!    or has as many checks failed or running as the lockout threshold, gets no claim, so however
 //!    many guesses race on however many instances, at most five verifications against the real hash
-//!    run per lock window;
+//!    run per lock window (a check that finds five running waits for them to settle: a success frees
+//!    the account, five failures lock it);
 //! 3. bcrypt runs with no database connection held: against the real hash with a claim, against a
 //!    dummy hash without one (unknown user, locked account), so every answer costs the same;
 //! 4. the verdict is settled and audited in one transaction.
@@ -109,6 +110,30 @@ pub async fn confirm_password(
     check(pool, hasher, metrics, username, password, attempt, Purpose::Confirm).await.map(|_| ())
 }
 
+/// How often a check that found the account's claims all taken asks again.
+const CLAIM_RETRY_EVERY: Duration = Duration::from_millis(25);
+
+/// A claim on `username`'s account ([`db::users::claim_check`]), waiting while it is busy: a
+/// correct password that arrives while five other checks of the account run (more simultaneous
+/// sign-ins than the lockout threshold, across instances) waits for one of them to settle rather
+/// than be refused, and a guess that arrives then waits to learn whether they locked the account.
+/// The wait is bounded by the hashing queue's: past it the check is answered busy (`503`).
+async fn claim_when_free(pool: &PgPool, username: &str) -> Result<Claim, ServerError> {
+    let deadline = tokio::time::Instant::now() + MAX_WAIT;
+    loop {
+        let name = username.to_owned();
+        let claim =
+            db::run(pool, move |conn| db::users::claim_check(conn, &name, LOCKOUT_THRESHOLD, CLAIM_TTL)).await?;
+        if !matches!(claim, Claim::Busy) {
+            return Ok(claim);
+        }
+        if tokio::time::Instant::now() + CLAIM_RETRY_EVERY > deadline {
+            return Err(ServerError::Busy { retry_after_secs: MAX_WAIT.as_secs() });
+        }
+        tokio::time::sleep(CLAIM_RETRY_EVERY).await;
+    }
+}
+
 async fn check(
     pool: &PgPool,
     hasher: &PasswordHasher,
@@ -124,11 +149,14 @@ async fn check(
     let bucket = attempt.client.map(AddressBucket::of);
     let ticket =
         hasher.admit(bucket.as_ref().map(AddressBucket::as_str), username).inspect_err(|_| counted(Outcome::busy))?;
-    let name = username.to_owned();
-    let claim = db::run(pool, move |conn| db::users::claim_check(conn, &name, LOCKOUT_THRESHOLD, CLAIM_TTL)).await?;
+    let claim = claim_when_free(pool, username).await.inspect_err(|err| {
+        if matches!(err, ServerError::Busy { .. }) {
+            counted(Outcome::busy);
+        }
+    })?;
     let stored = match &claim {
         Claim::Granted(check) => Some(check.password_hash.clone()),
-        Claim::Refused { .. } | Claim::UnknownUser => None,
+        Claim::Refused { .. } | Claim::Busy | Claim::UnknownUser => None,
     };
     let verification = match ticket.verify(password, stored).await {
         Ok(verification) => verification,
@@ -150,6 +178,11 @@ async fn check(
         }
     };
     match claim {
+        // `claim_when_free` waits out a busy account; this only keeps the match whole.
+        Claim::Busy => {
+            counted(Outcome::busy);
+            Err(ServerError::Busy { retry_after_secs: MAX_WAIT.as_secs() }.into())
+        }
         Claim::UnknownUser => {
             counted(Outcome::unknown_user);
             let event = failed(FailureReason::UnknownUser, None);

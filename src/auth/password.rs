@@ -248,6 +248,12 @@ impl PasswordHasher {
         self.shared.lock().waiting.len()
     }
 
+    /// Places held now: jobs waiting or running, and checks admitted that have not handed in
+    /// their job yet (such as one waiting for a claim on a busy account).
+    pub fn admitted(&self) -> usize {
+        self.shared.lock().admitted
+    }
+
     /// bcrypt work done so far, in rounds of its key schedule: a call at cost `c` adds `2^c`. Every
     /// answer to a password check should add the same, whoever asked.
     pub fn work_done(&self) -> u64 {

@@ -72,11 +72,13 @@ pub fn find_by_username(conn: &mut PgConnection, username: &str) -> QueryResult<
 pub enum Claim {
     /// The verification may run; settle it with [`record_success`], [`record_failure`] or [`release_claim`].
     Granted(GrantedCheck),
-    /// The account exists but is locked (or as many checks as may still fail are already running):
-    /// no verification against its hash may run now.
+    /// The account is locked: no verification against its hash may run now.
     Refused {
         user_id: Uuid,
     },
+    /// Not locked, but as many checks as may still fail are running: none may start until one of
+    /// them settles (a success frees the account, failures lock it). Ask again shortly.
+    Busy,
     UnknownUser,
 }
 
@@ -103,6 +105,8 @@ pub struct GrantedCheck {
 struct Found {
     #[diesel(sql_type = SqlUuid)]
     id: Uuid,
+    #[diesel(sql_type = Bool)]
+    locked: bool,
 }
 
 /// Live claims count only until `claims_expire_at`; afterwards they are forgotten.
@@ -111,7 +115,7 @@ const LIVE_CLAIMS: &str = "(CASE WHEN claims_expire_at > now() THEN check_claims
 /// Claims one verification against the real hash of `username`'s account, atomically: it is granted
 /// only while the account is not locked and fewer than `threshold` checks have failed or are
 /// running, so however many guesses arrive at once, on however many instances, at most `threshold`
-/// verifications run per lock window. Claims expire after `claim_ttl` (a crashed instance cannot
+/// verifications run per lock window (the others are [`Claim::Busy`] until those settle). Claims expire after `claim_ttl` (a crashed instance cannot
 /// hold them for good).
 pub fn claim_check(conn: &mut PgConnection, username: &str, threshold: i32, claim_ttl: Duration) -> QueryResult<Claim> {
     let granted: Option<GrantedCheck> = diesel::sql_query(format!(
@@ -129,11 +133,19 @@ pub fn claim_check(conn: &mut PgConnection, username: &str, threshold: i32, clai
     if let Some(granted) = granted {
         return Ok(Claim::Granted(granted));
     }
-    let found: Option<Found> = diesel::sql_query("SELECT id FROM users WHERE lower(username) = lower($1)")
-        .bind::<Text, _>(username)
-        .get_result(conn)
-        .optional()?;
-    Ok(found.map_or(Claim::UnknownUser, |found| Claim::Refused { user_id: found.id }))
+    let found: Option<Found> = diesel::sql_query(
+        "SELECT id, (coalesce(locked_until > now(), false) OR failed_logins >= $2) AS locked \
+         FROM users WHERE lower(username) = lower($1)",
+    )
+    .bind::<Text, _>(username)
+    .bind::<Integer, _>(threshold)
+    .get_result(conn)
+    .optional()?;
+    Ok(match found {
+        None => Claim::UnknownUser,
+        Some(Found { id, locked: true }) => Claim::Refused { user_id: id },
+        Some(Found { locked: false, .. }) => Claim::Busy,
+    })
 }
 
 /// The claim given back without a verdict (the check never ran: the queue timed it out).

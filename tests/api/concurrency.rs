@@ -81,8 +81,9 @@ fn lock_waiters(conn: &mut PgConnection) -> i64 {
 async fn twenty_simultaneous_guesses_on_two_instances_verify_at_most_five_and_the_right_password_is_refused() {
     let (a, b) = spawn_pair(&[NO_THROTTLE]).await;
     let alice = a.alice();
-    // Held: every attempt claims (or is refused a claim) and then waits for a hashing thread, so all
-    // twenty are in flight together, on both instances.
+    // Held: five attempts claim a verification and wait for a hashing thread; the others find the
+    // account busy and wait for those five to settle. All twenty are in flight together, on both
+    // instances.
     let paused = (a.state.grants.hasher.pause(), b.state.grants.hasher.pause());
     let guesses: Vec<_> = (0..20)
         .map(|i| {
@@ -90,11 +91,14 @@ async fn twenty_simultaneous_guesses_on_two_instances_verify_at_most_five_and_th
             tokio::spawn(send(password_grant(app, "alice", &format!("guess-{i}"))))
         })
         .collect();
+    let admitted = || a.state.grants.hasher.admitted() + b.state.grants.hasher.admitted();
     let waiting = || a.state.grants.hasher.waiting() + b.state.grants.hasher.waiting();
-    wait_until("all twenty guesses wait for a hashing thread", || waiting() == 20).await;
+    wait_until("all twenty guesses are in flight", || admitted() == 20).await;
+    wait_until("five of them claimed a verification", || waiting() == 5).await;
+    assert_eq!(scalar(&a, "SELECT check_claims::bigint AS n FROM users"), 5);
     // The right password, sent while the guesses are in flight.
     let right = tokio::spawn(send(password_grant(&a, "alice", &alice.password)));
-    wait_until("the right password waits too", || waiting() == 21).await;
+    wait_until("the right password waits too", || admitted() == 21).await;
     drop(paused);
 
     for guess in guesses {
@@ -112,6 +116,34 @@ async fn twenty_simultaneous_guesses_on_two_instances_verify_at_most_five_and_th
     // Every one of the 21 answers cost one hash at the configured cost (4): no answer is cheaper.
     let work = a.state.grants.hasher.work_done() + b.state.grants.hasher.work_done();
     assert_eq!(work, 21 * 16);
+}
+
+#[tokio::test]
+async fn more_simultaneous_sign_ins_with_the_right_password_than_the_threshold_all_succeed() {
+    // Eight at once on two instances (a script, a few devices): five claim a verification, three
+    // find the account busy and wait for those to settle, which frees it.
+    let (a, b) = spawn_pair(&[NO_THROTTLE]).await;
+    let alice = a.alice();
+    let paused = (a.state.grants.hasher.pause(), b.state.grants.hasher.pause());
+    let sign_ins: Vec<_> = (0..8)
+        .map(|i| {
+            let app = if i % 2 == 0 { &a } else { &b };
+            tokio::spawn(send(password_grant(app, "alice", &alice.password)))
+        })
+        .collect();
+    let admitted = || a.state.grants.hasher.admitted() + b.state.grants.hasher.admitted();
+    let waiting = || a.state.grants.hasher.waiting() + b.state.grants.hasher.waiting();
+    wait_until("all eight are in flight", || admitted() == 8).await;
+    wait_until("five of them claimed a verification", || waiting() == 5).await;
+    drop(paused);
+    for sign_in in sign_ins {
+        let (status, body) = sign_in.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let events = a.events();
+    assert_eq!(events.iter().filter(|e| e.kind == "login_ok").count(), 8);
+    assert!(!events.iter().any(|e| e.kind == "login_failed"));
+    assert_eq!(scalar(&a, "SELECT (check_claims + failed_logins)::bigint AS n FROM users"), 0);
 }
 
 #[tokio::test]
@@ -137,10 +169,13 @@ async fn guesses_racing_without_any_hold_still_verify_only_five_times() {
 async fn claims_of_an_instance_that_died_mid_check_expire() {
     let (a, _b) = spawn_pair(&[NO_THROTTLE]).await;
     let alice = a.alice();
-    // Five checks claimed by an instance that never settled them: no verification may run…
+    // Five checks claimed by an instance that never settled them: no verification may run; a
+    // check waits for them to settle as long as the hashing queue lets a check wait, then is busy…
     execute(&a, "UPDATE users SET check_claims = 5, claims_expire_at = now() + interval '1 minute'");
-    assert_token_error(password_grant(&a, "alice", &alice.password).send().await.unwrap(), 400, "invalid_grant").await;
-    assert_eq!(failures_with(&a.events(), "locked"), 1);
+    let response = password_grant(&a, "alice", &alice.password).send().await.unwrap();
+    assert_eq!(response.headers()[reqwest::header::RETRY_AFTER], "5");
+    assert_token_error(response, 503, "temporarily_unavailable").await;
+    assert_eq!(scalar(&a, "SELECT failed_logins::bigint AS n FROM users"), 0, "nothing verified, nothing failed");
     // …until the claims expire: then the right password works, and the count starts afresh.
     execute(&a, "UPDATE users SET claims_expire_at = now() - interval '1 second'");
     assert_eq!(send(password_grant(&a, "alice", &alice.password)).await.0, 200);
