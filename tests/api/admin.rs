@@ -929,6 +929,8 @@ async fn the_admin_api_lists_users_by_page_and_search() {
     assert_eq!(page1["users"].as_array().unwrap().len(), 50);
     assert_eq!((page1["page"].clone(), page1["has_more"].clone()), (json!(1), json!(true)));
     assert_eq!(page1["users"][0]["username"], "root-admin");
+    let blank: Value = app.get("/api/admin/users?q=&page=", Some(&token)).await.json().await.unwrap();
+    assert_eq!((blank["page"].clone(), blank["users"][0].clone()), (json!(1), page1["users"][0].clone()));
     let page3: Value = app.get("/api/admin/users?page=3", Some(&token)).await.json().await.unwrap();
     assert_eq!(page3["users"].as_array().unwrap().len(), 21);
     assert_eq!(page3["has_more"], false);

@@ -74,9 +74,18 @@ struct UserQuery {
     /// Only users whose username or email address contains this text (any case).
     #[param(max_length = 100)]
     q: Option<String>,
-    /// 1 is the first page.
+    /// 1 is the first page (also when empty).
     #[param(minimum = 1, maximum = 100000)]
+    #[serde(default, deserialize_with = "empty_as_none")]
     page: Option<i64>,
+}
+
+/// `page=` with nothing after it, as a form or a URL template leaves it, means no page given.
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    match Option::<String>::deserialize(deserializer)?.filter(|text| !text.is_empty()) {
+        None => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 fn actor(caller: &Caller, state: &AppState, req: &HttpRequest) -> Actor {

@@ -148,7 +148,8 @@ async fn list(req: HttpRequest, user: SignedInUser, state: web::Data<AppState>) 
     user.authorize(Requirement::ADMIN_PAGES)?;
     let query = FormFields::parse_query(req.query_string()).map_err(|_| WebError::BadRequest)?;
     let q = query.get("q").unwrap_or_default().trim().to_owned();
-    let page = match query.get("page") {
+    // An empty `page=` (a form submitted with the field blank) is the first page.
+    let page = match query.get("page").filter(|page| !page.is_empty()) {
         Some(page) => {
             page.parse::<i64>().ok().filter(|page| (1..=MAX_PAGE).contains(page)).ok_or(WebError::BadRequest)?
         }
