@@ -115,8 +115,8 @@ const LIVE_CLAIMS: &str = "(CASE WHEN claims_expire_at > now() THEN check_claims
 /// Claims one verification against the real hash of `username`'s account, atomically: it is granted
 /// only while the account is not locked and fewer than `threshold` checks have failed or are
 /// running, so however many guesses arrive at once, on however many instances, at most `threshold`
-/// verifications run per lock window (the others are [`Claim::Busy`] until those settle). Claims expire after `claim_ttl` (a crashed instance cannot
-/// hold them for good).
+/// verifications run per lock window (the others are [`Claim::Busy`] until those settle). Claims
+/// expire after `claim_ttl` (a crashed instance cannot hold them for good).
 pub fn claim_check(conn: &mut PgConnection, username: &str, threshold: i32, claim_ttl: Duration) -> QueryResult<Claim> {
     let granted: Option<GrantedCheck> = diesel::sql_query(format!(
         "UPDATE users SET check_claims = {LIVE_CLAIMS} + 1, claims_expire_at = clock_timestamp() + $3 \
