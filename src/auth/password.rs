@@ -340,9 +340,15 @@ impl Ticket {
             enqueued: Instant::now(),
             run: Box::new(move |admitted: Result<(), HashError>| {
                 // The ticket (and with it the place in the queue) lives until the job is done, and
-                // is given back before the answer goes out.
+                // is given back, and the time recorded, before the answer goes out: whoever gets
+                // the answer sees both.
                 let ticket = self;
-                let result = admitted.and_then(|()| work(&ticket.shared));
+                let result = admitted.and_then(|()| {
+                    let started = Instant::now();
+                    let result = work(&ticket.shared);
+                    ticket.shared.seconds.observe(started.elapsed().as_secs_f64());
+                    result
+                });
                 drop(ticket);
                 let _ = answer.send(result);
             }),
@@ -390,12 +396,7 @@ impl Shared {
         }
         while let Some(job) = self.next_job(role) {
             let admitted = if job.enqueued.elapsed() > self.max_wait { Err(HashError::Expired) } else { Ok(()) };
-            let started = Instant::now();
-            let ran = admitted.is_ok();
             (job.run)(admitted);
-            if ran {
-                self.seconds.observe(started.elapsed().as_secs_f64());
-            }
         }
     }
 
