@@ -24,6 +24,13 @@ pub fn server_url() -> String {
     std::env::var("GATEHOUSE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
+/// The URL of `database` on the test server. Without TLS: the test server has none, and libpq
+/// otherwise sets up OpenSSL for every connection, which a connection still being made by a pool's
+/// worker thread can crash into (SIGSEGV) while the test process exits (diesel-rs/diesel#3441).
+pub fn database_url(server: &str, database: &str) -> String {
+    format!("{server}/{database}?sslmode=disable")
+}
+
 fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -57,7 +64,7 @@ fn template_on(server: &str) -> String {
         std::fs::read(dir.join("up.sql")).unwrap_or_default().hash(&mut hasher);
     }
     let name = format!("gatehouse_test_template_{:016x}", hasher.finish());
-    let mut admin = PgConnection::establish(&format!("{server}/postgres"))
+    let mut admin = PgConnection::establish(&database_url(server, "postgres"))
         .unwrap_or_else(|err| panic!("cannot reach the test PostgreSQL at {server}: {err}"));
     // Test processes may start together: one makes the template, the others wait for it.
     diesel::sql_query("SELECT pg_advisory_lock(7306)").execute(&mut admin).unwrap();
@@ -89,7 +96,7 @@ fn template_on(server: &str) -> String {
         diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).execute(&mut admin).unwrap();
         diesel::sql_query(format!("CREATE DATABASE {building}")).execute(&mut admin).unwrap();
         {
-            let mut conn = PgConnection::establish(&format!("{server}/{building}")).unwrap();
+            let mut conn = PgConnection::establish(&database_url(server, &building)).unwrap();
             db::migrate(&mut conn).unwrap();
         }
         diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {name}")).execute(&mut admin).unwrap();
@@ -109,11 +116,11 @@ impl TestDb {
     pub fn create_on(server: &str) -> Self {
         let template = template_on(server);
         let name = format!("gatehouse_test_{}", Uuid::new_v4().simple());
-        let admin_url = format!("{server}/postgres");
+        let admin_url = database_url(server, "postgres");
         let mut admin = PgConnection::establish(&admin_url)
             .unwrap_or_else(|err| panic!("cannot reach the test PostgreSQL at {admin_url}: {err}"));
         diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}")).execute(&mut admin).unwrap();
-        let url = format!("{server}/{name}");
+        let url = database_url(server, &name);
         Self { name, url, admin_url }
     }
 
