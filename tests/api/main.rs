@@ -24,6 +24,7 @@ mod metrics;
 mod nginx;
 mod outage;
 mod purge;
+mod reference_doc;
 mod resource_server;
 mod safeguards;
 mod schema;
