@@ -47,6 +47,8 @@ const RELOAD_FOR_UNKNOWN_KID_EVERY: chrono::Duration = chrono::Duration::seconds
 /// covers a slow reload (a busy pool, the rotation lock) and the instances' clocks differing.
 pub const PUBLICATION_DELAY: chrono::Duration =
     chrono::Duration::seconds((JWKS_MAX_AGE.as_secs() + 2 * RELOAD_EVERY.as_secs()) as i64);
+// Checked when compiling, not by a test: a new key is published at least one max-age ahead.
+const _: () = assert!(PUBLICATION_DELAY.num_seconds() >= JWKS_MAX_AGE.as_secs() as i64);
 /// A retired key stays this long past the access-token lifetime: instances that have not reloaded
 /// yet may still sign with it for up to [`RELOAD_EVERY`], and clocks differ a little.
 pub const RETIREMENT_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
@@ -69,6 +71,8 @@ pub enum KeyError {
     },
     #[error("cannot make a signing key")]
     Generate(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot connect to the database to read the signing keys")]
+    Connect(#[source] diesel::ConnectionError),
     #[error("the signing keys could not be read or written")]
     Query(#[from] diesel::result::Error),
 }
@@ -272,8 +276,17 @@ pub fn plan(keys: &[KeyTimes], policy: &KeyPolicy, hs256: &str, now: DateTime<Ut
         .collect();
     let current = keys.iter().zip(&states).find(|(_, state)| **state == KeyState::Current).map(|(key, _)| key);
     let pending = keys.iter().zip(&states).any(|(key, state)| *state == KeyState::Next && key.alg == policy.alg);
-    let serves_policy =
-        |key: &KeyTimes| key.alg == policy.alg && (key.alg != SigningAlgorithm::Hs256 || key.kid == hs256);
+    // An HS256 row signs only if it is this secret's: the legacy row (tokens from before keys had
+    // ids) and another secret's row never sign here.
+    let can_sign = |key: &KeyTimes| key.alg != SigningAlgorithm::Hs256 || key.kid == hs256;
+    let serves_policy = |key: &KeyTimes| key.alg == policy.alg && can_sign(key);
+    // No moment without a key allowed to sign: while an asymmetric key waits out its publication
+    // delay behind a current key that cannot sign here (a database upgraded from before keys had
+    // ids), the configured secret signs (HS256 publishes nothing, so it may sign at once).
+    let gap = current.map_or(pending, |current| !can_sign(current));
+    if gap && policy.alg != SigningAlgorithm::Hs256 {
+        steps.push(Step::Create { alg: SigningAlgorithm::Hs256, activates_at: now });
+    }
     match current {
         // Nothing yet (a new deployment): the first key signs at once; nobody can have cached a set.
         None if !pending => steps.push(Step::Create { alg: policy.alg, activates_at: now }),
@@ -295,6 +308,30 @@ pub fn plan(keys: &[KeyTimes], policy: &KeyPolicy, hs256: &str, now: DateTime<Ut
         _ => {}
     }
     steps
+}
+
+/// The stored keys with their states at `now`, read only: nothing is made, rotated or decrypted.
+pub fn stored_timeline(
+    conn: &mut PgConnection,
+    policy: &KeyPolicy,
+    now: DateTime<Utc>,
+) -> Result<Vec<(KeyTimes, KeyState)>, KeyError> {
+    let times: Vec<KeyTimes> = db::signing_keys::all(conn)?.iter().filter_map(times_of).collect();
+    let states = states(&times, policy, now);
+    Ok(times.into_iter().zip(states).collect())
+}
+
+/// For each stored key with a private part: whether `secret` can decrypt it (read only; what
+/// `gatehouse keys list` shows, e.g. after `keys re-encrypt`).
+pub fn readable_with(
+    conn: &mut PgConnection,
+    secret: &SecretString,
+) -> Result<std::collections::HashMap<String, bool>, KeyError> {
+    let cipher = KeyCipher::new(secret);
+    Ok(db::signing_keys::all(conn)?
+        .into_iter()
+        .filter_map(|key| key.private_key.map(|sealed| (key.kid.clone(), cipher.open(&key.kid, &sealed).is_ok())))
+        .collect())
 }
 
 fn times_of(stored: &StoredKey) -> Option<KeyTimes> {
@@ -527,6 +564,13 @@ impl KeyRing {
         }
     }
 
+    /// Forgets every loaded key until the next reload: for tests of what happens when nothing can sign.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn unload(&self) {
+        *self.snapshot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Arc::new(Snapshot { keys: Vec::new() });
+    }
+
     fn snapshot(&self) -> Arc<Snapshot> {
         Arc::clone(&self.snapshot.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
@@ -535,12 +579,13 @@ impl KeyRing {
         self.policy.access_token_ttl.num_seconds()
     }
 
-    /// Every key with its state at `now`, for `gatehouse keys list`.
-    pub fn timeline(&self, now: DateTime<Utc>) -> Vec<(KeyTimes, KeyState)> {
-        let snapshot = self.snapshot();
-        let times: Vec<KeyTimes> = snapshot.keys.iter().map(|key| key.times.clone()).collect();
-        let states = states(&times, &self.policy, now);
-        times.into_iter().zip(states).collect()
+    /// True when some key may sign a token issued at `at` (checked before a password grant spends
+    /// a bcrypt run and records a sign-in it could not answer).
+    pub fn can_sign(&self, at: DateTime<Utc>) -> bool {
+        self.snapshot()
+            .keys
+            .iter()
+            .any(|key| key.encoding.is_some() && key.times.activates_at <= at && key.is_accepted_at(at))
     }
 
     /// Signs an access token issued at `issued_at` with the key current then.
@@ -662,13 +707,6 @@ impl KeyRing {
         self.snapshot().keys.iter().any(|key| key.times.kid == kid && key.is_accepted_at(now))
     }
 
-    /// Checks everything, the time window at `now` included.
-    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<AccessClaims, TokenRejection> {
-        let (_, claims) = self.verify_signature(token, now)?;
-        claims.check_time(now)?;
-        Ok(claims)
-    }
-
     /// The public keys verifiers need at `now` (RFC 7517): next, current and retired asymmetric keys.
     /// Never a private or symmetric member.
     pub fn jwks(&self, now: DateTime<Utc>) -> JwkSet {
@@ -697,15 +735,17 @@ impl LoadedKey {
 pub struct Reloader(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
 
 impl KeyRing {
-    pub fn keep_fresh(self: &Arc<Self>, database_url: SecretString) -> Reloader {
+    /// Reloads every `every` (at most [`RELOAD_EVERY`], which the publication delay assumes).
+    pub fn keep_fresh(self: &Arc<Self>, database_url: SecretString, every: Duration) -> Reloader {
+        let every = every.min(RELOAD_EVERY);
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let ring = Arc::downgrade(self);
         let spawned = std::thread::Builder::new().name("signing-keys".to_owned()).spawn(move || {
             // Ends when the guard (and with it the sender) is dropped.
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(RELOAD_EVERY) {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                 let Some(ring) = ring.upgrade() else { return };
                 let reloaded = diesel::Connection::establish(database_url.expose_secret())
-                    .map_err(|err| KeyError::Generate(err.into()))
+                    .map_err(KeyError::Connect)
                     .and_then(|mut conn: PgConnection| ring.reload(&mut conn, Utc::now()));
                 if let Err(err) = reloaded {
                     log::error!(
@@ -781,7 +821,6 @@ mod tests {
         let at = t0() + chrono::Duration::days(30);
         let steps = plan(&keys, &policy(ES), "hs", at);
         assert_eq!(steps, vec![Step::Create { alg: ES, activates_at: at + PUBLICATION_DELAY }]);
-        assert!(PUBLICATION_DELAY.to_std().unwrap() >= JWKS_MAX_AGE, "published at least one max-age ahead");
         // Once it exists, nothing more is due, and rotation off means no successor at all.
         let with_next = [key("a", ES, t0()), key("b", ES, at + PUBLICATION_DELAY)];
         assert_eq!(plan(&with_next, &policy(ES), "hs", at + chrono::Duration::minutes(1)), vec![]);
@@ -822,6 +861,78 @@ mod tests {
         let at = t0() + chrono::Duration::hours(1);
         let steps = plan(&keys, &policy(SigningAlgorithm::EdDsa), "hs", at);
         assert_eq!(steps, vec![Step::Create { alg: SigningAlgorithm::EdDsa, activates_at: at + PUBLICATION_DELAY }]);
+    }
+
+    #[test]
+    fn the_secret_signs_while_the_first_published_key_waits_behind_the_legacy_row() {
+        let legacy = [key(LEGACY_HS256_KID, SigningAlgorithm::Hs256, t0())];
+        let at = t0() + chrono::Duration::days(3);
+        let steps = plan(&legacy, &policy(ES), "hs", at);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Create { alg: SigningAlgorithm::Hs256, activates_at: at },
+                Step::Create { alg: ES, activates_at: at + PUBLICATION_DELAY }
+            ]
+        );
+        // A database that an earlier version left with only the waiting key behind the legacy row.
+        let waiting = [key(LEGACY_HS256_KID, SigningAlgorithm::Hs256, t0()), key("es", ES, at + PUBLICATION_DELAY)];
+        assert_eq!(
+            plan(&waiting, &policy(ES), "hs", at),
+            vec![Step::Create { alg: SigningAlgorithm::Hs256, activates_at: at }]
+        );
+        // Once the secret's row is current, nothing more until the published key takes over.
+        let bridged = [
+            key(LEGACY_HS256_KID, SigningAlgorithm::Hs256, t0()),
+            key("hs", SigningAlgorithm::Hs256, at),
+            key("es", ES, at + PUBLICATION_DELAY),
+        ];
+        assert_eq!(plan(&bridged, &policy(ES), "hs", at + chrono::Duration::minutes(1)), vec![]);
+        // Under HS256 the secret's own row is made at once, as before: no second step.
+        let hs = policy(SigningAlgorithm::Hs256);
+        assert_eq!(plan(&legacy, &hs, "hs", at), vec![Step::Create { alg: SigningAlgorithm::Hs256, activates_at: at }]);
+    }
+
+    #[test]
+    fn every_instant_has_a_key_that_signs() {
+        // Walk a day in 10-minute steps over a handful of starting sets: after applying the plan at
+        // each instant, some key that this instance can sign with is current.
+        let starts: Vec<Vec<KeyTimes>> = vec![
+            vec![],
+            vec![key(LEGACY_HS256_KID, SigningAlgorithm::Hs256, t0())],
+            vec![key("other-secret", SigningAlgorithm::Hs256, t0())],
+            vec![key("hs", SigningAlgorithm::Hs256, t0())],
+            vec![key("es", ES, t0())],
+        ];
+        for alg in [ES, SigningAlgorithm::EdDsa, SigningAlgorithm::Hs256] {
+            for start in &starts {
+                let mut keys = start.clone();
+                let mut now = t0() + chrono::Duration::minutes(1);
+                for _ in 0..144 {
+                    for step in plan(&keys, &policy(alg), "hs", now) {
+                        match step {
+                            Step::Create { alg, activates_at } => {
+                                let kid = if alg == SigningAlgorithm::Hs256 {
+                                    "hs".to_owned()
+                                } else {
+                                    format!("{alg:?}{now}")
+                                };
+                                keys.retain(|key| key.kid != kid);
+                                keys.push(KeyTimes { kid, alg, created_at: now, activates_at });
+                            }
+                            Step::Delete { kid } => keys.retain(|key| key.kid != kid),
+                        }
+                    }
+                    keys.sort_by_key(|key| key.activates_at);
+                    let current = keys.iter().rev().find(|key| key.activates_at <= now);
+                    assert!(
+                        current.is_some_and(|key| key.alg != SigningAlgorithm::Hs256 || key.kid == "hs"),
+                        "{alg:?} from {start:?} at {now}: {keys:?}"
+                    );
+                    now += chrono::Duration::minutes(10);
+                }
+            }
+        }
     }
 
     #[test]

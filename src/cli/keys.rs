@@ -21,6 +21,25 @@ pub enum KeysCommand {
 }
 
 pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: KeysCommand) -> Result<(), CliError> {
+    let policy = KeyPolicy {
+        alg: settings.signing_alg,
+        rotation: settings.key_rotation.and_then(|period| chrono::Duration::from_std(period).ok()),
+        access_token_ttl: chrono::Duration::from_std(settings.access_token_ttl)
+            .unwrap_or(chrono::Duration::minutes(15)),
+    };
+    let now = Utc::now();
+    if let KeysCommand::List = command {
+        // Listing only reads: it neither makes nor rotates keys (the CLI's environment may differ
+        // from the servers'), and needs no secret.
+        let timeline = keys::stored_timeline(conn, &policy, now).map_err(|err| CliError::from_error(&err))?;
+        // With a secret configured, say whether it can decrypt each key (nothing is written).
+        let readable = match settings.resolve_jwt_secret() {
+            Ok(secret) => Some(keys::readable_with(conn, &secret).map_err(|err| CliError::from_error(&err))?),
+            Err(_) => None,
+        };
+        print_timeline(&timeline, readable.as_ref());
+        return Ok(());
+    }
     let secret = settings.resolve_jwt_secret().map_err(CliError::from_display)?;
     if let KeysCommand::ReEncrypt = command {
         let old = old_secret()?;
@@ -28,42 +47,10 @@ pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: KeysCom
         println!("re-encrypted {count} signing key(s) under the current GATEHOUSE_JWT_SECRET");
         return Ok(());
     }
-    let policy = KeyPolicy {
-        alg: settings.signing_alg,
-        rotation: settings.key_rotation.and_then(|period| chrono::Duration::from_std(period).ok()),
-        access_token_ttl: chrono::Duration::from_std(settings.access_token_ttl)
-            .unwrap_or(chrono::Duration::minutes(15)),
-    };
     let issuer = settings.issuer_for(settings.bind);
-    let now = Utc::now();
     let ring = KeyRing::load(conn, policy, &issuer, &secret, Undecryptable::Refuse, now)
         .map_err(|err| CliError::from_error(&err))?;
     match command {
-        KeysCommand::List => {
-            println!("{:<44} {:<6} {:<8} {:<21} {:<21} RETIRES", "KID", "ALG", "STATE", "CREATED", "SIGNS FROM");
-            // The keys of the set: next, current and retired. An expired key (its tokens all gone)
-            // has left the set; only its row waits a day for deletion.
-            let timeline: Vec<_> = ring.timeline(now).into_iter().filter(|(_, state)| state.is_accepted()).collect();
-            for (index, (key, state)) in timeline.iter().enumerate() {
-                let retires = match state {
-                    KeyState::Retired { since, until } => {
-                        format!("{} (accepted until {})", stamp(*since), stamp(*until))
-                    }
-                    KeyState::Expired { since } => stamp(*since),
-                    // The next key's activation, if one is waiting.
-                    _ => timeline.get(index + 1).map_or_else(|| "-".to_owned(), |(next, _)| stamp(next.activates_at)),
-                };
-                println!(
-                    "{:<44} {:<6} {:<8} {:<21} {:<21} {}",
-                    key.kid,
-                    key.alg.as_str(),
-                    state.name(),
-                    stamp(key.created_at),
-                    stamp(key.activates_at),
-                    retires
-                );
-            }
-        }
         KeysCommand::Rotate => match ring.rotate_now(conn, now).map_err(|err| CliError::from_error(&err))? {
             Some(key) => println!(
                 "published {} key {}; it signs from {} (verifiers have a JWKS max-age to fetch it first)",
@@ -73,9 +60,43 @@ pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: KeysCom
             ),
             None => println!("nothing to do: a new key is already waiting to sign, or HS256 has no keys to rotate"),
         },
-        KeysCommand::ReEncrypt => {}
+        KeysCommand::List | KeysCommand::ReEncrypt => {}
     }
     Ok(())
+}
+
+fn print_timeline(timeline: &[(keys::KeyTimes, KeyState)], readable: Option<&std::collections::HashMap<String, bool>>) {
+    println!(
+        "{:<44} {:<6} {:<8} {:<21} {:<21} {:<14} RETIRES",
+        "KID", "ALG", "STATE", "CREATED", "SIGNS FROM", "SECRET"
+    );
+    // The keys of the set: next, current and retired. An expired key (its tokens all gone) has
+    // left the set; only its row waits a day for deletion.
+    let timeline: Vec<_> = timeline.iter().filter(|(_, state)| state.is_accepted()).collect();
+    for (index, (key, state)) in timeline.iter().enumerate() {
+        let retires = match state {
+            KeyState::Retired { since, until } => format!("{} (accepted until {})", stamp(*since), stamp(*until)),
+            KeyState::Expired { since } => stamp(*since),
+            // The next key's activation, if one is waiting.
+            _ => timeline.get(index + 1).map_or_else(|| "-".to_owned(), |(next, _)| stamp(next.activates_at)),
+        };
+        // Whether the configured GATEHOUSE_JWT_SECRET decrypts it ("-": HS256, or no secret given).
+        let secret = match readable.and_then(|readable| readable.get(&key.kid)) {
+            Some(true) => "decrypts",
+            Some(false) => "cannot-decrypt",
+            None => "-",
+        };
+        println!(
+            "{:<44} {:<6} {:<8} {:<21} {:<21} {:<14} {}",
+            key.kid,
+            key.alg.as_str(),
+            state.name(),
+            stamp(key.created_at),
+            stamp(key.activates_at),
+            secret,
+            retires
+        );
+    }
 }
 
 fn stamp(at: chrono::DateTime<Utc>) -> String {

@@ -6,6 +6,7 @@
 //! several answers; transactions that must hold together live here, in one function each.
 
 pub mod auth_events;
+pub mod dev;
 pub mod items;
 pub mod locks;
 pub mod refresh_tokens;
@@ -44,7 +45,7 @@ pub struct PgPool {
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// How many migrations the binary carries (for the reversibility test).
-pub const MIGRATIONS_COUNT: usize = 7;
+pub const MIGRATIONS_COUNT: usize = 9;
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
 /// Short, so an outage answers 503 quickly instead of piling up requests.
@@ -99,13 +100,25 @@ where
         .map_err(|_| ServerError::unavailable(Message("timed out waiting for a database connection")))?
         .map_err(ServerError::internal)?;
     let connections = pool.connections.clone();
-    web::block(move || {
+    // The request's id goes along, for the log lines and the audit rows the work writes.
+    web::block(crate::log_context::carry(move || {
         let _permit = permit;
         let mut conn = connections.get().map_err(ServerError::unavailable)?;
         Ok(work(&mut conn)?)
-    })
+    }))
     .await
     .map_err(ServerError::internal)?
+}
+
+/// [`run`] for work whose failures are not only queries (a transaction that also signs): its error
+/// becomes a [`ServerError`] the same way.
+pub async fn run_with<T, E, F>(pool: &PgPool, work: F) -> Result<T, ServerError>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+    E: Into<ServerError> + Send + 'static,
+    T: Send + 'static,
+{
+    run(pool, move |conn| Ok(work(conn))).await?.map_err(Into::into)
 }
 
 /// Why the database could not be prepared (by `serve`, `migrate` and the other commands).

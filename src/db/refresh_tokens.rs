@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::auth_events::{self, NewEvent};
 use super::schema::{refresh_families, refresh_tokens, revoked_access_tokens, users};
+use crate::domain::rules::{FamilyState, PresentedToken, RotationDecision, decide_rotation};
 use crate::domain::{EventKind, ScopeSet};
 
 /// SHA-256 of the token. The token has 256 bits of entropy, so a fast hash is enough: there is
@@ -75,12 +76,35 @@ pub struct FamilyStart<'a> {
 }
 
 #[derive(Debug)]
-pub enum Start {
-    Issued(Grantee),
+pub enum Start<S> {
+    /// Stored, and signed by the caller's `sign` before the transaction committed.
+    Issued(S),
     /// A password change, deactivation or sign-out-everywhere happened after the check began.
     Invalidated,
     ScopeNotAllowed(ScopeSet),
 }
+
+/// Why a transaction that issues tokens failed. Either way it rolled back: nothing is stored
+/// unless the answer that reports it can be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueFailure {
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    #[error("cannot sign the access token")]
+    Sign(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<IssueFailure> for crate::errors::ServerError {
+    fn from(failure: IssueFailure) -> Self {
+        match failure {
+            IssueFailure::Query(err) => err.into(),
+            IssueFailure::Sign(err) => crate::errors::ServerError::Internal(err.into()),
+        }
+    }
+}
+
+/// Signs the access token of a grant inside the transaction that stores it.
+pub type Signer<'a, S> = Box<dyn FnOnce(&Grantee) -> Result<S, IssueFailure> + 'a>;
 
 #[derive(QueryableByName)]
 struct LockedUser {
@@ -106,8 +130,14 @@ fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<Locke
 }
 
 /// Begins a family for a password grant, re-checking under the user's row lock that nothing
-/// invalidated the user's credentials since the check began, and records `event`.
-pub fn start_family(conn: &mut PgConnection, start: &FamilyStart<'_>, event: NewEvent) -> QueryResult<Start> {
+/// invalidated the user's credentials since the check began, and records `event`. `sign` makes
+/// the answer before the transaction commits: if it fails, nothing was stored.
+pub fn start_family<S>(
+    conn: &mut PgConnection,
+    start: &FamilyStart<'_>,
+    event: NewEvent,
+    sign: Signer<'_, S>,
+) -> Result<Start<S>, IssueFailure> {
     conn.transaction(|conn| {
         let Some(user) = lock_user(conn, start.user_id)? else { return Ok(Start::Invalidated) };
         if !user.is_active || start.auth_time < user.tokens_valid_after {
@@ -132,13 +162,9 @@ pub fn start_family(conn: &mut PgConnection, start: &FamilyStart<'_>, event: New
         insert_token(conn, family_id, &scopes, &start.token, start.family_expires_at)?;
         auth_events::record(conn, &event.user(start.user_id).detail(scopes.to_string()))?;
         let roles = super::users::roles_of(conn, start.user_id)?;
-        Ok(Start::Issued(Grantee {
-            user_id: start.user_id,
-            username: user.username,
-            roles,
-            scopes,
-            issued_at: start.auth_time,
-        }))
+        let grantee =
+            Grantee { user_id: start.user_id, username: user.username, roles, scopes, issued_at: start.auth_time };
+        Ok(Start::Issued(sign(&grantee)?))
     })
 }
 
@@ -163,13 +189,11 @@ fn insert_token(
 
 /// The outcome of presenting a refresh token.
 #[derive(Debug)]
-pub enum Rotation {
-    Rotated(Grantee),
+pub enum Rotation<S> {
+    /// Rotated, and signed by the caller's `sign` before the transaction committed.
+    Rotated(S),
     /// The token was already used: it leaked, or the client is confused. The family is revoked now.
-    Reused {
-        user_id: Uuid,
-        family_id: Uuid,
-    },
+    Reused { user_id: Uuid, family_id: Uuid },
     /// Unknown, expired, revoked, or its user deactivated or signed out since.
     Refused,
     /// The request asked for scopes the family never had.
@@ -177,16 +201,19 @@ pub enum Rotation {
 }
 
 /// RFC 6749 §6: exchanges the token whose hash is `presented` for `new_token`, in one transaction
-/// that holds the family's row lock. `requested`: narrower scopes, or `None` for the token's own.
-/// Records a `refresh` (or `reuse_detected`) event built from `event`.
-pub fn rotate(
+/// that holds the family's row lock: loads the rows, lets [`decide_rotation`] rule, writes what it
+/// decided. `requested`: narrower scopes, or `None` for the token's own. Records a `refresh` (or
+/// `reuse_detected`) event built from `event`. `sign` makes the answer before the transaction
+/// commits: if it fails, the presented token is still unused and the client may retry.
+pub fn rotate<S>(
     conn: &mut PgConnection,
     presented: &[u8],
     requested: Option<&ScopeSet>,
     new_token: &NewToken<'_>,
     now: DateTime<Utc>,
     event: NewEvent,
-) -> QueryResult<Rotation> {
+    sign: Signer<'_, S>,
+) -> Result<Rotation<S>, IssueFailure> {
     conn.transaction(|conn| {
         let Some((family_id, user_id)) = family_of(conn, presented)? else { return Ok(Rotation::Refused) };
         // Locks in the order invalidation takes them (user, then family), so the two never deadlock.
@@ -194,28 +221,27 @@ pub fn rotate(
         let family = lock_family(conn, family_id)?;
         // Read again under the family's lock: every rotation of this family is serialized here.
         let Some(stored) = find_token(conn, presented)? else { return Ok(Rotation::Refused) };
-        if family.revoked_at.is_some() {
-            return Ok(Rotation::Refused);
-        }
-        if stored.used_at.is_some() {
-            revoke_locked_family(conn, family.id, now)?;
-            let reuse = NewEvent { kind: EventKind::ReuseDetected, ..event };
-            auth_events::record(conn, &reuse.user(family.user_id).detail(format!("family {} revoked", family.id)))?;
-            return Ok(Rotation::Reused { user_id: family.user_id, family_id: family.id });
-        }
-        if stored.expires_at <= now || family.expires_at <= now {
-            return Ok(Rotation::Refused);
-        }
-        if !user.is_active || family.auth_time < user.tokens_valid_after {
-            return Ok(Rotation::Refused);
-        }
-        let wanted = requested.cloned().unwrap_or_else(|| stored.scope.clone());
-        if !wanted.is_subset(&stored.scope) {
-            return Ok(Rotation::ScopeWidened(wanted.difference(&stored.scope)));
-        }
-        // Roles may have changed since the first grant: never hand out what they no longer allow.
         let allowed = super::users::allowed_scopes(conn, family.user_id)?;
-        let scopes: ScopeSet = wanted.iter().filter(|scope| allowed.contains(scope.as_str())).cloned().collect();
+        let token =
+            PresentedToken { scope: &stored.scope, expires_at: stored.expires_at, used: stored.used_at.is_some() };
+        let state = FamilyState {
+            revoked: family.revoked_at.is_some(),
+            expires_at: family.expires_at,
+            auth_time: family.auth_time,
+            user_active: user.is_active,
+            tokens_valid_after: user.tokens_valid_after,
+        };
+        let scopes = match decide_rotation(&token, &state, requested, &allowed, now) {
+            RotationDecision::Refuse => return Ok(Rotation::Refused),
+            RotationDecision::Widened(extra) => return Ok(Rotation::ScopeWidened(extra)),
+            RotationDecision::Reuse => {
+                revoke_locked_family(conn, family.id, now)?;
+                let reuse = NewEvent { kind: EventKind::ReuseDetected, ..event };
+                auth_events::record(conn, &reuse.user(family.user_id).detail(format!("family {} revoked", family.id)))?;
+                return Ok(Rotation::Reused { user_id: family.user_id, family_id: family.id });
+            }
+            RotationDecision::Rotate(scopes) => scopes,
+        };
         diesel::update(refresh_tokens::table.find(stored.id)).set(refresh_tokens::used_at.eq(now)).execute(conn)?;
         diesel::update(refresh_families::table.find(family.id))
             .set((refresh_families::last_used_at.eq(now), refresh_families::scope.eq(&scopes)))
@@ -224,13 +250,8 @@ pub fn rotate(
         let refreshed = event.user(family.user_id).attempted(&user.username).detail(scopes.to_string());
         auth_events::record(conn, &refreshed)?;
         let roles = super::users::roles_of(conn, family.user_id)?;
-        Ok(Rotation::Rotated(Grantee {
-            user_id: family.user_id,
-            username: user.username,
-            roles,
-            scopes,
-            issued_at: user.now,
-        }))
+        let grantee = Grantee { user_id: family.user_id, username: user.username, roles, scopes, issued_at: user.now };
+        Ok(Rotation::Rotated(sign(&grantee)?))
     })
 }
 
@@ -339,14 +360,6 @@ pub fn outstanding_count(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryRe
         .filter(refresh_families::expires_at.gt(now))
         .count()
         .get_result(conn)
-}
-
-/// Refresh tokens that could still be exchanged, and the families they belong to. The two are one
-/// number: a live family has exactly one unused token (a rotation marks the presented token used as
-/// it stores the next, under the family's lock; reuse revokes the family), so one count answers both.
-pub fn live_counts(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<(i64, i64)> {
-    let live = outstanding_count(conn, now)?;
-    Ok((live, live))
 }
 
 /// Refuses the access token with this `jti` until it would have expired anyway. False when its

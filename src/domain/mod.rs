@@ -1,5 +1,6 @@
-//! Values parsed and validated at the edge: once one of these exists, it is known to be well formed.
-//! Nothing here knows about HTTP or the database's connections.
+//! Values parsed and validated at the edge: once one of these exists, it is known to be well formed;
+//! and, in [`rules`], the decisions made over rows loaded under their locks. Nothing here knows
+//! about HTTP or the database's connections.
 
 mod account;
 mod address;
@@ -7,6 +8,7 @@ mod event;
 mod item;
 mod password;
 mod role;
+pub mod rules;
 mod scope;
 mod username;
 

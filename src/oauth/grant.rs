@@ -13,7 +13,7 @@ use crate::auth::jwt::TokenSubject;
 use crate::auth::keys::KeyRing;
 use crate::auth::password::PasswordHasher;
 use crate::db::auth_events::NewEvent;
-use crate::db::refresh_tokens::{self, FamilyStart, Grantee, NewToken, Rotation, Start};
+use crate::db::refresh_tokens::{self, FamilyStart, Grantee, IssueFailure, NewToken, Rotation, Start};
 use crate::db::{self, PgPool};
 use crate::domain::{EventKind, ScopeSet};
 use crate::errors::ServerError;
@@ -65,6 +65,15 @@ impl Grants {
         attempt: &Attempt,
         now: DateTime<Utc>,
     ) -> Result<IssuedTokens, GrantError> {
+        // No key that may sign: say so before a bcrypt run and a recorded sign-in that no token
+        // could follow (the issuing transaction would roll back anyway).
+        if !self.keys.can_sign(now) {
+            return Err(GrantError::Server(ServerError::internal(crate::errors::Message(
+                "no signing key may sign now",
+            ))));
+        }
+        // A place in the hashing queue first: a request turned away costs nothing more (no query).
+        let ticket = credentials::admit(&self.hasher, &self.metrics, username, attempt).await.map_err(login_error)?;
         // Scopes that do not exist at all are refused before any password work: that reveals nothing.
         let wanted = requested.clone();
         let unknown = db::run(&self.pool, move |conn| {
@@ -76,13 +85,9 @@ impl Grants {
             return Err(GrantError::InvalidScope(format!("unknown scope `{scope}`")));
         }
 
-        let signed_in =
-            credentials::check_password(&self.pool, &self.hasher, &self.metrics, username, password, attempt)
-                .await
-                .map_err(|err| match err {
-                    LoginError::InvalidCredentials => GrantError::InvalidCredentials,
-                    LoginError::Server(err) => GrantError::Server(err),
-                })?;
+        let signed_in = credentials::check_password(&self.pool, ticket, &self.metrics, username, password, attempt)
+            .await
+            .map_err(login_error)?;
 
         let refresh_token = crate::random::token(32);
         let hash = refresh_tokens::token_hash(&refresh_token);
@@ -90,7 +95,8 @@ impl Grants {
         let client_addr = attempt.client_addr();
         let event =
             NewEvent::new(EventKind::TokenIssued, attempt.channel).attempted(username).client(client_addr.clone());
-        let started = db::run(&self.pool, move |conn| {
+        let keys = Arc::clone(&self.keys);
+        let started = db::run_with(&self.pool, move |conn| {
             let start = FamilyStart {
                 user_id: signed_in.user_id,
                 auth_time: signed_in.began_at,
@@ -99,11 +105,11 @@ impl Grants {
                 family_expires_at: signed_in.began_at + policy.family_max_age,
                 client_addr: client_addr.as_deref(),
             };
-            refresh_tokens::start_family(conn, &start, event)
+            refresh_tokens::start_family(conn, &start, event, Box::new(|grantee| sign(&keys, grantee, refresh_token)))
         })
         .await?;
         match started {
-            Start::Issued(grantee) => Ok(self.issue(grantee, refresh_token, "password")?),
+            Start::Issued(tokens) => Ok(self.count_issued(tokens, "password")),
             // The password was right, but a password change, deactivation or sign-out-everywhere
             // committed while it was being checked: as if it had come first.
             Start::Invalidated => Err(GrantError::InvalidCredentials),
@@ -127,13 +133,15 @@ impl Grants {
         let new_hash = refresh_tokens::token_hash(&new_token);
         let ttl = self.policy.token_ttl;
         let event = NewEvent::new(EventKind::Refresh, attempt.channel).client(attempt.client_addr());
-        let rotation = db::run(&self.pool, move |conn| {
+        let keys = Arc::clone(&self.keys);
+        let rotation = db::run_with(&self.pool, move |conn| {
             let token = NewToken { hash: &new_hash, expires_at: now + ttl };
-            refresh_tokens::rotate(conn, &presented, requested.as_ref(), &token, now, event)
+            let sign = Box::new(|grantee: &Grantee| sign(&keys, grantee, new_token));
+            refresh_tokens::rotate(conn, &presented, requested.as_ref(), &token, now, event, sign)
         })
         .await?;
         match rotation {
-            Rotation::Rotated(grantee) => Ok(self.issue(grantee, new_token, "refresh_token")?),
+            Rotation::Rotated(tokens) => Ok(self.count_issued(tokens, "refresh_token")),
             Rotation::Reused { .. } => {
                 self.metrics.refresh_reuse.inc();
                 Err(GrantError::InvalidRefreshToken)
@@ -150,9 +158,11 @@ impl Grants {
     pub async fn revoke(&self, token: SecretString, attempt: &Attempt, now: DateTime<Utc>) -> Result<(), ServerError> {
         let hash = refresh_tokens::token_hash(token.expose_secret());
         // An access token's signature is checked; its expiry is not, as revoking an expired one is harmless.
+        // Fresh, as on `/api`: a token of a key another instance just made is revoked, not ignored.
         let access = self
             .keys
-            .verify_signature(token.expose_secret(), now)
+            .verify_signature_fresh(&self.pool, token.expose_secret(), now)
+            .await
             .ok()
             .map(|(_, claims)| (claims.jti, claims.sub, DateTime::from_timestamp(claims.exp, 0).unwrap_or(now)));
         let event = NewEvent::new(EventKind::Revoke, attempt.channel).client(attempt.client_addr());
@@ -170,17 +180,30 @@ impl Grants {
         .await
     }
 
-    fn issue(&self, grantee: Grantee, refresh_token: String, grant: &'static str) -> Result<IssuedTokens, ServerError> {
-        let subject = TokenSubject { user_id: grantee.user_id, username: &grantee.username, roles: &grantee.roles };
-        let (access_token, _) =
-            self.keys.issue(&subject, &grantee.scopes, grantee.issued_at).map_err(ServerError::internal)?;
+    fn count_issued(&self, tokens: IssuedTokens, grant: &'static str) -> IssuedTokens {
         self.metrics.tokens_issued.get_or_create(&GrantLabels { grant }).inc();
-        Ok(IssuedTokens {
-            access_token,
-            token_type: "bearer",
-            expires_in: self.keys.ttl_secs(),
-            scope: grantee.scopes.to_string(),
-            refresh_token,
-        })
+        tokens
     }
+}
+
+fn login_error(err: LoginError) -> GrantError {
+    match err {
+        LoginError::InvalidCredentials => GrantError::InvalidCredentials,
+        LoginError::Server(err) => GrantError::Server(err),
+    }
+}
+
+/// Signs the access token for `grantee`, inside the transaction that stores the refresh token: if
+/// no key can sign, the transaction rolls back and the presented credential stays as it was.
+fn sign(keys: &KeyRing, grantee: &Grantee, refresh_token: String) -> Result<IssuedTokens, IssueFailure> {
+    let subject = TokenSubject { user_id: grantee.user_id, username: &grantee.username, roles: &grantee.roles };
+    let (access_token, _) =
+        keys.issue(&subject, &grantee.scopes, grantee.issued_at).map_err(|err| IssueFailure::Sign(err.into()))?;
+    Ok(IssuedTokens {
+        access_token,
+        token_type: "bearer",
+        expires_in: keys.ttl_secs(),
+        scope: grantee.scopes.to_string(),
+        refresh_token,
+    })
 }

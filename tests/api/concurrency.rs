@@ -307,8 +307,9 @@ async fn tokens_issued_while_the_cli_prompts_for_a_new_password_end_when_it_is_s
     let (a, b) = spawn_pair(&[]).await;
     let alice = a.alice();
     let mut cli = gatehouse_cli(&b, &["user", "set-password", "alice"]).spawn().unwrap();
-    // The operator is still typing; meanwhile someone signs in with the old password.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The operator is still typing (the command waits in a read of its standard input); meanwhile
+    // someone signs in with the old password.
+    wait_until_reading_stdin(cli.id()).await;
     let during = a.login(&alice, Some("profile")).await;
     let access = during["access_token"].as_str().unwrap();
     let refresh = during["refresh_token"].as_str().unwrap();
@@ -426,11 +427,12 @@ async fn a_family_ends_at_its_maximum_age_however_often_it_was_rotated() {
     let presented = token_hash(tokens["refresh_token"].as_str().unwrap());
     let (child, child_hash) = ("child-token".to_owned(), token_hash("child-token"));
     let child_token = NewToken { hash: &child_hash, expires_at: at(89) + chrono::Duration::days(300) };
-    let rotated = rotate(&mut conn, &presented, None, &child_token, at(89), event()).unwrap();
+    let sign = || Box::new(|_: &gatehouse::db::refresh_tokens::Grantee| Ok(()));
+    let rotated = rotate(&mut conn, &presented, None, &child_token, at(89), event(), sign()).unwrap();
     assert!(matches!(rotated, Rotation::Rotated(_)), "{rotated:?}");
     let grandchild_hash = token_hash("grandchild");
     let grandchild = NewToken { hash: &grandchild_hash, expires_at: at(91) + chrono::Duration::days(300) };
-    let refused = rotate(&mut conn, &token_hash(&child), None, &grandchild, at(91), event()).unwrap();
+    let refused = rotate(&mut conn, &token_hash(&child), None, &grandchild, at(91), event(), sign()).unwrap();
     assert!(matches!(refused, Rotation::Refused), "{refused:?}");
 }
 
@@ -562,4 +564,19 @@ async fn anonymous_visitors_cost_no_session_row_and_a_session_works_on_either_in
     assert_eq!(signed_out.status(), 303);
     assert_eq!(a.client.get(a.url("/")).send().await.unwrap().status(), 303);
     assert_eq!(scalar(&a, "SELECT count(*) AS n FROM sessions"), 0);
+}
+
+/// Waits until process `pid` is blocked reading its standard input (Linux: `/proc/PID/syscall`
+/// names the system call a sleeping process is in, `0` being `read`, then its first argument, the
+/// file descriptor).
+async fn wait_until_reading_stdin(pid: u32) {
+    let started = std::time::Instant::now();
+    loop {
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        if syscall.starts_with("0 0x0 ") {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the command never waited for input: {syscall}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

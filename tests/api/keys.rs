@@ -325,6 +325,7 @@ async fn a_key_that_signs_at_once_on_one_instance_is_accepted_at_once_on_the_oth
     // tokens, on /api or at /introspect.
     let (a, b) = spawn_pair(&[]).await;
     let c = crate::helpers::spawn_instance_on(std::sync::Arc::clone(&a.db), &[("GATEHOUSE_ISSUER", PAIR_ISSUER)]).await;
+    let d = crate::helpers::spawn_instance_on(std::sync::Arc::clone(&a.db), &[("GATEHOUSE_ISSUER", PAIR_ISSUER)]).await;
     let alice = a.alice();
     let caller = b.access_token(&service_account(&b), Some("tokens:introspect")).await;
     let made = a.state.grants.keys.rotate_now(&mut a.db.conn(), Utc::now()).unwrap().unwrap();
@@ -336,6 +337,10 @@ async fn a_key_that_signs_at_once_on_one_instance_is_accepted_at_once_on_the_oth
     let introspected: Value = introspect(&b, Some(&caller), &[("token", &token)]).await.json().await.unwrap();
     assert_eq!(introspected["active"], true, "b loads the key the token names");
     assert_eq!(c.get(ME, Some(&token)).await.status(), 200, "so does c");
+    // A fourth instance that has not loaded the key revokes its token rather than ignoring it.
+    let revoked = a.access_token(&alice, Some("profile")).await;
+    assert_eq!(d.revoke(&revoked, None).await.status(), 200);
+    assert_bearer_error(a.get(ME, Some(&revoked)).await, 401, Some(INVALID_TOKEN), "invalid_token").await;
     // A made-up kid is refused (and costs at most one reload a second).
     let forged = forged_with_real_key(&a, &token, json!({"kid": "no-such-key"}));
     assert_bearer_error(c.get(ME, Some(&forged)).await, 401, Some(INVALID_TOKEN), "invalid_token").await;
@@ -395,7 +400,9 @@ async fn a_master_secret_that_cannot_decrypt_the_keys_stops_serve_with_one_line_
         "{stderr}"
     );
 
-    // --dev with a throwaway secret replaces the keys it cannot read, and says so.
+    // --dev with a throwaway secret replaces the keys it cannot read, and says so: in a database of
+    // its own (marked as --dev's), never in another one.
+    execute(&app, &format!("COMMENT ON DATABASE {} IS '{}'", app.db.name, gatehouse::db::dev::MARK));
     let mut dev =
         serve(None, true).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let stderr = dev.stderr.take().unwrap();
@@ -424,15 +431,16 @@ async fn keys_re_encrypted_under_a_new_secret_serve_with_it() {
         }
         command.output().unwrap()
     };
-    assert_eq!(cli(&["keys", "list"], new_secret, None).status.code(), Some(1), "not readable yet");
+    let listed = |secret: &str| String::from_utf8_lossy(&cli(&["keys", "list"], secret, None).stdout).into_owned();
+    assert!(listed(new_secret).contains(" cannot-decrypt "), "not readable yet: {}", listed(new_secret));
     let reencrypted = cli(&["keys", "re-encrypt"], new_secret, Some(JWT_SECRET));
     assert!(reencrypted.status.success(), "{}", String::from_utf8_lossy(&reencrypted.stderr));
     assert_eq!(
         String::from_utf8_lossy(&reencrypted.stdout),
         "re-encrypted 1 signing key(s) under the current GATEHOUSE_JWT_SECRET\n"
     );
-    assert!(cli(&["keys", "list"], new_secret, None).status.success());
-    assert_eq!(cli(&["keys", "list"], JWT_SECRET, None).status.code(), Some(1), "the old secret no longer reads them");
+    assert!(listed(new_secret).contains(" decrypts "), "{}", listed(new_secret));
+    assert!(listed(JWT_SECRET).contains(" cannot-decrypt "), "the old secret no longer reads them");
 }
 
 // --- Introspection (RFC 7662) ---
@@ -541,6 +549,12 @@ async fn introspection_needs_a_caller_token_with_the_introspect_scope() {
     let caller = app.access_token(&service, Some("tokens:introspect")).await;
     let response = introspect(&app, Some(&caller), &[("token_type_hint", "access_token")]).await;
     assert_bearer_error(response, 400, None, "invalid_request").await;
+    // The role is checked at every call: a service whose role is taken away stops at once,
+    // though its token still carries the scope.
+    assert_eq!(introspect(&app, Some(&caller), &[("token", &access)]).await.status(), 200);
+    execute(&app, "DELETE FROM user_roles WHERE role_name = 'service'");
+    let response = introspect(&app, Some(&caller), &[("token", &access)]).await;
+    assert_bearer_error(response, 403, Some(r#"Bearer error="insufficient_scope""#), "insufficient_scope").await;
 }
 
 #[tokio::test]
@@ -594,4 +608,110 @@ async fn instances_starting_together_make_one_key_and_racing_rotations_make_one_
         ring.rotate_now(&mut conn, Utc::now()).unwrap();
     });
     assert_eq!(count(&db), 2);
+}
+
+// --- Nothing is committed unless the answer that reports it can be sent ---
+
+#[tokio::test]
+async fn a_database_upgraded_from_before_keys_had_ids_signs_from_the_first_request() {
+    // What a round-1 deployment's migration leaves: one legacy HS256 row, and users.
+    let db = crate::helpers::TestDb::create();
+    {
+        let mut conn = db.conn();
+        diesel::sql_query("DELETE FROM signing_keys").execute(&mut conn).unwrap();
+        diesel::sql_query(
+            "INSERT INTO signing_keys (kid, alg, activates_at) VALUES ('hs256-legacy', 'HS256', now() - interval '1 day')",
+        )
+        .execute(&mut conn)
+        .unwrap();
+    }
+    let app = crate::helpers::spawn_app_on(db, &[]).await;
+    let alice = app.alice();
+    // The ES256 key waits out its publication delay; the secret signs meanwhile.
+    let tokens = app.login(&alice, Some("profile")).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(jwt_part(access, 0)["alg"], "HS256");
+    assert_eq!(app.get(ME, Some(access)).await.status(), 200);
+    let refreshed = app.refresh(tokens["refresh_token"].as_str().unwrap(), None).await;
+    assert_eq!(refreshed.status(), 200);
+    let listing = keys_list(&app);
+    assert_eq!(listing.lines().filter(|line| line.contains(" ES256  next ")).count(), 1, "{listing}");
+    assert_eq!(listing.lines().filter(|line| line.contains(" HS256  current ")).count(), 1, "{listing}");
+}
+
+#[tokio::test]
+async fn a_refresh_that_cannot_be_signed_changes_nothing_and_can_be_retried() {
+    let app = spawn_app_with(&[]).await;
+    let alice = app.alice();
+    let tokens = app.login(&alice, None).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let families_before = app.events().len();
+    // No key can sign on this instance (as with a key it cannot use).
+    app.state.grants.keys.unload();
+    let failed = app.refresh(refresh, None).await;
+    assert_eq!(failed.status(), 500);
+    let failed_login =
+        app.post_token(&[("grant_type", "password"), ("username", "alice"), ("password", "alice-password")]).await;
+    assert_eq!(failed_login.status(), 500);
+    // Nothing was stored: no rotation, no new family, no event.
+    assert_eq!(app.events().len(), families_before, "{:?}", app.event_kinds());
+    assert_eq!(
+        scalar_count(&app, "SELECT count(*) AS n FROM refresh_tokens WHERE used_at IS NOT NULL"),
+        0,
+        "the presented token is still unused"
+    );
+    assert_eq!(scalar_count(&app, "SELECT count(*) AS n FROM refresh_families"), 1);
+    // The keys come back: the client's retry with the same token works, and is not "reuse".
+    reload(&[&app]);
+    let retried = app.refresh(refresh, None).await;
+    assert_eq!(retried.status(), 200, "{:?}", retried.text().await);
+    assert!(!app.event_kinds().contains(&"reuse_detected".to_owned()));
+}
+
+#[test]
+fn listing_the_keys_changes_nothing() {
+    // A database with no keys at all, and a CLI whose environment asks for another algorithm:
+    // listing makes no key.
+    let db = crate::helpers::TestDb::create();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["keys", "list"])
+        .env("DATABASE_URL", &db.url)
+        .env("GATEHOUSE_SIGNING_ALG", "EdDSA")
+        .env_remove("GATEHOUSE_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut conn = db.conn();
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let keys: Count = diesel::sql_query("SELECT count(*) AS n FROM signing_keys").get_result(&mut conn).unwrap();
+    assert_eq!(keys.n, 0);
+}
+
+fn scalar_count(app: &TestApp, sql: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql).get_result::<Count>(&mut app.db.conn()).unwrap().n
+}
+
+#[tokio::test]
+async fn every_instance_reloads_the_keys_by_itself_at_its_interval() {
+    // b is never told to reload: its own timer picks up the key a published.
+    let (a, b) = spawn_pair(&[("GATEHOUSE_KEY_RELOAD_EVERY", "1s")]).await;
+    let made = a.state.grants.keys.rotate_now(&mut a.db.conn(), Utc::now()).unwrap().unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let (_, set) = jwks(&b).await;
+        if set["keys"].as_array().unwrap().iter().any(|key| key["kid"] == made.kid.as_str()) {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "b never published the new key: {set}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
