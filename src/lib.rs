@@ -3,7 +3,8 @@
 //!
 //! Layers, each importing only from those below it: `routes` (HTTP) → `accounts` (user
 //! administration and self-service) → `oauth`, `auth` → `db` → `domain`, with `config`, `errors`,
-//! `metrics` and `random` at the bottom. `startup` and `cli` sit on top and put the pieces together.
+//! `log_context`, `metrics` and `random` at the bottom. `startup` and `cli` sit on top and put the
+//! pieces together.
 
 pub mod accounts;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod errors;
+pub mod log_context;
 pub mod metrics;
 pub mod oauth;
 pub mod random;

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     // The server logs at info; one-shot commands stay quiet unless something is wrong, so a failure
     // is the single line it should be.
     let default_filter = if matches!(cli.command, cli::Command::Serve { .. }) { "info" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter)).init();
+    gatehouse::log_context::logger(default_filter).init();
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(err) => {

@@ -3,15 +3,18 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_session::SessionMiddleware;
 use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
+use actix_web::body::BodySize;
 use actix_web::body::MessageBody;
 use actix_web::cookie::SameSite;
 use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::dev::Server;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::{Condition, Logger, Next, from_fn};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{Condition, Next, from_fn};
 use actix_web::{App, HttpServer, web};
 
 use crate::auth::jwt::VerifiedTokens;
@@ -22,6 +25,7 @@ use crate::auth::throttle::LoginThrottle;
 use crate::auth::token_checks::TokenChecks;
 use crate::config::Settings;
 use crate::db::PgPool;
+use crate::log_context::{self, RequestId};
 use crate::metrics::Metrics;
 use crate::oauth::grant::{Grants, RefreshPolicy};
 use crate::routes::metrics::MetricsEndpoint;
@@ -62,7 +66,7 @@ pub fn build_state(
     let metrics = Arc::new(Metrics::new());
     let metrics_endpoint = settings.metrics_bind.map(MetricsEndpoint::bind).transpose()?;
     let keys = load_keys(&settings, &secret, &issuer)?;
-    let key_reloader = keys.keep_fresh(settings.database_url.clone());
+    let key_reloader = keys.keep_fresh(settings.database_url.clone(), settings.key_reload_every);
     let api_load = Arc::new(ApiLoad::default());
     let queue = QueueConfig { capacity: settings.hash_queue, threads: None, max_wait: None };
     let hasher = PasswordHasher::new(settings.bcrypt_cost, queue, Arc::clone(&api_load), &metrics)?;
@@ -116,6 +120,7 @@ pub fn run(listener: TcpListener, pool: PgPool, settings: Settings) -> Result<Se
 /// Serves `state` on `listener` (tests keep `state` to reach into the running server).
 pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, StartupError> {
     routes::metrics::start(&state)?;
+    spawn_purger(state.pool.clone(), state.settings.purge_every);
     let server = HttpServer::new(move || {
         let (app, document) = App::new()
             .into_utoipa_app()
@@ -131,7 +136,7 @@ pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> Result<Server
             .wrap(from_fn(routes::count_api_load))
             // Counted only when someone can read the counts.
             .wrap(Condition::new(state.metrics_endpoint.is_some(), from_fn(routes::metrics::record)))
-            .wrap(request_logger())
+            .wrap(from_fn(request_context))
             .configure(|cfg| routes::docs::configure(cfg, document))
             .configure(routes::web::pages::configure_static)
             // Everything else is the website, the only part with sessions.
@@ -147,6 +152,23 @@ pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> Result<Server
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// Deletes expired refresh tokens, revocations, sessions and throttle state every `every` (once at
+/// start), on one instance at a time: an advisory lock makes the others skip that run. It ends with
+/// the runtime that serves.
+fn spawn_purger(pool: PgPool, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            match crate::db::run(&pool, |conn| crate::db::purge_expired(conn, chrono::Utc::now())).await {
+                Ok(Some(purged)) if purged > 0 => log::info!("purged {purged} expired rows"),
+                Ok(_) => {}
+                Err(err) => log::warn!("purging expired rows failed: {}", crate::errors::report(&err)),
+            }
+        }
+    });
 }
 
 fn session_middleware(state: &AppState) -> SessionMiddleware<HybridSessionStore> {
@@ -178,8 +200,49 @@ async fn security_headers(
     Ok(response)
 }
 
-/// One line per request. The path is logged without its query string, and no headers are, so
-/// tokens, passwords and cookies never reach the log.
-fn request_logger() -> Logger {
-    Logger::new(r#"%a "%{method}xi %U" %s %b %Dms"#).custom_request_replace("method", |req| req.method().to_string())
+/// Gives every request its id and logs one line when it is answered, both inside the request's
+/// scope, so every line logged while it is served (its database work on blocking threads included)
+/// and every audit row it writes carries the same id, which the answer's `X-Request-Id` shows.
+/// The path is logged without its query string and quoted safely, and no headers are, so tokens,
+/// passwords and cookies never reach the log and a client cannot forge fields of the line.
+async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let incoming = req.headers().get(log_context::HEADER).and_then(|value| value.to_str().ok());
+    let id = RequestId::accept_or_new(incoming);
+    let header_value = HeaderValue::from_str(id.as_str()).ok();
+    let started = Instant::now();
+    let client = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| state.client_ip(req.request()))
+        .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+    let (method, path) = (req.method().to_string(), req.path().to_owned());
+    log_context::scope(id, async move {
+        let answered = next.call(req).await;
+        let (status, bytes) = match &answered {
+            Ok(response) => (
+                response.status(),
+                match response.response().body().size() {
+                    BodySize::Sized(bytes) => bytes.to_string(),
+                    _ => "-".to_owned(),
+                },
+            ),
+            Err(err) => (err.as_response_error().status_code(), "-".to_owned()),
+        };
+        log::info!(
+            target: "gatehouse::request",
+            "{client} \"{} {}\" {} {bytes} {:.3}ms",
+            log_context::quoted(&method),
+            log_context::quoted(&path),
+            status.as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        let mut response = answered?;
+        if let Some(value) = header_value {
+            response.headers_mut().insert(HeaderName::from_static(log_context::HEADER), value);
+        }
+        Ok(response)
+    })
+    .await
 }

@@ -24,6 +24,8 @@ pub struct NewEvent {
     pub detail: Option<String>,
     /// Who made an administrative change (`None`: the command line, or the event is a sign-in's own).
     pub actor_id: Option<Uuid>,
+    /// The request that caused it (its `X-Request-Id`); `None` outside a request.
+    pub request_id: Option<String>,
 }
 
 impl NewEvent {
@@ -37,6 +39,7 @@ impl NewEvent {
             reason: None,
             detail: None,
             actor_id: None,
+            request_id: None,
         }
     }
 
@@ -93,8 +96,15 @@ pub fn record(conn: &mut PgConnection, event: &NewEvent) -> QueryResult<()> {
     record_many(conn, std::slice::from_ref(event))
 }
 
+/// Records `events`, each naming the request being served now (if the caller named none).
 pub fn record_many(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<()> {
-    diesel::insert_into(auth_events::table).values(events).execute(conn).map(|_| ())
+    let request_id = crate::log_context::current().map(|id| id.as_str().to_owned());
+    let events: Vec<NewEvent> = events
+        .iter()
+        .cloned()
+        .map(|event| NewEvent { request_id: event.request_id.or_else(|| request_id.clone()), ..event })
+        .collect();
+    diesel::insert_into(auth_events::table).values(&events).execute(conn).map(|_| ())
 }
 
 /// The newest `limit` events, newest first.

@@ -19,6 +19,16 @@ diesel::table! {
         detail -> Nullable<Text>,
         reason -> Nullable<Text>,
         actor_id -> Nullable<Uuid>,
+        request_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    event_hours (hour, kind, slot) {
+        hour -> Timestamptz,
+        kind -> Text,
+        slot -> Int2,
+        count -> Int8,
     }
 }
 
@@ -172,6 +182,7 @@ diesel::joinable!(user_roles -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     account_counts,
     auth_events,
+    event_hours,
     items,
     login_throttle,
     refresh_families,

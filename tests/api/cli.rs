@@ -817,6 +817,39 @@ async fn serve_dev_prints_demo_credentials_that_work_and_stops_on_sigterm() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+#[test]
+fn serve_dev_refuses_a_database_it_did_not_make_and_changes_nothing_in_it() {
+    let db = TestDb::create();
+    {
+        let mut conn = db.conn();
+        diesel::sql_query(
+            "INSERT INTO users (id, username, password_hash) VALUES (gen_random_uuid(), 'production-user', 'x')",
+        )
+        .execute(&mut conn)
+        .unwrap();
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["serve", "--dev", "--bind", "127.0.0.1:0"])
+        .env("DATABASE_URL", &db.url)
+        .env_remove("GATEHOUSE_JWT_SECRET")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--dev will not use") && stderr.contains("1 user(s), 0 signing key(s)"), "{stderr}");
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = db.conn();
+    let users: Count = diesel::sql_query("SELECT count(*) AS n FROM users").get_result(&mut conn).unwrap();
+    let keys: Count = diesel::sql_query("SELECT count(*) AS n FROM signing_keys").get_result(&mut conn).unwrap();
+    assert_eq!((users.n, keys.n), (1, 0), "no demo user, no key");
+}
+
 /// The HS256 secret for a `serve` that is not `--dev`.
 fn secret(gatehouse: Gatehouse) -> Gatehouse {
     gatehouse.env("GATEHOUSE_JWT_SECRET", crate::helpers::JWT_SECRET)
@@ -1053,4 +1086,55 @@ fn user_list_searches_and_limits_and_prints_everyone_by_default() {
     let limited = gatehouse(&db.url).run(&["user", "list", "--search", "@corp", "--limit", "3"]).ok().to_owned();
     assert_eq!(limited.lines().count(), 4);
     gatehouse(&db.url).run(&["user", "list", "--limit", "0"]).usage_error();
+}
+
+#[tokio::test]
+async fn every_answer_and_log_line_of_a_request_carries_its_request_id_and_so_does_its_audit_row() {
+    let db = TestDb::create();
+    let mut server =
+        secret(gatehouse(&db.url)).env("RUST_LOG", "info").serve(&["serve", "--bind", "127.0.0.1:0"]).await;
+    let client = reqwest::Client::new();
+    server.until_healthy(&client).await;
+    // A sane incoming id is kept; a failed sign-in is logged and audited under it.
+    let failed = client
+        .post(server.url("/token"))
+        .header("X-Request-Id", "proxy-id.42")
+        .form(&[("username", "nobody"), ("password", "wrong-password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 400);
+    assert_eq!(failed.headers()["x-request-id"], "proxy-id.42");
+    // Anything else is replaced by an id of our own.
+    let odd = client.get(server.url("/healthz")).header("X-Request-Id", "a b\"c").send().await.unwrap();
+    let made = odd.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(made.len(), 32, "{made}");
+    assert!(made.chars().all(|c| c.is_ascii_hexdigit()), "{made}");
+    // A path with a quote cannot forge fields of the request line.
+    let forged = client.get(server.url("/x%22%20200%200%20x")).send().await.unwrap();
+    let forged_id = forged.headers()["x-request-id"].to_str().unwrap().to_owned();
+    drop(client);
+
+    server.sigterm();
+    let (status, _, stderr) = server.exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{stderr}");
+    let request_line = stderr
+        .lines()
+        .find(|line| line.contains(" proxy-id.42 ") && line.contains("\"POST /token\" 400"))
+        .unwrap_or_else(|| panic!("no request line with the id:\n{stderr}"));
+    assert!(request_line.starts_with('[') && request_line.contains(" INFO  gatehouse::request] "), "{request_line}");
+    assert!(stderr.lines().any(|line| line.contains(&made) && line.contains("\"GET /healthz\" 200")), "{stderr}");
+    let forged_line = stderr.lines().find(|line| line.contains(&forged_id)).unwrap();
+    assert_eq!(forged_line.matches('"').count() - forged_line.matches("\\\"").count(), 2, "{forged_line}");
+
+    #[derive(diesel::QueryableByName)]
+    struct Audited {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        request_id: Option<String>,
+    }
+    let rows: Vec<Audited> = diesel::sql_query("SELECT request_id FROM auth_events WHERE kind = 'login_failed'")
+        .load(&mut db.conn())
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].request_id.as_deref(), Some("proxy-id.42"));
 }

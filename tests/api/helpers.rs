@@ -35,7 +35,7 @@ fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var("TEST_LOG").is_ok() {
-            let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).try_init();
+            let _ = gatehouse::log_context::logger("info").try_init();
         }
     });
 }
