@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 
-use super::schema::{account_counts, auth_events, items, roles, users};
+use super::schema::{account_counts, items, roles, users};
 use crate::domain::EventKind;
 
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -49,14 +49,30 @@ pub fn item_count(conn: &mut PgConnection) -> QueryResult<i64> {
     items::table.count().get_result(conn)
 }
 
-/// Counts of the main event kinds since `since`.
+/// Counts of the main event kinds since `since`: the whole hours after it from the hourly counts a
+/// trigger keeps (`event_hours`, a few hundred rows for a day), the part of its first hour from the
+/// events themselves (at most an hour of them, through the time index).
 pub fn event_counts_since(conn: &mut PgConnection, since: DateTime<Utc>) -> QueryResult<EventCounts> {
-    let by_kind: Vec<(EventKind, i64)> = auth_events::table
-        .filter(auth_events::occurred_at.ge(since))
-        .group_by(auth_events::kind)
-        .select((auth_events::kind, diesel::dsl::count_star()))
-        .load(conn)?;
-    let count = |kind: EventKind| by_kind.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n);
+    #[derive(QueryableByName)]
+    struct KindCount {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        kind: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let by_kind: Vec<KindCount> = diesel::sql_query(
+        "WITH first_whole_hour AS (SELECT date_trunc('hour', $1 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+                                           + interval '1 hour' AS at) \
+         SELECT kind, sum(n)::bigint AS n FROM ( \
+             SELECT kind, count AS n FROM event_hours WHERE hour >= (SELECT at FROM first_whole_hour) \
+             UNION ALL \
+             SELECT kind, count(*) AS n FROM auth_events \
+             WHERE occurred_at >= $1 AND occurred_at < (SELECT at FROM first_whole_hour) GROUP BY kind \
+         ) AS counted GROUP BY kind",
+    )
+    .bind::<diesel::sql_types::Timestamptz, _>(since)
+    .load(conn)?;
+    let count = |kind: EventKind| by_kind.iter().find(|counted| counted.kind == kind.as_str()).map_or(0, |c| c.n);
     Ok(EventCounts {
         logins: count(EventKind::LoginOk),
         failures: count(EventKind::LoginFailed),

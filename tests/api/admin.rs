@@ -388,6 +388,23 @@ async fn an_admin_sets_a_password_which_ends_the_users_tokens_and_refuses_a_weak
 }
 
 #[tokio::test]
+async fn an_admin_cannot_set_their_own_password_on_the_admin_page_without_the_current_one() {
+    let app = spawn_app().await;
+    let admin = app.admin();
+    let (client, csrf) = signed_in(&app, &admin).await;
+    let own = format!("/admin/users/{}/password", admin.username);
+    let strong = [("csrf_token", csrf.as_str()), ("password", STRONG), ("password_again", STRONG)];
+    let body = page(post_form(&app, &client, &own, &strong).await, 400).await;
+    assert_eq!(
+        element_text(&body, "password-error"),
+        "Change your own password on your account page: it asks for your current password."
+    );
+    // Unchanged.
+    assert_eq!(app.post_token(&[("username", &admin.username), ("password", &admin.password)]).await.status(), 200);
+    assert!(app.events().iter().all(|event| event.kind != "password_changed"));
+}
+
+#[tokio::test]
 async fn the_user_page_shows_the_users_sessions_and_refresh_tokens_and_signs_them_out_everywhere() {
     let app = spawn_app().await;
     let admin = app.admin();
@@ -790,6 +807,12 @@ async fn changing_your_password_keeps_this_session_and_ends_every_other_session_
     let _ = renewed;
     let event = a.events().into_iter().find(|event| event.kind == "password_changed").unwrap();
     assert_eq!(event.channel, "web");
+    // The re-issued session has a new form token: one read before the change is refused.
+    let stale = [("csrf_token", csrf.as_str())];
+    let nobody = "/account/sessions/00000000-0000-0000-0000-000000000000/end";
+    assert_eq!(post_form(&a, &client, nobody, &stale).await.status(), 403);
+    let fresh = hidden(&page(client.get(a.url("/account")).send().await.unwrap(), 200).await, "csrf_token");
+    assert_ne!(fresh, csrf);
 }
 
 #[tokio::test]
@@ -1216,4 +1239,28 @@ async fn the_cli_and_the_api_removing_the_two_admins_at_once_leave_one_and_the_c
         ),
         1
     );
+}
+
+#[test]
+fn the_last_days_figures_from_hourly_counts_equal_a_count_of_the_events() {
+    // Events at the window's edges: before it, inside its first (partial) hour, in whole hours, now.
+    let db = crate::helpers::TestDb::create();
+    let mut conn = db.conn();
+    diesel::sql_query(
+        "INSERT INTO auth_events (occurred_at, kind, channel) \
+         SELECT now() - make_interval(mins => m), k, 'api' \
+         FROM unnest(ARRAY[1500, 1441, 1439, 1430, 1380, 700, 61, 59, 1, 0]) AS m, \
+              unnest(ARRAY['login_ok', 'login_failed', 'token_issued']) AS k",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    // A statement of many rows and one of a single row both reach the hourly counts.
+    diesel::sql_query("INSERT INTO auth_events (occurred_at, kind, channel) VALUES (now(), 'lockout', 'web')")
+        .execute(&mut conn)
+        .unwrap();
+    let now = chrono::Utc::now();
+    let since = gatehouse::db::stats::last_day(now);
+    let counted = gatehouse::db::stats::event_counts_since(&mut conn, since).unwrap();
+    // Minutes 1439 and below are inside the last 24 hours (1440 minutes): 8 of the 10.
+    assert_eq!((counted.logins, counted.failures, counted.tokens_issued, counted.lockouts), (8, 8, 8, 1));
 }
