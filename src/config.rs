@@ -50,6 +50,9 @@ impl SigningAlgorithm {
     }
 }
 
+/// `DATABASE_URL` when unset: the local socket, database `gatehouse`.
+const DEFAULT_DATABASE_URL: &str = "postgres:///gatehouse";
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub database_url: SecretString,
@@ -74,12 +77,25 @@ pub struct Settings {
     pub key_rotation: Option<Duration>,
     /// Where `GET /metrics` is served; `None`: nowhere. Never the public listener.
     pub metrics_bind: Option<SocketAddr>,
+    /// `GATEHOUSE_METRICS_PUBLIC`: the metrics listener may bind an address other than loopback.
+    pub metrics_public: bool,
+    /// `GATEHOUSE_KEY_RELOAD_EVERY`: how often each instance reads the signing keys again (and
+    /// rotates them when due); at most a minute, which the publication delay of new keys assumes.
+    pub key_reload_every: Duration,
+    /// `GATEHOUSE_PURGE_EVERY`: how often expired tokens, sessions and throttle state are deleted.
+    pub purge_every: Duration,
     /// `--dev`: ephemeral secret, cookies without `Secure`, demo users.
     pub dev_mode: bool,
+    /// `DATABASE_URL` was set (rather than defaulted): `--dev` then uses it as told.
+    pub database_url_given: bool,
 }
 
 impl Settings {
     /// Reads the process environment.
+    /// Where `serve --dev` keeps its demo data unless `DATABASE_URL` says otherwise: never the
+    /// database a real deployment uses by default.
+    pub const DEV_DATABASE_URL: &'static str = "postgres:///gatehouse_dev";
+
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -88,7 +104,8 @@ impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
 
-        let database_url = get("DATABASE_URL").unwrap_or_else(|| "postgres:///gatehouse".to_owned());
+        let database_url_given = get("DATABASE_URL").is_some();
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
         let bind = match get("GATEHOUSE_BIND") {
             Some(value) => parse_bind(&value)?,
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -148,6 +165,19 @@ impl Settings {
                 })
             })
             .transpose()?;
+        let key_reload_every =
+            parse_duration("GATEHOUSE_KEY_RELOAD_EVERY", get("GATEHOUSE_KEY_RELOAD_EVERY"), "60s", 1)?;
+        if key_reload_every > Duration::from_secs(60) {
+            return Err(invalid(
+                "GATEHOUSE_KEY_RELOAD_EVERY",
+                "must be at most 60s: new keys are published on the assumption that every instance reloads within a minute",
+            ));
+        }
+        let purge_every = parse_duration("GATEHOUSE_PURGE_EVERY", get("GATEHOUSE_PURGE_EVERY"), "1h", 1)?;
+        let metrics_public = match get("GATEHOUSE_METRICS_PUBLIC") {
+            Some(value) => parse_bool("GATEHOUSE_METRICS_PUBLIC", &value)?,
+            None => false,
+        };
 
         Ok(Settings {
             database_url: SecretString::from(database_url),
@@ -166,7 +196,11 @@ impl Settings {
             signing_alg,
             key_rotation,
             metrics_bind,
+            metrics_public,
+            key_reload_every,
+            purge_every,
             dev_mode: false,
+            database_url_given,
         })
     }
 
@@ -176,6 +210,14 @@ impl Settings {
             return Err(invalid(
                 "GATEHOUSE_METRICS_BIND",
                 "must differ from GATEHOUSE_BIND: metrics are never served on the public listener",
+            ));
+        }
+        // The metrics tell load and failure rates: only the machine itself (a local scraper or
+        // agent) sees them unless the operator says otherwise.
+        if self.metrics_bind.is_some_and(|metrics| !metrics.ip().is_loopback()) && !self.metrics_public {
+            return Err(invalid(
+                "GATEHOUSE_METRICS_BIND",
+                "is not a loopback address: set GATEHOUSE_METRICS_PUBLIC=true to serve metrics to other machines",
             ));
         }
         Ok(())
@@ -387,6 +429,33 @@ mod tests {
         );
         let s = settings(&[("GATEHOUSE_METRICS_BIND", "127.0.0.1:9100")]).unwrap();
         assert!(s.check_consistency().is_ok());
+    }
+
+    #[test]
+    fn the_background_intervals_are_settings_and_key_reloads_stay_within_a_minute() {
+        let s = settings(&[]).unwrap();
+        assert_eq!((s.key_reload_every, s.purge_every), (Duration::from_secs(60), Duration::from_secs(3600)));
+        let s = settings(&[("GATEHOUSE_KEY_RELOAD_EVERY", "2s"), ("GATEHOUSE_PURGE_EVERY", "5m")]).unwrap();
+        assert_eq!((s.key_reload_every, s.purge_every), (Duration::from_secs(2), Duration::from_secs(300)));
+        let err = settings(&[("GATEHOUSE_KEY_RELOAD_EVERY", "2m")]).unwrap_err().to_string();
+        assert!(err.starts_with("GATEHOUSE_KEY_RELOAD_EVERY is not valid: must be at most 60s"), "{err}");
+        assert!(settings(&[("GATEHOUSE_PURGE_EVERY", "0s")]).is_err());
+    }
+
+    #[test]
+    fn metrics_stay_on_loopback_unless_made_public() {
+        for addr in ["0.0.0.0:9100", "10.1.2.3:9100", "[::]:9100"] {
+            let s = settings(&[("GATEHOUSE_METRICS_BIND", addr)]).unwrap();
+            assert_eq!(
+                s.check_consistency().unwrap_err().to_string(),
+                "GATEHOUSE_METRICS_BIND is not valid: is not a loopback address: set GATEHOUSE_METRICS_PUBLIC=true to serve metrics to other machines",
+                "{addr}"
+            );
+            let public = settings(&[("GATEHOUSE_METRICS_BIND", addr), ("GATEHOUSE_METRICS_PUBLIC", "true")]).unwrap();
+            assert!(public.check_consistency().is_ok(), "{addr}");
+        }
+        let v6 = settings(&[("GATEHOUSE_METRICS_BIND", "[::1]:9100")]).unwrap();
+        assert!(v6.check_consistency().is_ok());
     }
 
     #[test]

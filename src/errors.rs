@@ -21,9 +21,14 @@ pub enum ServerError {
     /// A dependency (PostgreSQL) cannot be reached now: `503` with `Retry-After`; it passes by itself.
     #[error("the service is temporarily unavailable")]
     Unavailable(#[source] Cause),
-    /// Too much work is already waiting (the password-hashing queue is full): `503` at once.
+    /// Too much work is already waiting (the password-hashing queue is full): `503`.
     #[error("the service is busy")]
     Busy { retry_after_secs: u64 },
+    /// One client address, or one attempted username, already holds its share of the waiting
+    /// work: `429`, since that client sent too many (a `503` would tell a load balancer this
+    /// instance is unwell). Nothing about the account is told: any username has a share.
+    #[error("too many sign-ins from this address or for this username are waiting")]
+    TooMany { retry_after_secs: u64 },
     /// Anything else that broke: `500`.
     #[error("internal server error")]
     Internal(#[source] Cause),
@@ -42,7 +47,9 @@ impl ServerError {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             ServerError::Unavailable(_) => Some(RETRY_AFTER_UNAVAILABLE_SECS),
-            ServerError::Busy { retry_after_secs } => Some(*retry_after_secs),
+            ServerError::Busy { retry_after_secs } | ServerError::TooMany { retry_after_secs } => {
+                Some(*retry_after_secs)
+            }
             ServerError::Internal(_) => None,
         }
     }

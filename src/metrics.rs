@@ -16,7 +16,8 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// The route pattern (`/api/admin/users/{username}`), never the raw path; `unmatched` for 404s.
     pub route: String,
-    pub method: String,
+    /// A method HTTP defines, or `other`.
+    pub method: &'static str,
     pub status: u16,
 }
 
@@ -29,8 +30,9 @@ pub struct RouteLabels {
 #[allow(non_camel_case_types)]
 pub enum Outcome {
     ok,
-    wrong_password,
-    unknown_user,
+    /// A wrong password or a username nobody has: one outcome, so the metrics tell an observer no
+    /// more than the answer does (the audit trail keeps the difference for the operator).
+    invalid_credentials,
     locked,
     inactive_user,
     /// Refused before any check: the hashing queue was full.

@@ -123,6 +123,31 @@ fn judge_strength(
     }
 }
 
+/// [`judge_strength`] on the blocking thread pool: zxcvbn can take a large part of a second on a
+/// long, pattern-dense password, which must never stall the async workers that answer `/token`
+/// and `/api`.
+async fn judge_strength_off_executor(
+    actor: &Actor,
+    password: &NewPassword,
+    user_inputs: Vec<String>,
+    field: Field,
+) -> Result<Option<WeakPassword>, AccountError> {
+    let candidate = password.secret().clone();
+    let estimate = actix_web::web::block(move || {
+        let inputs: Vec<&str> = user_inputs.iter().map(String::as_str).collect();
+        NewPassword::parse(candidate).map(|password| password.strength(&inputs))
+    })
+    .await
+    .map_err(ServerError::internal)?;
+    match estimate {
+        Ok(Ok(())) => Ok(None),
+        Ok(Err(weak)) if actor.refuses_weak_passwords() => Err(AccountError::invalid(field, validate::sentence(&weak))),
+        Ok(Err(weak)) => Ok(Some(weak)),
+        // Parsed once already: the same text parses again.
+        Err(err) => Err(AccountError::invalid(field, err.to_string())),
+    }
+}
+
 /// The names a password must not be made of: the user's own.
 fn user_inputs(user: &User) -> Vec<&str> {
     [Some(user.username.as_str()), user.email.as_deref(), user.full_name.as_deref()].into_iter().flatten().collect()
@@ -176,7 +201,8 @@ impl Accounts<'_> {
     /// Creates a user with a password and roles.
     pub async fn create(&self, actor: &Actor, draft: AccountDraft) -> Result<Created, AccountError> {
         let account = draft.validate()?;
-        let weak_password = judge_strength(actor, &account.password, &account.user_inputs(), Field::Password)?;
+        let inputs = account.user_inputs().into_iter().map(str::to_owned).collect();
+        let weak_password = judge_strength_off_executor(actor, &account.password, inputs, Field::Password).await?;
         let hash = self.hasher.hash(account.password.secret().clone(), account.username.as_str()).await?;
         let (writer, username) = (actor.clone(), account.username.to_string());
         let outcome = self.write_as(actor, move |conn| write_new_user(conn, &writer, &account, &hash)).await?;
@@ -202,8 +228,17 @@ impl Accounts<'_> {
         again: Option<SecretString>,
     ) -> Result<PasswordSet, AccountError> {
         let user = self.find(username).await?;
+        // An admin's own password is changed like anyone's, proving the current one first: a
+        // session left open must not be enough to take the account over for good.
+        if actor.user_id == Some(user.id) {
+            return Err(AccountError::invalid(
+                Field::Password,
+                "Change your own password on your account page: it asks for your current password.",
+            ));
+        }
         let password = validate::new_password(password, again, Field::Password)?;
-        let weak_password = judge_strength(actor, &password, &user_inputs(&user), Field::Password)?;
+        let inputs = user_inputs(&user).into_iter().map(str::to_owned).collect();
+        let weak_password = judge_strength_off_executor(actor, &password, inputs, Field::Password).await?;
         let hash = self.hasher.hash(password.secret().clone(), &user.username).await?;
         let event = actor.event(EventKind::PasswordChanged, user.id);
         let user_id = user.id;
@@ -221,6 +256,13 @@ impl Accounts<'_> {
         Ok(user)
     }
 
+    /// A user ends every token and session of their own (`POST /api/users/me/sign-out-all`): the
+    /// same write and audit row as an admin's, naming the user as the actor.
+    pub async fn sign_out_own(&self, actor: &Actor, user_id: Uuid) -> Result<DateTime<Utc>, AccountError> {
+        let event = actor.event(EventKind::SignOutAll, user_id);
+        Ok(db::run(self.pool, move |conn| db::users::sign_out_everywhere(conn, user_id, &event)).await?)
+    }
+
     /// A signed-in user changes their own password from the session `session_id`, proving the
     /// current one first (with the sign-in's lockout). Every token and session of theirs ends; the
     /// caller re-issues the session that asked, as begun at the returned cut-off. `None` when that
@@ -236,7 +278,6 @@ impl Accounts<'_> {
         again: SecretString,
     ) -> Result<Option<DateTime<Utc>>, AccountError> {
         let password = validate::new_password(new, Some(again), Field::NewPassword)?;
-        judge_strength(actor, &password, &user_inputs(user), Field::NewPassword)?;
         let attempt = Attempt { channel: actor.channel, client: actor.client };
         match credentials::confirm_password(self.pool, self.hasher, self.metrics, &user.username, current, &attempt)
             .await
@@ -247,6 +288,10 @@ impl Accounts<'_> {
             }
             Err(LoginError::Server(err)) => return Err(err.into()),
         }
+        // Only once the current password is proven (under the lockout) is the new one judged:
+        // before that, anyone holding the session could spend the server's time on it.
+        let inputs = user_inputs(user).into_iter().map(str::to_owned).collect();
+        judge_strength_off_executor(actor, &password, inputs, Field::NewPassword).await?;
         let hash = self.hasher.hash(password.secret().clone(), &user.username).await?;
         let event = actor.event(EventKind::PasswordChanged, user.id);
         let user_id = user.id;

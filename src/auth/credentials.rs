@@ -23,20 +23,19 @@ use diesel::Connection as _;
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use crate::auth::password::{MAX_WAIT, PasswordHasher, Verification};
+use crate::auth::password::{MAX_WAIT, PasswordHasher, Ticket, Verification};
 use crate::db::{
     self, PgPool,
     auth_events::NewEvent,
     users::{Claim, HashUpgrade},
 };
+use crate::domain::rules::LockoutPolicy;
 use crate::domain::{AddressBucket, Channel, EventKind, FailureReason};
 use crate::errors::ServerError;
 use crate::metrics::{LoginLabels, Metrics, Outcome};
 
-/// Consecutive failures that lock an account.
-pub const LOCKOUT_THRESHOLD: i32 = 5;
-/// A claim outlives the longest a check can take (queue wait plus hashing) by a wide margin.
-const CLAIM_TTL: Duration = Duration::from_secs(MAX_WAIT.as_secs() * 6);
+/// The lockout's numbers (see [`LockoutPolicy`]).
+const LOCKOUT: LockoutPolicy = LockoutPolicy::DEFAULT;
 
 /// Who signed in.
 #[derive(Debug, Clone)]
@@ -85,16 +84,44 @@ enum Purpose {
     Confirm,
 }
 
-/// Checks `password` for `username` (see the module documentation for the steps).
+/// How long an overload answer (a full queue, a client over its share, a busy account) is held
+/// back: a client that retries at once then loops at most this often, and holding it costs an
+/// idle timer, not a thread or a database connection.
+pub const SHED_HOLD: Duration = Duration::from_millis(500);
+
+/// A place in the hashing queue for a check of `username` from `attempt`, taken before anything
+/// else (the database included) is spent on it. A refusal is answered only after [`SHED_HOLD`].
+pub async fn admit(
+    hasher: &PasswordHasher,
+    metrics: &Metrics,
+    username: &str,
+    attempt: &Attempt,
+) -> Result<Ticket, LoginError> {
+    let bucket = attempt.client.map(AddressBucket::of);
+    match hasher.admit(bucket.as_ref().map(AddressBucket::as_str), username) {
+        Ok(ticket) => Ok(ticket),
+        Err(refused) => {
+            metrics
+                .logins
+                .get_or_create(&LoginLabels { channel: attempt.channel.as_str(), outcome: Outcome::busy })
+                .inc();
+            tokio::time::sleep(SHED_HOLD).await;
+            Err(refused.into())
+        }
+    }
+}
+
+/// Checks `password` for `username` (see the module documentation for the steps), in the place
+/// `ticket` holds.
 pub async fn check_password(
     pool: &PgPool,
-    hasher: &PasswordHasher,
+    ticket: Ticket,
     metrics: &Metrics,
     username: &str,
     password: SecretString,
     attempt: &Attempt,
 ) -> Result<SignedIn, LoginError> {
-    check(pool, hasher, metrics, username, password, attempt, Purpose::SignIn).await
+    check(pool, ticket, metrics, username, password, attempt, Purpose::SignIn).await
 }
 
 /// Checks that a signed-in user's `password` is still theirs, with every safeguard of a sign-in
@@ -107,7 +134,8 @@ pub async fn confirm_password(
     password: SecretString,
     attempt: &Attempt,
 ) -> Result<(), LoginError> {
-    check(pool, hasher, metrics, username, password, attempt, Purpose::Confirm).await.map(|_| ())
+    let ticket = admit(hasher, metrics, username, attempt).await?;
+    check(pool, ticket, metrics, username, password, attempt, Purpose::Confirm).await.map(|_| ())
 }
 
 /// How often a check that found the account's claims all taken asks again.
@@ -117,13 +145,13 @@ const CLAIM_RETRY_EVERY: Duration = Duration::from_millis(25);
 /// correct password that arrives while five other checks of the account run (more simultaneous
 /// sign-ins than the lockout threshold, across instances) waits for one of them to settle rather
 /// than be refused, and a guess that arrives then waits to learn whether they locked the account.
-/// The wait is bounded by the hashing queue's: past it the check is answered busy (`503`).
-async fn claim_when_free(pool: &PgPool, username: &str) -> Result<Claim, ServerError> {
-    let deadline = tokio::time::Instant::now() + MAX_WAIT;
+/// The wait ends at the check's `deadline` (the same one the hashing queue keeps, so the two waits
+/// never add up): past it the check is answered busy (`503`).
+async fn claim_when_free(pool: &PgPool, username: &str, deadline: std::time::Instant) -> Result<Claim, ServerError> {
+    let deadline = tokio::time::Instant::from_std(deadline);
     loop {
         let name = username.to_owned();
-        let claim =
-            db::run(pool, move |conn| db::users::claim_check(conn, &name, LOCKOUT_THRESHOLD, CLAIM_TTL)).await?;
+        let claim = db::run(pool, move |conn| db::users::claim_check(conn, &name, &LOCKOUT)).await?;
         if !matches!(claim, Claim::Busy) {
             return Ok(claim);
         }
@@ -136,7 +164,7 @@ async fn claim_when_free(pool: &PgPool, username: &str) -> Result<Claim, ServerE
 
 async fn check(
     pool: &PgPool,
-    hasher: &PasswordHasher,
+    ticket: Ticket,
     metrics: &Metrics,
     username: &str,
     password: SecretString,
@@ -146,14 +174,16 @@ async fn check(
     let counted = |outcome: Outcome| {
         metrics.logins.get_or_create(&LoginLabels { channel: attempt.channel.as_str(), outcome }).inc();
     };
-    let bucket = attempt.client.map(AddressBucket::of);
-    let ticket =
-        hasher.admit(bucket.as_ref().map(AddressBucket::as_str), username).inspect_err(|_| counted(Outcome::busy))?;
-    let claim = claim_when_free(pool, username).await.inspect_err(|err| {
-        if matches!(err, ServerError::Busy { .. }) {
-            counted(Outcome::busy);
+    let claim = match claim_when_free(pool, username, ticket.deadline()).await {
+        Ok(claim) => claim,
+        Err(err) => {
+            if matches!(err, ServerError::Busy { .. }) {
+                counted(Outcome::busy);
+                tokio::time::sleep(SHED_HOLD).await;
+            }
+            return Err(err.into());
         }
-    })?;
+    };
     let stored = match &claim {
         Claim::Granted(check) => Some(check.password_hash.clone()),
         Claim::Refused { .. } | Claim::Busy | Claim::UnknownUser => None,
@@ -184,7 +214,7 @@ async fn check(
             Err(ServerError::Busy { retry_after_secs: MAX_WAIT.as_secs() }.into())
         }
         Claim::UnknownUser => {
-            counted(Outcome::unknown_user);
+            counted(Outcome::invalid_credentials);
             let event = failed(FailureReason::UnknownUser, None);
             db::run(pool, move |conn| db::auth_events::record(conn, &event)).await?;
             Err(LoginError::InvalidCredentials)
@@ -197,14 +227,14 @@ async fn check(
         }
         Claim::Granted(check) => match verification {
             Verification::Mismatch => {
-                counted(Outcome::wrong_password);
+                counted(Outcome::invalid_credentials);
                 let event = failed(FailureReason::WrongPassword, Some(check.user_id));
                 let lockout = attempt.event(EventKind::Lockout, username).user(check.user_id);
                 let user_id = check.user_id;
                 let locked = db::run(pool, move |conn| {
                     conn.transaction(|conn| {
                         // The user's row first: see `record_failure`.
-                        let locked = db::users::record_failure(conn, user_id, LOCKOUT_THRESHOLD)?;
+                        let locked = db::users::record_failure(conn, user_id, &LOCKOUT)?;
                         db::auth_events::record(conn, &event)?;
                         if let Some(until) = locked {
                             db::auth_events::record(
@@ -262,10 +292,6 @@ async fn check(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_claim_outlives_the_longest_wait() {
-        assert!(super::CLAIM_TTL >= super::MAX_WAIT * 2);
-    }
-}
+// Checked when compiling: a claim outlives the longest a check can take (its wait plus hashing)
+// by a wide margin, so a check never loses its claim while it runs.
+const _: () = assert!(LOCKOUT.claim_ttl.num_seconds() >= 2 * MAX_WAIT.as_secs() as i64);

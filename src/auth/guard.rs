@@ -22,8 +22,10 @@ impl Requirement {
     pub const ITEMS_WRITE: Requirement = Requirement { scope: Some(ScopeName::ITEMS_WRITE), role: None };
     pub const ADMIN_STATS: Requirement =
         Requirement { scope: Some(ScopeName::ADMIN_STATS), role: Some(RoleName::ADMIN) };
-    /// RFC 7662 introspection, for other services.
-    pub const INTROSPECT: Requirement = Requirement { scope: Some(ScopeName::TOKENS_INTROSPECT), role: None };
+    /// RFC 7662 introspection, for other services: the role is checked again at every call, so a
+    /// service whose role is taken away stops introspecting at once, whatever its token says.
+    pub const INTROSPECT: Requirement =
+        Requirement { scope: Some(ScopeName::TOKENS_INTROSPECT), role: Some(RoleName::SERVICE) };
     pub const ADMIN_USERS: Requirement =
         Requirement { scope: Some(ScopeName::ADMIN_USERS), role: Some(RoleName::ADMIN) };
     /// The admin pages (a browser session has no scopes: the role decides).
@@ -61,5 +63,14 @@ mod tests {
         assert_eq!(rule.check(&user, Some(&with_scope)), Err(Denial::MissingRole));
         assert_eq!(rule.check(&admin, None), Ok(()));
         assert_eq!(rule.check(&user, None), Err(Denial::MissingRole));
+    }
+
+    #[test]
+    fn introspection_needs_the_service_role_now_not_only_the_scope() {
+        let service = vec!["service".to_owned()];
+        let demoted = vec!["user".to_owned()];
+        let scope = ScopeSet::parse("tokens:introspect").unwrap();
+        assert_eq!(Requirement::INTROSPECT.check(&service, Some(&scope)), Ok(()));
+        assert_eq!(Requirement::INTROSPECT.check(&demoted, Some(&scope)), Err(Denial::MissingRole));
     }
 }

@@ -11,10 +11,11 @@
 //!   cgroups it ranks threads only within gatehouse's own group, so an idle-priority hash would still
 //!   take CPU from PostgreSQL, which the API needs.
 //!
-//! At most `capacity` verifications wait (beyond that the caller is told [`ServerError::Busy`] at
-//! once); one client address or one account may hold at most a `1/SHARE_DIVISOR` share of them, so
-//! a flood from a few sources cannot turn every real sign-in away; and a job that waited longer than
-//! [`MAX_WAIT`] is answered "busy" when it leaves the queue instead of being hashed.
+//! At most `capacity` verifications wait (beyond that the caller is told [`ServerError::Busy`]);
+//! one client address or one account may hold at most a `1/SHARE_DIVISOR` share of them, so a
+//! flood from a few sources cannot turn every real sign-in away (they are told
+//! [`ServerError::TooMany`]); and a job whose check was admitted longer than [`MAX_WAIT`] ago is
+//! answered "busy" when it leaves the queue instead of being hashed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,6 +32,8 @@ use crate::metrics::Metrics;
 pub const MAX_WAIT: Duration = Duration::from_secs(5);
 /// One address or account may hold at most this fraction of the queue.
 const SHARE_DIVISOR: usize = 8;
+/// `Retry-After` of a client over its share.
+const SHARE_RETRY_AFTER_SECS: u64 = 1;
 /// The API counts as idle when no request has started for this long (and none is in flight).
 pub const API_QUIET: Duration = Duration::from_millis(20);
 /// How often a spare thread with work waiting looks again whether the API has gone idle.
@@ -140,7 +143,7 @@ enum Source {
 }
 
 struct Job {
-    enqueued: Instant,
+    deadline: Instant,
     run: Box<dyn FnOnce(Result<(), HashError>) + Send>,
 }
 
@@ -256,6 +259,7 @@ impl PasswordHasher {
 
     /// bcrypt work done so far, in rounds of its key schedule: a call at cost `c` adds `2^c`. Every
     /// answer to a password check should add the same, whoever asked.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn work_done(&self) -> u64 {
         self.shared.work.load(Ordering::Relaxed)
     }
@@ -267,13 +271,16 @@ impl PasswordHasher {
 
     /// Holds every job that has not started yet until the guard is dropped: for tests that need a
     /// sign-in held in flight between its claim and its verdict.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn pause(&self) -> Paused {
         self.shared.lock().pauses += 1;
         Paused(Arc::clone(&self.shared))
     }
 
-    /// A place in the queue for one job on behalf of `address` and `account`, or `Busy` when the
-    /// queue is full or either has used its share.
+    /// A place in the queue for one job on behalf of `address` and `account`: `Busy` (503) when
+    /// the queue is full, `TooMany` (429) when either has used its share. The ticket carries the
+    /// deadline of the whole check: whatever it waits for (a claim on the account, a hashing
+    /// thread), it is answered within [`MAX_WAIT`] of this moment plus one hash.
     pub fn admit(&self, address: Option<&str>, account: &str) -> Result<Ticket, ServerError> {
         let sources: Vec<Source> = address
             .map(|address| Source::Address(address.to_owned()))
@@ -283,14 +290,18 @@ impl PasswordHasher {
         let mut queue = self.shared.lock();
         let over_share =
             sources.iter().any(|source| queue.per_source.get(source).copied().unwrap_or(0) >= self.shared.share);
-        if queue.shut_down || queue.admitted >= self.shared.capacity || over_share {
+        if queue.shut_down || queue.admitted >= self.shared.capacity {
             return Err(ServerError::Busy { retry_after_secs: MAX_WAIT.as_secs() });
+        }
+        if over_share {
+            // A share frees as soon as one of that client's checks finishes.
+            return Err(ServerError::TooMany { retry_after_secs: SHARE_RETRY_AFTER_SECS });
         }
         queue.admitted += 1;
         for source in &sources {
             *queue.per_source.entry(source.clone()).or_insert(0) += 1;
         }
-        Ok(Ticket { shared: Arc::clone(&self.shared), sources })
+        Ok(Ticket { shared: Arc::clone(&self.shared), sources, deadline: Instant::now() + self.shared.max_wait })
     }
 
     /// Hashes a new password (admitted on behalf of `account`, e.g. the person setting it).
@@ -304,6 +315,8 @@ impl PasswordHasher {
 pub struct Ticket {
     shared: Arc<Shared>,
     sources: Vec<Source>,
+    /// Past this, the job is answered busy instead of run.
+    deadline: Instant,
 }
 
 impl Drop for Ticket {
@@ -322,6 +335,11 @@ impl Drop for Ticket {
 }
 
 impl Ticket {
+    /// When the check this ticket admitted must have started hashing.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// Checks `password` against `stored` (against a dummy hash when there is no user to check, so
     /// unknown users and locked accounts cost the same as a wrong password), and re-hashes on
     /// success when the stored cost is below the configured one. A wrong password against a cheaper
@@ -337,7 +355,7 @@ impl Ticket {
         let (answer, answered) = oneshot::channel();
         let shared = Arc::clone(&self.shared);
         let job = Job {
-            enqueued: Instant::now(),
+            deadline: self.deadline,
             run: Box::new(move |admitted: Result<(), HashError>| {
                 // The ticket (and with it the place in the queue) lives until the job is done, and
                 // is given back, and the time recorded, before the answer goes out: whoever gets
@@ -367,8 +385,10 @@ impl Ticket {
 }
 
 /// Jobs are held while this lives (see [`PasswordHasher::pause`]).
+#[cfg(any(test, feature = "test-support"))]
 pub struct Paused(Arc<Shared>);
 
+#[cfg(any(test, feature = "test-support"))]
 impl Drop for Paused {
     fn drop(&mut self) {
         self.0.lock().pauses -= 1;
@@ -395,7 +415,7 @@ impl Shared {
             *self.spare_priority.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(priority);
         }
         while let Some(job) = self.next_job(role) {
-            let admitted = if job.enqueued.elapsed() > self.max_wait { Err(HashError::Expired) } else { Ok(()) };
+            let admitted = if Instant::now() > job.deadline { Err(HashError::Expired) } else { Ok(()) };
             (job.run)(admitted);
         }
     }
@@ -537,6 +557,17 @@ mod tests {
     async fn a_password_longer_than_72_bytes_never_matches_its_prefix() {
         let hash = bcrypt::hash("x".repeat(72), 4).unwrap();
         assert_eq!(verify(&hasher(4, 8), &"x".repeat(80), Some(hash)).await, Verification::Mismatch);
+    }
+
+    #[actix_web::test]
+    async fn a_client_over_its_share_is_told_429_and_a_full_queue_503() {
+        let hasher = hasher(4, 16);
+        assert_eq!(hasher.share(), 2);
+        let _held: Vec<Ticket> = (0..2).map(|i| hasher.admit(Some("192.0.2.1"), &format!("u{i}")).unwrap()).collect();
+        assert!(matches!(hasher.admit(Some("192.0.2.1"), "u9"), Err(ServerError::TooMany { retry_after_secs: 1 })));
+        let _victim: Vec<Ticket> =
+            (0..2).map(|i| hasher.admit(Some(&format!("198.51.100.{i}")), "v").unwrap()).collect();
+        assert!(matches!(hasher.admit(Some("198.51.100.9"), "V"), Err(ServerError::TooMany { .. })));
     }
 
     #[actix_web::test]

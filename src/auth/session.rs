@@ -130,7 +130,11 @@ fn without_sign_in(mut state: HashMap<String, String>) -> HashMap<String, String
 impl SessionStore for HybridSessionStore {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<HashMap<String, String>>, LoadError> {
         if let Some(state) = session_key.as_ref().strip_prefix(ANONYMOUS) {
-            return serde_json::from_str(state).map(Some).map_err(|err| LoadError::Deserialization(err.into()));
+            // Signed-in state comes only from a session row: whatever an anonymous cookie carries
+            // of a sign-in is dropped, so a cookie can never stand in for the row.
+            return serde_json::from_str(state)
+                .map(|state| Some(without_sign_in(state)))
+                .map_err(|err| LoadError::Deserialization(err.into()));
         }
         let hash = key_hash(session_key);
         let state = db::run(&self.pool, move |conn| db::sessions::load_live(conn, &hash, Utc::now()))
@@ -244,10 +248,12 @@ pub fn sign_in(session: &Session, signed_in: &SignedIn, device: &Device<'_>) -> 
     Ok(())
 }
 
-/// Counts this session as begun at `cutoff` under a new key (after its own password change).
+/// Counts this session as begun at `cutoff` under a new key and a new CSRF token (after its own
+/// password change): nothing of the session before the change, key or form token, works after it.
 pub fn renew_sign_in(session: &Session, cutoff: DateTime<Utc>) -> Result<(), SessionInsertError> {
     session.renew();
     session.insert(SESSION_ID, Uuid::new_v4())?;
+    session.insert(CSRF, crate::random::token(32))?;
     session.insert(SIGNED_IN_AT, cutoff)
 }
 

@@ -2,7 +2,6 @@
 
 use std::net::TcpListener;
 
-use chrono::Utc;
 use diesel::PgConnection;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -11,8 +10,7 @@ use super::user::written;
 use super::{CliError, connect_and_migrate};
 use crate::auth::password::hash_blocking;
 use crate::config::Settings;
-use crate::db::{self, users::NewUser};
-use crate::errors::report;
+use crate::db::{self, dev::DevClaim, users::NewUser};
 
 /// Demo accounts for `serve --dev`, created when missing (existing accounts are left alone).
 const DEMO_USERS: &[(&str, &str, &[&str], &str)] = &[
@@ -40,10 +38,35 @@ fn seed_demo_users(conn: &mut PgConnection, cost: u32) -> Result<(), CliError> {
     Ok(())
 }
 
-pub(super) fn serve(settings: Settings) -> Result<(), CliError> {
+/// `--dev` uses only a database of its own (see [`db::dev`]): never one a real deployment holds,
+/// whose users it would add demo accounts to and whose keys it would replace.
+fn claim_for_dev(settings: &Settings) -> Result<(), CliError> {
+    let mut conn =
+        db::connect_creating(settings.database_url.expose_secret()).map_err(|err| CliError::from_error(&err))?;
+    match db::dev::claim(&mut conn).map_err(CliError::from_display)? {
+        DevClaim::Ours => Ok(()),
+        DevClaim::Claimed => {
+            log::info!("--dev: {} is now a demo database", settings.database_url_for_display());
+            Ok(())
+        }
+        DevClaim::Foreign { users, keys } => Err(CliError(format!(
+            "--dev will not use {}: it holds data --dev did not make ({users} user(s), {keys} signing key(s)); \
+             point DATABASE_URL at a database of its own (without DATABASE_URL, --dev uses gatehouse_dev)",
+            settings.database_url_for_display()
+        ))),
+    }
+}
+
+pub(super) fn serve(mut settings: Settings) -> Result<(), CliError> {
     // Refuse a missing secret, or metrics on the public listener, before touching the database.
     settings.resolve_jwt_secret().map_err(CliError::from_display)?;
     settings.check_consistency().map_err(CliError::from_display)?;
+    if settings.dev_mode {
+        if !settings.database_url_given {
+            settings.database_url = Settings::DEV_DATABASE_URL.to_owned().into();
+        }
+        claim_for_dev(&settings)?;
+    }
     let mut conn = connect_and_migrate(&settings)?;
     if settings.dev_mode {
         seed_demo_users(&mut conn, settings.bcrypt_cost)?;
@@ -74,24 +97,7 @@ pub(super) fn serve(settings: Settings) -> Result<(), CliError> {
     }
 
     actix_web::rt::System::new().block_on(async move {
-        spawn_purger(pool);
         let server = crate::startup::serve(listener, state).map_err(|err| CliError::from_error(&err))?;
         server.await.map_err(|err| CliError(format!("server error: {err}")))
     })
-}
-
-/// Deletes expired refresh tokens, revocations, sessions and throttle state once an hour, on one
-/// instance at a time (an advisory lock: the others skip that hour's run).
-fn spawn_purger(pool: db::PgPool) {
-    actix_web::rt::spawn(async move {
-        let mut every_hour = actix_web::rt::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            every_hour.tick().await;
-            match db::run(&pool, |conn| db::purge_expired(conn, Utc::now())).await {
-                Ok(Some(purged)) if purged > 0 => log::info!("purged {purged} expired rows"),
-                Ok(_) => {}
-                Err(err) => log::warn!("purging expired rows failed: {}", report(&err)),
-            }
-        }
-    });
 }

@@ -2,15 +2,18 @@
 //! cut-off that ends every earlier token and session of a user.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Integer, Interval, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Bool, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
 use super::auth_events::{self, NewEvent};
 use super::schema::{account_counts, role_scopes, roles, user_roles, users};
+use crate::domain::rules::{
+    AccountState, AdminContext, ChangeDecision, ClaimDecision, LockState, LockoutPolicy, RequestedChange,
+    decide_change, decide_claim, decide_failure, decide_release, decide_success,
+};
 use crate::domain::{EventKind, ScopeSet};
 
 diesel::define_sql_function! {
@@ -101,59 +104,122 @@ pub struct GrantedCheck {
     pub began_at: DateTime<Utc>,
 }
 
+/// An account's row as the sign-in rules need it, locked, with the database's clock read once the
+/// lock is held. `FOR NO KEY UPDATE`, the lock an UPDATE of these columns takes anyway: it does not
+/// conflict with the key-share lock that inserting an audit row referencing the user takes.
 #[derive(QueryableByName)]
-struct Found {
+struct LockedAccount {
     #[diesel(sql_type = SqlUuid)]
     id: Uuid,
+    #[diesel(sql_type = Text)]
+    username: String,
+    #[diesel(sql_type = Text)]
+    password_hash: String,
     #[diesel(sql_type = Bool)]
-    locked: bool,
+    is_active: bool,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    last_login_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Integer)]
+    failed_logins: i32,
+    #[diesel(sql_type = Integer)]
+    lockouts: i32,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    locked_until: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Integer)]
+    check_claims: i32,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    claims_expire_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Timestamptz)]
+    now: DateTime<Utc>,
 }
 
-/// Live claims count only until `claims_expire_at`; afterwards they are forgotten.
-const LIVE_CLAIMS: &str = "(CASE WHEN claims_expire_at > now() THEN check_claims ELSE 0 END)";
-
-/// Claims one verification against the real hash of `username`'s account, atomically: it is granted
-/// only while the account is not locked and fewer than `threshold` checks have failed or are
-/// running, so however many guesses arrive at once, on however many instances, at most `threshold`
-/// verifications run per lock window (the others are [`Claim::Busy`] until those settle). Claims
-/// expire after `claim_ttl` (a crashed instance cannot hold them for good).
-pub fn claim_check(conn: &mut PgConnection, username: &str, threshold: i32, claim_ttl: Duration) -> QueryResult<Claim> {
-    let granted: Option<GrantedCheck> = diesel::sql_query(format!(
-        "UPDATE users SET check_claims = {LIVE_CLAIMS} + 1, claims_expire_at = clock_timestamp() + $3 \
-         WHERE lower(username) = lower($1) \
-           AND (locked_until IS NULL OR locked_until <= now()) \
-           AND failed_logins + {LIVE_CLAIMS} < $2 \
-         RETURNING id AS user_id, username, password_hash, is_active, last_login_at, clock_timestamp() AS began_at"
-    ))
-    .bind::<Text, _>(username)
-    .bind::<Integer, _>(threshold)
-    .bind::<Interval, _>(interval(claim_ttl))
-    .get_result(conn)
-    .optional()?;
-    if let Some(granted) = granted {
-        return Ok(Claim::Granted(granted));
+impl LockedAccount {
+    fn lock_state(&self) -> LockState {
+        LockState {
+            failed_logins: self.failed_logins,
+            lockouts: self.lockouts,
+            locked_until: self.locked_until,
+            check_claims: self.check_claims,
+            claims_expire_at: self.claims_expire_at,
+        }
     }
-    let found: Option<Found> = diesel::sql_query(
-        "SELECT id, (coalesce(locked_until > now(), false) OR failed_logins >= $2) AS locked \
-         FROM users WHERE lower(username) = lower($1)",
-    )
-    .bind::<Text, _>(username)
-    .bind::<Integer, _>(threshold)
-    .get_result(conn)
-    .optional()?;
-    Ok(match found {
-        None => Claim::UnknownUser,
-        Some(Found { id, locked: true }) => Claim::Refused { user_id: id },
-        Some(Found { locked: false, .. }) => Claim::Busy,
+}
+
+const LOCKED_ACCOUNT: &str = "SELECT id, username, password_hash, is_active, last_login_at, failed_logins, lockouts, \
+                                     locked_until, check_claims, claims_expire_at, clock_timestamp() AS now \
+                              FROM users";
+
+fn lock_account_named(conn: &mut PgConnection, username: &str) -> QueryResult<Option<LockedAccount>> {
+    if !storable(username) {
+        return Ok(None);
+    }
+    diesel::sql_query(format!("{LOCKED_ACCOUNT} WHERE lower(username) = lower($1) FOR NO KEY UPDATE"))
+        .bind::<Text, _>(username)
+        .get_result(conn)
+        .optional()
+}
+
+fn lock_account(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<LockedAccount>> {
+    diesel::sql_query(format!("{LOCKED_ACCOUNT} WHERE id = $1 FOR NO KEY UPDATE"))
+        .bind::<SqlUuid, _>(user_id)
+        .get_result(conn)
+        .optional()
+}
+
+fn store_lock_state(conn: &mut PgConnection, user_id: Uuid, state: &LockState) -> QueryResult<()> {
+    diesel::update(users::table.find(user_id))
+        .set((
+            users::failed_logins.eq(state.failed_logins),
+            users::lockouts.eq(state.lockouts),
+            users::locked_until.eq(state.locked_until),
+            users::check_claims.eq(state.check_claims),
+            users::claims_expire_at.eq(state.claims_expire_at),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// Claims one verification against the real hash of `username`'s account: the account's row is
+/// locked, [`decide_claim`] rules on its counters, and a granted claim is stored before the lock
+/// is let go. However many guesses arrive at once, on however many instances, at most
+/// `policy.threshold` verifications run per lock window (the others are [`Claim::Busy`] until
+/// those settle); claims expire after `policy.claim_ttl` (a crashed instance cannot hold them).
+pub fn claim_check(conn: &mut PgConnection, username: &str, policy: &LockoutPolicy) -> QueryResult<Claim> {
+    conn.transaction(|conn| {
+        let Some(account) = lock_account_named(conn, username)? else { return Ok(Claim::UnknownUser) };
+        match decide_claim(&account.lock_state(), policy, account.now) {
+            ClaimDecision::Locked => Ok(Claim::Refused { user_id: account.id }),
+            ClaimDecision::Busy => Ok(Claim::Busy),
+            ClaimDecision::Grant(state) => {
+                store_lock_state(conn, account.id, &state)?;
+                Ok(Claim::Granted(GrantedCheck {
+                    user_id: account.id,
+                    username: account.username,
+                    password_hash: account.password_hash,
+                    is_active: account.is_active,
+                    last_login_at: account.last_login_at,
+                    began_at: account.now,
+                }))
+            }
+        }
     })
+}
+
+/// Applies `decide` to the account's counters under its row lock.
+fn settle(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    decide: impl FnOnce(&LockState, DateTime<Utc>) -> LockState,
+) -> QueryResult<()> {
+    if let Some(account) = lock_account(conn, user_id)? {
+        store_lock_state(conn, user_id, &decide(&account.lock_state(), account.now))?;
+    }
+    Ok(())
 }
 
 /// The claim given back without a verdict (the check never ran: the queue timed it out).
 pub fn release_claim(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<()> {
-    diesel::sql_query(format!("UPDATE users SET check_claims = greatest({LIVE_CLAIMS} - 1, 0) WHERE id = $1"))
-        .bind::<SqlUuid, _>(user_id)
-        .execute(conn)
-        .map(|_| ())
+    conn.transaction(|conn| settle(conn, user_id, decide_release))
 }
 
 /// A hash to store in place of the one that was verified (a cheaper cost than configured).
@@ -172,13 +238,8 @@ pub fn record_success(
     event: &NewEvent,
 ) -> QueryResult<()> {
     conn.transaction(|conn| {
-        diesel::sql_query(format!(
-            "UPDATE users SET check_claims = greatest({LIVE_CLAIMS} - 1, 0), failed_logins = 0, lockouts = 0, \
-                              locked_until = NULL, last_login_at = now() \
-             WHERE id = $1"
-        ))
-        .bind::<SqlUuid, _>(user_id)
-        .execute(conn)?;
+        settle(conn, user_id, decide_success)?;
+        diesel::update(users::table.find(user_id)).set(users::last_login_at.eq(diesel::dsl::now)).execute(conn)?;
         if let Some(upgrade) = upgrade {
             diesel::update(users::table.find(user_id).filter(users::password_hash.eq(upgrade.verified)))
                 .set(users::password_hash.eq(upgrade.new_hash))
@@ -191,49 +252,24 @@ pub fn record_success(
 /// A confirmed password (a signed-in user proved they know it): gives the claim back and forgets
 /// earlier failures, like a sign-in, without counting as one.
 pub fn record_confirmation(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<()> {
-    diesel::sql_query(format!(
-        "UPDATE users SET check_claims = greatest({LIVE_CLAIMS} - 1, 0), failed_logins = 0, lockouts = 0, \
-                          locked_until = NULL \
-         WHERE id = $1"
-    ))
-    .bind::<SqlUuid, _>(user_id)
-    .execute(conn)
-    .map(|_| ())
+    conn.transaction(|conn| settle(conn, user_id, decide_success))
 }
 
-#[derive(QueryableByName)]
-struct FailureCounted {
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    locked_until: Option<DateTime<Utc>>,
-}
-
-/// A failed verification: gives the claim back and counts the failure; the failure that reaches
-/// `threshold` locks the account (one minute, doubling with each lockout, at most an hour) and the
-/// instant the lock ends is returned. Run it before writing rows that reference the user (audit
-/// events): their foreign-key lock taken first would deadlock two concurrent failures.
-pub fn record_failure(conn: &mut PgConnection, user_id: Uuid, threshold: i32) -> QueryResult<Option<DateTime<Utc>>> {
-    // One plain UPDATE (its SET sees the row as it was): the failure that reaches the threshold
-    // resets the count to 0, any other leaves it at 1 or more, so `failed_logins = 0` afterwards
-    // means "this failure locked the account".
-    let counted: FailureCounted = diesel::sql_query(format!(
-        "UPDATE users SET \
-             check_claims = greatest({LIVE_CLAIMS} - 1, 0), \
-             failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END, \
-             lockouts = CASE WHEN failed_logins + 1 >= $2 THEN lockouts + 1 ELSE lockouts END, \
-             locked_until = CASE WHEN failed_logins + 1 >= $2 \
-                 THEN now() + make_interval(secs => least(60 * power(2, least(lockouts, 16)), 3600)) \
-                 ELSE locked_until END \
-         WHERE id = $1 \
-         RETURNING CASE WHEN failed_logins = 0 THEN locked_until END AS locked_until"
-    ))
-    .bind::<SqlUuid, _>(user_id)
-    .bind::<Integer, _>(threshold)
-    .get_result(conn)?;
-    Ok(counted.locked_until)
-}
-
-fn interval(duration: Duration) -> diesel::pg::data_types::PgInterval {
-    diesel::pg::data_types::PgInterval::from_microseconds(i64::try_from(duration.as_micros()).unwrap_or(i64::MAX))
+/// A failed verification: gives the claim back and counts the failure ([`decide_failure`]); the
+/// failure that reaches the threshold locks the account, and the instant the lock ends is returned.
+/// Run it before writing rows that reference the user (audit events): their foreign-key lock taken
+/// first would deadlock two concurrent failures.
+pub fn record_failure(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    policy: &LockoutPolicy,
+) -> QueryResult<Option<DateTime<Utc>>> {
+    conn.transaction(|conn| {
+        let Some(account) = lock_account(conn, user_id)? else { return Ok(None) };
+        let (state, locked_until) = decide_failure(&account.lock_state(), policy, account.now);
+        store_lock_state(conn, user_id, &state)?;
+        Ok(locked_until)
+    })
 }
 
 // --- Bearer checks and sessions ---
@@ -429,25 +465,23 @@ pub fn change(
         {
             return Ok(UserWrite::UnknownRole(unknown));
         }
-        let roles_before = roles_of(conn, user.id)?;
-        let is_admin = |roles: &[String]| roles.iter().any(|role| role == crate::domain::RoleName::ADMIN);
-        let mut roles_after = change.roles.clone().unwrap_or_else(|| roles_before.clone());
-        roles_after.sort();
-        roles_after.dedup();
-        let active_after = change.active.unwrap_or(user.is_active);
-        let admin_before = user.is_active && is_admin(&roles_before);
-        let admin_after = active_after && is_admin(&roles_after);
-        if admin_before && !admin_after && other_active_admins(conn, user.id)? == 0 {
-            return Ok(UserWrite::LastAdmin);
-        }
-        if let Some(admin) = acting_admin
-            && !is_active_admin(conn, admin)?
-        {
-            return Ok(UserWrite::ActorNotAdmin);
-        }
+        let before = AccountState { active: user.is_active, roles: roles_of(conn, user.id)? };
+        let context = AdminContext {
+            other_active_admins: other_active_admins(conn, user.id)?,
+            actor_still_admin: match acting_admin {
+                Some(admin) => is_active_admin(conn, admin)?,
+                None => true,
+            },
+        };
+        let requested = RequestedChange { roles: change.roles.clone(), active: change.active };
+        let (active_after, roles_after) = match decide_change(&before, &requested, &context) {
+            ChangeDecision::LastAdmin => return Ok(UserWrite::LastAdmin),
+            ChangeDecision::ActorNotAdmin => return Ok(UserWrite::ActorNotAdmin),
+            ChangeDecision::Apply { active, roles } => (active, roles),
+        };
         let mut events = Vec::new();
         // The active flag before the roles: the counters' triggers take their rows in that order.
-        if active_after != user.is_active {
+        if let Some(active_after) = active_after {
             diesel::update(users::table.find(user.id))
                 .set((users::is_active.eq(active_after), users::updated_at.eq(diesel::dsl::now)))
                 .execute(conn)?;
@@ -458,9 +492,9 @@ pub fn change(
             }
             events.push(NewEvent { kind, ..event.clone() }.user(user.id));
         }
-        if roles_after != roles_before {
+        if let Some(roles_after) = roles_after {
             replace_roles(conn, user.id, &roles_after)?;
-            let detail = format!("{} → {}", roles_detail(&roles_before), roles_detail(&roles_after));
+            let detail = format!("{} → {}", roles_detail(&before.roles), roles_detail(&roles_after));
             events.insert(0, NewEvent { kind: EventKind::RolesChanged, ..event.clone() }.user(user.id).detail(detail));
         }
         auth_events::record_many(conn, &events)?;

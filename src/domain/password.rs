@@ -112,5 +112,8 @@ mod tests {
     fn a_few_uncommon_words_pass() {
         assert!(strength("correct horse battery staple", &["alice"]).is_ok());
         assert!(strength("velvet-otter-sings-47", &[]).is_ok());
+        // The example of the API document (`POST /api/admin/users`), with the example account's
+        // own names known to the estimator, as the server checks it.
+        assert!(strength("quartz-lantern-97-drifts-upward", &["bob", "bob@example.org", "Bob Example"]).is_ok());
     }
 }

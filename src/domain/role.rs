@@ -11,6 +11,8 @@ pub struct RoleNameError(pub String);
 impl RoleName {
     /// The role that the admin pages and `/api/admin/*` require.
     pub const ADMIN: &'static str = "admin";
+    /// The role of other services: it grants `tokens:introspect`.
+    pub const SERVICE: &'static str = "service";
 
     pub fn parse(raw: &str) -> Result<Self, RoleNameError> {
         let valid = raw.len() <= 32

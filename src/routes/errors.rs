@@ -214,6 +214,7 @@ pub fn no_store(mut builder: HttpResponseBuilder) -> HttpResponseBuilder {
 pub(crate) fn server_status(err: &ServerError) -> StatusCode {
     match err {
         ServerError::Unavailable(_) | ServerError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ServerError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
         ServerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -221,6 +222,7 @@ pub(crate) fn server_status(err: &ServerError) -> StatusCode {
 fn server_code(err: &ServerError) -> &'static str {
     match err {
         ServerError::Unavailable(_) | ServerError::Busy { .. } => "temporarily_unavailable",
+        ServerError::TooMany { .. } => "slow_down",
         ServerError::Internal(_) => "server_error",
     }
 }
@@ -232,6 +234,9 @@ fn busy_description(err: &ServerError) -> Option<String> {
         ServerError::Busy { retry_after_secs } => {
             Some(format!("Too many sign-ins are waiting to be checked; try again in {retry_after_secs} seconds"))
         }
+        ServerError::TooMany { retry_after_secs } => Some(format!(
+            "Too many sign-ins from this address or for this username are waiting; try again in {retry_after_secs} seconds"
+        )),
         _ => None,
     }
 }
@@ -248,6 +253,7 @@ pub(crate) fn log_server_error(err: &ServerError) {
     match err {
         ServerError::Unavailable(_) => log::warn!("answering 503: {}", report(err)),
         ServerError::Busy { .. } => log::info!("answering 503: {}", report(err)),
+        ServerError::TooMany { .. } => log::info!("answering 429: {}", report(err)),
         ServerError::Internal(_) => log::error!("answering 500: {}", report(err)),
     }
 }

@@ -82,6 +82,24 @@ async fn scrape(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// The `method` label: the methods HTTP defines, and `other` for any other token a client makes
+/// up, so clients cannot create series at will.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN.iter().find(|known| *known == method).map_or("other", |known| known.as_str())
+}
+
 /// Counts every request of the public listener by route pattern (never the raw path: that would
 /// let clients create series at will), method and status, and times it.
 pub async fn record(
@@ -92,7 +110,7 @@ pub async fn record(
     let metrics: Option<Arc<Metrics>> =
         req.app_data::<web::Data<AppState>>().map(|state| Arc::clone(&state.grants.metrics));
     // (No clone of the request may be kept across `next`: routing needs it unshared.)
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let response = next.call(req).await;
     if let Some(metrics) = metrics {
         let (route, status) = match &response {
@@ -108,4 +126,19 @@ pub async fn record(
         metrics.http_requests.get_or_create(&RequestLabels { route, method, status: status.as_u16() }).inc();
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::Method;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for made_up in ["BREW", "PROPFIND", "X1", "get"] {
+            assert_eq!(method_label(&Method::from_bytes(made_up.as_bytes()).unwrap()), "other", "{made_up}");
+        }
+    }
 }

@@ -60,7 +60,8 @@ struct TokenForm {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct RevokeForm {
-    /// An access token or a refresh token.
+    /// An access token or a refresh token (no form field may hold U+0000).
+    #[schema(pattern = r"^[^\x00]*$")]
     token: String,
     /// `access_token` or `refresh_token`; only a hint.
     token_type_hint: Option<String>,

@@ -135,3 +135,21 @@ async fn the_purge_does_nothing_while_another_instance_holds_its_lock() {
     assert!(gatehouse::db::purge_expired(&mut conn, chrono::Utc::now()).unwrap().is_some_and(|n| n > 0));
     assert_eq!(remaining(&mut conn)[3], ["live-session"]);
 }
+
+#[tokio::test]
+async fn a_running_server_purges_by_itself_at_its_interval() {
+    let app = crate::helpers::spawn_app_with(&[("GATEHOUSE_PURGE_EVERY", "1s")]).await;
+    let mut conn = app.db.conn();
+    execute_sql(
+        &mut conn,
+        &format!(
+            "INSERT INTO revoked_access_tokens (jti, user_id, expires_at) VALUES ('{EXPIRED_JTI}', '{}', now() - interval '1 minute')",
+            app.alice().id
+        ),
+    );
+    let started = std::time::Instant::now();
+    while !labels(&mut conn, "SELECT jti::text AS label FROM revoked_access_tokens").is_empty() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "not purged within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -891,3 +891,26 @@ async fn what_the_visitor_typed_is_escaped_when_the_form_comes_back() {
     let body = html_page(app.get("/login?next=%2Fx%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E", None).await, 200).await;
     assert!(!body.contains("<script>"), "{body}");
 }
+
+#[tokio::test]
+async fn an_anonymous_cookie_that_claims_a_sign_in_signs_nobody_in() {
+    // A cookie sealed with the right key (as if the key had leaked, or a bug let state through)
+    // whose anonymous state names a user: signed-in state comes only from a session row.
+    use actix_web::cookie::{Cookie, CookieJar};
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let key = gatehouse::auth::session::cookie_key(None, &crate::helpers::JWT_SECRET.into());
+    let state = serde_json::json!({
+        "user_id": serde_json::to_string(&alice.id).unwrap(),
+        "signed_in_at": serde_json::to_string(&chrono::Utc::now()).unwrap(),
+        "sid": serde_json::to_string(&uuid::Uuid::new_v4()).unwrap(),
+    });
+    let mut jar = CookieJar::new();
+    jar.private_mut(&key).add(Cookie::new(SESSION_COOKIE, format!("anon:{state}")));
+    let sealed = jar.get(SESSION_COOKIE).unwrap().value().to_owned();
+    for path in ["/", "/account"] {
+        let response = replay(&app, &sealed, path).await;
+        assert_eq!(response.status(), 303, "{path}");
+        assert!(location(&response).starts_with("/login"), "{path}: {}", location(&response));
+    }
+}

@@ -151,7 +151,7 @@ struct NewUserBody {
     username: String,
     /// 8 characters to 72 bytes, and not easy to guess: a zxcvbn strength of at least 3 of 4, counting the
     /// username, email address and full name as known to an attacker (a refusal carries the estimator's advice).
-    #[schema(example = "velvet-otter-sings-47", min_length = 8, max_length = 72)]
+    #[schema(example = "quartz-lantern-97-drifts-upward", min_length = 8, max_length = 72)]
     password: String,
     /// An address with one `@` and a dot in its domain, at most 254 characters as sent; blank or null: none.
     #[schema(

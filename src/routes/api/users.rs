@@ -1,14 +1,13 @@
 //! The caller's own account.
 
-use actix_web::{HttpResponse, get, post, web};
-use diesel::Connection as _;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::accounts::Actor;
 use crate::auth::bearer::Caller;
 use crate::auth::guard::Requirement;
-use crate::db::{self, auth_events::NewEvent};
-use crate::domain::{Channel, EventKind};
+use crate::domain::Channel;
 use crate::routes::docs::ErrorResponse;
 use crate::routes::{ApiError, AppState};
 use utoipa::ToSchema;
@@ -72,16 +71,9 @@ async fn me(caller: Caller) -> Result<web::Json<Profile>, ApiError> {
     )
 )]
 #[post("/users/me/sign-out-all")]
-async fn sign_out_all(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn sign_out_all(caller: Caller, state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     caller.authorize(Requirement::PROFILE)?;
-    let user_id = caller.user.id;
-    let event = NewEvent::new(EventKind::SignOutAll, Channel::Api).user(user_id);
-    db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| {
-            db::users::invalidate_credentials(conn, user_id)?;
-            db::auth_events::record(conn, &event)
-        })
-    })
-    .await?;
+    let actor = Actor { user_id: Some(caller.user.id), channel: Channel::Api, client: state.client_ip(&req) };
+    state.accounts().sign_out_own(&actor, caller.user.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -17,7 +17,9 @@ use super::session::SignedInUser;
 use super::sign_ins::{FamilyRow, SessionRow};
 use crate::accounts::AccountError;
 use crate::auth::session;
+use crate::auth::throttle::retry_after_secs;
 use crate::db;
+use crate::domain::AddressBucket;
 use crate::oauth::form::FormFields;
 use crate::routes::AppState;
 
@@ -87,6 +89,12 @@ async fn change_password(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     let form = checked_form(&req, payload, &session).await?;
+    // A password check, like a sign-in: the same per-address budget.
+    let client = state.client_ip(&req);
+    if let Err(wait) = state.login_throttle.check(&state.pool, client.map(AddressBucket::of)).await? {
+        state.grants.metrics.throttled.inc();
+        return Err(WebError::TooManyRequests { retry_after_secs: retry_after_secs(wait) });
+    }
     let field = |name: &str| SecretString::from(form.raw(name).unwrap_or_default().to_owned());
     let (current, new, again) = (field("current_password"), field("new_password"), field("new_password_again"));
     let actor = user.actor(&state, &req);

@@ -45,7 +45,7 @@ impl WebError {
             WebError::NotFound => "Not found",
             WebError::MethodNotAllowed { .. } => "Method not allowed",
             WebError::Conflict { .. } => "Conflict",
-            WebError::TooManyRequests { .. } => "Slow down",
+            WebError::TooManyRequests { .. } | WebError::Server(ServerError::TooMany { .. }) => "Slow down",
             WebError::Server(ServerError::Unavailable(_) | ServerError::Busy { .. }) => "Temporarily unavailable",
             WebError::Server(ServerError::Internal(_)) => "Server error",
         }
@@ -59,6 +59,9 @@ impl WebError {
             }
             WebError::Server(ServerError::Busy { .. }) => {
                 "Too many people are signing in right now. Please try again in a few seconds.".to_owned()
+            }
+            WebError::Server(ServerError::TooMany { .. }) => {
+                "Too many sign-ins from here are waiting. Please try again in a few seconds.".to_owned()
             }
             WebError::Server(ServerError::Internal(_)) => "Something went wrong on our side.".to_owned(),
             other => other.to_string(),

@@ -84,7 +84,11 @@ async fn login(
     }
     let (hasher, metrics) = (&state.grants.hasher, &state.grants.metrics);
     let password = SecretString::from(password);
-    match credentials::check_password(&state.pool, hasher, metrics, &username, password, &attempt).await {
+    let checked = match credentials::admit(hasher, metrics, &username, &attempt).await {
+        Ok(ticket) => credentials::check_password(&state.pool, ticket, metrics, &username, password, &attempt).await,
+        Err(refused) => Err(refused),
+    };
+    match checked {
         Ok(signed_in) => {
             let user_agent = req.headers().get(header::USER_AGENT).and_then(|value| value.to_str().ok());
             let device = Device { client, user_agent };
