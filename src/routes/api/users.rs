@@ -46,7 +46,7 @@ struct Profile {
 async fn me(caller: Caller) -> Result<web::Json<Profile>, ApiError> {
     caller.authorize(Requirement::PROFILE)?;
     let scopes = caller.scopes().to_vec();
-    let Caller { user, roles, .. } = caller;
+    let (user, roles) = (caller.user()?.clone(), caller.roles().to_vec());
     Ok(web::Json(Profile {
         id: user.id,
         username: user.username,
@@ -74,7 +74,7 @@ async fn me(caller: Caller) -> Result<web::Json<Profile>, ApiError> {
 #[post("/users/me/sign-out-all")]
 async fn sign_out_all(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.authorize(Requirement::PROFILE)?;
-    let user_id = caller.user.id;
+    let user_id = caller.user()?.id;
     let event = NewEvent::new(EventKind::SignOutAll, Channel::Api).user(user_id);
     db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
