@@ -1,5 +1,5 @@
 //! Client administration: one set of rules behind `gatehouse client …`, `/api/admin/clients` and
-//! `/admin/clients`. Whoever asks, a registration is validated the same way (`oauth::client`), the
+//! `/admin/clients`. Whoever asks, a registration is validated the same way (`domain::client`), the
 //! change and its audit row are written in one transaction, and an admin acting through the API or
 //! a page must still be an active admin when it commits (as for users, `db::users::as_admin`).
 //!
@@ -12,14 +12,14 @@ use diesel::PgConnection;
 use secrecy::SecretString;
 
 use super::Actor;
+use crate::auth::client_secret::{self as client, plan_rotation};
 use crate::db::{
     self, PgPool,
     auth_events::NewEvent,
     clients::{Client, Rotation},
 };
-use crate::domain::EventKind;
+use crate::domain::{ClientDraft, ClientKind, EventKind, InvalidClient};
 use crate::errors::ServerError;
-use crate::oauth::client::{self, ClientDraft, ClientKind, InvalidClient};
 
 /// Why a change was not made. Nothing of it was written.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +114,7 @@ pub fn get(conn: &mut PgConnection, client_id: &str) -> Result<Client, ClientErr
     db::clients::find(conn, client_id)?.ok_or_else(|| ClientError::UnknownClient(client_id.to_owned()))
 }
 
-/// A new current secret; the previous one keeps working for `oauth::client::ROTATION_OVERLAP`.
+/// A new current secret; the previous one keeps working for `auth::client_secret::ROTATION_OVERLAP`.
 pub fn rotate_secret(
     conn: &mut PgConnection,
     actor: &Actor,
@@ -123,10 +123,11 @@ pub fn rotate_secret(
 ) -> Result<Rotated, ClientError> {
     let (secret, hash) = client::new_secret();
     let event = event(actor, EventKind::ClientSecretRotated, client_id);
-    match as_actor(conn, actor, |conn| db::clients::rotate(conn, client_id, &hash, now, &event))? {
+    let plan = |kind, stored: &[_]| plan_rotation(kind, stored, now);
+    match as_actor(conn, actor, |conn| db::clients::rotate(conn, client_id, &hash, now, plan, &event))? {
         Rotation::Rotated { client, previous_expires_at } => Ok(Rotated { client, secret, previous_expires_at }),
         Rotation::UnknownClient => Err(ClientError::UnknownClient(client_id.to_owned())),
-        Rotation::PublicClient => Err(ClientError::PublicClient(client_id.to_owned())),
+        Rotation::Refused => Err(ClientError::PublicClient(client_id.to_owned())),
     }
 }
 

@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use super::CliError;
 use crate::accounts::Actor;
 use crate::accounts::clients::{self, ClientError};
-use crate::oauth::client::ClientDraft;
+use crate::domain::ClientDraft;
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {

@@ -1,6 +1,6 @@
 //! The `oauth_clients` and `oauth_client_secrets` tables: the client registry. The rules (what a
-//! registration may say, what a rotation changes, which secret matches) are `oauth::client`'s; this
-//! module loads, locks and writes.
+//! registration may say, what a rotation changes, which secret matches) are `domain::client`'s and
+//! `auth::client_secret`'s; this module loads, locks and writes.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -9,9 +9,7 @@ use uuid::Uuid;
 
 use super::auth_events::{self, NewEvent};
 use super::schema::{oauth_client_secrets, oauth_clients};
-use crate::domain::ScopeSet;
-use crate::oauth::client::{ClientKind, GrantType, IdTokenAlg, StoredSecret, ValidClient, plan_rotation};
-use crate::oauth::client_auth::ClientAtToken;
+use crate::domain::{ClientKind, GrantType, IdTokenAlg, ScopeSet, StoredSecret, ValidClient};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = oauth_clients, check_for_backend(diesel::pg::Pg))]
@@ -181,20 +179,18 @@ pub fn is_live(conn: &mut PgConnection, client_id: &str) -> QueryResult<bool> {
 }
 
 /// The live client `client_id` with the secrets that still work at `now`, for `/token`.
-pub fn at_token(conn: &mut PgConnection, client_id: &str, now: DateTime<Utc>) -> QueryResult<Option<ClientAtToken>> {
+pub fn with_live_secrets(
+    conn: &mut PgConnection,
+    client_id: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<Option<(Client, Vec<StoredSecret>)>> {
     let Some(client) = find(conn, client_id)? else { return Ok(None) };
     let secrets: Vec<SecretRow> = oauth_client_secrets::table
         .filter(oauth_client_secrets::client_id.eq(client_id))
         .filter(oauth_client_secrets::expires_at.is_null().or(oauth_client_secrets::expires_at.gt(now)))
         .select(SecretRow::as_select())
         .load(conn)?;
-    Ok(Some(ClientAtToken {
-        client_id: client.client_id,
-        kind: client.kind,
-        grants: client.grants,
-        scope: client.scope,
-        secrets: secrets.into_iter().map(StoredSecret::from).collect(),
-    }))
+    Ok(Some((client, secrets.into_iter().map(StoredSecret::from).collect())))
 }
 
 /// The outcome of a rotation.
@@ -206,17 +202,19 @@ pub enum Rotation {
         previous_expires_at: Option<DateTime<Utc>>,
     },
     UnknownClient,
-    /// A public client has no secret to rotate.
-    PublicClient,
+    /// The plan refused (a public client has no secret to rotate).
+    Refused,
 }
 
-/// Makes `new_hash` the client's current secret at `now`. The client row is locked first, so two
+/// Makes `new_hash` the client's current secret at `now`, with the expiries `plan` decides from the
+/// stored secrets (`None`: refused, nothing written). The client row is locked first, so two
 /// rotations at once run one after the other (the second sees the first's secret as current).
 pub fn rotate(
     conn: &mut PgConnection,
     client_id: &str,
     new_hash: &[u8],
     now: DateTime<Utc>,
+    plan: impl FnOnce(ClientKind, &[StoredSecret]) -> Option<Vec<(Uuid, DateTime<Utc>)>>,
     event: &NewEvent,
 ) -> QueryResult<Rotation> {
     conn.transaction(|conn| {
@@ -228,15 +226,12 @@ pub fn rotate(
             .first(conn)
             .optional()?;
         let Some(client) = row.map(Client::try_from).transpose()? else { return Ok(Rotation::UnknownClient) };
-        if client.kind == ClientKind::Public {
-            return Ok(Rotation::PublicClient);
-        }
         let stored: Vec<SecretRow> = oauth_client_secrets::table
             .filter(oauth_client_secrets::client_id.eq(client_id))
             .select(SecretRow::as_select())
             .load(conn)?;
         let stored: Vec<StoredSecret> = stored.into_iter().map(StoredSecret::from).collect();
-        let plan = plan_rotation(&stored, now);
+        let Some(plan) = plan(client.kind, &stored) else { return Ok(Rotation::Refused) };
         let previous_expires_at = stored
             .iter()
             .find(|secret| secret.expires_at.is_none())

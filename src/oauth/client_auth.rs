@@ -7,9 +7,11 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::GrantError;
-use super::client::{ClientKind, GrantType, StoredSecret, secret_matches};
 use super::form::{FormFields, decode};
+use crate::auth::client_secret::secret_matches;
+use crate::db::clients::Client;
 use crate::domain::ScopeSet;
+use crate::domain::{ClientKind, GrantType, StoredSecret};
 
 /// How the client presented its credentials (`token_endpoint_auth_method`, RFC 7591 §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +103,12 @@ pub struct ClientAtToken {
     pub grants: Vec<GrantType>,
     pub scope: ScopeSet,
     pub secrets: Vec<StoredSecret>,
+}
+
+impl ClientAtToken {
+    pub fn new(client: Client, secrets: Vec<StoredSecret>) -> Self {
+        Self { client_id: client.client_id, kind: client.kind, grants: client.grants, scope: client.scope, secrets }
+    }
 }
 
 /// Why a client failed to authenticate: the client hears only `invalid_client`, the audit trail this.
@@ -199,7 +207,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oauth::client::secret_hash;
+    use crate::auth::client_secret::secret_hash;
     use uuid::Uuid;
 
     const FORM: Option<&str> = Some("application/x-www-form-urlencoded");

@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::GrantError;
-use super::client;
 use super::client_auth::ClientFailure;
 use crate::auth::credentials::{self, Attempt, LoginError};
 use crate::auth::jwt::TokenSubject;
@@ -159,7 +158,7 @@ impl Grants {
         attempt: &Attempt,
         now: DateTime<Utc>,
     ) -> Result<IssuedTokens, GrantError> {
-        let scopes = client::grant_scopes(client_scope, requested.as_ref())
+        let scopes = crate::auth::client_secret::grant_scopes(client_scope, requested.as_ref())
             .map_err(|denied| GrantError::InvalidScope(format!("scope not allowed for this client: {denied}")))?;
         let event = NewEvent::new(EventKind::TokenIssued, attempt.channel)
             .attempted(&client_id)

@@ -1,7 +1,6 @@
 //! The OAuth2 authorization server, without HTTP: parsing token requests and carrying out the grants.
 //! `routes::oauth` reads the request and writes the RFC 6749 answer; this module decides.
 
-pub mod client;
 pub mod client_auth;
 pub mod form;
 pub mod grant;
@@ -28,7 +27,7 @@ pub enum GrantError {
     InvalidClient(client_auth::ClientFailure),
     /// The client authenticated but is not registered for this grant.
     #[error("This client is not allowed the {0} grant")]
-    UnauthorizedClient(client::GrantType),
+    UnauthorizedClient(crate::domain::GrantType),
     #[error("{0}")]
     InvalidScope(String),
     #[error(transparent)]

@@ -3,8 +3,8 @@
 use secrecy::SecretString;
 
 use super::GrantError;
-use super::client::GrantType;
 use super::form::{FormError, FormFields};
+use crate::domain::GrantType;
 use crate::domain::ScopeSet;
 
 pub enum TokenRequest {

@@ -153,7 +153,9 @@ async fn authenticate_client(
     let registered = match &presented {
         Some(presented) => {
             let client_id = presented.client_id.clone();
-            crate::db::run(&state.pool, move |conn| crate::db::clients::at_token(conn, &client_id, now)).await?
+            crate::db::run(&state.pool, move |conn| crate::db::clients::with_live_secrets(conn, &client_id, now))
+                .await?
+                .map(|(client, secrets)| client_auth::ClientAtToken::new(client, secrets))
         }
         None => None,
     };

@@ -11,7 +11,7 @@ use chrono::Utc;
 use diesel::RunQueryDsl;
 use gatehouse::accounts::Actor;
 use gatehouse::accounts::clients;
-use gatehouse::oauth::client::ClientDraft;
+use gatehouse::domain::ClientDraft;
 use reqwest::{Client, Response, header};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};

@@ -15,7 +15,7 @@ use crate::auth::bearer::Caller;
 use crate::auth::guard::Requirement;
 use crate::db::clients::Client;
 use crate::domain::Channel;
-use crate::oauth::client::ClientDraft;
+use crate::domain::ClientDraft;
 use crate::routes::docs::ErrorResponse;
 use crate::routes::{ApiError, AppState};
 

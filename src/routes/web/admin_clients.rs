@@ -18,7 +18,7 @@ use super::sign_ins::datetime;
 use crate::accounts::clients::ClientError;
 use crate::auth::guard::Requirement;
 use crate::db::{self, clients::Client};
-use crate::oauth::client::{ClientDraft, ClientField, GrantType, IdTokenAlg};
+use crate::domain::{ClientDraft, ClientField, ClientKind, GrantType, IdTokenAlg};
 use crate::oauth::form::FormFields;
 use crate::routes::AppState;
 
@@ -45,7 +45,7 @@ struct ClientRow {
 impl From<Client> for ClientRow {
     fn from(client: Client) -> Self {
         Self {
-            confidential: client.kind == crate::oauth::client::ClientKind::Confidential,
+            confidential: client.kind == ClientKind::Confidential,
             kind: client.kind.as_str(),
             first_party: client.first_party,
             grants: client.grants.iter().map(|grant| grant.as_str()).collect::<Vec<_>>().join(" "),
