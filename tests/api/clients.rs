@@ -651,3 +651,44 @@ async fn the_admin_page_is_for_admins_only() {
     assert_eq!(anonymous.status(), 303);
     assert_eq!(anonymous.headers()[header::LOCATION], "/login?next=%2Fadmin%2Fclients");
 }
+
+#[tokio::test]
+async fn two_rotations_at_once_both_succeed_one_after_the_other_and_leave_one_current_secret() {
+    let app = spawn_app().await;
+    let client = service(&app, &[]);
+    // Two connections rotate at the same moment; the client row's lock orders them.
+    let rotations: Vec<_> = (0..2)
+        .map(|_| {
+            let (mut conn, id) = (app.db.conn(), client.id.clone());
+            std::thread::spawn(move || clients::rotate_secret(&mut conn, &Actor::command_line(), &id, Utc::now()))
+        })
+        .collect();
+    let secrets: Vec<String> = rotations
+        .into_iter()
+        .map(|rotation| rotation.join().unwrap().unwrap().secret.expose_secret().to_owned())
+        .collect();
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let current: Count = diesel::sql_query("SELECT count(*) AS n FROM oauth_client_secrets WHERE expires_at IS NULL")
+        .get_result(&mut app.db.conn())
+        .unwrap();
+    assert_eq!(current.n, 1);
+    // The later rotation's secret is current, the earlier one's has its hour; the original's overlap ended.
+    let cc = [("grant_type", "client_credentials")];
+    let working: Vec<u16> =
+        statuses_with_secrets(&app, &client.id, &[secrets[0].as_str(), secrets[1].as_str()], &cc).await;
+    assert_eq!(working, [200, 200]);
+    assert_invalid_client(basic(&app, &client.id, &client.secret, &cc).await).await;
+}
+
+async fn statuses_with_secrets(app: &TestApp, id: &str, secrets: &[&str], fields: &[(&str, &str)]) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for secret in secrets {
+        statuses.push(basic(app, id, secret, fields).await.status().as_u16());
+    }
+    statuses
+}
