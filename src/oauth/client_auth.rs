@@ -45,7 +45,8 @@ pub fn presented(authorization: Option<&str>, form: &FormFields) -> Result<Optio
         .and_then(|value| value.split_once(' ').map(|(scheme, rest)| (scheme, rest.trim())))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
         .map(|(_, credentials)| basic_credentials(credentials))
-        .transpose()?;
+        .transpose()?
+        .flatten();
     if authorization.is_some_and(|value| value.trim().eq_ignore_ascii_case("basic")) {
         return Err(malformed_basic());
     }
@@ -82,17 +83,21 @@ fn malformed_basic() -> GrantError {
     GrantError::InvalidRequest("the Authorization header is not valid HTTP Basic client authentication".to_owned())
 }
 
-/// RFC 6749 §2.3.1: base64 of `urlencoded(id) ":" urlencoded(secret)`.
-fn basic_credentials(encoded: &str) -> Result<(String, SecretString), GrantError> {
+/// RFC 6749 §2.3.1: base64 of `urlencoded(id) ":" urlencoded(secret)`. `Ok(None)` for `:` alone,
+/// which some password-flow clients (Swagger UI without a configured client) send: no client.
+fn basic_credentials(encoded: &str) -> Result<Option<(String, SecretString)>, GrantError> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| malformed_basic())?;
     let text = String::from_utf8(bytes).map_err(|_| malformed_basic())?;
     let (id, secret) = text.split_once(':').ok_or_else(malformed_basic)?;
     let id = decode(id).map_err(|_| malformed_basic())?;
     let secret = decode(secret).map_err(|_| malformed_basic())?;
+    if id.is_empty() && secret.is_empty() {
+        return Ok(None);
+    }
     if id.is_empty() || id.contains('\0') || secret.contains('\0') {
         return Err(malformed_basic());
     }
-    Ok((id, SecretString::from(secret)))
+    Ok(Some((id, SecretString::from(secret))))
 }
 
 /// A registered client as `/token` needs it (loaded with its secrets by `db::clients`).
@@ -235,6 +240,7 @@ mod tests {
         assert!(named.secret.is_none());
         assert!(read(None, "client_secret=").is_none(), "FastAPI's empty client_secret");
         assert!(read(Some("Bearer abc"), "").is_none(), "another scheme is no client credential");
+        assert!(read(Some(&basic(":")), "").is_none(), "an empty Basic pair is no client either");
     }
 
     #[test]

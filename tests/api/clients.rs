@@ -506,6 +506,7 @@ async fn the_admin_api_registers_lists_shows_rotates_and_removes_clients() {
     let list: Value = app.get("/api/admin/clients", Some(&token)).await.json().await.unwrap();
     assert_eq!(list["clients"].as_array().unwrap().len(), 1);
     assert!(list["clients"][0].get("client_secret").is_none());
+    assert_eq!(app.get("/api/admin/clients/gc_nosuchclient0000000000", Some(&token)).await.status(), 404);
     let shown = app.get(&format!("/api/admin/clients/{client_id}"), Some(&token)).await;
     assert_eq!(shown.status(), 200);
     assert_eq!(shown.json::<Value>().await.unwrap()["scopes"], json!(["tokens:introspect"]));
@@ -517,13 +518,21 @@ async fn the_admin_api_registers_lists_shows_rotates_and_removes_clients() {
     assert_ne!(rotated["client_secret"], secret.as_str());
     assert!(rotated["previous_secret_expires_at"].is_string());
 
+    let public = app.post_json("/api/admin/clients", Some(&token), &json!({"name": "spa", "public": true})).await;
+    assert_eq!(public.status(), 201);
+    let public: Value = public.json().await.unwrap();
+    assert!(public.get("client_secret").is_none(), "a public client has no secret: {public}");
+    let public_id = public["client_id"].as_str().unwrap();
+    let no_secret = app.post_empty(&format!("/api/admin/clients/{public_id}/rotate-secret"), Some(&token)).await;
+    assert_bearer_error(no_secret, 400, None, "invalid_request").await;
+
     let delete = |path: String| app.client.delete(app.url(&path)).bearer_auth(&token).send();
     assert_eq!(delete(format!("/api/admin/clients/{client_id}")).await.unwrap().status(), 204);
     assert_eq!(delete(format!("/api/admin/clients/{client_id}")).await.unwrap().status(), 404);
     assert_eq!(app.get(&format!("/api/admin/clients/{client_id}"), Some(&token)).await.status(), 404);
 
     let actions: Vec<_> = app.events().into_iter().filter(|event| event.kind.starts_with("client_")).collect();
-    assert_eq!(actions.len(), 3);
+    assert_eq!(actions.len(), 4, "created twice, rotated, removed: {actions:?}");
     assert!(actions.iter().all(|event| event.channel == "api"));
 }
 
