@@ -65,6 +65,9 @@ pub struct Settings {
     pub bcrypt_cost: u32,
     pub session_key: Option<SecretString>,
     pub strict_grant_type: bool,
+    /// `GATEHOUSE_PASSWORD_GRANT` (default on): off, the password grant answers
+    /// `unsupported_grant_type` unless a registered client allowed it asks.
+    pub password_grant: bool,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Password attempts (`/token`, `/login`) one client address may make per minute; 0 turns it off.
     pub login_rate_per_minute: u32,
@@ -134,6 +137,10 @@ impl Settings {
             Some(value) => parse_bool("GATEHOUSE_STRICT_GRANT_TYPE", &value)?,
             None => false,
         };
+        let password_grant = match get("GATEHOUSE_PASSWORD_GRANT") {
+            Some(value) => parse_bool("GATEHOUSE_PASSWORD_GRANT", &value)?,
+            None => true,
+        };
         let trusted_proxies = match get("GATEHOUSE_TRUSTED_PROXIES") {
             Some(value) => parse_proxies(&value)?,
             None => Vec::new(),
@@ -189,6 +196,7 @@ impl Settings {
             bcrypt_cost,
             session_key,
             strict_grant_type,
+            password_grant,
             trusted_proxies,
             login_rate_per_minute,
             refresh_family_max_age,
@@ -410,6 +418,8 @@ mod tests {
         assert_eq!(s.refresh_token_ttl, Duration::from_secs(14 * 24 * 3600));
         assert_eq!(s.bcrypt_cost, 12);
         assert!(!s.strict_grant_type);
+        assert!(s.password_grant, "the password grant is on unless turned off");
+        assert!(!settings(&[("GATEHOUSE_PASSWORD_GRANT", "off")]).unwrap().password_grant);
         assert!(s.trusted_proxies.is_empty());
         assert_eq!(s.issuer_for(s.bind), "http://127.0.0.1:8080");
         assert_eq!(s.signing_alg, SigningAlgorithm::Es256);

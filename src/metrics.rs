@@ -51,6 +51,12 @@ pub struct GrantLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientAuthLabels {
+    /// `ok` or why it failed: `unknown_client`, `wrong_secret`, `no_secret`, `no_client`, `public_client`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
     pub state: &'static str,
 }
@@ -69,6 +75,7 @@ pub struct Metrics {
     pub password_hash_seconds: Histogram,
     pub db_pool_connections: Family<PoolLabels, Gauge<i64, AtomicI64>>,
     pub bearer_batch_size: Histogram,
+    pub client_authentications: Family<ClientAuthLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -136,6 +143,12 @@ impl Metrics {
             "Bearer-token lookups answered by one database round trip",
             bearer_batch_size.clone(),
         );
+        let client_authentications = Family::<ClientAuthLabels, Counter>::default();
+        registry.register(
+            "gatehouse_client_authentications",
+            "Client authentications at /token (registered clients), by outcome",
+            client_authentications.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -149,6 +162,7 @@ impl Metrics {
             password_hash_seconds,
             db_pool_connections,
             bearer_batch_size,
+            client_authentications,
         }
     }
 

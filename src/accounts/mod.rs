@@ -8,6 +8,7 @@
 //! database transactions.
 
 pub mod blocking;
+pub mod clients;
 mod validate;
 
 use std::net::IpAddr;

@@ -23,8 +23,8 @@ const FORBIDDEN_HEADERS: [&str; 6] = ["jku", "jwk", "x5u", "x5c", "crit", "zip"]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessClaims {
     pub iss: String,
-    /// The user's stable id, never the username.
-    pub sub: Uuid,
+    /// The user's stable id (never the username), or a client's own `client_id`.
+    pub sub: Subject,
     pub aud: String,
     pub exp: i64,
     pub iat: i64,
@@ -32,8 +32,42 @@ pub struct AccessClaims {
     /// A UUIDv7 whose timestamp dates the token more finely than `iat` (see [`jti_at`]).
     pub jti: Uuid,
     pub scope: String,
-    pub preferred_username: String,
-    pub roles: Vec<String>,
+    /// RFC 9068 §2.2: the client the token was issued to; present only for a registered client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// A user's; a client's own token has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+}
+
+/// Whom a token is about: a user (`sub` is their id, a UUID), or a client acting for itself
+/// (`sub` is its `client_id`, which always starts `gc_` and is never a UUID).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(untagged)]
+pub enum Subject {
+    User(Uuid),
+    Client(String),
+}
+
+impl Subject {
+    /// The user's id, for a user's token.
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self {
+            Subject::User(id) => Some(*id),
+            Subject::Client(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::User(id) => write!(f, "{id}"),
+            Subject::Client(client_id) => f.write_str(client_id),
+        }
+    }
 }
 
 impl AccessClaims {
@@ -100,6 +134,8 @@ pub enum TokenRejection {
     Revoked,
     #[error("The user of this access token no longer exists")]
     UnknownUser,
+    #[error("The client of this access token no longer exists")]
+    UnknownClient,
 }
 
 /// The subject of a new token.
@@ -229,19 +265,29 @@ mod tests {
     }
 
     #[test]
+    fn a_subject_is_a_user_id_or_a_client_id() {
+        let user: Subject = serde_json::from_str("\"0192f6a4-1b2c-7d3e-8f40-123456789abc\"").unwrap();
+        assert!(matches!(user, Subject::User(_)));
+        let client: Subject = serde_json::from_str("\"gc_abcdefghijklmnopqrstuv\"").unwrap();
+        assert_eq!(client, Subject::Client("gc_abcdefghijklmnopqrstuv".into()));
+        assert_eq!(serde_json::to_string(&client).unwrap(), "\"gc_abcdefghijklmnopqrstuv\"");
+    }
+
+    #[test]
     fn the_time_window_has_five_seconds_of_leeway() {
         let now = Utc::now();
         let at = |offset: i64| AccessClaims {
             iss: "i".into(),
-            sub: Uuid::nil(),
+            sub: Subject::User(Uuid::nil()),
             aud: "i".into(),
             exp: now.timestamp() + 900 + offset,
             iat: now.timestamp() + offset,
             nbf: now.timestamp() + offset,
             jti: jti_at(now),
             scope: String::new(),
-            preferred_username: "a".into(),
-            roles: vec![],
+            client_id: None,
+            preferred_username: Some("a".into()),
+            roles: Some(vec![]),
         };
         assert_eq!(at(3).check_time(now), Ok(()));
         assert_eq!(at(30).check_time(now), Err(TokenRejection::NotYetValid));
@@ -256,15 +302,16 @@ mod tests {
             scopes: crate::domain::ScopeSet::default(),
             claims: AccessClaims {
                 iss: String::new(),
-                sub: Uuid::nil(),
+                sub: Subject::User(Uuid::nil()),
                 aud: String::new(),
                 exp: 0,
                 iat: 0,
                 nbf: 0,
                 jti: Uuid::nil(),
                 scope: String::new(),
-                preferred_username: String::new(),
-                roles: vec![],
+                client_id: None,
+                preferred_username: None,
+                roles: None,
             },
         };
         cache.insert("a", claims("1"));

@@ -29,7 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::auth::jwt::{ACCESS_TOKEN_TYP, AccessClaims, TokenRejection, TokenSubject, jti_at, read_header};
+use crate::auth::jwt::{ACCESS_TOKEN_TYP, AccessClaims, Subject, TokenRejection, TokenSubject, jti_at, read_header};
 use crate::config::SigningAlgorithm;
 use crate::db::{self, PgPool, locks, signing_keys::StoredKey};
 use crate::domain::ScopeSet;
@@ -588,11 +588,58 @@ impl KeyRing {
             .any(|key| key.encoding.is_some() && key.times.activates_at <= at && key.is_accepted_at(at))
     }
 
-    /// Signs an access token issued at `issued_at` with the key current then.
+    /// Signs a user's access token issued at `issued_at` with the key current then.
     pub fn issue(
         &self,
         subject: &TokenSubject<'_>,
         scopes: &ScopeSet,
+        issued_at: DateTime<Utc>,
+    ) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
+        let iat = issued_at.timestamp();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: Subject::User(subject.user_id),
+            aud: self.issuer.clone(),
+            exp: iat + self.ttl_secs(),
+            iat,
+            nbf: iat,
+            jti: jti_at(issued_at),
+            scope: scopes.to_string(),
+            client_id: None,
+            preferred_username: Some(subject.username.to_owned()),
+            roles: Some(subject.roles.to_vec()),
+        };
+        self.sign(claims, issued_at)
+    }
+
+    /// Signs a client's own access token (client credentials): `sub` and `client_id` are the client's,
+    /// and nothing of a user is in it.
+    pub fn issue_for_client(
+        &self,
+        client_id: &str,
+        scopes: &ScopeSet,
+        issued_at: DateTime<Utc>,
+    ) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
+        let iat = issued_at.timestamp();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: Subject::Client(client_id.to_owned()),
+            aud: self.issuer.clone(),
+            exp: iat + self.ttl_secs(),
+            iat,
+            nbf: iat,
+            jti: jti_at(issued_at),
+            scope: scopes.to_string(),
+            client_id: Some(client_id.to_owned()),
+            preferred_username: None,
+            roles: None,
+        };
+        self.sign(claims, issued_at)
+    }
+
+    fn sign(
+        &self,
+        claims: AccessClaims,
         issued_at: DateTime<Utc>,
     ) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
         let snapshot = self.snapshot();
@@ -603,19 +650,6 @@ impl KeyRing {
             .filter_map(|key| key.encoding.as_ref().map(|encoding| (key, encoding)))
             .max_by_key(|(key, _)| key.times.activates_at)
             .ok_or(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
-        let iat = issued_at.timestamp();
-        let claims = AccessClaims {
-            iss: self.issuer.clone(),
-            sub: subject.user_id,
-            aud: self.issuer.clone(),
-            exp: iat + self.ttl_secs(),
-            iat,
-            nbf: iat,
-            jti: jti_at(issued_at),
-            scope: scopes.to_string(),
-            preferred_username: subject.username.to_owned(),
-            roles: subject.roles.to_vec(),
-        };
         let mut header = Header::new(jose(signer.times.alg));
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
         header.kid = Some(signer.times.kid.clone());

@@ -2,6 +2,7 @@
 //! throttling. Nothing here speaks HTTP: `routes` turns these answers into responses.
 
 pub mod bearer;
+pub mod client_secret;
 pub mod credentials;
 pub mod guard;
 pub mod jwt;

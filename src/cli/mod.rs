@@ -1,8 +1,9 @@
-//! The command line: `gatehouse serve | migrate | user … | audit … | keys …`.
+//! The command line: `gatehouse serve | migrate | user … | audit … | keys … | client …`.
 //!
 //! Exit codes: 0 ok, 2 bad usage (clap's own), 1 any other failure with one line on stderr.
 
 mod audit;
+mod client;
 mod keys;
 mod serve;
 mod user;
@@ -12,6 +13,7 @@ use diesel::PgConnection;
 use secrecy::ExposeSecret;
 
 pub use audit::{AuditCommand, escape_control};
+pub use client::ClientCommand;
 pub use keys::KeysCommand;
 pub use user::UserCommand;
 
@@ -52,6 +54,9 @@ pub enum Command {
     /// Manage the signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage registered OAuth clients (services and apps).
+    #[command(subcommand)]
+    Client(ClientCommand),
 }
 
 /// A failure to report in one line, exit code 1.
@@ -91,6 +96,7 @@ pub fn run(cli: Cli, mut settings: Settings) -> Result<(), CliError> {
         Command::User(command) => user::run(&mut connect_and_migrate(&settings)?, &settings, command),
         Command::Audit(command) => audit::run(&mut connect_and_migrate(&settings)?, command),
         Command::Keys(command) => keys::run(&mut connect_and_migrate(&settings)?, &settings, command),
+        Command::Client(command) => client::run(&mut connect_and_migrate(&settings)?, command),
     }
 }
 

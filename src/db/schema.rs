@@ -52,6 +52,32 @@ diesel::table! {
 }
 
 diesel::table! {
+    oauth_client_secrets (id) {
+        id -> Uuid,
+        client_id -> Text,
+        secret_hash -> Bytea,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    oauth_clients (client_id) {
+        client_id -> Text,
+        name -> Text,
+        kind -> Text,
+        scope -> Text,
+        redirect_uris -> Array<Nullable<Text>>,
+        post_logout_redirect_uris -> Array<Nullable<Text>>,
+        first_party -> Bool,
+        grant_types -> Array<Nullable<Text>>,
+        id_token_alg -> Text,
+        created_at -> Timestamptz,
+        removed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     refresh_families (id) {
         id -> Uuid,
         user_id -> Uuid,
@@ -170,6 +196,7 @@ diesel::table! {
 }
 
 diesel::joinable!(items -> users (owner_id));
+diesel::joinable!(oauth_client_secrets -> oauth_clients (client_id));
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (family_id));
 diesel::joinable!(revoked_access_tokens -> users (user_id));
@@ -185,6 +212,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     event_hours,
     items,
     login_throttle,
+    oauth_client_secrets,
+    oauth_clients,
     refresh_families,
     refresh_tokens,
     revoked_access_tokens,

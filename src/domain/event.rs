@@ -72,6 +72,12 @@ stored_names! {
         RolesChanged = "roles_changed",
         /// One browser session ended from its owner's account page.
         SessionEnded = "session_ended",
+        /// A client was registered.
+        ClientCreated = "client_created",
+        ClientSecretRotated = "client_secret_rotated",
+        ClientRemoved = "client_removed",
+        /// A `/token` request failed to authenticate a client (unknown, wrong secret, public).
+        ClientAuthFailed = "client_auth_failed",
     }
 }
 

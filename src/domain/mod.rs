@@ -4,6 +4,7 @@
 
 mod account;
 mod address;
+mod client;
 mod event;
 mod item;
 mod password;
@@ -14,6 +15,10 @@ mod username;
 
 pub use account::{Email, EmailError, FullName, FullNameError};
 pub use address::AddressBucket;
+pub use client::{
+    ClientDraft, ClientField, ClientKind, GrantType, IdTokenAlg, InvalidClient, StoredSecret, ValidClient,
+    default_grants,
+};
 pub use event::{Channel, EventKind, FailureReason, UnknownName};
 pub use item::{ItemDraft, ItemDraftError};
 pub use password::{NewPassword, PasswordError, WeakPassword};

@@ -68,7 +68,8 @@ impl FormFields {
     }
 }
 
-fn decode(raw: &str) -> Result<String, FormError> {
+/// Decodes one urlencoded name or value (`+` is a space), refusing what is not UTF-8.
+pub(crate) fn decode(raw: &str) -> Result<String, FormError> {
     let spaced = raw.replace('+', " ");
     percent_decode_str(&spaced).decode_utf8().map(|text| text.into_owned()).map_err(|_| FormError::NotUtf8)
 }

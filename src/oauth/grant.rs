@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::GrantError;
+use super::client_auth::ClientFailure;
 use crate::auth::credentials::{self, Attempt, LoginError};
 use crate::auth::jwt::TokenSubject;
 use crate::auth::keys::KeyRing;
@@ -17,7 +18,7 @@ use crate::db::refresh_tokens::{self, FamilyStart, Grantee, IssueFailure, NewTok
 use crate::db::{self, PgPool};
 use crate::domain::{EventKind, ScopeSet};
 use crate::errors::ServerError;
-use crate::metrics::{GrantLabels, Metrics};
+use crate::metrics::{ClientAuthLabels, GrantLabels, Metrics};
 
 /// What a successful grant hands to the client (RFC 6749 §5.1).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -32,8 +33,9 @@ pub struct IssuedTokens {
     /// The granted scopes, space-separated.
     #[schema(example = "items:read items:write profile")]
     pub scope: String,
-    /// Opaque; rotated on every use.
-    pub refresh_token: String,
+    /// Opaque; rotated on every use. None for client credentials (RFC 6749 §4.4.3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// How long refresh tokens and their families live.
@@ -153,6 +155,57 @@ impl Grants {
         }
     }
 
+    /// RFC 6749 §4.4: a registered client's own access token (`sub` and `client_id` are the
+    /// client's), for the requested scopes of the client's (default: all of them), without a
+    /// refresh token. The client has authenticated already (`oauth::client_auth::decide`).
+    pub async fn client_credentials(
+        &self,
+        client_id: String,
+        client_scope: &ScopeSet,
+        requested: Option<ScopeSet>,
+        attempt: &Attempt,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedTokens, GrantError> {
+        let scopes = crate::auth::client_secret::grant_scopes(client_scope, requested.as_ref())
+            .map_err(|denied| GrantError::InvalidScope(format!("scope not allowed for this client: {denied}")))?;
+        let event = NewEvent::new(EventKind::TokenIssued, attempt.channel)
+            .attempted(&client_id)
+            .client(attempt.client_addr())
+            .detail(format!("client_credentials for client {client_id}"));
+        db::run(&self.pool, move |conn| db::auth_events::record(conn, &event)).await?;
+        let (access_token, _) = self.keys.issue_for_client(&client_id, &scopes, now).map_err(ServerError::internal)?;
+        self.metrics.tokens_issued.get_or_create(&GrantLabels { grant: "client_credentials" }).inc();
+        Ok(IssuedTokens {
+            access_token,
+            token_type: "bearer",
+            expires_in: self.keys.ttl_secs(),
+            scope: scopes.to_string(),
+            refresh_token: None,
+        })
+    }
+
+    /// Records a failed client authentication (audit trail and metrics); the caller answers
+    /// `invalid_client` (or `429` when the address has spent its budget, which is not recorded).
+    pub async fn client_failed(
+        &self,
+        client_id: Option<&str>,
+        failure: ClientFailure,
+        attempt: &Attempt,
+    ) -> Result<(), ServerError> {
+        let mut event = NewEvent::new(EventKind::ClientAuthFailed, attempt.channel)
+            .client(attempt.client_addr())
+            .detail(failure.as_str());
+        if let Some(client_id) = client_id {
+            event = event.attempted(client_id);
+        }
+        db::run(&self.pool, move |conn| db::auth_events::record(conn, &event)).await
+    }
+
+    /// Counts a client authentication's outcome.
+    pub fn count_client_authentication(&self, outcome: &'static str) {
+        self.metrics.client_authentications.get_or_create(&ClientAuthLabels { outcome }).inc();
+    }
+
     /// RFC 7009: revokes a refresh token (and its family) or an access token. Unknown tokens are
     /// not an error.
     pub async fn revoke(&self, token: SecretString, attempt: &Attempt, now: DateTime<Utc>) -> Result<(), ServerError> {
@@ -164,7 +217,11 @@ impl Grants {
             .verify_signature_fresh(&self.pool, token.expose_secret(), now)
             .await
             .ok()
-            .map(|(_, claims)| (claims.jti, claims.sub, DateTime::from_timestamp(claims.exp, 0).unwrap_or(now)));
+            // A client's own token has no user to file a revocation under: it ends with its client.
+            .and_then(|(_, claims)| {
+                let user_id = claims.sub.user_id()?;
+                Some((claims.jti, user_id, DateTime::from_timestamp(claims.exp, 0).unwrap_or(now)))
+            });
         let event = NewEvent::new(EventKind::Revoke, attempt.channel).client(attempt.client_addr());
         db::run(&self.pool, move |conn| {
             if let Some((user_id, family_id)) = refresh_tokens::revoke_family_of(conn, &hash, now)? {
@@ -204,6 +261,6 @@ fn sign(keys: &KeyRing, grantee: &Grantee, refresh_token: String) -> Result<Issu
         token_type: "bearer",
         expires_in: keys.ttl_secs(),
         scope: grantee.scopes.to_string(),
-        refresh_token,
+        refresh_token: Some(refresh_token),
     })
 }

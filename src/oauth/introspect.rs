@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::auth::jwt::Subject;
 use crate::auth::keys::KeyRing;
 use crate::db::{self, PgPool, refresh_tokens};
 use crate::errors::ServerError;
@@ -25,9 +26,14 @@ pub struct Introspection {
 pub struct TokenDetails {
     /// Space-separated scopes.
     pub scope: String,
-    pub username: String,
-    /// The user's stable id.
-    pub sub: Uuid,
+    /// The user's (a client's own token has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The user's stable id, or for a client's own token its `client_id`.
+    pub sub: String,
+    /// The client the token was issued to (client credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     pub exp: i64,
     pub iat: i64,
     /// RFC 7662 §2.2: the RFC 6749 token type, `bearer` (as `/token` says) for an access token;
@@ -72,8 +78,9 @@ pub async fn introspect(
         let as_refresh = |conn: &mut diesel::PgConnection| -> diesel::QueryResult<Option<TokenDetails>> {
             Ok(refresh_tokens::live(conn, &hash, now)?.map(|live| TokenDetails {
                 scope: live.scope.to_string(),
-                username: live.username,
-                sub: live.user_id,
+                username: Some(live.username),
+                sub: live.user_id.to_string(),
+                client_id: None,
                 exp: live.expires_at.timestamp(),
                 iat: live.issued_at.timestamp(),
                 token_type: "refresh_token",
@@ -86,14 +93,26 @@ pub async fn introspect(
         };
         let as_access = |conn: &mut diesel::PgConnection| -> diesel::QueryResult<Option<TokenDetails>> {
             let Some(claims) = &access else { return Ok(None) };
-            let holders = db::users::token_holders(conn, &[(claims.sub, claims.jti)])?;
-            let live = holders.into_iter().flatten().next().is_some_and(|holder| {
-                holder.user.is_active && !holder.token_revoked && claims.issued_at() >= holder.user.tokens_valid_after
-            });
+            // The same checks as a bearer token on `/api`: a user's token needs its user active and
+            // the token neither revoked nor cut off; a client's own token needs its client registered.
+            let live = match &claims.sub {
+                Subject::User(user_id) => {
+                    let holders = db::users::token_holders(conn, &[(*user_id, claims.jti)])?;
+                    holders.into_iter().flatten().next().is_some_and(|holder| {
+                        holder.user.is_active
+                            && !holder.token_revoked
+                            && claims.issued_at() >= holder.user.tokens_valid_after
+                    })
+                }
+                Subject::Client(client_id) => {
+                    claims.client_id.as_ref() == Some(client_id) && db::clients::is_live(conn, client_id)?
+                }
+            };
             Ok(live.then(|| TokenDetails {
                 scope: claims.scope.clone(),
                 username: claims.preferred_username.clone(),
-                sub: claims.sub,
+                sub: claims.sub.to_string(),
+                client_id: claims.client_id.clone(),
                 exp: claims.exp,
                 iat: claims.iat,
                 token_type: "bearer",

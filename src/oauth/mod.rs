@@ -1,6 +1,7 @@
 //! The OAuth2 authorization server, without HTTP: parsing token requests and carrying out the grants.
 //! `routes::oauth` reads the request and writes the RFC 6749 answer; this module decides.
 
+pub mod client_auth;
 pub mod form;
 pub mod grant;
 pub mod introspect;
@@ -18,8 +19,15 @@ pub enum GrantError {
     InvalidCredentials,
     #[error("The refresh token is invalid, expired or revoked")]
     InvalidRefreshToken,
-    #[error("grant_type must be password or refresh_token")]
+    #[error("grant_type must be password, refresh_token or client_credentials")]
     UnsupportedGrantType,
+    /// Client authentication failed (§5.2): unknown client, wrong or missing secret, public client.
+    /// The text never tells which; the audit trail does.
+    #[error("Client authentication failed")]
+    InvalidClient(client_auth::ClientFailure),
+    /// The client authenticated but is not registered for this grant.
+    #[error("This client is not allowed the {0} grant")]
+    UnauthorizedClient(crate::domain::GrantType),
     #[error("{0}")]
     InvalidScope(String),
     #[error(transparent)]

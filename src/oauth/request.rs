@@ -4,11 +4,23 @@ use secrecy::SecretString;
 
 use super::GrantError;
 use super::form::{FormError, FormFields};
+use crate::domain::GrantType;
 use crate::domain::ScopeSet;
 
 pub enum TokenRequest {
-    Password { username: String, password: SecretString, scope: ScopeSet },
-    RefreshToken { refresh_token: SecretString, scope: Option<ScopeSet> },
+    Password {
+        username: String,
+        password: SecretString,
+        scope: ScopeSet,
+    },
+    RefreshToken {
+        refresh_token: SecretString,
+        scope: Option<ScopeSet>,
+    },
+    /// RFC 6749 §4.4: the client asks for a token of its own (it authenticates separately).
+    ClientCredentials {
+        scope: Option<ScopeSet>,
+    },
 }
 
 impl From<FormError> for GrantError {
@@ -44,7 +56,17 @@ impl TokenRequest {
                 let refresh_token = required(form, "refresh_token")?;
                 Ok(TokenRequest::RefreshToken { refresh_token: SecretString::from(refresh_token), scope })
             }
+            "client_credentials" => Ok(TokenRequest::ClientCredentials { scope }),
             _ => Err(GrantError::UnsupportedGrantType),
+        }
+    }
+
+    /// The grant, as a client's registration names it.
+    pub fn grant_type(&self) -> GrantType {
+        match self {
+            TokenRequest::Password { .. } => GrantType::Password,
+            TokenRequest::RefreshToken { .. } => GrantType::RefreshToken,
+            TokenRequest::ClientCredentials { .. } => GrantType::ClientCredentials,
         }
     }
 }

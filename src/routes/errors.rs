@@ -24,6 +24,9 @@ pub enum ApiError {
     InsufficientScope { required: &'static str },
     #[error("Your roles do not allow this request")]
     MissingRole,
+    /// A client's own token (client credentials) at an endpoint that acts for a person.
+    #[error("This endpoint acts for a person; a client's own access token has none")]
+    NotAPerson,
     #[error("This account is inactive")]
     InactiveUser,
     #[error("{0}")]
@@ -73,6 +76,7 @@ impl From<Denial> for ApiError {
         match denial {
             Denial::MissingScope(scope) => ApiError::InsufficientScope { required: scope },
             Denial::MissingRole => ApiError::MissingRole,
+            Denial::NotAPerson => ApiError::NotAPerson,
         }
     }
 }
@@ -82,7 +86,7 @@ impl ApiError {
         match self {
             ApiError::MissingCredentials => "unauthorized",
             ApiError::InvalidToken(_) => "invalid_token",
-            ApiError::InsufficientScope { .. } | ApiError::MissingRole => "insufficient_scope",
+            ApiError::InsufficientScope { .. } | ApiError::MissingRole | ApiError::NotAPerson => "insufficient_scope",
             ApiError::InactiveUser => "inactive_user",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::NotFound => "not_found",
@@ -105,7 +109,7 @@ impl ApiError {
             ApiError::InsufficientScope { required } => {
                 Some(format!(r#"Bearer error="insufficient_scope", scope="{required}""#))
             }
-            ApiError::MissingRole => Some(r#"Bearer error="insufficient_scope""#.to_owned()),
+            ApiError::MissingRole | ApiError::NotAPerson => Some(r#"Bearer error="insufficient_scope""#.to_owned()),
             _ => None,
         }
     }
@@ -115,9 +119,10 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::MissingCredentials | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            ApiError::InsufficientScope { .. } | ApiError::MissingRole | ApiError::InactiveUser => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::InsufficientScope { .. }
+            | ApiError::MissingRole
+            | ApiError::NotAPerson
+            | ApiError::InactiveUser => StatusCode::FORBIDDEN,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -170,6 +175,8 @@ impl TokenError {
             TokenError::Grant(GrantError::InvalidRequest(_)) | TokenError::PayloadTooLarge => "invalid_request",
             TokenError::Grant(GrantError::InvalidCredentials | GrantError::InvalidRefreshToken) => "invalid_grant",
             TokenError::Grant(GrantError::UnsupportedGrantType) => "unsupported_grant_type",
+            TokenError::Grant(GrantError::InvalidClient(_)) => "invalid_client",
+            TokenError::Grant(GrantError::UnauthorizedClient(_)) => "unauthorized_client",
             TokenError::Grant(GrantError::InvalidScope(_)) => "invalid_scope",
             TokenError::Grant(GrantError::Server(err)) => server_code(err),
             TokenError::SlowDown { .. } => "slow_down",
@@ -183,6 +190,7 @@ impl ResponseError for TokenError {
             TokenError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             TokenError::SlowDown { .. } => StatusCode::TOO_MANY_REQUESTS,
             TokenError::Grant(GrantError::Server(err)) => server_status(err),
+            TokenError::Grant(GrantError::InvalidClient(_)) => StatusCode::UNAUTHORIZED,
             TokenError::Grant(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -198,6 +206,10 @@ impl ResponseError for TokenError {
         };
         if let TokenError::SlowDown { retry_after_secs } = self {
             response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        // RFC 6749 §5.2: a 401 names the scheme the client may authenticate with.
+        if let TokenError::Grant(GrantError::InvalidClient(_)) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, r#"Basic realm="gatehouse""#));
         }
         response.json(ErrorBody { error: self.code(), error_description: description })
     }

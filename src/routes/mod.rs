@@ -53,6 +53,11 @@ impl AppState {
     pub fn accounts(&self) -> crate::accounts::Accounts<'_> {
         crate::accounts::Accounts { pool: &self.pool, hasher: &self.grants.hasher, metrics: &self.grants.metrics }
     }
+
+    /// Client administration, with this server's pool.
+    pub fn clients(&self) -> crate::accounts::clients::Clients<'_> {
+        crate::accounts::clients::Clients { pool: &self.pool }
+    }
 }
 
 /// The routes described by the OpenAPI document: OAuth2 endpoints, the API, health checks.
@@ -139,6 +144,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/admin/users"),
     ("PATCH", "/api/admin/users/{username}"),
     ("POST", "/api/admin/users/{username}/sign-out-all"),
+    ("GET", "/api/admin/clients"),
+    ("POST", "/api/admin/clients"),
+    ("GET", "/api/admin/clients/{client_id}"),
+    ("DELETE", "/api/admin/clients/{client_id}"),
+    ("POST", "/api/admin/clients/{client_id}/rotate-secret"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
@@ -157,6 +167,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/users/{username}/password"),
     ("POST", "/admin/users/{username}/sign-out-all"),
     ("GET", "/admin/audit"),
+    ("GET", "/admin/clients"),
+    ("POST", "/admin/clients"),
+    ("POST", "/admin/clients/{client_id}/rotate-secret"),
+    ("POST", "/admin/clients/{client_id}/remove"),
     ("GET", "/account"),
     ("POST", "/account/password"),
     ("POST", "/account/sessions/{id}/end"),

@@ -18,6 +18,7 @@ use crate::auth::keys::JWKS_MAX_AGE;
 use crate::auth::throttle::retry_after_secs;
 use crate::domain::{AddressBucket, Channel};
 use crate::oauth::GrantError;
+use crate::oauth::client_auth::{self, ClientFailure, ClientRefusal, ClientVerdict};
 use crate::oauth::form::FormFields;
 use crate::oauth::grant::IssuedTokens;
 use crate::oauth::introspect::Introspection;
@@ -36,7 +37,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct TokenForm {
-    /// `password` (may be omitted unless strict mode is on) or `refresh_token`.
+    /// `password` (may be omitted unless strict mode is on), `refresh_token` or `client_credentials`.
     #[schema(example = "password")]
     grant_type: Option<String>,
     /// For the password grant.
@@ -45,14 +46,17 @@ struct TokenForm {
     /// For the password grant.
     #[schema(format = Password)]
     password: Option<String>,
-    /// Space-separated scopes; omitted: everything the user's roles allow (on refresh: the original scopes).
+    /// Space-separated scopes; omitted: everything the user's roles allow (on refresh: the original
+    /// scopes; for client credentials: everything the client is registered for).
     #[schema(example = "profile items:read")]
     scope: Option<String>,
     /// For the refresh-token grant.
     refresh_token: Option<String>,
-    /// Accepted and ignored (first-party public clients).
+    /// A registered client (`client_secret_post`, or a public client); may come in HTTP Basic
+    /// instead (`client_secret_basic`). A value naming no registered client is ignored by the
+    /// password and refresh grants.
     client_id: Option<String>,
-    /// Accepted and ignored.
+    /// The registered client's secret (`client_secret_post`).
     client_secret: Option<String>,
 }
 
@@ -67,10 +71,12 @@ struct RevokeForm {
     token_type_hint: Option<String>,
 }
 
-/// Password grant (RFC 6749 §4.3) and refresh-token grant (§6).
+/// Password grant (RFC 6749 §4.3), refresh-token grant (§6) and client-credentials grant (§4.4).
 ///
 /// Success and errors carry `Cache-Control: no-store` and `Pragma: no-cache`. A refresh token is
-/// rotated on every use; presenting one that was already used revokes its whole family.
+/// rotated on every use; presenting one that was already used revokes its whole family. A request
+/// naming a registered client must authenticate it (HTTP Basic or `client_secret`) and the client
+/// must be allowed the grant. Client credentials give the client's own token, without refresh token.
 #[utoipa::path(
     post,
     path = "/token",
@@ -78,7 +84,9 @@ struct RevokeForm {
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Tokens issued", body = IssuedTokens),
-        (status = 400, description = "`invalid_request`, `invalid_grant`, `unsupported_grant_type` or `invalid_scope`", body = ErrorResponse),
+        (status = 400, description = "`invalid_request`, `invalid_grant`, `unsupported_grant_type`, `unauthorized_client` or `invalid_scope`", body = ErrorResponse),
+        (status = 401, description = "`invalid_client`: client authentication failed", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "`Basic realm=\"gatehouse\"`"))),
         (status = 413, description = "Body over 4 KiB", body = ErrorResponse),
         (status = 429, description = "Too many attempts from this address (`slow_down`); see `Retry-After`", body = ErrorResponse,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -95,6 +103,7 @@ async fn token(
     let attempt = api_attempt(&req, &state);
     let form = read_form(&req, payload).await?;
     let request = TokenRequest::from_form(&form, state.settings.strict_grant_type)?;
+    let verdict = authenticate_client(&req, &form, &request, &state, &attempt, now).await?;
     let issued = match request {
         TokenRequest::Password { username, password, scope } => {
             // Only password attempts are throttled: a refresh token has 256 bits, nothing to guess.
@@ -108,8 +117,71 @@ async fn token(
         TokenRequest::RefreshToken { refresh_token, scope } => {
             state.grants.refresh(refresh_token, scope, &attempt, now).await?
         }
+        TokenRequest::ClientCredentials { scope } => match verdict {
+            ClientVerdict::Client { client_id, scope: client_scope } => {
+                state.grants.client_credentials(client_id, &client_scope, scope, &attempt, now).await?
+            }
+            // `decide` lets no anonymous client_credentials request through; answer as it would.
+            ClientVerdict::Anonymous => return Err(GrantError::InvalidClient(ClientFailure::NoClient).into()),
+        },
     };
     Ok(no_store(HttpResponse::Ok()).json(issued))
+}
+
+/// The client rule at `/token` (`oauth::client_auth::decide`): reads the presented credentials,
+/// loads the registered client they name, and refuses what the rule refuses. A failed client
+/// authentication spends the address's sign-in budget (successes spend nothing) and is audited and
+/// counted; once the budget is spent it is answered `429` instead, not audited, as for passwords.
+async fn authenticate_client(
+    req: &HttpRequest,
+    form: &FormFields,
+    request: &TokenRequest,
+    state: &AppState,
+    attempt: &Attempt,
+    now: chrono::DateTime<Utc>,
+) -> Result<ClientVerdict, TokenError> {
+    let mut authorization = req.headers().get_all(header::AUTHORIZATION);
+    let first = authorization.next();
+    if authorization.next().is_some() {
+        return Err(GrantError::InvalidRequest("more than one Authorization header".to_owned()).into());
+    }
+    let header_value = first
+        .map(|value| value.to_str())
+        .transpose()
+        .map_err(|_| GrantError::InvalidRequest("the Authorization header is not valid".to_owned()))?;
+    let presented = client_auth::presented(header_value, form)?;
+    // A request that names no client costs no lookup (the password grant's path stays as it was).
+    let registered = match &presented {
+        Some(presented) => {
+            let client_id = presented.client_id.clone();
+            crate::db::run(&state.pool, move |conn| crate::db::clients::with_live_secrets(conn, &client_id, now))
+                .await?
+                .map(|(client, secrets)| client_auth::ClientAtToken::new(client, secrets))
+        }
+        None => None,
+    };
+    let grant = request.grant_type();
+    match client_auth::decide(grant, presented.as_ref(), registered.as_ref(), state.settings.password_grant, now) {
+        Ok(verdict) => {
+            if matches!(verdict, ClientVerdict::Client { .. }) {
+                state.grants.count_client_authentication("ok");
+            }
+            Ok(verdict)
+        }
+        Err(ClientRefusal::PasswordGrantOff) => Err(GrantError::UnsupportedGrantType.into()),
+        Err(ClientRefusal::UnauthorizedClient(grant)) => Err(GrantError::UnauthorizedClient(grant).into()),
+        Err(ClientRefusal::InvalidClient(failure)) => {
+            let bucket = attempt.client.map(AddressBucket::of);
+            if let Err(wait) = state.login_throttle.check(&state.pool, bucket).await? {
+                state.grants.metrics.throttled.inc();
+                return Err(TokenError::SlowDown { retry_after_secs: retry_after_secs(wait) });
+            }
+            state.grants.count_client_authentication(failure.as_str());
+            let client_id = presented.as_ref().map(|presented| presented.client_id.as_str());
+            state.grants.client_failed(client_id, failure, attempt).await?;
+            Err(GrantError::InvalidClient(failure).into())
+        }
+    }
 }
 
 /// Token revocation (RFC 7009): `200` for any well-formed request, known token or not.
@@ -215,9 +287,9 @@ struct ServerMetadata {
     revocation_endpoint: String,
     introspection_endpoint: String,
     jwks_uri: String,
-    grant_types_supported: [&'static str; 2],
+    grant_types_supported: Vec<&'static str>,
     scopes_supported: Vec<String>,
-    token_endpoint_auth_methods_supported: [&'static str; 1],
+    token_endpoint_auth_methods_supported: [&'static str; 3],
     revocation_endpoint_auth_methods_supported: [&'static str; 1],
     response_types_supported: [&'static str; 0],
 }
@@ -239,13 +311,20 @@ async fn metadata(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
         introspection_endpoint: format!("{issuer}/introspect"),
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
         issuer,
-        grant_types_supported: ["password", "refresh_token"],
+        grant_types_supported: grant_types_supported(state.settings.password_grant),
         scopes_supported: scopes.into_iter().map(|scope| scope.name).collect(),
-        // First-party public clients: no client authentication (client_id is accepted and ignored).
-        token_endpoint_auth_methods_supported: ["none"],
+        // `none`: the password and refresh grants without a registered client, and public clients.
+        token_endpoint_auth_methods_supported: ["none", "client_secret_basic", "client_secret_post"],
         revocation_endpoint_auth_methods_supported: ["none"],
         response_types_supported: [],
     }))
+}
+
+/// The grants `/token` answers. With the password grant off it is left out: only a client registered
+/// for it may still use it, and such a client knows that from its registration, not from here.
+fn grant_types_supported(password_grant: bool) -> Vec<&'static str> {
+    let password = password_grant.then_some("password");
+    password.into_iter().chain(["refresh_token", "client_credentials"]).collect()
 }
 
 async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<FormFields, TokenError> {

@@ -615,3 +615,56 @@ async fn a_person_ends_another_session_and_changes_their_password_on_the_account
     browser.goto("/").await;
     browser.wait_for_location("/").await;
 }
+
+#[tokio::test]
+async fn an_admin_registers_a_client_copies_its_secret_once_rotates_it_and_removes_the_client() {
+    let app = spawn_app().await;
+    let admin = app.admin();
+    let browser = Browser::open(&app).await;
+    browser.sign_in(&admin).await;
+
+    browser.by_text("header", "a", "Clients").await.click().await.unwrap();
+    browser.wait_for_location("/admin/clients").await;
+    assert_eq!(browser.text("main h1").await, "Clients");
+
+    // A redirect URI with a fragment is refused with the reason; the name typed stays.
+    browser.type_into("Name", "reports").await;
+    browser.set_checkbox("tokens:introspect", true).await;
+    browser.type_into("Redirect URIs (one a line)", "https://reports.example/cb#x").await;
+    browser.by_text("main", "button", "Register client").await.click().await.unwrap();
+    assert!(browser.text("#create-error").await.contains("fragment"));
+    assert_eq!(browser.field_labelled("Name").await.prop("value").await.unwrap().as_deref(), Some("reports"));
+
+    browser.type_into("Redirect URIs (one a line)", "").await;
+    browser.by_text("main", "button", "Register client").await.click().await.unwrap();
+    assert_eq!(browser.text("#secret-heading").await, "Client registered");
+    let client_id = browser.field_labelled("client_id").await.prop("value").await.unwrap().unwrap();
+    let secret = browser.field_labelled("client_secret").await.prop("value").await.unwrap().unwrap();
+    assert!(client_id.starts_with("gc_") && secret.starts_with("gcs_"));
+    let rows = browser.rows("clients").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0][..5],
+        ["reports", client_id.as_str(), "confidential", "client_credentials", "tokens:introspect"]
+    );
+    browser.screenshot("admin-clients").await;
+    let token = app
+        .client
+        .post(app.url("/token"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 200);
+
+    browser.by_text("main", "button", "Rotate secret").await.click().await.unwrap();
+    assert_eq!(browser.text("#secret-heading").await, "New secret");
+    let rotated = browser.field_labelled("client_secret").await.prop("value").await.unwrap().unwrap();
+    assert_ne!(rotated, secret);
+
+    browser.by_text("main", "button", "Remove").await.click().await.unwrap();
+    browser.wait_for_location("/admin/clients?done=removed").await;
+    assert!(browser.notice().await.starts_with("The client was removed"));
+    assert_eq!(browser.rows("clients").await[0][0], "No clients are registered.");
+}

@@ -616,14 +616,17 @@ async fn the_metadata_document_describes_this_server() {
     assert_eq!(body["issuer"], app.address);
     assert_eq!(body["token_endpoint"], format!("{}/token", app.address));
     assert_eq!(body["revocation_endpoint"], format!("{}/revoke", app.address));
-    assert_eq!(body["grant_types_supported"], serde_json::json!(["password", "refresh_token"]));
+    assert_eq!(body["grant_types_supported"], serde_json::json!(["password", "refresh_token", "client_credentials"]));
     let mut scopes: Vec<&str> =
         body["scopes_supported"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     scopes.sort_unstable();
     assert_eq!(scopes, ["admin:stats", "admin:users", "items:read", "items:write", "profile", "tokens:introspect"]);
     assert_eq!(body["introspection_endpoint"], format!("{}/introspect", app.address));
     assert_eq!(body["jwks_uri"], format!("{}/.well-known/jwks.json", app.address));
-    assert_eq!(body["token_endpoint_auth_methods_supported"], serde_json::json!(["none"]));
+    assert_eq!(
+        body["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["none", "client_secret_basic", "client_secret_post"])
+    );
     assert_eq!(body["response_types_supported"], serde_json::json!([]));
 }
 

@@ -13,6 +13,7 @@ mod architecture;
 mod bearer;
 mod browser;
 mod cli;
+mod clients;
 mod concurrency;
 mod docs;
 mod hashing;

@@ -22,6 +22,9 @@ const ALLOW: &[(&str, &str)] = &[
     ("/api/admin/users", "GET, POST, HEAD"),
     ("/api/admin/users/{username}", "PATCH"),
     ("/api/admin/users/{username}/sign-out-all", "POST"),
+    ("/api/admin/clients", "GET, POST, HEAD"),
+    ("/api/admin/clients/{client_id}", "GET, DELETE, HEAD"),
+    ("/api/admin/clients/{client_id}/rotate-secret", "POST"),
     ("/healthz", "GET, HEAD"),
     ("/readyz", "GET, HEAD"),
     ("/openapi.json", "GET, HEAD"),
@@ -38,6 +41,9 @@ const ALLOW: &[(&str, &str)] = &[
     ("/admin/users/{username}/password", "POST"),
     ("/admin/users/{username}/sign-out-all", "POST"),
     ("/admin/audit", "GET, HEAD"),
+    ("/admin/clients", "GET, POST, HEAD"),
+    ("/admin/clients/{client_id}/rotate-secret", "POST"),
+    ("/admin/clients/{client_id}/remove", "POST"),
     ("/account", "GET, HEAD"),
     ("/account/password", "POST"),
     ("/account/sessions/{id}/end", "POST"),
@@ -47,12 +53,12 @@ const ALLOW: &[(&str, &str)] = &[
 #[tokio::test]
 async fn every_address_in_the_route_table_answers_a_wrong_method_with_405_and_allow() {
     let app = spawn_app().await;
-    // No route takes DELETE. Templated paths (`/admin/users/{username}`) are asked as they are
+    // No route takes PUT. Templated paths (`/admin/users/{username}`) are asked as they are
     // written: `{username}` is as good a segment as any.
     for (path, allow) in ALLOW {
-        let response = app.client.request(Method::DELETE, app.url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 405, "DELETE {path}");
-        assert_eq!(response.headers()[header::ALLOW], *allow, "DELETE {path}");
+        let response = app.client.request(Method::PUT, app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 405, "PUT {path}");
+        assert_eq!(response.headers()[header::ALLOW], *allow, "PUT {path}");
     }
 }
 

@@ -88,8 +88,8 @@ fn empty_as_none<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Op
     }
 }
 
-fn actor(caller: &Caller, state: &AppState, req: &HttpRequest) -> Actor {
-    Actor { user_id: Some(caller.user.id), channel: Channel::Api, client: state.client_ip(req) }
+fn actor(caller: &Caller, state: &AppState, req: &HttpRequest) -> Result<Actor, ApiError> {
+    Ok(Actor { user_id: Some(caller.user()?.id), channel: Channel::Api, client: state.client_ip(req) })
 }
 
 /// Users by username, 50 a page, optionally only those matching `q`.
@@ -204,7 +204,7 @@ async fn create(
         full_name,
         roles: roles.clone(),
     };
-    let created = state.accounts().create(&actor(&caller, &state, &req), draft).await?;
+    let created = state.accounts().create(&actor(&caller, &state, &req)?, draft).await?;
     let mut roles = roles;
     roles.sort();
     roles.dedup();
@@ -269,7 +269,7 @@ async fn change(
         return Err(ApiError::InvalidRequest("give `roles`, `is_active` or both".to_owned()));
     }
     let change = AccountChange { roles, active: is_active };
-    let user = state.accounts().change(&actor(&caller, &state, &req), &username, change).await?;
+    let user = state.accounts().change(&actor(&caller, &state, &req)?, &username, change).await?;
     let user_id = user.id;
     let roles = db::run(&state.pool, move |conn| db::users::roles_of(conn, user_id)).await?;
     Ok(web::Json(AdminUserView::new(user, roles)))
@@ -298,6 +298,6 @@ async fn sign_out_all(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.authorize(Requirement::ADMIN_USERS)?;
-    state.accounts().sign_out_everywhere(&actor(&caller, &state, &req), &username).await?;
+    state.accounts().sign_out_everywhere(&actor(&caller, &state, &req)?, &username).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -67,7 +67,8 @@ struct NewItemBody {
 )]
 #[get("/items")]
 async fn list(caller: MaybeCaller, state: web::Data<AppState>) -> Result<web::Json<Vec<ItemView>>, ApiError> {
-    let viewer = caller.0.filter(|c| c.scopes().contains(ScopeName::ITEMS_READ)).map(|c| c.user.id);
+    let viewer =
+        caller.0.filter(|c| c.scopes().contains(ScopeName::ITEMS_READ)).and_then(|c| c.user().ok().map(|user| user.id));
     let items = db::run(&state.pool, move |conn| db::items::visible_to(conn, viewer)).await?;
     Ok(web::Json(items.into_iter().map(ItemView::from).collect()))
 }
@@ -99,7 +100,7 @@ async fn create(
     let body = body.into_inner()?;
     let draft = ItemDraft::new(&body.title, body.body.as_deref(), body.public)
         .map_err(|err| ApiError::InvalidRequest(err.to_string()))?;
-    let owner = caller.user.id;
+    let owner = caller.user()?.id;
     let item = db::run(&state.pool, move |conn| db::items::create(conn, owner, &draft)).await?;
     Ok(HttpResponse::Created().json(ItemView::from(item)))
 }

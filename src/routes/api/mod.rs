@@ -1,6 +1,7 @@
 //! `/api/*`: JSON in, JSON out, bearer tokens and scopes.
 
 mod admin;
+mod admin_clients;
 mod admin_users;
 pub mod extract;
 mod items;
@@ -28,6 +29,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .configure(items::configure)
             .configure(admin::configure)
             .configure(admin_users::configure)
+            .configure(admin_clients::configure)
             .default_service(web::to(super::api_fallback)),
     );
 }

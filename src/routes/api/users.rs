@@ -45,7 +45,7 @@ struct Profile {
 async fn me(caller: Caller) -> Result<web::Json<Profile>, ApiError> {
     caller.authorize(Requirement::PROFILE)?;
     let scopes = caller.scopes().to_vec();
-    let Caller { user, roles, .. } = caller;
+    let (user, roles) = (caller.user()?.clone(), caller.roles().to_vec());
     Ok(web::Json(Profile {
         id: user.id,
         username: user.username,
@@ -73,7 +73,8 @@ async fn me(caller: Caller) -> Result<web::Json<Profile>, ApiError> {
 #[post("/users/me/sign-out-all")]
 async fn sign_out_all(caller: Caller, state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     caller.authorize(Requirement::PROFILE)?;
-    let actor = Actor { user_id: Some(caller.user.id), channel: Channel::Api, client: state.client_ip(&req) };
-    state.accounts().sign_out_own(&actor, caller.user.id).await?;
+    let user_id = caller.user()?.id;
+    let actor = Actor { user_id: Some(user_id), channel: Channel::Api, client: state.client_ip(&req) };
+    state.accounts().sign_out_own(&actor, user_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

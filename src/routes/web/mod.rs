@@ -2,6 +2,7 @@
 
 mod account;
 mod admin;
+mod admin_clients;
 mod admin_users;
 mod audit;
 mod charts;
@@ -27,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(home::configure)
         .configure(admin::configure)
         .configure(admin_users::configure)
+        .configure(admin_clients::configure)
         .configure(audit::configure)
         .configure(account::configure)
         .app_data(web::PathConfig::default().error_handler(|_, _| WebError::NotFound.into()));
@@ -62,6 +64,9 @@ pub const PAGES: &[&str] = &[
     "/admin/users/{username}/password",
     "/admin/users/{username}/sign-out-all",
     "/admin/audit",
+    "/admin/clients",
+    "/admin/clients/{client_id}/rotate-secret",
+    "/admin/clients/{client_id}/remove",
     "/account",
     "/account/password",
     "/account/sessions/{id}/end",
