@@ -633,6 +633,20 @@ mod tests {
         assert!(matches!(ServerError::from(HashError::Expired), ServerError::Busy { retry_after_secs: 5 }));
     }
 
+    #[actix_web::test]
+    async fn the_deadline_counts_from_admission_so_waits_before_the_queue_do_not_add_up() {
+        // The check waited out its whole deadline elsewhere (for a claim on a busy account) before
+        // it reached the queue: the queue does not grant it a deadline of its own.
+        let config = QueueConfig { capacity: Some(8), threads: Some(1), max_wait: Some(Duration::from_millis(100)) };
+        let hasher = PasswordHasher::new(4, config, Arc::default(), &Metrics::new()).unwrap();
+        let ticket = hasher.admit(None, "a").unwrap();
+        assert!(ticket.deadline() <= Instant::now() + Duration::from_millis(100));
+        actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+        let work_before = hasher.work_done();
+        assert!(matches!(ticket.verify("x".into(), None).await, Err(HashError::Expired)));
+        assert_eq!(hasher.work_done(), work_before, "nothing was hashed for it");
+    }
+
     #[test]
     fn the_default_queue_holds_five_seconds_of_work() {
         // Cost 12 on this project's 2-core machine: about a quarter of a second per hash.

@@ -168,12 +168,15 @@ impl Grants {
     ) -> Result<IssuedTokens, GrantError> {
         let scopes = crate::auth::client_secret::grant_scopes(client_scope, requested.as_ref())
             .map_err(|denied| GrantError::InvalidScope(format!("scope not allowed for this client: {denied}")))?;
+        // Signed first, recorded second: the audit row is written only for a token that exists, and
+        // the token is handed out only once its row is stored.
+        let (access_token, claims) =
+            self.keys.issue_for_client(&client_id, &scopes, now).map_err(ServerError::internal)?;
         let event = NewEvent::new(EventKind::TokenIssued, attempt.channel)
             .attempted(&client_id)
             .client(attempt.client_addr())
-            .detail(format!("client_credentials for client {client_id}"));
+            .detail(format!("client_credentials for client {client_id}, token {}", claims.jti));
         db::run(&self.pool, move |conn| db::auth_events::record(conn, &event)).await?;
-        let (access_token, _) = self.keys.issue_for_client(&client_id, &scopes, now).map_err(ServerError::internal)?;
         self.metrics.tokens_issued.get_or_create(&GrantLabels { grant: "client_credentials" }).inc();
         Ok(IssuedTokens {
             access_token,

@@ -845,6 +845,35 @@ async fn a_wrong_current_password_or_a_weak_new_one_is_named_next_to_its_field_a
 }
 
 #[tokio::test]
+async fn a_new_password_is_judged_only_after_the_current_one_is_proven_and_the_form_is_throttled() {
+    let app = crate::helpers::spawn_app_with(&[("GATEHOUSE_LOGIN_RATE_PER_MINUTE", "1")]).await;
+    let alice = app.alice();
+    let (client, csrf) = signed_in(&app, &alice).await;
+    let attempt = |current: &str, new: &str| {
+        let fields = [
+            ("csrf_token", csrf.clone()),
+            ("current_password", current.to_owned()),
+            ("new_password", new.to_owned()),
+            ("new_password_again", new.to_owned()),
+        ];
+        client.post(app.url("/account/password")).form(&fields).send()
+    };
+    // A wrong current password with a weak new one: only the current password is named (the
+    // strength estimate, which can cost a large part of a second, never ran for a stranger).
+    let body = page(attempt("not-her-password", "password1234").await.unwrap(), 400).await;
+    assert_eq!(element_text(&body, "current-password-error"), "This is not your current password.");
+    assert!(!body.contains(r#"id="new-password-error""#), "{body}");
+    // The sign-in budget of the address (a burst of 10) covers this form too: the sign-in above
+    // and the attempt spent two.
+    for _ in 0..8 {
+        attempt("not-her-password", "password1234").await.unwrap();
+    }
+    let throttled = attempt("alice-password", STRONG).await.unwrap();
+    assert_eq!(throttled.status(), 429);
+    assert!(throttled.headers().contains_key(header::RETRY_AFTER));
+}
+
+#[tokio::test]
 async fn a_password_change_whose_session_is_ended_while_the_passwords_are_checked_changes_nothing() {
     // Someone holding alice's old password changes it from a session she ends from her other
     // device while their request checks the passwords: the ended session must neither set the

@@ -96,6 +96,10 @@ async fn sign_out_all_is_audited() {
     assert_eq!(sign_outs.len(), 1, "{:?}", app.event_kinds());
     assert_eq!(sign_outs[0].user_id, Some(alice.id));
     assert_eq!(sign_outs[0].channel, "api");
+    // Like every account change: who did it, from where, in which request.
+    assert_eq!(sign_outs[0].actor_id, Some(alice.id));
+    assert_eq!(sign_outs[0].client_addr.as_deref(), Some("127.0.0.1"));
+    assert!(sign_outs[0].request_id.is_some());
     assert_eq!(app.event_kinds().last().map(String::as_str), Some("sign_out_all"));
 }
 

@@ -331,7 +331,8 @@ impl TestApp {
     /// The audit trail as stored (plain text, as an operator's SQL would see it), oldest first.
     pub fn events(&self) -> Vec<StoredEvent> {
         diesel::sql_query(
-            "SELECT kind, channel, user_id, attempted_username, client_addr, reason, detail FROM auth_events ORDER BY id",
+            "SELECT kind, channel, user_id, attempted_username, client_addr, reason, detail, actor_id, request_id \
+             FROM auth_events ORDER BY id",
         )
         .load(&mut self.db.conn())
         .unwrap()
@@ -355,6 +356,10 @@ pub struct StoredEvent {
     pub reason: Option<String>,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
     pub detail: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Uuid>)]
+    pub actor_id: Option<Uuid>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub request_id: Option<String>,
 }
 
 /// Asserts the RFC 6749 §5.2 error shape, the no-store headers and the status; returns the body.
