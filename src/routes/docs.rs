@@ -52,26 +52,65 @@ impl Modify for OAuth2PasswordFlow {
     }
 }
 
-/// `/revoke` refuses an empty `token` (RFC 7009 §2.1: it is required), so the document says so.
-/// The form's description lives with the endpoint in `oauth.rs`; this states its one constraint on
-/// the finished document (the form's schema joins the document only as the routes are collected,
-/// after `Modify` runs).
+/// Constraints the derive cannot state, applied to the finished document (the schemas join the
+/// document only as the routes are collected, after `Modify` runs). The descriptions live with the
+/// types, in `oauth.rs`, `oauth::introspect` and `api::admin_clients`.
 ///
-/// Both OAuth2 forms also ignore fields they do not know, but refuse any field given twice (RFC 6749
-/// §3.2): extra fields are single strings.
+/// - The OAuth2 forms (`FormFields`) ignore fields they do not know, but refuse any field given twice
+///   (RFC 6749 §3.2, not expressible here) and a NUL anywhere, in a name or a value: extra fields are
+///   single strings, and no name or value holds U+0000. `/revoke` and `/introspect` refuse an empty
+///   `token` (RFC 7009 §2.1, RFC 7662 §2.1: it is required), as an empty field counts as absent.
+/// - The introspection answer is `{"active": false}` alone, or `"active": true` with the token's
+///   details (the derive would say "details or null" of the flattened `Option`).
+/// - A public client cannot have the `client_credentials` grant.
 fn state_form_constraints(document: &mut OpenApiDocument) {
-    use utoipa::openapi::RefOr;
-    use utoipa::openapi::schema::{AdditionalProperties, Object, Schema, Type};
+    use utoipa::openapi::schema::{
+        AdditionalProperties, AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type,
+    };
+    use utoipa::openapi::{Ref, RefOr};
+    const NO_NUL: &str = r"^[^\x00]*$";
+    let no_nul = || ObjectBuilder::new().schema_type(Type::String).pattern(Some(NO_NUL)).build();
     let Some(components) = document.components.as_mut() else { return };
-    for name in ["RevokeForm", "TokenForm"] {
+    for name in ["RevokeForm", "TokenForm", "IntrospectForm"] {
         let Some(RefOr::T(Schema::Object(form))) = components.schemas.get_mut(name) else { continue };
-        form.additional_properties =
-            Some(Box::new(AdditionalProperties::RefOr(RefOr::T(Schema::Object(Object::with_type(Type::String))))));
-        if name == "RevokeForm"
-            && let Some(RefOr::T(Schema::Object(token))) = form.properties.get_mut("token")
-        {
-            token.min_length = Some(1);
+        form.additional_properties = Some(Box::new(AdditionalProperties::RefOr(RefOr::T(Schema::Object(no_nul())))));
+        form.property_names = Some(Box::new(Schema::Object(no_nul())));
+        for (field, property) in form.properties.iter_mut() {
+            let RefOr::T(Schema::Object(property)) = property else { continue };
+            property.pattern = Some(NO_NUL.to_owned());
+            if field == "token" {
+                property.min_length = Some(1);
+            }
         }
+    }
+    let active = |value: bool| {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("active", ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([value])))
+            .required("active")
+    };
+    if let Some(RefOr::T(Schema::AllOf(introspection))) = components.schemas.get("Introspection") {
+        let answer = OneOfBuilder::new()
+            .description(introspection.description.clone())
+            .item(active(false).additional_properties(Some(AdditionalProperties::FreeForm(false))))
+            .item(AllOfBuilder::new().item(Ref::from_schema_name("TokenDetails")).item(active(true)))
+            .build();
+        components.schemas.insert("Introspection".to_owned(), RefOr::T(Schema::OneOf(answer)));
+    }
+    if let Some(RefOr::T(Schema::Object(client))) = components.schemas.get_mut("NewClientBody") {
+        let description = client.description.take();
+        let body = std::mem::take(client);
+        let grants =
+            ["authorization_code", "refresh_token", "password", "urn:ietf:params:oauth:grant-type:device_code"];
+        let not_public = ObjectBuilder::new()
+            .property("public", ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([false])));
+        let no_client_credentials = ObjectBuilder::new().property(
+            "grant_types",
+            ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(grants))),
+        );
+        let rule = AnyOfBuilder::new().item(not_public).item(no_client_credentials);
+        let checked = AllOfBuilder::new().description(description).item(body).item(rule).build();
+        components.schemas.insert("NewClientBody".to_owned(), RefOr::T(Schema::AllOf(checked)));
     }
 }
 

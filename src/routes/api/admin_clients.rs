@@ -98,10 +98,54 @@ struct RotatedSecret {
     previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
+/// The scopes the migrations create (which scopes exist is data, as roles are; the document lists
+/// these so that what it allows is what a fresh server accepts).
+#[derive(ToSchema)]
+#[schema(as = Scope)]
+#[allow(dead_code)] // Describes the scope names for the document; never built.
+enum KnownScope {
+    #[schema(rename = "profile")]
+    Profile,
+    #[schema(rename = "items:read")]
+    ItemsRead,
+    #[schema(rename = "items:write")]
+    ItemsWrite,
+    #[schema(rename = "admin:stats")]
+    AdminStats,
+    #[schema(rename = "admin:users")]
+    AdminUsers,
+    #[schema(rename = "tokens:introspect")]
+    TokensIntrospect,
+}
+
+/// Grant types, as named at `/token`.
+#[derive(ToSchema)]
+#[schema(as = GrantType)]
+#[allow(dead_code)] // Describes the grant names for the document; never built.
+enum KnownGrant {
+    #[schema(rename = "authorization_code")]
+    AuthorizationCode,
+    #[schema(rename = "refresh_token")]
+    RefreshToken,
+    #[schema(rename = "client_credentials")]
+    ClientCredentials,
+    #[schema(rename = "password")]
+    Password,
+    #[schema(rename = "urn:ietf:params:oauth:grant-type:device_code")]
+    DeviceCode,
+}
+
+// The patterns below spell out what `domain::ClientDraft::validate` accepts. `[\t\n\x0b\x0c\r \x85\xa0
+// \u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]` is Rust's White_Space (what `trim` removes);
+// `\s` will not do, as JSON Schema (ECMA-262) and Python disagree with Rust about it.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewClientBody {
-    #[schema(example = "billing service")]
+    /// 1–100 characters once surrounding spaces are trimmed; no control characters.
+    #[schema(
+        example = "billing service",
+        pattern = r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     name: String,
     /// A public client (no secret, no `client_credentials`).
     #[serde(default)]
@@ -109,19 +153,45 @@ struct NewClientBody {
     #[serde(default)]
     first_party: bool,
     #[serde(default)]
-    #[schema(example = json!(["tokens:introspect"]))]
+    #[schema(value_type = Vec<KnownScope>, example = json!(["tokens:introspect"]))]
     scopes: Vec<String>,
-    /// Absolute, without fragment.
+    // Described by `redirect_uris_schema`.
     #[serde(default)]
+    #[schema(schema_with = redirect_uris_schema)]
     redirect_uris: Vec<String>,
+    // Described by `redirect_uris_schema`.
     #[serde(default)]
+    #[schema(schema_with = redirect_uris_schema)]
     post_logout_redirect_uris: Vec<String>,
     /// Replaces the default: `client_credentials` (plus `authorization_code` and `refresh_token` with
     /// redirect URIs) for a confidential client, `authorization_code` and `refresh_token` for a public one.
     #[serde(default)]
+    #[schema(value_type = Vec<KnownGrant>, example = json!(["client_credentials"]))]
     grant_types: Vec<String>,
-    /// `RS256` (default), `ES256` or `EdDSA`.
+    /// `RS256` (default, also when blank), `ES256` or `EdDSA`.
+    #[schema(
+        example = "RS256",
+        pattern = r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:RS256|ES256|EdDSA)?[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     id_token_alg: Option<String>,
+}
+
+/// Redirect URIs as the document states them: at most 20, each at most 2,000 characters, of a kind a
+/// generator can produce from the pattern (`http(s)://host[:port][/path][?query]`, or a private-use
+/// scheme with a dot and a path), all of which the server accepts. The server accepts more: any
+/// absolute URI a browser can be sent back to, without fragment.
+fn redirect_uris_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    const URI: &str = r"^(?:https?://[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?)*(?::[0-9]{1,4})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?|[a-z][a-z0-9+-]*(?:\.[a-z0-9+-]+)+:/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-][A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?)(?:\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$";
+    ArrayBuilder::new()
+        .description(Some(
+            "At most 20, each absolute, without fragment and at most 2,000 characters: \
+             `http(s)://host[:port][/path][?query]`, or a native app's private-use scheme with a dot \
+             (`com.example.app:/callback`).",
+        ))
+        .items(ObjectBuilder::new().schema_type(Type::String).max_length(Some(2000)).pattern(Some(URI)))
+        .max_items(Some(20))
+        .build()
 }
 
 fn actor(caller: &Caller, state: &AppState, req: &HttpRequest) -> Result<Actor, ApiError> {

@@ -74,10 +74,27 @@ struct UserQuery {
     /// Only users whose username or email address contains this text (any case).
     #[param(max_length = 100)]
     q: Option<String>,
-    /// 1 is the first page (also when empty).
-    #[param(minimum = 1, maximum = 100000)]
+    // 1 is the first page (also when empty): described by `page_schema`.
+    #[param(schema_with = page_schema)]
     #[serde(default, deserialize_with = "empty_as_none")]
     page: Option<i64>,
+}
+
+/// `page` in the document: a number from 1 to [`MAX_PAGE`], or nothing at all (`page=`).
+fn page_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+    let page = AnyOfBuilder::new()
+        .description(Some("1 is the first page (also when empty)."))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(1))
+                .maximum(Some(MAX_PAGE)),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::String).max_length(Some(0)))
+        .build();
+    Schema::AnyOf(page)
 }
 
 /// `page=` with nothing after it, as a form or a URL template leaves it, means no page given.

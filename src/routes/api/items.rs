@@ -44,8 +44,14 @@ impl From<Item> for ItemView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewItemBody {
-    /// 1–200 characters once trimmed, at least one of them not a space; no NUL characters.
-    #[schema(example = "Groceries", min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
+    // The class is Rust's White_Space, what the server trims: `\S` differs in ECMA-262 and in Python.
+    /// 1–200 characters as sent, at least one of them not white space; no NUL characters.
+    #[schema(
+        example = "Groceries",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     title: String,
     /// At most 10,000 characters; no NUL characters.
     #[schema(max_length = 10000, pattern = r"^[^\x00]*$")]

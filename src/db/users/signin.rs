@@ -1,0 +1,217 @@
+//! Sign-in: claim a verification against an account's real hash, then settle it; the lockout's
+//! counters are read under the account's row lock and ruled on by `domain::rules::lockout`.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use uuid::Uuid;
+
+use crate::db::auth_events::{self, NewEvent};
+use crate::db::schema::users;
+use crate::domain::rules::{
+    ClaimDecision, LockState, LockoutPolicy, decide_claim, decide_failure, decide_release, decide_success,
+};
+
+use super::*;
+
+/// The outcome of asking to verify a password against an account's real hash.
+#[derive(Debug)]
+pub enum Claim {
+    /// The verification may run; settle it with [`record_success`], [`record_failure`] or [`release_claim`].
+    Granted(GrantedCheck),
+    /// The account is locked: no verification against its hash may run now.
+    Refused {
+        user_id: Uuid,
+    },
+    /// Not locked, but as many checks as may still fail are running: none may start until one of
+    /// them settles (a success frees the account, failures lock it). Ask again shortly.
+    Busy,
+    UnknownUser,
+}
+
+/// What a granted check needs to verify a password, and nothing more.
+#[derive(Debug, QueryableByName)]
+pub struct GrantedCheck {
+    #[diesel(sql_type = SqlUuid)]
+    pub user_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub username: String,
+    #[diesel(sql_type = Text)]
+    pub password_hash: String,
+    #[diesel(sql_type = Bool)]
+    pub is_active: bool,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub last_login_at: Option<DateTime<Utc>>,
+    /// When the check began, by the database's clock: tokens and sessions it leads to count from here,
+    /// so an invalidation committed after this instant ends them.
+    #[diesel(sql_type = Timestamptz)]
+    pub began_at: DateTime<Utc>,
+}
+
+/// An account's row as the sign-in rules need it, locked, with the database's clock read once the
+/// lock is held. `FOR NO KEY UPDATE`, the lock an UPDATE of these columns takes anyway: it does not
+/// conflict with the key-share lock that inserting an audit row referencing the user takes.
+#[derive(QueryableByName)]
+struct LockedAccount {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Text)]
+    username: String,
+    #[diesel(sql_type = Text)]
+    password_hash: String,
+    #[diesel(sql_type = Bool)]
+    is_active: bool,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    last_login_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Integer)]
+    failed_logins: i32,
+    #[diesel(sql_type = Integer)]
+    lockouts: i32,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    locked_until: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Integer)]
+    check_claims: i32,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    claims_expire_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Timestamptz)]
+    now: DateTime<Utc>,
+}
+
+impl LockedAccount {
+    fn lock_state(&self) -> LockState {
+        LockState {
+            failed_logins: self.failed_logins,
+            lockouts: self.lockouts,
+            locked_until: self.locked_until,
+            check_claims: self.check_claims,
+            claims_expire_at: self.claims_expire_at,
+        }
+    }
+}
+
+const LOCKED_ACCOUNT: &str = "SELECT id, username, password_hash, is_active, last_login_at, failed_logins, lockouts, \
+                                     locked_until, check_claims, claims_expire_at, clock_timestamp() AS now \
+                              FROM users";
+
+fn lock_account_named(conn: &mut PgConnection, username: &str) -> QueryResult<Option<LockedAccount>> {
+    if !storable(username) {
+        return Ok(None);
+    }
+    diesel::sql_query(format!("{LOCKED_ACCOUNT} WHERE lower(username) = lower($1) FOR NO KEY UPDATE"))
+        .bind::<Text, _>(username)
+        .get_result(conn)
+        .optional()
+}
+
+fn lock_account(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<LockedAccount>> {
+    diesel::sql_query(format!("{LOCKED_ACCOUNT} WHERE id = $1 FOR NO KEY UPDATE"))
+        .bind::<SqlUuid, _>(user_id)
+        .get_result(conn)
+        .optional()
+}
+
+fn store_lock_state(conn: &mut PgConnection, user_id: Uuid, state: &LockState) -> QueryResult<()> {
+    diesel::update(users::table.find(user_id))
+        .set((
+            users::failed_logins.eq(state.failed_logins),
+            users::lockouts.eq(state.lockouts),
+            users::locked_until.eq(state.locked_until),
+            users::check_claims.eq(state.check_claims),
+            users::claims_expire_at.eq(state.claims_expire_at),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// Claims one verification against the real hash of `username`'s account: the account's row is
+/// locked, [`decide_claim`] rules on its counters, and a granted claim is stored before the lock
+/// is let go. However many guesses arrive at once, on however many instances, at most
+/// `policy.threshold` verifications run per lock window (the others are [`Claim::Busy`] until
+/// those settle); claims expire after `policy.claim_ttl` (a crashed instance cannot hold them).
+pub fn claim_check(conn: &mut PgConnection, username: &str, policy: &LockoutPolicy) -> QueryResult<Claim> {
+    conn.transaction(|conn| {
+        let Some(account) = lock_account_named(conn, username)? else { return Ok(Claim::UnknownUser) };
+        match decide_claim(&account.lock_state(), policy, account.now) {
+            ClaimDecision::Locked => Ok(Claim::Refused { user_id: account.id }),
+            ClaimDecision::Busy => Ok(Claim::Busy),
+            ClaimDecision::Grant(state) => {
+                store_lock_state(conn, account.id, &state)?;
+                Ok(Claim::Granted(GrantedCheck {
+                    user_id: account.id,
+                    username: account.username,
+                    password_hash: account.password_hash,
+                    is_active: account.is_active,
+                    last_login_at: account.last_login_at,
+                    began_at: account.now,
+                }))
+            }
+        }
+    })
+}
+
+/// Applies `decide` to the account's counters under its row lock.
+fn settle(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    decide: impl FnOnce(&LockState, DateTime<Utc>) -> LockState,
+) -> QueryResult<()> {
+    if let Some(account) = lock_account(conn, user_id)? {
+        store_lock_state(conn, user_id, &decide(&account.lock_state(), account.now))?;
+    }
+    Ok(())
+}
+
+/// The claim given back without a verdict (the check never ran: the queue timed it out).
+pub fn release_claim(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<()> {
+    conn.transaction(|conn| settle(conn, user_id, decide_release))
+}
+
+/// A hash to store in place of the one that was verified (a cheaper cost than configured).
+pub struct HashUpgrade<'a> {
+    pub verified: &'a str,
+    pub new_hash: &'a str,
+}
+
+/// A successful sign-in: gives the claim back, forgets earlier failures and lockouts, remembers when,
+/// stores an upgraded hash (only if the verified one is still current: a concurrent password change
+/// wins) and records `event`, all at once.
+pub fn record_success(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    upgrade: Option<HashUpgrade<'_>>,
+    event: &NewEvent,
+) -> QueryResult<()> {
+    conn.transaction(|conn| {
+        settle(conn, user_id, decide_success)?;
+        diesel::update(users::table.find(user_id)).set(users::last_login_at.eq(diesel::dsl::now)).execute(conn)?;
+        if let Some(upgrade) = upgrade {
+            diesel::update(users::table.find(user_id).filter(users::password_hash.eq(upgrade.verified)))
+                .set(users::password_hash.eq(upgrade.new_hash))
+                .execute(conn)?;
+        }
+        auth_events::record(conn, event)
+    })
+}
+
+/// A confirmed password (a signed-in user proved they know it): gives the claim back and forgets
+/// earlier failures, like a sign-in, without counting as one.
+pub fn record_confirmation(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<()> {
+    conn.transaction(|conn| settle(conn, user_id, decide_success))
+}
+
+/// A failed verification: gives the claim back and counts the failure ([`decide_failure`]); the
+/// failure that reaches the threshold locks the account, and the instant the lock ends is returned.
+/// Run it before writing rows that reference the user (audit events): their foreign-key lock taken
+/// first would deadlock two concurrent failures.
+pub fn record_failure(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    policy: &LockoutPolicy,
+) -> QueryResult<Option<DateTime<Utc>>> {
+    conn.transaction(|conn| {
+        let Some(account) = lock_account(conn, user_id)? else { return Ok(None) };
+        let (state, locked_until) = decide_failure(&account.lock_state(), policy, account.now);
+        store_lock_state(conn, user_id, &state)?;
+        Ok(locked_until)
+    })
+}
