@@ -42,6 +42,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    personal_access_tokens (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        name -> Text,
+        token_hash -> Bytea,
+        scope -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+        last_used_address -> Nullable<Text>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     refresh_families (id) {
         id -> Uuid,
         user_id -> Uuid,
@@ -160,6 +175,7 @@ diesel::table! {
 }
 
 diesel::joinable!(items -> users (owner_id));
+diesel::joinable!(personal_access_tokens -> users (user_id));
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (family_id));
 diesel::joinable!(revoked_access_tokens -> users (user_id));
@@ -174,6 +190,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     auth_events,
     items,
     login_throttle,
+    personal_access_tokens,
     refresh_families,
     refresh_tokens,
     revoked_access_tokens,
