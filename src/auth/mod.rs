@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod guard;
 pub mod jwt;
 pub mod keys;
+pub mod pat;
 pub mod password;
 pub mod session;
 pub mod throttle;
