@@ -8,6 +8,7 @@
 pub mod auth_events;
 pub mod items;
 pub mod locks;
+pub mod personal_tokens;
 pub mod refresh_tokens;
 pub mod roles;
 pub mod schema;

@@ -72,6 +72,10 @@ stored_names! {
         RolesChanged = "roles_changed",
         /// One browser session ended from its owner's account page.
         SessionEnded = "session_ended",
+        /// A personal access token made (its id and name in the detail; never the token).
+        PatCreated = "pat_created",
+        /// A personal access token revoked by its owner, an admin or the command line.
+        PatRevoked = "pat_revoked",
     }
 }
 

@@ -1,0 +1,225 @@
+//! The `personal_access_tokens` table. The rules are `auth::pat`'s: here rows are loaded under the
+//! locks that make those rules hold for racing requests on any instance, and written.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, Bool, Bytea, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use uuid::Uuid;
+
+use super::auth_events::{self, NewEvent};
+use super::schema::personal_access_tokens;
+use super::users::User;
+use crate::domain::ScopeSet;
+
+/// A token as its owner and admins see it: never the secret, nor its hash.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = personal_access_tokens, check_for_backend(diesel::pg::Pg))]
+pub struct PersonalToken {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub scope: ScopeSet,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub last_used_address: Option<String>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = personal_access_tokens)]
+pub struct NewPersonalToken<'a> {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: &'a str,
+    pub token_hash: &'a [u8],
+    pub scope: &'a ScopeSet,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A token's owner as a new token needs them, read under their row's lock.
+#[derive(Debug, QueryableByName)]
+pub struct LockedOwner {
+    #[diesel(sql_type = Bool)]
+    pub is_active: bool,
+    #[diesel(sql_type = Timestamptz)]
+    pub tokens_valid_after: DateTime<Utc>,
+    /// The database's clock once the lock is held: the clock every cut-off is read from, so a new
+    /// token is stamped with it.
+    #[diesel(sql_type = Timestamptz)]
+    pub now: DateTime<Utc>,
+}
+
+/// Locks the user's row `FOR SHARE` until the transaction ends: an invalidation (which updates the
+/// row) racing a new token either commits first, and is seen here, or waits, and its cut-off comes
+/// after the token's `created_at`. `None` when there is no such user.
+pub fn lock_owner(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<LockedOwner>> {
+    diesel::sql_query(
+        "SELECT is_active, tokens_valid_after, clock_timestamp() AS now FROM users WHERE id = $1 FOR SHARE",
+    )
+    .bind::<SqlUuid, _>(user_id)
+    .get_result(conn)
+    .optional()
+}
+
+/// Stores a new token and records `event` (its detail names the token, never its secret).
+pub fn insert(conn: &mut PgConnection, token: &NewPersonalToken<'_>, event: NewEvent) -> QueryResult<PersonalToken> {
+    let stored = diesel::insert_into(personal_access_tokens::table)
+        .values(token)
+        .returning(PersonalToken::as_returning())
+        .get_result::<PersonalToken>(conn)?;
+    auth_events::record(conn, &event.detail(format!("token {} ({})", stored.id, stored.name)))?;
+    Ok(stored)
+}
+
+/// The user's tokens that are not revoked, newest first (expired and cut-off ones included until
+/// purged: their owner sees why a script stopped working).
+pub fn of_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Vec<PersonalToken>> {
+    personal_access_tokens::table
+        .filter(personal_access_tokens::user_id.eq(user_id))
+        .filter(personal_access_tokens::revoked_at.is_null())
+        .select(PersonalToken::as_select())
+        .order((personal_access_tokens::created_at.desc(), personal_access_tokens::id.desc()))
+        .load(conn)
+}
+
+pub fn find(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<PersonalToken>> {
+    personal_access_tokens::table.find(id).select(PersonalToken::as_select()).first(conn).optional()
+}
+
+/// Revokes the token `id` if it belongs to `owner` (`None`: any owner, the command line) and is not
+/// revoked yet, recording `event` for its owner; returns the revoked token, or `None` when there is
+/// no such token (another user's id included: that is not found, not forbidden). One statement, so
+/// a request holding the row (a bearer check, which takes it `FOR SHARE`) finishes first, and every
+/// check after the commit sees the revocation.
+pub fn revoke(
+    conn: &mut PgConnection,
+    id: Uuid,
+    owner: Option<Uuid>,
+    now: DateTime<Utc>,
+    event: NewEvent,
+) -> QueryResult<Option<PersonalToken>> {
+    conn.transaction(|conn| {
+        let live = personal_access_tokens::table
+            .filter(personal_access_tokens::id.eq(id))
+            .filter(personal_access_tokens::revoked_at.is_null());
+        let set = personal_access_tokens::revoked_at.eq(now);
+        let revoked: Option<PersonalToken> = match owner {
+            Some(owner) => diesel::update(live.filter(personal_access_tokens::user_id.eq(owner)))
+                .set(set)
+                .returning(PersonalToken::as_returning())
+                .get_result(conn)
+                .optional()?,
+            None => diesel::update(live).set(set).returning(PersonalToken::as_returning()).get_result(conn).optional()?,
+        };
+        if let Some(token) = &revoked {
+            auth_events::record(conn, &event.user(token.user_id).detail(format!("token {} ({})", token.id, token.name)))?;
+        }
+        Ok(revoked)
+    })
+}
+
+/// A presented token's row with its owner, their roles and the scopes those roles allow now: all a
+/// bearer check needs, in one statement.
+#[derive(Debug, QueryableByName)]
+pub struct PresentedToken {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub scope: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub expires_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub revoked_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub last_used_at: Option<DateTime<Utc>>,
+    #[diesel(embed)]
+    pub user: UserColumns,
+    #[diesel(sql_type = Array<Text>)]
+    pub roles: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    pub allowed_scopes: Vec<String>,
+}
+
+/// The owner's columns as [`User`] has them.
+#[derive(Debug, QueryableByName)]
+pub struct UserColumns {
+    #[diesel(sql_type = SqlUuid)]
+    pub user_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub username: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub email: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub full_name: Option<String>,
+    #[diesel(sql_type = Bool)]
+    pub is_active: bool,
+    #[diesel(sql_type = Timestamptz)]
+    pub tokens_valid_after: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub user_created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub last_login_at: Option<DateTime<Utc>>,
+}
+
+impl From<UserColumns> for User {
+    fn from(columns: UserColumns) -> Self {
+        User {
+            id: columns.user_id,
+            username: columns.username,
+            email: columns.email,
+            full_name: columns.full_name,
+            is_active: columns.is_active,
+            tokens_valid_after: columns.tokens_valid_after,
+            created_at: columns.user_created_at,
+            last_login_at: columns.last_login_at,
+        }
+    }
+}
+
+/// The token whose hash is `presented`, whatever its state, with its owner. The row is read `FOR
+/// SHARE`: a revocation that has updated it but not committed yet is waited for, so no check that
+/// overlaps a revocation's commit lets the token through.
+pub fn presented(conn: &mut PgConnection, presented: &[u8]) -> QueryResult<Option<PresentedToken>> {
+    diesel::sql_query(
+        "SELECT p.id, p.scope, p.created_at, p.expires_at, p.revoked_at, p.last_used_at, \
+                u.id AS user_id, u.username, u.email, u.full_name, u.is_active, u.tokens_valid_after, \
+                u.created_at AS user_created_at, u.last_login_at, \
+                coalesce((SELECT array_agg(role_name ORDER BY role_name) FROM user_roles WHERE user_id = u.id), \
+                         '{}') AS roles, \
+                coalesce((SELECT array_agg(DISTINCT rs.scope_name) FROM user_roles ur \
+                          JOIN role_scopes rs ON rs.role_name = ur.role_name WHERE ur.user_id = u.id), \
+                         '{}') AS allowed_scopes \
+         FROM personal_access_tokens p JOIN users u ON u.id = p.user_id \
+         WHERE p.token_hash = $1 \
+         FOR SHARE OF p",
+    )
+    .bind::<Bytea, _>(presented)
+    .get_result(conn)
+    .optional()
+}
+
+/// Writes a use at `now` from `address` unless one was written after `stale_before`: the condition
+/// is in the statement, so of racing requests on any number of instances one writes and the others
+/// find the fresh value (PostgreSQL re-reads the row after waiting for the writer's lock).
+pub fn record_use(
+    conn: &mut PgConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+    address: Option<&str>,
+    stale_before: DateTime<Utc>,
+) -> QueryResult<bool> {
+    let written = diesel::update(
+        personal_access_tokens::table.find(id).filter(
+            personal_access_tokens::last_used_at
+                .is_null()
+                .or(personal_access_tokens::last_used_at.le(stale_before)),
+        ),
+    )
+    .set((personal_access_tokens::last_used_at.eq(now), personal_access_tokens::last_used_address.eq(address)))
+    .execute(conn)?;
+    Ok(written > 0)
+}
