@@ -1,17 +1,21 @@
-//! Bearer-token authentication (RFC 6750): from a presented access token to a [`Caller`], or the
-//! reason it is refused. The HTTP side (reading the header, the 401/403 answers) is `routes::api`'s.
+//! Bearer-token authentication (RFC 6750): from a presented access token or personal access token
+//! to a [`Caller`], or the reason it is refused. Both kinds end as the same `Caller`, judged by the
+//! same rule (`auth::guard`); the HTTP side (reading the header, the 401/403 answers) is `routes::api`'s.
 
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
-use crate::auth::guard::{Denial, Requirement};
+use crate::auth::guard::{CredentialKind, Denial, Requirement};
 use crate::auth::jwt::{AccessClaims, TokenRejection, VerifiedToken, VerifiedTokens};
 use crate::auth::keys::KeyRing;
+use crate::auth::pat::{self, Dead, StoredToken};
 use crate::auth::token_checks::TokenChecks;
-use crate::db::PgPool;
 use crate::db::users::{TokenHolder, User};
+use crate::db::{self, PgPool, personal_tokens};
 use crate::domain::ScopeSet;
 use crate::errors::ServerError;
 
@@ -21,23 +25,55 @@ pub struct Caller {
     pub user: User,
     /// The user's roles as they are now (not as they were when the token was issued).
     pub roles: Vec<String>,
-    /// The token, as verified (shared with the worker's cache: nothing is copied per request).
-    pub token: Rc<VerifiedToken>,
+    pub credential: Credential,
+}
+
+/// What the caller presented.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A JWT access token, as verified (shared with the worker's cache: nothing is copied per request).
+    AccessToken(Rc<VerifiedToken>),
+    /// A personal access token, with the scopes it acts with now: those it was given that the
+    /// owner's roles still allow.
+    PersonalToken { id: Uuid, scopes: ScopeSet, created_at: DateTime<Utc> },
 }
 
 impl Caller {
     /// The scopes of this token.
     pub fn scopes(&self) -> &ScopeSet {
-        &self.token.scopes
+        match &self.credential {
+            Credential::AccessToken(token) => &token.scopes,
+            Credential::PersonalToken { scopes, .. } => scopes,
+        }
     }
 
-    pub fn claims(&self) -> &AccessClaims {
-        &self.token.claims
+    /// The access token's claims; `None` for a personal access token.
+    pub fn claims(&self) -> Option<&AccessClaims> {
+        match &self.credential {
+            Credential::AccessToken(token) => Some(&token.claims),
+            Credential::PersonalToken { .. } => None,
+        }
     }
 
-    /// The shared authorization rule, for a bearer token: its scopes and the user's roles.
+    /// When the credential was established: compared with the user's invalidation cut-off by
+    /// anything this caller creates that must not outlive its credential.
+    pub fn credential_checked_at(&self) -> DateTime<Utc> {
+        match &self.credential {
+            Credential::AccessToken(token) => token.claims.issued_at(),
+            Credential::PersonalToken { created_at, .. } => *created_at,
+        }
+    }
+
+    pub fn credential_kind(&self) -> CredentialKind {
+        match &self.credential {
+            Credential::AccessToken(_) => CredentialKind::AccessToken,
+            Credential::PersonalToken { .. } => CredentialKind::PersonalToken,
+        }
+    }
+
+    /// The shared authorization rule, for a bearer token: its kind, its scopes and the user's roles.
     pub fn authorize(&self, requirement: Requirement) -> Result<(), Denial> {
-        requirement.check(&self.roles, Some(self.scopes()))
+        requirement.check_bearer(self.credential_kind(), &self.roles, self.scopes())
     }
 }
 
@@ -59,6 +95,8 @@ pub struct Verifier<'a> {
     pub pool: &'a PgPool,
     pub verified: &'a VerifiedTokens,
     pub checks: &'a Rc<TokenChecks>,
+    /// The request's client address, written as a personal access token's last use.
+    pub client: Option<IpAddr>,
 }
 
 /// Checks `token` at `now`: signature (once per token and worker: later presentations hit the cache,
@@ -66,6 +104,9 @@ pub struct Verifier<'a> {
 /// worker's other requests, that its user exists and is active, that it was not revoked, and that it
 /// was issued after the user's latest invalidation cut-off.
 pub async fn authenticate(verifier: &Verifier<'_>, token: &str, now: DateTime<Utc>) -> Result<Caller, BearerError> {
+    if pat::is_personal_token(token) {
+        return authenticate_personal_token(verifier, token, now).await;
+    }
     let verified = match verifier.verified.get(token) {
         Some(verified) if verifier.keys.accepts(&verified.kid, now) => verified,
         Some(_) => return Err(BearerError::Invalid(TokenRejection::BadSignature)),
@@ -88,5 +129,57 @@ pub async fn authenticate(verifier: &Verifier<'_>, token: &str, now: DateTime<Ut
     if token_revoked || claims.issued_at() < user.tokens_valid_after {
         return Err(BearerError::Invalid(TokenRejection::Revoked));
     }
-    Ok(Caller { user, roles, token: verified })
+    Ok(Caller { user, roles, credential: Credential::AccessToken(verified) })
+}
+
+/// Checks a personal access token at `now`: its form and checksum (no lookup for a mistyped or
+/// made-up one), then, from its row read after this call began (never a cache: a revocation counts
+/// on every instance from the next request), that it is live, answered in the order an access token
+/// is: expired, unknown, inactive owner (`403`), revoked or cut off. A live use is written as the
+/// token's last use when [`pat::record_use`] says so.
+async fn authenticate_personal_token(
+    verifier: &Verifier<'_>,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Caller, BearerError> {
+    pat::check_format(token).map_err(|_| BearerError::Invalid(TokenRejection::Malformed))?;
+    let hash = pat::hash(token);
+    let address = verifier.client.map(|ip| ip.to_string());
+    let found = db::run(verifier.pool, move |conn| {
+        let Some(row) = personal_tokens::presented(conn, &hash)? else { return Ok(None) };
+        let verdict = pat::judge(&stored(&row), now);
+        if verdict.is_ok() && row.user.is_active && pat::record_use(row.last_used_at, now) {
+            personal_tokens::record_use(conn, row.id, now, address.as_deref(), pat::stale_before(now))?;
+        }
+        Ok(Some((row, verdict)))
+    })
+    .await?;
+    let Some((row, verdict)) = found else { return Err(BearerError::Invalid(TokenRejection::Unknown)) };
+    if verdict == Err(Dead::Expired) {
+        return Err(BearerError::Invalid(TokenRejection::Expired));
+    }
+    if !row.user.is_active {
+        return Err(BearerError::Inactive);
+    }
+    if verdict.is_err() {
+        return Err(BearerError::Invalid(TokenRejection::Revoked));
+    }
+    let granted = ScopeSet::parse(&row.scope).map_err(|_| BearerError::Invalid(TokenRejection::Malformed))?;
+    let allowed_now = ScopeSet::parse(&row.allowed_scopes.join(" ")).unwrap_or_default();
+    let scopes = pat::scopes_at_use(&granted, &allowed_now);
+    Ok(Caller {
+        roles: row.roles,
+        credential: Credential::PersonalToken { id: row.id, scopes, created_at: row.created_at },
+        user: row.user.into(),
+    })
+}
+
+/// The parts of a presented token's row that decide whether it works.
+pub fn stored(row: &personal_tokens::PresentedToken) -> StoredToken {
+    StoredToken {
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+        revoked_at: row.revoked_at,
+        tokens_valid_after: row.user.tokens_valid_after,
+    }
 }

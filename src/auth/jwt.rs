@@ -100,6 +100,9 @@ pub enum TokenRejection {
     Revoked,
     #[error("The user of this access token no longer exists")]
     UnknownUser,
+    /// A well-formed personal access token that was never issued (or whose user was deleted).
+    #[error("The access token is not known")]
+    Unknown,
 }
 
 /// The subject of a new token.

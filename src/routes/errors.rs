@@ -24,10 +24,14 @@ pub enum ApiError {
     InsufficientScope { required: &'static str },
     #[error("Your roles do not allow this request")]
     MissingRole,
+    #[error("This request needs an OAuth access token; a personal access token cannot make it")]
+    AccessTokenRequired,
     #[error("This account is inactive")]
     InactiveUser,
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("{0}")]
+    InvalidScope(String),
     #[error("No such resource")]
     NotFound,
     #[error("This address does not accept that method; it accepts {}", .allowed.join(", "))]
@@ -73,6 +77,7 @@ impl From<Denial> for ApiError {
         match denial {
             Denial::MissingScope(scope) => ApiError::InsufficientScope { required: scope },
             Denial::MissingRole => ApiError::MissingRole,
+            Denial::AccessTokenRequired => ApiError::AccessTokenRequired,
         }
     }
 }
@@ -82,9 +87,12 @@ impl ApiError {
         match self {
             ApiError::MissingCredentials => "unauthorized",
             ApiError::InvalidToken(_) => "invalid_token",
-            ApiError::InsufficientScope { .. } | ApiError::MissingRole => "insufficient_scope",
+            ApiError::InsufficientScope { .. } | ApiError::MissingRole | ApiError::AccessTokenRequired => {
+                "insufficient_scope"
+            }
             ApiError::InactiveUser => "inactive_user",
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidScope(_) => "invalid_scope",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
@@ -106,6 +114,11 @@ impl ApiError {
                 Some(format!(r#"Bearer error="insufficient_scope", scope="{required}""#))
             }
             ApiError::MissingRole => Some(r#"Bearer error="insufficient_scope""#.to_owned()),
+            // RFC 6750 §3.1: "higher privileges than provided by the access token"; no `scope`, as
+            // no scope would make a personal access token acceptable here.
+            ApiError::AccessTokenRequired => {
+                Some(format!(r#"Bearer error="insufficient_scope", error_description="{self}""#))
+            }
             _ => None,
         }
     }
@@ -115,10 +128,11 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::MissingCredentials | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            ApiError::InsufficientScope { .. } | ApiError::MissingRole | ApiError::InactiveUser => {
-                StatusCode::FORBIDDEN
-            }
-            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InsufficientScope { .. }
+            | ApiError::MissingRole
+            | ApiError::AccessTokenRequired
+            | ApiError::InactiveUser => StatusCode::FORBIDDEN,
+            ApiError::InvalidRequest(_) | ApiError::InvalidScope(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
