@@ -29,8 +29,7 @@ pub enum Denial {
 }
 
 impl Requirement {
-    pub const PROFILE: Requirement =
-        Requirement { scope: Some(ScopeName::PROFILE), role: None, personal_tokens: true };
+    pub const PROFILE: Requirement = Requirement { scope: Some(ScopeName::PROFILE), role: None, personal_tokens: true };
     pub const ITEMS_WRITE: Requirement =
         Requirement { scope: Some(ScopeName::ITEMS_WRITE), role: None, personal_tokens: true };
     pub const ADMIN_STATS: Requirement =
@@ -41,7 +40,8 @@ impl Requirement {
     pub const ADMIN_USERS: Requirement =
         Requirement { scope: Some(ScopeName::ADMIN_USERS), role: Some(RoleName::ADMIN), personal_tokens: true };
     /// The admin pages (a browser session has no scopes: the role decides).
-    pub const ADMIN_PAGES: Requirement = Requirement { scope: None, role: Some(RoleName::ADMIN), personal_tokens: true };
+    pub const ADMIN_PAGES: Requirement =
+        Requirement { scope: None, role: Some(RoleName::ADMIN), personal_tokens: true };
     /// Making a personal access token: a person's own credential (an access token with `profile`, or
     /// their browser session), never another personal access token, so a leaked one cannot breed
     /// replacements that outlive its revocation.
@@ -96,13 +96,15 @@ mod tests {
         let user = vec!["user".to_owned()];
         let profile = ScopeSet::parse("profile").unwrap();
         let none = ScopeSet::default();
+        let (create, profile_rule) = (Requirement::CREATE_PERSONAL_TOKEN, Requirement::PROFILE);
+        let (access, personal) = (CredentialKind::AccessToken, CredentialKind::PersonalToken);
         let cases = [
-            (Requirement::CREATE_PERSONAL_TOKEN, CredentialKind::AccessToken, &profile, Ok(())),
-            (Requirement::CREATE_PERSONAL_TOKEN, CredentialKind::PersonalToken, &profile, Err(Denial::AccessTokenRequired)),
-            (Requirement::CREATE_PERSONAL_TOKEN, CredentialKind::PersonalToken, &none, Err(Denial::AccessTokenRequired)),
-            (Requirement::CREATE_PERSONAL_TOKEN, CredentialKind::AccessToken, &none, Err(Denial::MissingScope("profile"))),
-            (Requirement::PROFILE, CredentialKind::PersonalToken, &profile, Ok(())),
-            (Requirement::PROFILE, CredentialKind::PersonalToken, &none, Err(Denial::MissingScope("profile"))),
+            (create, access, &profile, Ok(())),
+            (create, personal, &profile, Err(Denial::AccessTokenRequired)),
+            (create, personal, &none, Err(Denial::AccessTokenRequired)),
+            (create, access, &none, Err(Denial::MissingScope("profile"))),
+            (profile_rule, personal, &profile, Ok(())),
+            (profile_rule, personal, &none, Err(Denial::MissingScope("profile"))),
         ];
         for (rule, kind, scopes, expected) in cases {
             assert_eq!(rule.check_bearer(kind, &user, scopes), expected, "{rule:?} {kind:?} {scopes:?}");

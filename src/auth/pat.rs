@@ -256,7 +256,11 @@ pub fn judge(token: &StoredToken, now: DateTime<Utc>) -> Result<(), Dead> {
 /// `credential_checked_at` (`None`: the operator at the command line, who needs none): not while
 /// the user is inactive, and not from a credential that an invalidation has ended meanwhile (a
 /// password change racing the request).
-pub fn may_create(is_active: bool, tokens_valid_after: DateTime<Utc>, credential_checked_at: Option<DateTime<Utc>>) -> bool {
+pub fn may_create(
+    is_active: bool,
+    tokens_valid_after: DateTime<Utc>,
+    credential_checked_at: Option<DateTime<Utc>>,
+) -> bool {
     is_active && credential_checked_at.is_none_or(|checked| checked >= tokens_valid_after)
 }
 

@@ -111,10 +111,15 @@ pub fn revoke(
                 .returning(PersonalToken::as_returning())
                 .get_result(conn)
                 .optional()?,
-            None => diesel::update(live).set(set).returning(PersonalToken::as_returning()).get_result(conn).optional()?,
+            None => {
+                diesel::update(live).set(set).returning(PersonalToken::as_returning()).get_result(conn).optional()?
+            }
         };
         if let Some(token) = &revoked {
-            auth_events::record(conn, &event.user(token.user_id).detail(format!("token {} ({})", token.id, token.name)))?;
+            auth_events::record(
+                conn,
+                &event.user(token.user_id).detail(format!("token {} ({})", token.id, token.name)),
+            )?;
         }
         Ok(revoked)
     })
@@ -212,13 +217,9 @@ pub fn record_use(
     address: Option<&str>,
     stale_before: DateTime<Utc>,
 ) -> QueryResult<bool> {
-    let written = diesel::update(
-        personal_access_tokens::table.find(id).filter(
-            personal_access_tokens::last_used_at
-                .is_null()
-                .or(personal_access_tokens::last_used_at.le(stale_before)),
-        ),
-    )
+    let written = diesel::update(personal_access_tokens::table.find(id).filter(
+        personal_access_tokens::last_used_at.is_null().or(personal_access_tokens::last_used_at.le(stale_before)),
+    ))
     .set((personal_access_tokens::last_used_at.eq(now), personal_access_tokens::last_used_address.eq(address)))
     .execute(conn)?;
     Ok(written > 0)
