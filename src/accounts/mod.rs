@@ -8,6 +8,7 @@
 //! database transactions.
 
 pub mod blocking;
+pub mod personal_tokens;
 mod validate;
 
 use std::net::IpAddr;

@@ -1,10 +1,11 @@
-//! The command line: `gatehouse serve | migrate | user … | audit … | keys …`.
+//! The command line: `gatehouse serve | migrate | user … | audit … | keys … | token …`.
 //!
 //! Exit codes: 0 ok, 2 bad usage (clap's own), 1 any other failure with one line on stderr.
 
 mod audit;
 mod keys;
 mod serve;
+mod token;
 mod user;
 
 use clap::{Parser, Subcommand};
@@ -13,6 +14,7 @@ use secrecy::ExposeSecret;
 
 pub use audit::{AuditCommand, escape_control};
 pub use keys::KeysCommand;
+pub use token::TokenCommand;
 pub use user::UserCommand;
 
 use crate::config::{Settings, parse_bind};
@@ -52,6 +54,9 @@ pub enum Command {
     /// Manage the signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage users' personal access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 /// A failure to report in one line, exit code 1.
@@ -91,6 +96,7 @@ pub fn run(cli: Cli, mut settings: Settings) -> Result<(), CliError> {
         Command::User(command) => user::run(&mut connect_and_migrate(&settings)?, &settings, command),
         Command::Audit(command) => audit::run(&mut connect_and_migrate(&settings)?, command),
         Command::Keys(command) => keys::run(&mut connect_and_migrate(&settings)?, &settings, command),
+        Command::Token(command) => token::run(&mut connect_and_migrate(&settings)?, command),
     }
 }
 

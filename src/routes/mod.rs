@@ -132,6 +132,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/api/users/me"),
     ("POST", "/api/users/me/sign-out-all"),
+    ("POST", "/api/users/me/tokens"),
+    ("GET", "/api/users/me/tokens"),
+    ("DELETE", "/api/users/me/tokens/{id}"),
     ("GET", "/api/items"),
     ("POST", "/api/items"),
     ("GET", "/api/admin/stats"),
@@ -161,4 +164,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/account/password"),
     ("POST", "/account/sessions/{id}/end"),
     ("POST", "/account/families/{id}/revoke"),
+    ("GET", "/account/tokens"),
+    ("POST", "/account/tokens"),
+    ("POST", "/account/tokens/{id}/revoke"),
+    ("POST", "/admin/users/{username}/tokens/{id}/revoke"),
 ];

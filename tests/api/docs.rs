@@ -58,6 +58,7 @@ async fn every_route_in_the_route_table_is_really_served() {
             "GET" => app.client.get(app.url(path)),
             "POST" => app.client.post(app.url(path)),
             "PATCH" => app.client.patch(app.url(path)),
+            "DELETE" => app.client.delete(app.url(path)),
             other => panic!("unexpected method {other}"),
         };
         let response = request.send().await.unwrap();

@@ -23,6 +23,7 @@ mod methods;
 mod metrics;
 mod nginx;
 mod outage;
+mod personal_tokens;
 mod purge;
 mod resource_server;
 mod safeguards;
