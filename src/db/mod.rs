@@ -177,11 +177,13 @@ pub async fn is_ready(pool: &PgPool) -> bool {
     run(pool, |conn| diesel::sql_query("SELECT 1").execute(conn)).await.is_ok()
 }
 
-/// Deletes rows that can no longer matter (expired tokens, families, revocations and sessions, and
+/// Deletes rows that can no longer matter (expired tokens, families, revocations, personal access
+/// tokens a month after they ended, and sessions, and
 /// recovered throttle state), unless another instance is doing it right now (`Ok(None)`).
 pub fn purge_expired(conn: &mut PgConnection, now: chrono::DateTime<chrono::Utc>) -> QueryResult<Option<usize>> {
     locks::exclusively(conn, locks::Job::Purge, |conn| {
         Ok(refresh_tokens::purge_expired(conn, now)?
+            + personal_tokens::purge_expired(conn, now)?
             + sessions::purge_expired(conn, now)?
             + throttle::purge_recovered(conn)?)
     })

@@ -224,3 +224,18 @@ pub fn record_use(
     .execute(conn)?;
     Ok(written > 0)
 }
+
+/// How long an expired or revoked token stays listed (so its owner sees why a script stopped)
+/// before the purge deletes it.
+pub const KEPT_AFTER_END_DAYS: i64 = 30;
+
+/// Deletes tokens that expired or were revoked more than [`KEPT_AFTER_END_DAYS`] before `now`: they
+/// can never work again. Returns how many went.
+pub fn purge_expired(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<usize> {
+    let before = now - chrono::Duration::days(KEPT_AFTER_END_DAYS);
+    diesel::delete(
+        personal_access_tokens::table
+            .filter(personal_access_tokens::expires_at.lt(before).or(personal_access_tokens::revoked_at.lt(before))),
+    )
+    .execute(conn)
+}

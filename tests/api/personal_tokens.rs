@@ -853,3 +853,37 @@ async fn an_admin_sees_a_users_tokens_and_revokes_one_audited_as_the_admin() {
     assert_eq!(response.status(), 404);
     assert_eq!(app.get(ME, Some(&secret(&bobs))).await.status(), 200);
 }
+
+#[tokio::test]
+async fn the_purge_deletes_tokens_a_month_after_they_expired_or_were_revoked_and_keeps_the_others() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    for name in ["live", "expired-lately", "expired-long-ago", "revoked-lately", "revoked-long-ago"] {
+        let access = app.access_token(&alice, None).await;
+        let response = create_token(&app, &access, &json!({"name": name, "scopes": ["profile"]})).await;
+        assert_eq!(response.status(), 201);
+    }
+    execute(
+        &app,
+        "UPDATE personal_access_tokens SET created_at = now() - interval '100 days', expires_at = now() - interval '1 day' \
+           WHERE name = 'expired-lately'; \
+         UPDATE personal_access_tokens SET created_at = now() - interval '100 days', expires_at = now() - interval '31 days' \
+           WHERE name = 'expired-long-ago'; \
+         UPDATE personal_access_tokens SET revoked_at = now() - interval '1 day' WHERE name = 'revoked-lately'; \
+         UPDATE personal_access_tokens SET revoked_at = now() - interval '31 days' WHERE name = 'revoked-long-ago'",
+    );
+    let purged = gatehouse::db::purge_expired(&mut app.db.conn(), chrono::Utc::now()).unwrap();
+    assert_eq!(purged, Some(2));
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let left: Vec<String> = diesel::sql_query("SELECT name FROM personal_access_tokens ORDER BY name")
+        .load::<Name>(&mut app.db.conn())
+        .unwrap()
+        .into_iter()
+        .map(|row| row.name)
+        .collect();
+    assert_eq!(left, ["expired-lately", "live", "revoked-lately"]);
+}
