@@ -125,6 +125,35 @@ pub fn revoke(
     })
 }
 
+/// RFC 7009 for a personal access token: revokes the token whose hash is `presented` if it is not
+/// revoked yet, recording `event` for its owner. Whoever holds a token may end it (one found in a
+/// leak is revoked by whoever found it). `None` when there is no such live token.
+pub fn revoke_presented(
+    conn: &mut PgConnection,
+    presented: &[u8],
+    now: DateTime<Utc>,
+    event: NewEvent,
+) -> QueryResult<Option<PersonalToken>> {
+    conn.transaction(|conn| {
+        let revoked: Option<PersonalToken> = diesel::update(
+            personal_access_tokens::table
+                .filter(personal_access_tokens::token_hash.eq(presented))
+                .filter(personal_access_tokens::revoked_at.is_null()),
+        )
+        .set(personal_access_tokens::revoked_at.eq(now))
+        .returning(PersonalToken::as_returning())
+        .get_result(conn)
+        .optional()?;
+        if let Some(token) = &revoked {
+            auth_events::record(
+                conn,
+                &event.user(token.user_id).detail(format!("token {} ({})", token.id, token.name)),
+            )?;
+        }
+        Ok(revoked)
+    })
+}
+
 /// A presented token's row with its owner, their roles and the scopes those roles allow now: all a
 /// bearer check needs, in one statement.
 #[derive(Debug, QueryableByName)]

@@ -887,3 +887,20 @@ async fn the_purge_deletes_tokens_a_month_after_they_expired_or_were_revoked_and
         .collect();
     assert_eq!(left, ["expired-lately", "live", "revoked-lately"]);
 }
+
+#[tokio::test]
+async fn whoever_holds_a_token_may_revoke_it_at_the_revocation_endpoint() {
+    let (a, b) = spawn_pair(&[]).await;
+    let alice = a.alice();
+    let token = secret(&made_token(&a, &alice, &["profile"]).await);
+    // RFC 7009: 200 whether or not there was something to revoke.
+    let response = a.revoke(&token, None).await;
+    assert_eq!(response.status(), 200);
+    assert_bearer_error(b.get(ME, Some(&token)).await, 401, Some(INVALID_TOKEN), "invalid_token").await;
+    assert_eq!(a.revoke(&token, None).await.status(), 200);
+    assert_eq!(a.revoke("gth_not-even-well-formed", None).await.status(), 200);
+    let events = a.events();
+    let revoked: Vec<_> = events.iter().filter(|e| e.kind == "pat_revoked").collect();
+    assert_eq!(revoked.len(), 1, "once, by the first request");
+    assert_eq!(revoked[0].user_id, Some(alice.id));
+}
