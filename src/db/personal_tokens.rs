@@ -1,6 +1,8 @@
 //! The `personal_access_tokens` table. The rules are `auth::pat`'s: here rows are loaded under the
 //! locks that make those rules hold for racing requests on any instance, and written.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Bytea, Nullable, Text, Timestamptz, Uuid as SqlUuid};
@@ -84,15 +86,10 @@ pub fn of_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Vec<Person
         .load(conn)
 }
 
-pub fn find(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<PersonalToken>> {
-    personal_access_tokens::table.find(id).select(PersonalToken::as_select()).first(conn).optional()
-}
-
 /// Revokes the token `id` if it belongs to `owner` (`None`: any owner, the command line) and is not
 /// revoked yet, recording `event` for its owner; returns the revoked token, or `None` when there is
-/// no such token (another user's id included: that is not found, not forbidden). One statement, so
-/// a request holding the row (a bearer check, which takes it `FOR SHARE`) finishes first, and every
-/// check after the commit sees the revocation.
+/// no such token (another user's id included: that is not found, not forbidden). Every bearer check
+/// whose lookup starts after the commit sees the revocation.
 pub fn revoke(
     conn: &mut PgConnection,
     id: Uuid,
@@ -154,87 +151,108 @@ pub fn revoke_presented(
     })
 }
 
-/// A presented token's row with its owner, their roles and the scopes those roles allow now: all a
-/// bearer check needs, in one statement.
-#[derive(Debug, QueryableByName)]
+/// A presented token's row with its owner (and their roles and the scopes those roles allow now):
+/// all a bearer check needs.
+#[derive(Debug, Clone)]
 pub struct PresentedToken {
-    #[diesel(sql_type = SqlUuid)]
     pub id: Uuid,
-    #[diesel(sql_type = Text)]
+    pub token_hash: Vec<u8>,
     pub scope: String,
-    #[diesel(sql_type = Timestamptz)]
     pub created_at: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
     pub expires_at: DateTime<Utc>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
     pub revoked_at: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
     pub last_used_at: Option<DateTime<Utc>>,
-    #[diesel(embed)]
-    pub user: UserColumns,
-    #[diesel(sql_type = Array<Text>)]
+    pub user: User,
     pub roles: Vec<String>,
-    #[diesel(sql_type = Array<Text>)]
     pub allowed_scopes: Vec<String>,
 }
 
-/// The owner's columns as [`User`] has them.
-#[derive(Debug, QueryableByName)]
-pub struct UserColumns {
-    #[diesel(sql_type = SqlUuid)]
-    pub user_id: Uuid,
-    #[diesel(sql_type = Text)]
-    pub username: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub email: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub full_name: Option<String>,
-    #[diesel(sql_type = Bool)]
-    pub is_active: bool,
-    #[diesel(sql_type = Timestamptz)]
-    pub tokens_valid_after: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
-    pub user_created_at: DateTime<Utc>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub last_login_at: Option<DateTime<Utc>>,
+/// The token's own columns of [`PresentedTokensQuery`], in its order.
+#[derive(Queryable)]
+struct TokenColumns {
+    id: Uuid,
+    token_hash: Vec<u8>,
+    scope: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
 }
 
-impl From<UserColumns> for User {
-    fn from(columns: UserColumns) -> Self {
-        User {
-            id: columns.user_id,
-            username: columns.username,
-            email: columns.email,
-            full_name: columns.full_name,
-            is_active: columns.is_active,
-            tokens_valid_after: columns.tokens_valid_after,
-            created_at: columns.user_created_at,
-            last_login_at: columns.last_login_at,
-        }
+/// The token whose hash is `presented`, whatever its state, with its owner.
+pub fn presented(conn: &mut PgConnection, presented: &[u8]) -> QueryResult<Option<PresentedToken>> {
+    Ok(presented_many(conn, &[presented.to_vec()])?.into_iter().next().flatten())
+}
+
+/// The tokens whose hashes are `hashes` (a bearer batch), each with its owner, in one statement:
+/// the answer for each hash, in order (`None`: no such token). A plain read: a revocation counts
+/// for every lookup whose statement starts after the revocation committed, and no use of a token
+/// takes a lock or writes (row locks would cost a write per request and contend when one script
+/// sends many requests with one token).
+pub fn presented_many(conn: &mut PgConnection, hashes: &[Vec<u8>]) -> QueryResult<Vec<Option<PresentedToken>>> {
+    let found: HashMap<Vec<u8>, PresentedToken> = PresentedTokensQuery { hashes: hashes.to_vec() }
+        .load::<(TokenColumns, User, Vec<String>, Vec<String>)>(conn)?
+        .into_iter()
+        .map(|(token, user, roles, allowed_scopes)| PresentedToken {
+            id: token.id,
+            token_hash: token.token_hash,
+            scope: token.scope,
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+            revoked_at: token.revoked_at,
+            last_used_at: token.last_used_at,
+            user,
+            roles,
+            allowed_scopes,
+        })
+        .map(|token| (token.token_hash.clone(), token))
+        .collect();
+    // One script sending many requests at once puts its token in a batch several times.
+    Ok(hashes.iter().map(|hash| found.get(hash).cloned()).collect())
+}
+
+/// The statement of [`presented_many`], written by hand for the reason `users::TokenHoldersQuery`
+/// is: Diesel keeps a statement with a fixed text prepared, so PostgreSQL plans it once per
+/// connection, not once per batch (planning took longer than running it).
+struct PresentedTokensQuery {
+    hashes: Vec<Vec<u8>>,
+}
+
+impl diesel::query_builder::QueryId for PresentedTokensQuery {
+    type QueryId = Self;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::Query for PresentedTokensQuery {
+    type SqlType = (
+        (SqlUuid, Bytea, Text, Timestamptz, Timestamptz, Nullable<Timestamptz>, Nullable<Timestamptz>),
+        (SqlUuid, Text, Nullable<Text>, Nullable<Text>, Bool, Timestamptz, Timestamptz, Nullable<Timestamptz>),
+        Array<Text>,
+        Array<Text>,
+    );
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PresentedTokensQuery {
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT p.id, p.token_hash, p.scope, p.created_at, p.expires_at, p.revoked_at, p.last_used_at, \
+                    u.id, u.username, u.email, u.full_name, u.is_active, u.tokens_valid_after, u.created_at, \
+                    u.last_login_at, \
+                    coalesce((SELECT array_agg(role_name ORDER BY role_name) FROM user_roles WHERE user_id = u.id), \
+                             '{}'), \
+                    coalesce((SELECT array_agg(DISTINCT rs.scope_name) FROM user_roles ur \
+                              JOIN role_scopes rs ON rs.role_name = ur.role_name WHERE ur.user_id = u.id), \
+                             '{}') \
+             FROM personal_access_tokens p JOIN users u ON u.id = p.user_id \
+             WHERE p.token_hash = ANY(",
+        );
+        out.push_bind_param::<Array<Bytea>, _>(&self.hashes)?;
+        out.push_sql(")");
+        Ok(())
     }
 }
 
-/// The token whose hash is `presented`, whatever its state, with its owner. The row is read `FOR
-/// SHARE`: a revocation that has updated it but not committed yet is waited for, so no check that
-/// overlaps a revocation's commit lets the token through.
-pub fn presented(conn: &mut PgConnection, presented: &[u8]) -> QueryResult<Option<PresentedToken>> {
-    diesel::sql_query(
-        "SELECT p.id, p.scope, p.created_at, p.expires_at, p.revoked_at, p.last_used_at, \
-                u.id AS user_id, u.username, u.email, u.full_name, u.is_active, u.tokens_valid_after, \
-                u.created_at AS user_created_at, u.last_login_at, \
-                coalesce((SELECT array_agg(role_name ORDER BY role_name) FROM user_roles WHERE user_id = u.id), \
-                         '{}') AS roles, \
-                coalesce((SELECT array_agg(DISTINCT rs.scope_name) FROM user_roles ur \
-                          JOIN role_scopes rs ON rs.role_name = ur.role_name WHERE ur.user_id = u.id), \
-                         '{}') AS allowed_scopes \
-         FROM personal_access_tokens p JOIN users u ON u.id = p.user_id \
-         WHERE p.token_hash = $1 \
-         FOR SHARE OF p",
-    )
-    .bind::<Bytea, _>(presented)
-    .get_result(conn)
-    .optional()
-}
+impl RunQueryDsl<PgConnection> for PresentedTokensQuery {}
 
 /// Writes a use at `now` from `address` unless one was written after `stale_before`: the condition
 /// is in the statement, so of racing requests on any number of instances one writes and the others

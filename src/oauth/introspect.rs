@@ -154,7 +154,7 @@ async fn introspect_personal_token(
         details: Some(TokenDetails {
             scope: pat::scopes_at_use(&granted, &allowed_now).to_string(),
             username: row.user.username,
-            sub: row.user.user_id,
+            sub: row.user.id,
             exp: row.expires_at.timestamp(),
             iat: row.created_at.timestamp(),
             token_type: "bearer",

@@ -438,10 +438,11 @@ async fn a_token_revoked_on_one_instance_is_refused_on_the_other_on_the_very_nex
     assert_bearer_error(b.get(ME, Some(&token)).await, 401, Some(INVALID_TOKEN), "invalid_token").await;
 }
 
-/// A request on `b` presented while a revocation on `a`'s side holds the token's row (updated, not
-/// yet committed): the test holds it in place of the revoking request. Returns the request's answer
-/// once the holder commits or rolls back.
-async fn request_during_revocation(commit: bool) -> Response {
+/// A revocation held open from the test (its row updated, not committed) stands for a revoking
+/// request on the other instance at the moment it commits.
+#[tokio::test]
+async fn a_request_during_an_uncommitted_revocation_is_served_without_waiting_and_the_first_after_its_commit_is_refused()
+ {
     let (a, b) = spawn_pair(&[]).await;
     let body = made_token(&a, &a.alice(), &["profile"]).await;
     let token = secret(&body);
@@ -451,21 +452,41 @@ async fn request_during_revocation(commit: bool) -> Response {
     diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
     diesel::sql_query("UPDATE personal_access_tokens SET revoked_at = now()").execute(&mut holder).unwrap();
 
-    let request = tokio::spawn(b.client.get(b.url(ME)).bearer_auth(&token).send());
-    wait_until("the request waits for the revocation", || lock_waiters(&mut watcher) == 1).await;
-    diesel::sql_query(if commit { "COMMIT" } else { "ROLLBACK" }).execute(&mut holder).unwrap();
-    request.await.unwrap().unwrap()
+    // Not revoked yet: served, and no bearer check waits on the revoker's row lock.
+    assert_eq!(b.get(ME, Some(&token)).await.status(), 200);
+    assert_eq!(lock_waiters(&mut watcher), 0);
+    diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
+    // From the commit on, on either instance.
+    assert_bearer_error(b.get(ME, Some(&token)).await, 401, Some(INVALID_TOKEN), "invalid_token").await;
+    assert_bearer_error(a.get(ME, Some(&token)).await, 401, Some(INVALID_TOKEN), "invalid_token").await;
 }
 
+/// Two first uses on two instances: the second to write finds the row held by the first's write,
+/// waits for it, then finds a fresh last use and writes nothing over it (one write per interval).
 #[tokio::test]
-async fn a_request_racing_a_revocation_waits_for_it_and_is_refused_once_it_commits() {
-    let response = request_during_revocation(true).await;
-    assert_bearer_error(response, 401, Some(INVALID_TOKEN), "invalid_token").await;
-}
-
-#[tokio::test]
-async fn a_request_racing_a_revocation_that_rolls_back_is_served() {
-    assert_eq!(request_during_revocation(false).await.status(), 200);
+async fn a_first_use_racing_another_instances_last_use_write_waits_for_it_and_writes_nothing_over_it() {
+    let (a, b) = spawn_pair(&[]).await;
+    let token = secret(&made_token(&a, &a.alice(), &["profile"]).await);
+    let mut holder = PgConnection::establish(&a.db.url).unwrap();
+    let mut watcher = PgConnection::establish(&a.db.url).unwrap();
+    diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
+    diesel::sql_query("UPDATE personal_access_tokens SET last_used_at = now(), last_used_address = '192.0.2.1'")
+        .execute(&mut holder)
+        .unwrap();
+    // The held write stands for another instance's first use; this one wants to write too.
+    let first = tokio::spawn(b.client.get(b.url(ME)).bearer_auth(&token).send());
+    wait_until("the first use waits to write its last use", || lock_waiters(&mut watcher) == 1).await;
+    diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    // The write it waited for was fresh: it wrote nothing over it.
+    #[derive(diesel::QueryableByName)]
+    struct Address {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        last_used_address: Option<String>,
+    }
+    let address: Address =
+        diesel::sql_query("SELECT last_used_address FROM personal_access_tokens").get_result(&mut a.db.conn()).unwrap();
+    assert_eq!(address.last_used_address.as_deref(), Some("192.0.2.1"));
 }
 
 #[tokio::test]
