@@ -9,6 +9,7 @@
 
 pub mod blocking;
 pub mod clients;
+pub mod personal_tokens;
 mod validate;
 
 use std::net::IpAddr;

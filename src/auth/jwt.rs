@@ -136,6 +136,9 @@ pub enum TokenRejection {
     UnknownUser,
     #[error("The client of this access token no longer exists")]
     UnknownClient,
+    /// A well-formed personal access token that was never issued (or whose user was deleted).
+    #[error("The access token is not known")]
+    Unknown,
 }
 
 /// The subject of a new token.

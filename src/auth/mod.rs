@@ -8,6 +8,7 @@ pub mod guard;
 pub mod jwt;
 pub mod keys;
 pub mod password;
+pub mod pat;
 pub mod session;
 pub mod throttle;
 pub mod token_checks;

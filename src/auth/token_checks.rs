@@ -1,6 +1,7 @@
 //! The database half of every bearer check, batched per worker thread.
 //!
-//! Each API request must load its token's user, their roles and the token's revocation state. Diesel
+//! Each API request must load its token's user, their roles and the token's revocation state (for a
+//! personal access token: its row, with its owner and what their roles allow). Diesel
 //! is synchronous, so a lookup on its own costs a hop to a blocking thread and back plus a round trip
 //! to PostgreSQL; on a busy server those hops, not the queries, are most of what a request costs. So
 //! the requests one worker thread serves queue their lookups here, and at most [`MAX_BATCHES`] drain
@@ -18,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::db::{self, CHECKOUT_TIMEOUT, PgPool, users::TokenHolder};
+use crate::db::{self, CHECKOUT_TIMEOUT, PgPool, personal_tokens::PresentedToken, users::TokenHolder};
 use crate::errors::{Message, ServerError};
 use crate::metrics::Metrics;
 
@@ -41,9 +42,20 @@ pub struct TokenChecks {
 }
 
 struct Lookup {
-    user_id: Uuid,
-    jti: Uuid,
-    answer: oneshot::Sender<Result<Option<TokenHolder>, ServerError>>,
+    key: Key,
+    answer: oneshot::Sender<Result<Found, ServerError>>,
+}
+
+/// What a request asks for: an access token's user and revocation, or a personal access token by
+/// its hash. One batch answers both kinds, in one trip to the database.
+enum Key {
+    Access { user_id: Uuid, jti: Uuid },
+    Personal { hash: Vec<u8> },
+}
+
+enum Found {
+    Access(Option<TokenHolder>),
+    Personal(Option<PresentedToken>),
 }
 
 impl TokenChecks {
@@ -58,8 +70,23 @@ impl TokenChecks {
 
     /// The holder of the token `jti` if user `user_id` exists (active or not), read after this call began.
     pub async fn token_holder(self: &Rc<Self>, user_id: Uuid, jti: Uuid) -> Result<Option<TokenHolder>, ServerError> {
+        match self.look_up(Key::Access { user_id, jti }).await? {
+            Found::Access(holder) => Ok(holder),
+            Found::Personal(_) => Err(ServerError::internal(Message("a token lookup got another kind's answer"))),
+        }
+    }
+
+    /// The personal access token whose hash is `hash`, with its owner, read after this call began.
+    pub async fn personal_token(self: &Rc<Self>, hash: Vec<u8>) -> Result<Option<PresentedToken>, ServerError> {
+        match self.look_up(Key::Personal { hash }).await? {
+            Found::Personal(token) => Ok(token),
+            Found::Access(_) => Err(ServerError::internal(Message("a token lookup got another kind's answer"))),
+        }
+    }
+
+    async fn look_up(self: &Rc<Self>, key: Key) -> Result<Found, ServerError> {
         let (answer, answered) = oneshot::channel();
-        self.queue.borrow_mut().push(Lookup { user_id, jti, answer });
+        self.queue.borrow_mut().push(Lookup { key, answer });
         if self.drain_tasks.get() < MAX_BATCHES {
             // A task of its own, not this request's future: a client hanging up must not cancel a
             // batch that other requests are waiting for.
@@ -81,17 +108,36 @@ impl TokenChecks {
                 return;
             }
             self.batch_size.observe(batch.len() as f64);
-            let checks: Vec<(Uuid, Uuid)> = batch.iter().map(|lookup| (lookup.user_id, lookup.jti)).collect();
-            let lookup = db::run(&self.pool, move |conn| db::users::token_holders(conn, &checks));
+            let mut checks: Vec<(Uuid, Uuid)> = Vec::new();
+            let mut hashes: Vec<Vec<u8>> = Vec::new();
+            for lookup in &batch {
+                match &lookup.key {
+                    Key::Access { user_id, jti } => checks.push((*user_id, *jti)),
+                    Key::Personal { hash } => hashes.push(hash.clone()),
+                }
+            }
+            // Only the statements a batch needs: a batch of access tokens alone runs exactly as before.
+            let lookup = db::run(&self.pool, move |conn| {
+                let holders = if checks.is_empty() { Vec::new() } else { db::users::token_holders(conn, &checks)? };
+                let tokens =
+                    if hashes.is_empty() { Vec::new() } else { db::personal_tokens::presented_many(conn, &hashes)? };
+                Ok((holders, tokens))
+            });
             // A query that never returns (a connection stalled mid-statement) must not hold requests forever.
             let answers = tokio::time::timeout(BATCH_TIMEOUT, lookup)
                 .await
                 .unwrap_or_else(|_| Err(ServerError::unavailable(Message("the token lookup timed out"))));
             // A request that has gone away dropped its receiver: its answer is simply not needed.
             match answers {
-                Ok(answers) => {
-                    for (lookup, holder) in batch.into_iter().zip(answers) {
-                        let _ = lookup.answer.send(Ok(holder));
+                Ok((holders, tokens)) => {
+                    // Each kind's answers come in the order its lookups were collected above.
+                    let (mut holders, mut tokens) = (holders.into_iter(), tokens.into_iter());
+                    for lookup in batch {
+                        let found = match lookup.key {
+                            Key::Access { .. } => Found::Access(holders.next().flatten()),
+                            Key::Personal { .. } => Found::Personal(tokens.next().flatten()),
+                        };
+                        let _ = lookup.answer.send(Ok(found));
                     }
                 }
                 Err(err) => {

@@ -1,4 +1,4 @@
-//! The command line: `gatehouse serve | migrate | user … | audit … | keys … | client …`.
+//! The command line: `gatehouse serve | migrate | user … | audit … | keys … | client … | token …`.
 //!
 //! Exit codes: 0 ok, 2 bad usage (clap's own), 1 any other failure with one line on stderr.
 
@@ -6,6 +6,7 @@ mod audit;
 mod client;
 mod keys;
 mod serve;
+mod token;
 mod user;
 
 use clap::{Parser, Subcommand};
@@ -15,6 +16,7 @@ use secrecy::ExposeSecret;
 pub use audit::{AuditCommand, escape_control};
 pub use client::ClientCommand;
 pub use keys::KeysCommand;
+pub use token::TokenCommand;
 pub use user::UserCommand;
 
 use crate::config::{Settings, parse_bind};
@@ -57,6 +59,9 @@ pub enum Command {
     /// Manage registered OAuth clients (services and apps).
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage users' personal access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 /// A failure to report in one line, exit code 1.
@@ -97,6 +102,7 @@ pub fn run(cli: Cli, mut settings: Settings) -> Result<(), CliError> {
         Command::Audit(command) => audit::run(&mut connect_and_migrate(&settings)?, command),
         Command::Keys(command) => keys::run(&mut connect_and_migrate(&settings)?, &settings, command),
         Command::Client(command) => client::run(&mut connect_and_migrate(&settings)?, command),
+        Command::Token(command) => token::run(&mut connect_and_migrate(&settings)?, command),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod clients;
 pub mod dev;
 pub mod items;
 pub mod locks;
+pub mod personal_tokens;
 pub mod refresh_tokens;
 pub mod roles;
 pub mod schema;
@@ -46,7 +47,7 @@ pub struct PgPool {
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// How many migrations the binary carries (for the reversibility test).
-pub const MIGRATIONS_COUNT: usize = 10;
+pub const MIGRATIONS_COUNT: usize = 11;
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
 /// Short, so an outage answers 503 quickly instead of piling up requests.
@@ -190,11 +191,13 @@ pub async fn is_ready(pool: &PgPool) -> bool {
     run(pool, |conn| diesel::sql_query("SELECT 1").execute(conn)).await.is_ok()
 }
 
-/// Deletes rows that can no longer matter (expired tokens, families, revocations and sessions, and
-/// recovered throttle state, client secrets past their overlap), unless another instance is doing it right now (`Ok(None)`).
+/// Deletes rows that can no longer matter (expired tokens, families, revocations, personal access
+/// tokens a month after they ended, sessions, recovered throttle state, client secrets past their
+/// overlap), unless another instance is doing it right now (`Ok(None)`).
 pub fn purge_expired(conn: &mut PgConnection, now: chrono::DateTime<chrono::Utc>) -> QueryResult<Option<usize>> {
     locks::exclusively(conn, locks::Job::Purge, |conn| {
         Ok(refresh_tokens::purge_expired(conn, now)?
+            + personal_tokens::purge_expired(conn, now)?
             + sessions::purge_expired(conn, now)?
             + throttle::purge_recovered(conn)?
             + clients::purge_expired_secrets(conn, now)?)

@@ -78,6 +78,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    personal_access_tokens (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        name -> Text,
+        token_hash -> Bytea,
+        scope -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+        last_used_address -> Nullable<Text>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     refresh_families (id) {
         id -> Uuid,
         user_id -> Uuid,
@@ -197,6 +212,7 @@ diesel::table! {
 
 diesel::joinable!(items -> users (owner_id));
 diesel::joinable!(oauth_client_secrets -> oauth_clients (client_id));
+diesel::joinable!(personal_access_tokens -> users (user_id));
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (family_id));
 diesel::joinable!(revoked_access_tokens -> users (user_id));
@@ -214,6 +230,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_throttle,
     oauth_client_secrets,
     oauth_clients,
+    personal_access_tokens,
     refresh_families,
     refresh_tokens,
     revoked_access_tokens,

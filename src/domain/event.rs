@@ -78,6 +78,10 @@ stored_names! {
         ClientRemoved = "client_removed",
         /// A `/token` request failed to authenticate a client (unknown, wrong secret, public).
         ClientAuthFailed = "client_auth_failed",
+        /// A personal access token made (its id and name in the detail; never the token).
+        PatCreated = "pat_created",
+        /// A personal access token revoked by its owner, an admin or the command line.
+        PatRevoked = "pat_revoked",
     }
 }
 

@@ -13,6 +13,7 @@ use crate::auth::credentials::{self, Attempt, LoginError};
 use crate::auth::jwt::TokenSubject;
 use crate::auth::keys::KeyRing;
 use crate::auth::password::PasswordHasher;
+use crate::auth::pat;
 use crate::db::auth_events::NewEvent;
 use crate::db::refresh_tokens::{self, FamilyStart, Grantee, IssueFailure, NewToken, Rotation, Start};
 use crate::db::{self, PgPool};
@@ -209,9 +210,18 @@ impl Grants {
         self.metrics.client_authentications.get_or_create(&ClientAuthLabels { outcome }).inc();
     }
 
-    /// RFC 7009: revokes a refresh token (and its family) or an access token. Unknown tokens are
-    /// not an error.
+    /// RFC 7009: revokes a refresh token (and its family), an access token or a personal access
+    /// token. Unknown tokens are not an error.
     pub async fn revoke(&self, token: SecretString, attempt: &Attempt, now: DateTime<Utc>) -> Result<(), ServerError> {
+        if pat::is_personal_token(token.expose_secret()) {
+            if pat::check_format(token.expose_secret()).is_err() {
+                return Ok(());
+            }
+            let hash = pat::hash(token.expose_secret());
+            let event = NewEvent::new(EventKind::PatRevoked, attempt.channel).client(attempt.client_addr());
+            db::run(&self.pool, move |conn| db::personal_tokens::revoke_presented(conn, &hash, now, event)).await?;
+            return Ok(());
+        }
         let hash = refresh_tokens::token_hash(token.expose_secret());
         // An access token's signature is checked; its expiry is not, as revoking an expired one is harmless.
         // Fresh, as on `/api`: a token of a key another instance just made is revoked, not ignored.

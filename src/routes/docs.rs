@@ -29,6 +29,7 @@ pub const OAUTH2: &str = "oauth2";
     tags(
         (name = "oauth", description = "Tokens: grant, refresh, revoke, server metadata"),
         (name = "users", description = "The signed-in user"),
+        (name = "tokens", description = "Your personal access tokens: `gth_…` credentials for scripts, used as `Authorization: Bearer gth_…` wherever an access token works"),
         (name = "items", description = "Items: public ones for everybody, your own with `items:read`"),
         (name = "admin", description = "For the `admin` role"),
         (name = "operations", description = "Liveness and readiness"),

@@ -27,10 +27,14 @@ pub enum ApiError {
     /// A client's own token (client credentials) at an endpoint that acts for a person.
     #[error("This endpoint acts for a person; a client's own access token has none")]
     NotAPerson,
+    #[error("This request needs an OAuth access token; a personal access token cannot make it")]
+    AccessTokenRequired,
     #[error("This account is inactive")]
     InactiveUser,
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("{0}")]
+    InvalidScope(String),
     #[error("No such resource")]
     NotFound,
     #[error("This address does not accept that method; it accepts {}", .allowed.join(", "))]
@@ -77,6 +81,7 @@ impl From<Denial> for ApiError {
             Denial::MissingScope(scope) => ApiError::InsufficientScope { required: scope },
             Denial::MissingRole => ApiError::MissingRole,
             Denial::NotAPerson => ApiError::NotAPerson,
+            Denial::AccessTokenRequired => ApiError::AccessTokenRequired,
         }
     }
 }
@@ -86,9 +91,13 @@ impl ApiError {
         match self {
             ApiError::MissingCredentials => "unauthorized",
             ApiError::InvalidToken(_) => "invalid_token",
-            ApiError::InsufficientScope { .. } | ApiError::MissingRole | ApiError::NotAPerson => "insufficient_scope",
+            ApiError::InsufficientScope { .. }
+            | ApiError::MissingRole
+            | ApiError::NotAPerson
+            | ApiError::AccessTokenRequired => "insufficient_scope",
             ApiError::InactiveUser => "inactive_user",
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidScope(_) => "invalid_scope",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
@@ -110,6 +119,11 @@ impl ApiError {
                 Some(format!(r#"Bearer error="insufficient_scope", scope="{required}""#))
             }
             ApiError::MissingRole | ApiError::NotAPerson => Some(r#"Bearer error="insufficient_scope""#.to_owned()),
+            // RFC 6750 §3.1: "higher privileges than provided by the access token"; no `scope`, as
+            // no scope would make a personal access token acceptable here.
+            ApiError::AccessTokenRequired => {
+                Some(format!(r#"Bearer error="insufficient_scope", error_description="{self}""#))
+            }
             _ => None,
         }
     }
@@ -122,8 +136,9 @@ impl ResponseError for ApiError {
             ApiError::InsufficientScope { .. }
             | ApiError::MissingRole
             | ApiError::NotAPerson
+            | ApiError::AccessTokenRequired
             | ApiError::InactiveUser => StatusCode::FORBIDDEN,
-            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidRequest(_) | ApiError::InvalidScope(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -137,6 +137,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/api/users/me"),
     ("POST", "/api/users/me/sign-out-all"),
+    ("GET", "/api/users/me/tokens"),
+    ("POST", "/api/users/me/tokens"),
+    ("DELETE", "/api/users/me/tokens/{id}"),
     ("GET", "/api/items"),
     ("POST", "/api/items"),
     ("GET", "/api/admin/stats"),
@@ -175,4 +178,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/account/password"),
     ("POST", "/account/sessions/{id}/end"),
     ("POST", "/account/families/{id}/revoke"),
+    ("GET", "/account/tokens"),
+    ("POST", "/account/tokens"),
+    ("POST", "/account/tokens/{id}/revoke"),
+    ("POST", "/admin/users/{username}/tokens/{id}/revoke"),
 ];

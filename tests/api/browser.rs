@@ -668,3 +668,61 @@ async fn an_admin_registers_a_client_copies_its_secret_once_rotates_it_and_remov
     assert!(browser.notice().await.starts_with("The client was removed"));
     assert_eq!(browser.rows("clients").await[0][0], "No clients are registered.");
 }
+
+impl Browser {
+    /// Sends keys to whatever has the focus, as a person typing does.
+    async fn press(&self, keys: &str) {
+        self.client.active_element().await.unwrap().send_keys(keys).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_person_makes_a_personal_access_token_with_the_keyboard_alone_copies_it_and_revokes_it() {
+    use fantoccini::key::Key;
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let browser = Browser::open(&app).await;
+    browser.sign_in(&alice).await;
+    browser.goto("/account").await;
+    browser.by_text("main", "a", "Manage your personal access tokens").await.click().await.unwrap();
+    browser.wait_for_location("/account/tokens").await;
+    assert_eq!(browser.text("main h1").await, "Personal access tokens");
+
+    // Keyboard only: type the name, Tab through the scope checkboxes (items:read, items:write,
+    // profile), Space ticks profile, Tab to the expiry, pick 7 days by typing, Tab to the button, Enter.
+    let name = browser.field_labelled("Name").await;
+    name.send_keys("ci deploy").await.unwrap();
+    browser.press(&Key::Tab.to_string()).await;
+    browser.press(&Key::Tab.to_string()).await;
+    browser.press(&Key::Tab.to_string()).await;
+    browser.press(" ").await;
+    browser.press(&Key::Tab.to_string()).await;
+    browser.press("7").await;
+    browser.press(&Key::Tab.to_string()).await;
+    browser.screenshot("account-tokens-form").await;
+    browser.press(&Key::Enter.to_string()).await;
+
+    let shown = browser.field_labelled("Token").await;
+    let token = shown.prop("value").await.unwrap().unwrap();
+    assert!(token.starts_with("gth_") && token.len() == 40, "{token}");
+    assert_eq!(shown.attr("readonly").await.unwrap().as_deref(), Some("true"));
+    browser.screenshot("account-tokens-new").await;
+    let me: Value = app.get("/api/users/me", Some(&token)).await.json().await.unwrap();
+    assert_eq!(me["scopes"], json!(["profile"]));
+    let expires: Value = app.get("/api/users/me/tokens", Some(&token)).await.json().await.unwrap();
+    let (created, expires) = (expires[0]["created_at"].as_str().unwrap(), expires[0]["expires_at"].as_str().unwrap());
+    let at = |text: &str| text.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let days = at(expires) - at(created);
+    assert_eq!(days, chrono::Duration::days(7));
+
+    // Shown once: the list names it but never shows it again.
+    browser.goto("/account/tokens").await;
+    let rows = browser.rows("tokens").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0][0].as_str(), rows[0][1].as_str(), rows[0][6].as_str()), ("ci deploy", "profile", "live"));
+    browser.by_text("main", "button", "Revoke").await.click().await.unwrap();
+    browser.wait_for_location("/account/tokens?done=revoked").await;
+    assert_eq!(browser.notice().await, "The token was revoked; it no longer works.");
+    browser.screenshot("account-tokens").await;
+    assert_eq!(app.get("/api/users/me", Some(&token)).await.status(), 401);
+}

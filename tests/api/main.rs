@@ -24,6 +24,7 @@ mod methods;
 mod metrics;
 mod nginx;
 mod outage;
+mod personal_tokens;
 mod purge;
 mod reference_doc;
 mod resource_server;

@@ -17,6 +17,8 @@ const ALLOW: &[(&str, &str)] = &[
     ("/.well-known/jwks.json", "GET, HEAD"),
     ("/api/users/me", "GET, HEAD"),
     ("/api/users/me/sign-out-all", "POST"),
+    ("/api/users/me/tokens", "GET, POST, HEAD"),
+    ("/api/users/me/tokens/{id}", "DELETE"),
     ("/api/items", "GET, POST, HEAD"),
     ("/api/admin/stats", "GET, HEAD"),
     ("/api/admin/users", "GET, POST, HEAD"),
@@ -40,6 +42,7 @@ const ALLOW: &[(&str, &str)] = &[
     ("/admin/users/{username}/active", "POST"),
     ("/admin/users/{username}/password", "POST"),
     ("/admin/users/{username}/sign-out-all", "POST"),
+    ("/admin/users/{username}/tokens/{id}/revoke", "POST"),
     ("/admin/audit", "GET, HEAD"),
     ("/admin/clients", "GET, POST, HEAD"),
     ("/admin/clients/{client_id}/rotate-secret", "POST"),
@@ -48,13 +51,15 @@ const ALLOW: &[(&str, &str)] = &[
     ("/account/password", "POST"),
     ("/account/sessions/{id}/end", "POST"),
     ("/account/families/{id}/revoke", "POST"),
+    ("/account/tokens", "GET, POST, HEAD"),
+    ("/account/tokens/{id}/revoke", "POST"),
 ];
 
 #[tokio::test]
 async fn every_address_in_the_route_table_answers_a_wrong_method_with_405_and_allow() {
     let app = spawn_app().await;
-    // No route takes PUT. Templated paths (`/admin/users/{username}`) are asked as they are
-    // written: `{username}` is as good a segment as any.
+    // No route takes PUT (a personal access token is revoked with DELETE). Templated paths
+    // (`/admin/users/{username}`) are asked as they are written: `{username}` is as good a segment as any.
     for (path, allow) in ALLOW {
         let response = app.client.request(Method::PUT, app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 405, "PUT {path}");

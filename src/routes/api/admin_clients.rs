@@ -103,7 +103,7 @@ struct RotatedSecret {
 #[derive(ToSchema)]
 #[schema(as = Scope)]
 #[allow(dead_code)] // Describes the scope names for the document; never built.
-enum KnownScope {
+pub(super) enum KnownScope {
     #[schema(rename = "profile")]
     Profile,
     #[schema(rename = "items:read")]

@@ -101,6 +101,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, ApiError> {
     let verified = req
         .app_data::<Rc<VerifiedTokens>>()
         .ok_or_else(|| ServerError::internal(Message("VerifiedTokens is not registered")))?;
-    let verifier = Verifier { keys: &state.grants.keys, pool: &state.pool, verified, checks };
+    let verifier =
+        Verifier { keys: &state.grants.keys, pool: &state.pool, verified, checks, client: state.client_ip(req) };
     Ok(Some(bearer::authenticate(&verifier, token, Utc::now()).await?))
 }

@@ -5,6 +5,7 @@ mod admin_clients;
 mod admin_users;
 pub mod extract;
 mod items;
+mod tokens;
 mod users;
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                     .error_handler(|err, _| ApiError::InvalidRequest(format!("the path is not valid: {err}")).into()),
             )
             .configure(users::configure)
+            .configure(tokens::configure)
             .configure(items::configure)
             .configure(admin::configure)
             .configure(admin_users::configure)

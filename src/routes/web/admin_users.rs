@@ -13,11 +13,12 @@ use super::forms::{FieldErrors, checked_form, notice, user_path};
 use super::login::see_other;
 use super::pages::{Layout, render};
 use super::session::SignedInUser;
-use super::sign_ins::{FamilyRow, SessionRow, datetime};
+use super::sign_ins::{FamilyRow, SessionRow, TokenRow, datetime};
 use crate::accounts::{AccountDraft, AccountError};
 use crate::auth::guard::Requirement;
 use crate::db::{
     self,
+    personal_tokens::PersonalToken,
     refresh_tokens::Family,
     sessions::SessionInfo,
     users::{AccountChange, User},
@@ -38,7 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(set_roles)
         .service(set_active)
         .service(set_password)
-        .service(sign_out_all);
+        .service(sign_out_all)
+        .service(revoke_token);
 }
 
 /// One user in the list.
@@ -212,6 +214,7 @@ struct UserPage {
     all_roles: Vec<String>,
     sessions: Vec<SessionRow>,
     families: Vec<FamilyRow>,
+    tokens: Vec<TokenRow>,
     errors: FieldErrors,
 }
 
@@ -231,7 +234,7 @@ async fn user_page(
 ) -> Result<HttpResponse, WebError> {
     let name = username.to_owned();
     let now = Utc::now();
-    type Found = Option<(User, Vec<String>, Vec<String>, Vec<SessionInfo>, Vec<Family>)>;
+    type Found = Option<(User, Vec<String>, Vec<String>, Vec<SessionInfo>, Vec<Family>, Vec<PersonalToken>)>;
     let found: Found = db::run(&state.pool, move |conn| {
         let Some(user) = db::users::find_by_username(conn, &name)? else { return Ok(None) };
         Ok(Some((
@@ -240,10 +243,12 @@ async fn user_page(
             db::users::all_role_names(conn)?,
             db::sessions::live_of_user(conn, user.id, now)?,
             db::refresh_tokens::live_families_of_user(conn, user.id, now)?,
+            db::personal_tokens::of_user(conn, user.id)?,
         )))
     })
     .await?;
-    let Some((user, roles, all_roles, sessions, families)) = found else { return Err(WebError::NotFound) };
+    let Some((user, roles, all_roles, sessions, families, tokens)) = found else { return Err(WebError::NotFound) };
+    let tokens = tokens.into_iter().map(|token| TokenRow::new(token, user.tokens_valid_after, now)).collect();
     let page = UserPage {
         layout: viewer.layout(),
         csrf_token: viewer.csrf_token.clone(),
@@ -254,6 +259,7 @@ async fn user_page(
         all_roles,
         sessions: sessions.into_iter().map(|session| SessionRow::new(session, None)).collect(),
         families: families.into_iter().map(FamilyRow::from).collect(),
+        tokens,
         errors,
     };
     render(status, &page)
@@ -366,6 +372,30 @@ async fn sign_out_all(
     checked_form(&req, payload, &session).await?;
     match state.accounts().sign_out_everywhere(&user.actor(&state, &req), &username).await {
         Ok(signed_out) => Ok(done(&signed_out.username, "signed-out")),
+        Err(err) => refused(&user, &state, &username, err).await,
+    }
+}
+
+/// Revokes one of the user's personal access tokens, audited with the acting admin.
+#[post("/admin/users/{username}/tokens/{id}/revoke")]
+async fn revoke_token(
+    req: HttpRequest,
+    payload: web::Payload,
+    session: Session,
+    path: web::Path<(String, String)>,
+    user: SignedInUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    user.authorize(Requirement::ADMIN_PAGES)?;
+    checked_form(&req, payload, &session).await?;
+    let (username, id) = path.into_inner();
+    let id: uuid::Uuid = id.parse().map_err(|_| WebError::NotFound)?;
+    let name = username.clone();
+    let owner = db::run(&state.pool, move |conn| db::users::find_by_username(conn, &name)).await?;
+    let Some(owner) = owner else { return Err(WebError::NotFound) };
+    match state.accounts().revoke_personal_token_as_admin(&user.actor(&state, &req), owner.id, id).await {
+        Ok(true) => Ok(done(&owner.username, "token-revoked")),
+        Ok(false) => Err(WebError::NotFound),
         Err(err) => refused(&user, &state, &username, err).await,
     }
 }

@@ -73,6 +73,7 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "password-changed" => "Your password was changed. Your other sessions and tokens no longer work.",
         "session-ended" => "The session was ended.",
         "family-revoked" => "The refresh token was revoked.",
+        "token-revoked" => "The personal access token was revoked; it no longer works.",
         _ => return None,
     })
 }

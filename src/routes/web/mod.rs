@@ -1,6 +1,7 @@
 //! The website: server-rendered pages, browser sessions, CSRF-protected forms.
 
 mod account;
+mod account_tokens;
 mod admin;
 mod admin_clients;
 mod admin_users;
@@ -31,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(admin_clients::configure)
         .configure(audit::configure)
         .configure(account::configure)
+        .configure(account_tokens::configure)
         .app_data(web::PathConfig::default().error_handler(|_, _| WebError::NotFound.into()));
 }
 
@@ -71,6 +73,9 @@ pub const PAGES: &[&str] = &[
     "/account/password",
     "/account/sessions/{id}/end",
     "/account/families/{id}/revoke",
+    "/account/tokens",
+    "/account/tokens/{id}/revoke",
+    "/admin/users/{username}/tokens/{id}/revoke",
 ];
 
 /// Whatever no route matched, outside `/api`: 405 with `Allow` where the path exists with other

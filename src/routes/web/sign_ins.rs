@@ -1,10 +1,11 @@
 //! A user's live browser sessions and refresh-token families as rows of a page: `/account` shows
-//! its own (with buttons to end them), an admin's user page anyone's.
+//! its own (with buttons to end them), an admin's user page anyone's; personal access tokens likewise.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::db::{refresh_tokens::Family, sessions::SessionInfo};
+use crate::auth::pat;
+use crate::db::{personal_tokens::PersonalToken, refresh_tokens::Family, sessions::SessionInfo};
 
 pub(super) struct SessionRow {
     pub id: Uuid,
@@ -52,4 +53,43 @@ impl From<Family> for FamilyRow {
 /// To the minute, in UTC: what a person scanning a list of sign-ins needs.
 pub(super) fn datetime(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M").to_string()
+}
+
+/// A personal access token as a row of `/account/tokens` or an admin's user page (never its secret).
+pub(super) struct TokenRow {
+    pub id: Uuid,
+    pub name: String,
+    pub scopes: String,
+    pub created: String,
+    pub expires: String,
+    pub last_used: String,
+    pub address: String,
+    /// Expired, or ended by a cut-off (password change, sign-out everywhere, deactivation).
+    pub state: &'static str,
+}
+
+impl TokenRow {
+    pub fn new(token: PersonalToken, tokens_valid_after: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+        let stored = pat::StoredToken {
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+            revoked_at: token.revoked_at,
+            tokens_valid_after,
+        };
+        Self {
+            state: match pat::judge(&stored, now) {
+                Ok(()) => "live",
+                Err(pat::Dead::Expired) => "expired",
+                Err(pat::Dead::CutOff) => "ended by a sign-out",
+                Err(pat::Dead::Revoked) => "revoked",
+            },
+            id: token.id,
+            name: token.name,
+            scopes: token.scope.to_string(),
+            created: datetime(token.created_at),
+            expires: datetime(token.expires_at),
+            last_used: token.last_used_at.map(datetime).unwrap_or_default(),
+            address: token.last_used_address.unwrap_or_default(),
+        }
+    }
 }
