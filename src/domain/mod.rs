@@ -6,6 +6,7 @@ mod account;
 mod address;
 mod client;
 mod event;
+pub mod form;
 mod item;
 mod password;
 mod role;

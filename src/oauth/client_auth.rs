@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::GrantError;
-use super::form::{FormFields, decode};
+use crate::domain::form::{FormFields, decode};
 use crate::auth::client_secret::secret_matches;
 use crate::db::clients::Client;
 use crate::domain::ScopeSet;

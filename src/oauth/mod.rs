@@ -2,7 +2,6 @@
 //! `routes::oauth` reads the request and writes the RFC 6749 answer; this module decides.
 
 pub mod client_auth;
-pub mod form;
 pub mod grant;
 pub mod introspect;
 pub mod request;

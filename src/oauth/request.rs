@@ -3,7 +3,7 @@
 use secrecy::SecretString;
 
 use super::GrantError;
-use super::form::{FormError, FormFields};
+use crate::domain::form::{FormError, FormFields};
 use crate::domain::GrantType;
 use crate::domain::ScopeSet;
 

@@ -19,7 +19,7 @@ use crate::auth::throttle::retry_after_secs;
 use crate::domain::{AddressBucket, Channel};
 use crate::oauth::GrantError;
 use crate::oauth::client_auth::{self, ClientFailure, ClientRefusal, ClientVerdict};
-use crate::oauth::form::FormFields;
+use crate::domain::form::FormFields;
 use crate::oauth::grant::IssuedTokens;
 use crate::oauth::introspect::Introspection;
 use crate::oauth::request::TokenRequest;

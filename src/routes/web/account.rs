@@ -20,7 +20,7 @@ use crate::auth::session;
 use crate::auth::throttle::retry_after_secs;
 use crate::db;
 use crate::domain::AddressBucket;
-use crate::oauth::form::FormFields;
+use crate::domain::form::FormFields;
 use crate::routes::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -19,7 +19,7 @@ use super::sign_ins::TokenRow;
 use crate::accounts::personal_tokens::{TokenDraft, TokenError};
 use crate::auth::{pat, session};
 use crate::db;
-use crate::oauth::form::FormFields;
+use crate::domain::form::FormFields;
 use crate::routes::AppState;
 
 /// Checkboxes of scopes are named `scope.<name>`.

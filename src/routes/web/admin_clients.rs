@@ -19,7 +19,7 @@ use crate::accounts::clients::ClientError;
 use crate::auth::guard::Requirement;
 use crate::db::{self, clients::Client};
 use crate::domain::{ClientDraft, ClientField, ClientKind, GrantType, IdTokenAlg};
-use crate::oauth::form::FormFields;
+use crate::domain::form::FormFields;
 use crate::routes::AppState;
 
 /// Checkboxes of scopes are named `scope.<name>`, of grants `grant.<name>`.

@@ -23,7 +23,7 @@ use crate::db::{
     sessions::SessionInfo,
     users::{AccountChange, User},
 };
-use crate::oauth::form::FormFields;
+use crate::domain::form::FormFields;
 use crate::routes::AppState;
 
 const PER_PAGE: i64 = 50;

@@ -18,7 +18,7 @@ use crate::db::{
     auth_events::{EventCursor, EventFilter},
 };
 use crate::domain::{Channel, EventKind};
-use crate::oauth::form::FormFields;
+use crate::domain::form::FormFields;
 use crate::routes::AppState;
 
 const PER_PAGE: i64 = 50;

@@ -9,7 +9,7 @@ use super::WebError;
 use super::login::read_form;
 use crate::accounts::{AccountError, Field};
 use crate::auth::session::csrf_matches;
-use crate::oauth::form::FormFields;
+use crate::domain::form::FormFields;
 
 /// Reads a form body and refuses it (403) unless it carries this session's CSRF token.
 pub async fn checked_form(req: &HttpRequest, payload: web::Payload, session: &Session) -> Result<FormFields, WebError> {
