@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::GrantError;
-use crate::domain::form::{FormFields, decode};
 use crate::auth::client_secret::secret_matches;
 use crate::db::clients::Client;
 use crate::domain::ScopeSet;
+use crate::domain::form::{FormFields, decode};
 use crate::domain::{ClientKind, GrantType, StoredSecret};
 
 /// How the client presented its credentials (`token_endpoint_auth_method`, RFC 7591 §2).

@@ -3,9 +3,9 @@
 use secrecy::SecretString;
 
 use super::GrantError;
-use crate::domain::form::{FormError, FormFields};
 use crate::domain::GrantType;
 use crate::domain::ScopeSet;
+use crate::domain::form::{FormError, FormFields};
 
 pub enum TokenRequest {
     Password {

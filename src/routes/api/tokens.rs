@@ -42,7 +42,22 @@ struct NewTokenBody {
     scopes: Vec<String>,
     /// 1 to 365; 30 when left out.
     #[schema(minimum = 1, maximum = 365, default = 30)]
+    #[serde(default, deserialize_with = "whole_days")]
     expires_in_days: Option<i64>,
+}
+
+/// A whole number of days, however JSON writes it: JSON Schema (and many clients) count `196.0` as
+/// the integer 196, so the server does too; `196.5` is no whole number and is refused.
+fn whole_days<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
+    if let Some(days) = number.as_i64() {
+        return Ok(Some(days));
+    }
+    match number.as_f64() {
+        // Beyond ±2^53 a float is not exact; far beyond 365 either way, so the range check refuses it.
+        Some(days) if days.fract() == 0.0 && days.abs() < 9.0e15 => Ok(Some(days as i64)),
+        _ => Err(serde::de::Error::custom(format!("expires_in_days must be a whole number of days, not {number}"))),
+    }
 }
 
 /// A token just made, with its secret: shown this once.
@@ -199,4 +214,22 @@ async fn revoke(
         return Err(ApiError::NotFound);
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_number_of_days_may_be_spelled_as_a_float_but_a_fraction_is_refused() {
+        let days = |json: &str| serde_json::from_str::<NewTokenBody>(json).map(|body| body.expires_in_days);
+        let body = |days: &str| format!(r#"{{"name":"n","scopes":["profile"],"expires_in_days":{days}}}"#);
+        assert_eq!(days(&body("196")).unwrap(), Some(196));
+        assert_eq!(days(&body("196.0")).unwrap(), Some(196));
+        assert_eq!(days(&body("null")).unwrap(), None);
+        assert_eq!(days(r#"{"name":"n","scopes":["profile"]}"#).unwrap(), None);
+        assert!(days(&body("196.5")).is_err());
+        assert!(days(&body("\"30\"")).is_err());
+        assert_eq!(days(&body("1e300")).ok(), None, "not exact: refused rather than wrapped");
+    }
 }

@@ -18,8 +18,8 @@ use super::sign_ins::datetime;
 use crate::accounts::clients::ClientError;
 use crate::auth::guard::Requirement;
 use crate::db::{self, clients::Client};
-use crate::domain::{ClientDraft, ClientField, ClientKind, GrantType, IdTokenAlg};
 use crate::domain::form::FormFields;
+use crate::domain::{ClientDraft, ClientField, ClientKind, GrantType, IdTokenAlg};
 use crate::routes::AppState;
 
 /// Checkboxes of scopes are named `scope.<name>`, of grants `grant.<name>`.

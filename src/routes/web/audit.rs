@@ -17,8 +17,8 @@ use crate::db::{
     self,
     auth_events::{EventCursor, EventFilter},
 };
-use crate::domain::{Channel, EventKind};
 use crate::domain::form::FormFields;
+use crate::domain::{Channel, EventKind};
 use crate::routes::AppState;
 
 const PER_PAGE: i64 = 50;

@@ -13,8 +13,8 @@ use crate::auth::credentials::{self, Attempt, LoginError};
 use crate::auth::session::{self, Device, csrf_matches, csrf_token};
 use crate::auth::throttle::retry_after_secs;
 use crate::db::{self, auth_events::NewEvent};
-use crate::domain::{AddressBucket, Channel, EventKind};
 use crate::domain::form::FormFields;
+use crate::domain::{AddressBucket, Channel, EventKind};
 use crate::routes::AppState;
 use crate::routes::body::read_limited;
 
