@@ -111,7 +111,17 @@ pub fn plan(keys: &[KeyTimes], policy: &KeyPolicy, hs256: &str, now: DateTime<Ut
     // No moment without a key allowed to sign: while an asymmetric key waits out its publication
     // delay behind a current key that cannot sign here (a database upgraded from before keys had
     // ids), the configured secret signs (HS256 publishes nothing, so it may sign at once).
-    let gap = current.map_or(pending, |current| !can_sign(current));
+    // With no current key at all, a waiting key is a gap only if it is far off: one that activates
+    // about now is the first key another instance made a moment ago (its clock read a little later
+    // than ours), not a reason for a second key.
+    let first_waits_long = keys
+        .iter()
+        .zip(&states)
+        .filter(|(_, state)| **state == KeyState::Next)
+        .map(|(key, _)| key.activates_at)
+        .min()
+        .is_some_and(|at| at > now + chrono::Duration::from_std(RELOAD_EVERY).unwrap_or(chrono::Duration::minutes(1)));
+    let gap = current.map_or(first_waits_long, |current| !can_sign(current));
     if gap && policy.alg != SigningAlgorithm::Hs256 {
         steps.push(Step::Create { alg: SigningAlgorithm::Hs256, activates_at: now });
     }
@@ -260,6 +270,19 @@ mod tests {
         // Under HS256 the secret's own row is made at once, as before: no second step.
         let hs = policy(SigningAlgorithm::Hs256);
         assert_eq!(plan(&legacy, &hs, "hs", at), vec![Step::Create { alg: SigningAlgorithm::Hs256, activates_at: at }]);
+    }
+
+    #[test]
+    fn a_first_key_made_a_moment_ago_by_another_instance_is_no_gap() {
+        // Instance B read its clock a little before A made the first key, which activates at A's now.
+        let made_by_a = [key("es", ES, t0() + chrono::Duration::milliseconds(300))];
+        assert_eq!(plan(&made_by_a, &policy(ES), "hs", t0()), vec![]);
+        // A key that waits out a publication delay with nothing current is one.
+        let far = [key("es", ES, t0() + PUBLICATION_DELAY)];
+        assert_eq!(
+            plan(&far, &policy(ES), "hs", t0()),
+            vec![Step::Create { alg: SigningAlgorithm::Hs256, activates_at: t0() }]
+        );
     }
 
     #[test]
