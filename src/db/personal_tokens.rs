@@ -234,20 +234,26 @@ impl diesel::query_builder::Query for PresentedTokensQuery {
 
 impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PresentedTokensQuery {
     fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        // Each owner's roles and allowed scopes are aggregated once per batch, however many of their
+        // tokens it holds (a script sending many requests with one token, a person's several
+        // scripts): per row they were most of the statement's cost.
         out.push_sql(
-            "SELECT p.id, p.token_hash, p.scope, p.created_at, p.expires_at, p.revoked_at, p.last_used_at, \
-                    u.id, u.username, u.email, u.full_name, u.is_active, u.tokens_valid_after, u.created_at, \
-                    u.last_login_at, \
-                    coalesce((SELECT array_agg(role_name ORDER BY role_name) FROM user_roles WHERE user_id = u.id), \
-                             '{}'), \
-                    coalesce((SELECT array_agg(DISTINCT rs.scope_name) FROM user_roles ur \
-                              JOIN role_scopes rs ON rs.role_name = ur.role_name WHERE ur.user_id = u.id), \
-                             '{}') \
-             FROM personal_access_tokens p JOIN users u ON u.id = p.user_id \
-             WHERE p.token_hash = ANY(",
+            "WITH p AS (SELECT id, token_hash, scope, created_at, expires_at, revoked_at, last_used_at, user_id \
+                        FROM personal_access_tokens WHERE token_hash = ANY(",
         );
         out.push_bind_param::<Array<Bytea>, _>(&self.hashes)?;
-        out.push_sql(")");
+        out.push_sql(
+            ")), \
+             owners AS (SELECT ur.user_id, array_agg(DISTINCT ur.role_name) AS roles, \
+                               coalesce(array_agg(DISTINCT rs.scope_name) FILTER (WHERE rs.scope_name IS NOT NULL), \
+                                        '{}') AS allowed \
+                        FROM user_roles ur LEFT JOIN role_scopes rs ON rs.role_name = ur.role_name \
+                        WHERE ur.user_id IN (SELECT user_id FROM p) GROUP BY ur.user_id) \
+             SELECT p.id, p.token_hash, p.scope, p.created_at, p.expires_at, p.revoked_at, p.last_used_at, \
+                    u.id, u.username, u.email, u.full_name, u.is_active, u.tokens_valid_after, u.created_at, \
+                    u.last_login_at, coalesce(owners.roles, '{}'), coalesce(owners.allowed, '{}') \
+             FROM p JOIN users u ON u.id = p.user_id LEFT JOIN owners ON owners.user_id = p.user_id",
+        );
         Ok(())
     }
 }
