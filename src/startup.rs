@@ -213,31 +213,36 @@ async fn request_context(
     let id = RequestId::accept_or_new(incoming);
     let header_value = HeaderValue::from_str(id.as_str()).ok();
     let started = Instant::now();
-    let client = req
-        .app_data::<web::Data<AppState>>()
-        .and_then(|state| state.client_ip(req.request()))
-        .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
-    let (method, path) = (req.method().to_string(), req.path().to_owned());
+    // The request line's parts, only when it will be written (the hot path pays nothing for it otherwise).
+    let line = log::log_enabled!(target: "gatehouse::request", log::Level::Info).then(|| {
+        let client = req
+            .app_data::<web::Data<AppState>>()
+            .and_then(|state| state.client_ip(req.request()))
+            .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+        (client, req.method().to_string(), req.path().to_owned())
+    });
     log_context::scope(id, async move {
         let answered = next.call(req).await;
-        let (status, bytes) = match &answered {
-            Ok(response) => (
-                response.status(),
-                match response.response().body().size() {
-                    BodySize::Sized(bytes) => bytes.to_string(),
-                    _ => "-".to_owned(),
-                },
-            ),
-            Err(err) => (err.as_response_error().status_code(), "-".to_owned()),
-        };
-        log::info!(
-            target: "gatehouse::request",
-            "{client} \"{} {}\" {} {bytes} {:.3}ms",
-            log_context::quoted(&method),
-            log_context::quoted(&path),
-            status.as_u16(),
-            started.elapsed().as_secs_f64() * 1000.0
-        );
+        if let Some((client, method, path)) = line {
+            let (status, bytes) = match &answered {
+                Ok(response) => (
+                    response.status(),
+                    match response.response().body().size() {
+                        BodySize::Sized(bytes) => bytes.to_string(),
+                        _ => "-".to_owned(),
+                    },
+                ),
+                Err(err) => (err.as_response_error().status_code(), "-".to_owned()),
+            };
+            log::info!(
+                target: "gatehouse::request",
+                "{client} \"{} {}\" {} {bytes} {:.3}ms",
+                log_context::quoted(&method),
+                log_context::quoted(&path),
+                status.as_u16(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
         let mut response = answered?;
         if let Some(value) = header_value {
             response.headers_mut().insert(HeaderName::from_static(log_context::HEADER), value);

@@ -57,6 +57,14 @@ impl FormFields {
         self.0.keys().map(String::as_str)
     }
 
+    /// The ticked values of the checkbox group whose fields are named `prefix` + value, sorted.
+    pub fn ticked(&self, prefix: &str) -> Vec<String> {
+        let mut values: Vec<String> =
+            self.names().filter_map(|name| name.strip_prefix(prefix)).map(str::to_owned).collect();
+        values.sort();
+        values
+    }
+
     /// The value of `name`, however empty: a password field left blank is "", not absent.
     pub fn raw(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
@@ -101,5 +109,12 @@ mod tests {
         assert_eq!(FormFields::parse(FORM, b"a=%ff").unwrap_err(), FormError::NotUtf8);
         assert_eq!(FormFields::parse(FORM, b"a=\xff").unwrap_err(), FormError::NotUtf8);
         assert_eq!(FormFields::parse(FORM, b"username=al%00ice").unwrap_err(), FormError::Nul);
+    }
+
+    #[test]
+    fn a_checkbox_group_is_its_ticked_values_sorted() {
+        let form = FormFields::parse_query("role.user=on&name=x&role.admin=on&grant.password=on").unwrap();
+        assert_eq!(form.ticked("role."), ["admin", "user"]);
+        assert_eq!(form.ticked("scope."), Vec::<String>::new());
     }
 }

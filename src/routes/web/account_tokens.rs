@@ -120,9 +120,7 @@ async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     let form = checked_form(&req, payload, &session).await?;
-    let mut scopes: Vec<String> =
-        form.names().filter_map(|name| name.strip_prefix(SCOPE_FIELD)).map(str::to_owned).collect();
-    scopes.sort();
+    let scopes = form.ticked(SCOPE_FIELD);
     let days = form.get("expires_in_days").unwrap_or_default();
     let shown = CreateForm {
         name: form.get("name").unwrap_or_default().to_owned(),

@@ -194,12 +194,6 @@ fn uris(text: &str) -> Vec<String> {
     text.split_whitespace().map(str::to_owned).collect()
 }
 
-fn ticked(form: &FormFields, prefix: &str) -> Vec<String> {
-    let mut names: Vec<String> = form.names().filter_map(|name| name.strip_prefix(prefix)).map(str::to_owned).collect();
-    names.sort();
-    names
-}
-
 #[post("/admin/clients")]
 async fn create(
     req: HttpRequest,
@@ -214,10 +208,10 @@ async fn create(
         name: form.get("name").unwrap_or_default().to_owned(),
         public: form.get("kind") == Some("public"),
         first_party: form.get("first_party").is_some(),
-        scopes: ticked(&form, SCOPE_FIELD),
+        scopes: form.ticked(SCOPE_FIELD),
         redirect_uris: form.get("redirect_uris").unwrap_or_default().to_owned(),
         post_logout_redirect_uris: form.get("post_logout_redirect_uris").unwrap_or_default().to_owned(),
-        grants: ticked(&form, GRANT_FIELD),
+        grants: form.ticked(GRANT_FIELD),
         id_token_alg: form.get("id_token_alg").unwrap_or_default().to_owned(),
     };
     let draft = ClientDraft {

@@ -94,13 +94,6 @@ fn list_link(q: &str, page: i64) -> String {
 }
 
 /// The role checkboxes that were ticked.
-fn ticked_roles(form: &FormFields) -> Vec<String> {
-    let mut roles: Vec<String> =
-        form.names().filter_map(|name| name.strip_prefix(ROLE_FIELD)).map(str::to_owned).collect();
-    roles.sort();
-    roles
-}
-
 async fn users_page(
     user: &SignedInUser,
     state: &AppState,
@@ -177,7 +170,7 @@ async fn create(
         username: form.get("username").unwrap_or_default().to_owned(),
         email: form.get("email").unwrap_or_default().to_owned(),
         full_name: form.get("full_name").unwrap_or_default().to_owned(),
-        roles: ticked_roles(&form),
+        roles: form.ticked(ROLE_FIELD),
     };
     let draft = AccountDraft {
         username: shown.username.clone(),
@@ -310,7 +303,7 @@ async fn set_roles(
 ) -> Result<HttpResponse, WebError> {
     user.authorize(Requirement::ADMIN_PAGES)?;
     let form = checked_form(&req, payload, &session).await?;
-    let change = AccountChange { roles: Some(ticked_roles(&form)), active: None };
+    let change = AccountChange { roles: Some(form.ticked(ROLE_FIELD)), active: None };
     match state.accounts().change(&user.actor(&state, &req), &username, change).await {
         Ok(changed) => Ok(done(&changed.username, "roles")),
         Err(err) => refused(&user, &state, &username, err).await,
