@@ -188,6 +188,15 @@ impl Browser {
         }
     }
 
+    /// Waits until nothing matches `css` any more (a closing dialog's backdrop, say).
+    async fn wait_until_gone(&self, css: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.client.find_all(Locator::Css(css)).await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "{css} never went away");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Waits until the address bar shows `expected` (path and query).
     async fn wait_for_location(&self, expected: &str) {
         let deadline = Instant::now() + PATIENCE;
@@ -420,6 +429,8 @@ async fn swagger_ui_authorizes_with_the_password_flow_and_calls_the_api() {
     // Authorized: the dialog now offers to log out.
     browser.find(".modal-ux .auth-btn-wrapper .btn.modal-btn.auth:not(.authorize)").await;
     browser.find(".modal-ux .btn-done").await.click().await.unwrap();
+    // The dialog fades out: a click before its backdrop is gone would land on the backdrop.
+    browser.wait_until_gone(".backdrop-ux").await;
 
     assert_eq!(try_it_out(&browser, "#operations-users-me").await, "200");
     let body = shown_response(&browser, "#operations-users-me").await;
