@@ -68,6 +68,8 @@ pub struct Settings {
     /// `GATEHOUSE_PASSWORD_GRANT` (default on): off, the password grant answers
     /// `unsupported_grant_type` unless a registered client allowed it asks.
     pub password_grant: bool,
+    /// `GATEHOUSE_SECOND_FACTOR` (default `optional`): whom a second factor is required of.
+    pub second_factor: SecondFactorPolicy,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Password attempts (`/token`, `/login`) one client address may make per minute; 0 turns it off.
     pub login_rate_per_minute: u32,
@@ -141,6 +143,11 @@ impl Settings {
             Some(value) => parse_bool("GATEHOUSE_PASSWORD_GRANT", &value)?,
             None => true,
         };
+        let second_factor = match get("GATEHOUSE_SECOND_FACTOR") {
+            Some(value) => SecondFactorPolicy::parse(&value)
+                .ok_or_else(|| invalid("GATEHOUSE_SECOND_FACTOR", "must be optional, admins or everyone"))?,
+            None => SecondFactorPolicy::Optional,
+        };
         let trusted_proxies = match get("GATEHOUSE_TRUSTED_PROXIES") {
             Some(value) => parse_proxies(&value)?,
             None => Vec::new(),
@@ -197,6 +204,7 @@ impl Settings {
             session_key,
             strict_grant_type,
             password_grant,
+            second_factor,
             trusted_proxies,
             login_rate_per_minute,
             refresh_family_max_age,
@@ -397,6 +405,43 @@ fn skip_value(value: &str) -> &str {
         }
     }
     ""
+}
+
+/// `GATEHOUSE_SECOND_FACTOR`: whom a second factor is required of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecondFactorPolicy {
+    #[default]
+    Optional,
+    Admins,
+    Everyone,
+}
+
+impl SecondFactorPolicy {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "optional" => Some(Self::Optional),
+            "admins" => Some(Self::Admins),
+            "everyone" => Some(Self::Everyone),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Optional => "optional",
+            Self::Admins => "admins",
+            Self::Everyone => "everyone",
+        }
+    }
+
+    /// Whether a user (an admin or not) must have a second factor before anything else.
+    pub fn covers(self, is_admin: bool) -> bool {
+        match self {
+            Self::Optional => false,
+            Self::Admins => is_admin,
+            Self::Everyone => true,
+        }
+    }
 }
 
 #[cfg(test)]

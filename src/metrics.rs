@@ -46,6 +46,12 @@ pub struct LoginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecondFactorLabels {
+    /// `ok` (app code), `recovery_code`, `failed`, `locked`, `added`, `removed`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrantLabels {
     pub grant: &'static str,
 }
@@ -76,6 +82,7 @@ pub struct Metrics {
     pub db_pool_connections: Family<PoolLabels, Gauge<i64, AtomicI64>>,
     pub bearer_batch_size: Histogram,
     pub client_authentications: Family<ClientAuthLabels, Counter>,
+    pub second_factor: Family<SecondFactorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -149,6 +156,12 @@ impl Metrics {
             "Client authentications at /token (registered clients), by outcome",
             client_authentications.clone(),
         );
+        let second_factor = Family::<SecondFactorLabels, Counter>::default();
+        registry.register(
+            "gatehouse_second_factor",
+            "Second factors: sign-in steps by outcome, and apps added or removed",
+            second_factor.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -163,6 +176,7 @@ impl Metrics {
             db_pool_connections,
             bearer_batch_size,
             client_authentications,
+            second_factor,
         }
     }
 

@@ -17,6 +17,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Condition, Next, from_fn};
 use actix_web::{App, HttpServer, web};
 
+use crate::auth::credentials::SecondFactors;
+use crate::auth::second_factor::TotpSealer;
 use crate::auth::jwt::VerifiedTokens;
 use crate::auth::keys::{KeyError, KeyPolicy, KeyRing, Undecryptable};
 use crate::auth::password::{ApiLoad, PasswordHasher, QueueConfig};
@@ -75,12 +77,17 @@ pub fn build_state(
         family_max_age: chrono::Duration::from_std(settings.refresh_family_max_age)
             .unwrap_or(chrono::Duration::days(90)),
     };
-    let grants = Grants { pool: pool.clone(), hasher, keys, policy, metrics };
+    let second_factors = Arc::new(SecondFactors { sealer: TotpSealer::new(&secret), policy: settings.second_factor });
+    let grants = Grants { pool: pool.clone(), hasher, keys, policy, metrics, second_factors };
     let login_throttle = LoginThrottle::new(settings.login_rate_per_minute);
     let session_key = cookie_key(settings.session_key.as_ref(), &secret);
     Ok(web::Data::new(AppState {
         pool,
         settings,
+        app_label: url::Url::parse(&issuer)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "gatehouse".to_owned()),
         issuer,
         grants,
         login_throttle,

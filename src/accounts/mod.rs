@@ -10,6 +10,7 @@
 pub mod blocking;
 pub mod clients;
 pub mod personal_tokens;
+pub mod second_factor;
 mod validate;
 
 use std::net::IpAddr;

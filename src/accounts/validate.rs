@@ -20,6 +20,8 @@ pub enum Field {
     /// The new password on `/account`.
     NewPassword,
     Roles,
+    /// A second factor's code (app or recovery code).
+    Code,
 }
 
 impl Field {
@@ -34,6 +36,7 @@ impl Field {
             Field::CurrentPassword => "current_password",
             Field::NewPassword => "new_password",
             Field::Roles => "roles",
+            Field::Code => "code",
         }
     }
 }

@@ -20,19 +20,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::Connection as _;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::auth::password::{MAX_WAIT, PasswordHasher, Ticket, Verification};
+use crate::auth::second_factor::{self, AfterPassword, CodeVerdict, Policy, SignInMethod, StoredApp, TotpSealer};
 use crate::db::{
     self, PgPool,
     auth_events::NewEvent,
+    second_factors::Factors,
     users::{Claim, HashUpgrade},
 };
 use crate::domain::rules::LockoutPolicy;
 use crate::domain::{AddressBucket, Channel, EventKind, FailureReason};
 use crate::errors::ServerError;
-use crate::metrics::{LoginLabels, Metrics, Outcome};
+use crate::metrics::{LoginLabels, Metrics, Outcome, SecondFactorLabels};
 
 /// The lockout's numbers (see [`LockoutPolicy`]).
 const LOCKOUT: LockoutPolicy = LockoutPolicy::DEFAULT;
@@ -46,6 +48,50 @@ pub struct SignedIn {
     pub previous_sign_in: Option<DateTime<Utc>>,
     /// When the credential check began, by the database's clock.
     pub began_at: DateTime<Utc>,
+    /// How: the password alone, or with a second factor.
+    pub method: SignInMethod,
+}
+
+/// What a sign-in's second factor needs: the sealer that opens app secrets, and whom the policy
+/// requires one of.
+pub struct SecondFactors {
+    pub sealer: TotpSealer,
+    pub policy: Policy,
+}
+
+/// How a channel takes the second step of a sign-in.
+#[derive(Debug)]
+pub enum SecondStep {
+    /// The browser: a user with a second factor is asked for it on the next page (`/login/verify`).
+    NextPage,
+    /// `POST /token`: the code comes with the password (field `otp`), or not at all.
+    WithPassword(Option<SecretString>),
+}
+
+/// A right password, and what it leads to.
+#[derive(Debug)]
+pub enum SignIn {
+    /// Signed in (every required factor given).
+    Complete(SignedIn),
+    /// The browser must now give the second factor: nothing is signed in yet, the lockout's
+    /// failure count stays as it was (only a complete sign-in resets it).
+    SecondStepDue(SignedIn),
+    /// Signed in, but the policy requires a second factor the user has not added: the browser is
+    /// kept on the enrolment page until they add one.
+    MustEnrol(SignedIn),
+}
+
+/// Why a second step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SecondStepError {
+    /// The code was missing, wrong or spent: counted by the lockout.
+    #[error("the code is not right")]
+    Wrong,
+    /// The account is locked (now, or by this very failure): the half-signed-in session ends.
+    #[error("the account is locked")]
+    Locked,
+    #[error(transparent)]
+    Server(#[from] ServerError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,10 +121,9 @@ impl Attempt {
 }
 
 /// What a successful check is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
-    /// A sign-in: recorded as `login_ok`, and remembered as the user's latest sign-in.
-    SignIn,
+enum Purpose<'a> {
+    /// A sign-in: recorded as `login_ok` once complete, and remembered as the user's latest sign-in.
+    SignIn(&'a SecondFactors, SecondStep),
     /// A signed-in user proving they still know their password (before changing it): it counts
     /// towards the lockout like a sign-in, but a success is no sign-in.
     Confirm,
@@ -112,16 +157,21 @@ pub async fn admit(
 }
 
 /// Checks `password` for `username` (see the module documentation for the steps), in the place
-/// `ticket` holds.
+/// `ticket` holds, and the second factor as `second` offers it. With a code sent along, a missing
+/// or wrong one is the same failure as a wrong password (same answer, same lockout count); the code
+/// is looked at only after bcrypt ran, so the time is the same too.
+#[allow(clippy::too_many_arguments)]
 pub async fn check_password(
     pool: &PgPool,
     ticket: Ticket,
     metrics: &Metrics,
+    factors: &SecondFactors,
     username: &str,
     password: SecretString,
+    second: SecondStep,
     attempt: &Attempt,
-) -> Result<SignedIn, LoginError> {
-    check(pool, ticket, metrics, username, password, attempt, Purpose::SignIn).await
+) -> Result<SignIn, LoginError> {
+    check(pool, ticket, metrics, username, password, attempt, Purpose::SignIn(factors, second)).await
 }
 
 /// Checks that a signed-in user's `password` is still theirs, with every safeguard of a sign-in
@@ -136,6 +186,156 @@ pub async fn confirm_password(
 ) -> Result<(), LoginError> {
     let ticket = admit(hasher, metrics, username, attempt).await?;
     check(pool, ticket, metrics, username, password, attempt, Purpose::Confirm).await.map(|_| ())
+}
+
+/// A sign-in's second step from the browser: `code` (an app code or a recovery code) for the user
+/// whose password was checked at `began_at`. Under the account's lockout like a password: a claim
+/// first (so racing guesses cannot outrun the count), a failure counted, only a success resetting it.
+pub async fn check_second_step(
+    pool: &PgPool,
+    metrics: &Metrics,
+    factors: &SecondFactors,
+    user_id: Uuid,
+    code: Option<SecretString>,
+    attempt: &Attempt,
+) -> Result<SignedIn, SecondStepError> {
+    let claim = claim_of_user(pool, user_id).await?;
+    let check = match claim {
+        Claim::Granted(check) => check,
+        Claim::Refused { .. } => {
+            metrics.second_factor.get_or_create(&SecondFactorLabels { outcome: "locked" }).inc();
+            return Err(SecondStepError::Locked);
+        }
+        Claim::Busy | Claim::UnknownUser => return Err(SecondStepError::Locked),
+    };
+    if !check.is_active {
+        let user_id = check.user_id;
+        db::run(pool, move |conn| db::users::release_claim(conn, user_id)).await?;
+        return Err(SecondStepError::Locked);
+    }
+    let events = StepEvents::new(attempt, &check.username, check.user_id);
+    let sealer_key = factors;
+    let settled = {
+        let user_id = check.user_id;
+        let code = code.map(|code| code.expose_secret().to_owned());
+        // The sealer is not `'static`: open the secret here, decide and write on the blocking pool.
+        let loaded = db::run(pool, move |conn| db::second_factors::of_user(conn, user_id)).await?;
+        let app = opened_app(sealer_key, user_id, &loaded);
+        db::run(pool, move |conn| settle_code(conn, user_id, app, code.as_deref(), None, events)).await?
+    };
+    count_step(metrics, &settled);
+    match settled {
+        Settled::Passed(method) => Ok(SignedIn {
+            user_id: check.user_id,
+            username: check.username,
+            previous_sign_in: check.last_login_at,
+            began_at: check.began_at,
+            method,
+        }),
+        Settled::Failed { locked: true } => {
+            metrics.lockouts.inc();
+            Err(SecondStepError::Locked)
+        }
+        Settled::Failed { locked: false } => Err(SecondStepError::Wrong),
+    }
+}
+
+/// A claim on the account `user_id`, waiting while it is busy (as [`claim_when_free`]).
+async fn claim_of_user(pool: &PgPool, user_id: Uuid) -> Result<Claim, ServerError> {
+    let deadline = tokio::time::Instant::now() + MAX_WAIT;
+    loop {
+        let claim = db::run(pool, move |conn| db::users::claim_check_of(conn, user_id, &LOCKOUT)).await?;
+        if !matches!(claim, Claim::Busy) || tokio::time::Instant::now() + CLAIM_RETRY_EVERY > deadline {
+            return Ok(claim);
+        }
+        tokio::time::sleep(CLAIM_RETRY_EVERY).await;
+    }
+}
+
+/// The user's confirmed app with its secret opened (`None`: no app, or a secret this master secret
+/// cannot open, which then matches no code).
+fn opened_app(factors: &SecondFactors, user_id: Uuid, loaded: &Factors) -> Option<StoredApp> {
+    let row = loaded.app.as_ref()?;
+    Some(StoredApp { secret: factors.sealer.open(user_id, &row.secret_sealed)?, last_used_step: row.last_used_step })
+}
+
+/// The audit rows a second step may write.
+struct StepEvents {
+    passed: NewEvent,
+    used: NewEvent,
+    failed: NewEvent,
+    lockout: NewEvent,
+}
+
+impl StepEvents {
+    fn new(attempt: &Attempt, username: &str, user_id: Uuid) -> Self {
+        Self {
+            passed: attempt.event(EventKind::LoginOk, username).user(user_id),
+            used: attempt.event(EventKind::SecondFactorUsed, username).user(user_id),
+            failed: attempt.event(EventKind::LoginFailed, username).user(user_id).reason(FailureReason::SecondFactor),
+            lockout: attempt.event(EventKind::Lockout, username).user(user_id),
+        }
+    }
+}
+
+/// What a second step came to.
+enum Settled {
+    Passed(SignInMethod),
+    Failed { locked: bool },
+}
+
+/// Judges `code` against the user's app and recovery codes and writes the verdict in one
+/// transaction: the step or code spent by one conditional update and the sign-in recorded, or the
+/// failure counted by the lockout.
+fn settle_code(
+    conn: &mut diesel::PgConnection,
+    user_id: Uuid,
+    app: Option<StoredApp>,
+    code: Option<&str>,
+    upgrade: Option<(String, String)>,
+    events: StepEvents,
+) -> diesel::QueryResult<Settled> {
+    let verdict = second_factor::judge_code(user_id, app.as_ref(), code, Utc::now());
+    conn.transaction(|conn| {
+        let passed = match verdict {
+            CodeVerdict::SpendStep(step) => {
+                db::second_factors::spend_step(conn, user_id, step)?.then_some(SignInMethod::PasswordAndApp)
+            }
+            CodeVerdict::SpendRecoveryCode(hash) => db::second_factors::spend_recovery_code(conn, user_id, &hash)?
+                .then_some(SignInMethod::PasswordAndRecoveryCode),
+            CodeVerdict::Missing | CodeVerdict::Wrong => None,
+        };
+        match passed {
+            Some(method) => {
+                let upgrade = upgrade.as_ref().map(|(verified, new_hash)| HashUpgrade { verified, new_hash });
+                db::users::record_success(conn, user_id, upgrade, &events.passed)?;
+                let how = match method {
+                    SignInMethod::PasswordAndRecoveryCode => "recovery code",
+                    _ => "authenticator app",
+                };
+                db::auth_events::record(conn, &events.used.detail(how))?;
+                Ok(Settled::Passed(method))
+            }
+            None => {
+                // The user's row first: see `record_failure`.
+                let locked = db::users::record_failure(conn, user_id, &LOCKOUT)?;
+                db::auth_events::record(conn, &events.failed)?;
+                if let Some(until) = locked {
+                    db::auth_events::record(conn, &events.lockout.detail(format!("locked until {}", until.to_rfc3339())))?;
+                }
+                Ok(Settled::Failed { locked: locked.is_some() })
+            }
+        }
+    })
+}
+
+fn count_step(metrics: &Metrics, settled: &Settled) {
+    let outcome = match settled {
+        Settled::Passed(SignInMethod::PasswordAndRecoveryCode) => "recovery_code",
+        Settled::Passed(_) => "ok",
+        Settled::Failed { .. } => "failed",
+    };
+    metrics.second_factor.get_or_create(&SecondFactorLabels { outcome }).inc();
 }
 
 /// How often a check that found the account's claims all taken asks again.
@@ -169,8 +369,8 @@ async fn check(
     username: &str,
     password: SecretString,
     attempt: &Attempt,
-    purpose: Purpose,
-) -> Result<SignedIn, LoginError> {
+    purpose: Purpose<'_>,
+) -> Result<SignIn, LoginError> {
     let counted = |outcome: Outcome| {
         metrics.logins.get_or_create(&LoginLabels { channel: attempt.channel.as_str(), outcome }).inc();
     };
@@ -265,28 +465,90 @@ async fn check(
                 Err(LoginError::InvalidCredentials)
             }
             Verification::Match | Verification::MatchRehashed(_) => {
-                counted(Outcome::ok);
                 let new_hash = match verification {
                     Verification::MatchRehashed(new_hash) => Some(new_hash),
                     _ => None,
                 };
-                let event = attempt.event(EventKind::LoginOk, username).user(check.user_id);
-                let (user_id, verified) = (check.user_id, check.password_hash.clone());
-                db::run(pool, move |conn| {
-                    let upgrade = new_hash.as_deref().map(|new_hash| HashUpgrade { verified: &verified, new_hash });
-                    match purpose {
-                        Purpose::SignIn => db::users::record_success(conn, user_id, upgrade, &event),
-                        // The hash is about to be replaced: no upgrade, no event, no "last sign-in".
-                        Purpose::Confirm => db::users::record_confirmation(conn, user_id),
-                    }
-                })
-                .await?;
-                Ok(SignedIn {
+                let user_id = check.user_id;
+                let signed_in = |method| SignedIn {
                     user_id: check.user_id,
-                    username: check.username,
+                    username: check.username.clone(),
                     previous_sign_in: check.last_login_at,
                     began_at: check.began_at,
+                    method,
+                };
+                let (factors, second) = match purpose {
+                    Purpose::Confirm => {
+                        counted(Outcome::ok);
+                        // The hash is about to be replaced: no upgrade, no event, no "last sign-in".
+                        db::run(pool, move |conn| db::users::record_confirmation(conn, user_id)).await?;
+                        return Ok(SignIn::Complete(signed_in(SignInMethod::Password)));
+                    }
+                    Purpose::SignIn(factors, second) => (factors, second),
+                };
+                let policy = factors.policy;
+                let loaded = db::run(pool, move |conn| {
+                    let is_admin = db::users::roles_of(conn, user_id)?.iter().any(|role| role == crate::domain::RoleName::ADMIN);
+                    Ok((db::second_factors::of_user(conn, user_id)?, is_admin))
                 })
+                .await?;
+                let (stored, is_admin) = loaded;
+                let upgrade = new_hash.map(|new_hash| (check.password_hash.clone(), new_hash));
+                let events = StepEvents::new(attempt, username, user_id);
+                match (second_factor::after_password(stored.any(), policy, is_admin), second) {
+                    (AfterPassword::Complete, _) | (AfterPassword::MustEnrol, SecondStep::NextPage) => {
+                        counted(Outcome::ok);
+                        let must_enrol = stored.app.is_none() && policy.covers(is_admin);
+                        db::run(pool, move |conn| {
+                            let upgrade = upgrade.as_ref().map(|(verified, new_hash)| HashUpgrade { verified, new_hash });
+                            db::users::record_success(conn, user_id, upgrade, &events.passed)
+                        })
+                        .await?;
+                        let done = signed_in(SignInMethod::Password);
+                        Ok(if must_enrol { SignIn::MustEnrol(done) } else { SignIn::Complete(done) })
+                    }
+                    (AfterPassword::SecondStep, SecondStep::NextPage) => {
+                        // Not signed in yet: the claim goes back, the failure count stays.
+                        db::run(pool, move |conn| db::users::release_claim(conn, user_id)).await?;
+                        Ok(SignIn::SecondStepDue(signed_in(SignInMethod::Password)))
+                    }
+                    (AfterPassword::MustEnrol, SecondStep::WithPassword(_)) => {
+                        // The password grant cannot enrol: refused until the person adds a factor on
+                        // the website (not a lockout failure: the password was right).
+                        counted(Outcome::invalid_credentials);
+                        let failed = events.failed;
+                        db::run(pool, move |conn| {
+                            conn.transaction(|conn| {
+                                db::users::release_claim(conn, user_id)?;
+                                db::auth_events::record(conn, &failed.detail("second factor required, none added"))
+                            })
+                        })
+                        .await?;
+                        Err(LoginError::InvalidCredentials)
+                    }
+                    (AfterPassword::SecondStep, SecondStep::WithPassword(code)) => {
+                        let app = opened_app(factors, user_id, &stored);
+                        let code = code.map(|code| code.expose_secret().to_owned());
+                        let settled = db::run(pool, move |conn| {
+                            settle_code(conn, user_id, app, code.as_deref(), upgrade, events)
+                        })
+                        .await?;
+                        count_step(metrics, &settled);
+                        match settled {
+                            Settled::Passed(method) => {
+                                counted(Outcome::ok);
+                                Ok(SignIn::Complete(signed_in(method)))
+                            }
+                            Settled::Failed { locked } => {
+                                counted(Outcome::invalid_credentials);
+                                if locked {
+                                    metrics.lockouts.inc();
+                                }
+                                Err(LoginError::InvalidCredentials)
+                            }
+                        }
+                    }
+                }
             }
         },
     }

@@ -40,6 +40,13 @@ pub struct AccessClaims {
     pub preferred_username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// OIDC Core §2 / RFC 9068 §2.2.1: when the person signed in (seconds since the epoch); a
+    /// refresh keeps it. A user's tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// RFC 8176: how they signed in (`pwd`; `otp` and `mfa` with a second factor). A refresh keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
 }
 
 /// Whom a token is about: a user (`sub` is their id, a UUID), or a client acting for itself
@@ -146,6 +153,8 @@ pub struct TokenSubject<'a> {
     pub user_id: Uuid,
     pub username: &'a str,
     pub roles: &'a [String],
+    pub auth_time: DateTime<Utc>,
+    pub amr: &'a [String],
 }
 
 /// The protected header of a presented token, read before any key is chosen.
@@ -291,6 +300,8 @@ mod tests {
             client_id: None,
             preferred_username: Some("a".into()),
             roles: Some(vec![]),
+            auth_time: None,
+            amr: None,
         };
         assert_eq!(at(3).check_time(now), Ok(()));
         assert_eq!(at(30).check_time(now), Err(TokenRejection::NotYetValid));
@@ -315,6 +326,8 @@ mod tests {
                 client_id: None,
                 preferred_username: None,
                 roles: None,
+                auth_time: None,
+                amr: None,
             },
         };
         cache.insert("a", claims("1"));

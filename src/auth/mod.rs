@@ -9,6 +9,7 @@ pub mod jwt;
 pub mod keys;
 pub mod password;
 pub mod pat;
+pub mod second_factor;
 pub mod session;
 pub mod throttle;
 pub mod token_checks;

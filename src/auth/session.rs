@@ -38,6 +38,11 @@ const CSRF: &str = "csrf";
 const PREVIOUS_SIGN_IN: &str = "previous_sign_in";
 const CLIENT_ADDR: &str = "client_addr";
 const USER_AGENT: &str = "user_agent";
+/// Present while the sign-in is half done (password right, second step pending): until when the
+/// second step may be given. Such a session is no sign-in: it opens `/login/verify` only.
+const SECOND_STEP_UNTIL: &str = "second_step_until";
+/// How the person signed in (RFC 8176 `amr` values).
+const AMR: &str = "amr";
 /// User agents are client-controlled: only a bounded prefix is kept.
 const USER_AGENT_CHARS: usize = 256;
 
@@ -121,7 +126,7 @@ fn read<T: serde::de::DeserializeOwned>(state: &HashMap<String, String>, name: &
 
 /// The state without the sign-in: what is left of a session that was ended meanwhile.
 fn without_sign_in(mut state: HashMap<String, String>) -> HashMap<String, String> {
-    for name in [SESSION_ID, USER_ID, SIGNED_IN_AT, PREVIOUS_SIGN_IN, CLIENT_ADDR, USER_AGENT] {
+    for name in [SESSION_ID, USER_ID, SIGNED_IN_AT, PREVIOUS_SIGN_IN, CLIENT_ADDR, USER_AGENT, SECOND_STEP_UNTIL, AMR] {
         state.remove(name);
     }
     state
@@ -214,6 +219,9 @@ pub struct SessionSignIn {
 }
 
 pub fn sign_in_of(session: &Session) -> Option<SessionSignIn> {
+    if session.contains_key(SECOND_STEP_UNTIL) {
+        return None;
+    }
     Some(SessionSignIn {
         session_id: session.get::<Uuid>(SESSION_ID).ok()??,
         user_id: session.get::<Uuid>(USER_ID).ok()??,
@@ -230,6 +238,57 @@ pub struct Device<'a> {
 /// Marks the session as signed in under a NEW session key, so a key planted before the sign-in
 /// (session fixation) is worth nothing afterwards.
 pub fn sign_in(session: &Session, signed_in: &SignedIn, device: &Device<'_>) -> Result<(), SessionInsertError> {
+    start(session, signed_in, device)?;
+    session.insert(AMR, signed_in.method.amr())
+}
+
+/// The password was right and a second step is due: a session row (under a new key) that is no
+/// sign-in, only the right to give the second step until `until`.
+pub fn begin_second_step(
+    session: &Session,
+    signed_in: &SignedIn,
+    device: &Device<'_>,
+    until: DateTime<Utc>,
+) -> Result<(), SessionInsertError> {
+    start(session, signed_in, device)?;
+    session.insert(SECOND_STEP_UNTIL, until)
+}
+
+/// A half-done sign-in waiting for its second step.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingSignIn {
+    pub user_id: Uuid,
+    /// When the password check began: the sign-in counts from here.
+    pub signed_in_at: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+pub fn pending_sign_in(session: &Session) -> Option<PendingSignIn> {
+    Some(PendingSignIn {
+        user_id: session.get::<Uuid>(USER_ID).ok()??,
+        signed_in_at: session.get::<DateTime<Utc>>(SIGNED_IN_AT).ok()??,
+        until: session.get::<DateTime<Utc>>(SECOND_STEP_UNTIL).ok()??,
+    })
+}
+
+/// The second step passed: the session becomes a sign-in, under yet another new key and CSRF token.
+pub fn complete_second_step(session: &Session, signed_in: &SignedIn) -> Result<(), SessionInsertError> {
+    session.renew();
+    session.remove(SECOND_STEP_UNTIL);
+    session.insert(SESSION_ID, Uuid::new_v4())?;
+    session.insert(AMR, signed_in.method.amr())?;
+    if let Some(previous) = signed_in.previous_sign_in {
+        session.insert(PREVIOUS_SIGN_IN, previous)?;
+    }
+    session.insert(CSRF, crate::random::token(32))
+}
+
+/// How the signed-in person signed in (`amr`).
+pub fn amr_of(session: &Session) -> Vec<String> {
+    session.get::<Vec<String>>(AMR).ok().flatten().unwrap_or_default()
+}
+
+fn start(session: &Session, signed_in: &SignedIn, device: &Device<'_>) -> Result<(), SessionInsertError> {
     session.renew();
     session.clear();
     session.insert(SESSION_ID, Uuid::new_v4())?;
@@ -324,7 +383,7 @@ mod tests {
     #[test]
     fn an_ended_session_keeps_nothing_of_its_sign_in() {
         let state: HashMap<String, String> =
-            [SESSION_ID, USER_ID, SIGNED_IN_AT, PREVIOUS_SIGN_IN, CLIENT_ADDR, USER_AGENT, CSRF]
+            [SESSION_ID, USER_ID, SIGNED_IN_AT, PREVIOUS_SIGN_IN, CLIENT_ADDR, USER_AGENT, SECOND_STEP_UNTIL, AMR, CSRF]
                 .iter()
                 .map(|name| ((*name).to_owned(), "\"x\"".to_owned()))
                 .collect();

@@ -2,11 +2,12 @@
 
 use chrono::Utc;
 use clap::Subcommand;
-use diesel::PgConnection;
+use diesel::{Connection as _, PgConnection};
 use secrecy::SecretString;
 
 use super::CliError;
 use crate::auth::keys::{self, KeyPolicy, KeyRing, KeyState, Undecryptable};
+use crate::auth::second_factor;
 use crate::config::Settings;
 
 #[derive(Debug, Subcommand)]
@@ -18,6 +19,17 @@ pub enum KeysCommand {
     /// Re-encrypt the stored private keys under the current GATEHOUSE_JWT_SECRET, after rotating the
     /// secret. The previous secret comes from GATEHOUSE_OLD_JWT_SECRET, or the first line of standard input.
     ReEncrypt,
+}
+
+/// Why `keys re-encrypt` wrote nothing.
+#[derive(Debug, thiserror::Error)]
+enum ReencryptFailure {
+    #[error(transparent)]
+    SigningKeys(#[from] keys::KeyError),
+    #[error(transparent)]
+    AppSecrets(#[from] second_factor::ReencryptError),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
 }
 
 pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: KeysCommand) -> Result<(), CliError> {
@@ -43,8 +55,15 @@ pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: KeysCom
     let secret = settings.resolve_jwt_secret().map_err(CliError::from_display)?;
     if let KeysCommand::ReEncrypt = command {
         let old = old_secret()?;
-        let count = keys::reencrypt(conn, &old, &secret).map_err(|err| CliError::from_error(&err))?;
-        println!("re-encrypted {count} signing key(s) under the current GATEHOUSE_JWT_SECRET");
+        // Signing keys and authenticator-app secrets together: all under the new secret, or none.
+        let (keys, apps) = conn
+            .transaction::<_, ReencryptFailure, _>(|conn| {
+                Ok((keys::reencrypt(conn, &old, &secret)?, second_factor::reencrypt(conn, &old, &secret)?))
+            })
+            .map_err(|err| CliError::from_error(&err))?;
+        println!(
+            "re-encrypted {keys} signing key(s) and {apps} authenticator-app secret(s) under the current GATEHOUSE_JWT_SECRET"
+        );
         return Ok(());
     }
     let issuer = settings.issuer_for(settings.bind);

@@ -45,6 +45,9 @@ pub enum UserCommand {
     Activate { username: String },
     /// End every token and session of a user (they sign in again).
     SignOutAll { username: String },
+    /// Remove a user's second factors (authenticator app, recovery codes): for a person locked out
+    /// of their app. Their tokens and sessions end too.
+    ResetSecondFactor { username: String },
     /// List users with their roles, by username (everyone unless --search or --limit says otherwise).
     List {
         /// Only users whose username or email address contains this text (any case).
@@ -99,6 +102,14 @@ pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: UserCom
         UserCommand::SignOutAll { username } => {
             let user = blocking::sign_out_everywhere(conn, &actor, &username)?;
             println!("{}: signed out everywhere; earlier tokens and sessions no longer work", user.username);
+        }
+        UserCommand::ResetSecondFactor { username } => {
+            let (user, removed) = blocking::reset_second_factors(conn, &actor, &username)?;
+            if removed {
+                println!("{}: second factors removed; earlier tokens and sessions no longer work", user.username);
+            } else {
+                println!("{}: had no second factor; nothing changed", user.username);
+            }
         }
         UserCommand::List { search, limit } => {
             // One query, streamed to stdout as it comes: linear in the number of users.

@@ -14,6 +14,7 @@ pub mod personal_tokens;
 pub mod refresh_tokens;
 pub mod roles;
 pub mod schema;
+pub mod second_factors;
 pub mod sessions;
 pub mod signing_keys;
 mod sql_types;
@@ -47,7 +48,7 @@ pub struct PgPool {
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// How many migrations the binary carries (for the reversibility test).
-pub const MIGRATIONS_COUNT: usize = 11;
+pub const MIGRATIONS_COUNT: usize = 12;
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
 /// Short, so an outage answers 503 quickly instead of piling up requests.

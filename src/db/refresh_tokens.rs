@@ -33,6 +33,7 @@ pub struct Family {
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub client_addr: Option<String>,
+    pub amr: Vec<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -53,6 +54,9 @@ pub struct Grantee {
     pub scopes: ScopeSet,
     /// The access token's issue time, by the database's clock.
     pub issued_at: DateTime<Utc>,
+    /// When and how the person signed in (a refresh keeps both).
+    pub auth_time: DateTime<Utc>,
+    pub amr: Vec<String>,
 }
 
 /// A refresh token about to be stored.
@@ -73,6 +77,8 @@ pub struct FamilyStart<'a> {
     pub token: NewToken<'a>,
     pub family_expires_at: DateTime<Utc>,
     pub client_addr: Option<&'a str>,
+    /// How the person signed in (RFC 8176 methods).
+    pub amr: &'a [String],
 }
 
 #[derive(Debug)]
@@ -157,13 +163,21 @@ pub fn start_family<S>(
                 refresh_families::auth_time.eq(start.auth_time),
                 refresh_families::expires_at.eq(start.family_expires_at),
                 refresh_families::client_addr.eq(start.client_addr),
+                refresh_families::amr.eq(start.amr),
             ))
             .execute(conn)?;
         insert_token(conn, family_id, &scopes, &start.token, start.family_expires_at)?;
         auth_events::record(conn, &event.user(start.user_id).detail(scopes.to_string()))?;
         let roles = super::users::roles_of(conn, start.user_id)?;
-        let grantee =
-            Grantee { user_id: start.user_id, username: user.username, roles, scopes, issued_at: start.auth_time };
+        let grantee = Grantee {
+            user_id: start.user_id,
+            username: user.username,
+            roles,
+            scopes,
+            issued_at: start.auth_time,
+            auth_time: start.auth_time,
+            amr: start.amr.to_vec(),
+        };
         Ok(Start::Issued(sign(&grantee)?))
     })
 }
@@ -250,7 +264,15 @@ pub fn rotate<S>(
         let refreshed = event.user(family.user_id).attempted(&user.username).detail(scopes.to_string());
         auth_events::record(conn, &refreshed)?;
         let roles = super::users::roles_of(conn, family.user_id)?;
-        let grantee = Grantee { user_id: family.user_id, username: user.username, roles, scopes, issued_at: user.now };
+        let grantee = Grantee {
+            user_id: family.user_id,
+            username: user.username,
+            roles,
+            scopes,
+            issued_at: user.now,
+            auth_time: family.auth_time,
+            amr: family.amr,
+        };
         Ok(Rotation::Rotated(sign(&grantee)?))
     })
 }

@@ -93,6 +93,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    recovery_codes (user_id, code_hash) {
+        user_id -> Uuid,
+        code_hash -> Bytea,
+        created_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     refresh_families (id) {
         id -> Uuid,
         user_id -> Uuid,
@@ -103,6 +112,7 @@ diesel::table! {
         last_used_at -> Nullable<Timestamptz>,
         revoked_at -> Nullable<Timestamptz>,
         client_addr -> Nullable<Text>,
+        amr -> Array<Text>,
     }
 }
 
@@ -190,6 +200,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    user_totp (user_id) {
+        user_id -> Uuid,
+        secret_sealed -> Bytea,
+        confirmed_at -> Nullable<Timestamptz>,
+        last_used_step -> Nullable<Int8>,
+        enrol_failures -> Int4,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Uuid,
         username -> Text,
@@ -213,6 +234,7 @@ diesel::table! {
 diesel::joinable!(items -> users (owner_id));
 diesel::joinable!(oauth_client_secrets -> oauth_clients (client_id));
 diesel::joinable!(personal_access_tokens -> users (user_id));
+diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (family_id));
 diesel::joinable!(revoked_access_tokens -> users (user_id));
@@ -221,6 +243,7 @@ diesel::joinable!(role_scopes -> scopes (scope_name));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(user_roles -> roles (role_name));
 diesel::joinable!(user_roles -> users (user_id));
+diesel::joinable!(user_totp -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     account_counts,
@@ -231,6 +254,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     oauth_client_secrets,
     oauth_clients,
     personal_access_tokens,
+    recovery_codes,
     refresh_families,
     refresh_tokens,
     revoked_access_tokens,
@@ -241,5 +265,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     sign_in_hours,
     signing_keys,
     user_roles,
+    user_totp,
     users,
 );

@@ -82,6 +82,18 @@ stored_names! {
         PatCreated = "pat_created",
         /// A personal access token revoked by its owner, an admin or the command line.
         PatRevoked = "pat_revoked",
+        /// An authenticator app was added (enrolment confirmed by a code from it).
+        SecondFactorAdded = "second_factor_added",
+        /// A person removed their authenticator app.
+        SecondFactorRemoved = "second_factor_removed",
+        /// A sign-in's second step passed (the detail says whether by app or recovery code).
+        SecondFactorUsed = "second_factor_used",
+        /// A wrong code while enrolling (a wrong code at sign-in is a `login_failed`, reason `second_factor`).
+        SecondFactorFailed = "second_factor_failed",
+        /// A new set of recovery codes (the old set died).
+        RecoveryCodesGenerated = "recovery_codes_generated",
+        /// An admin or the command line removed every second factor of a user.
+        SecondFactorsReset = "second_factors_reset",
     }
 }
 
@@ -102,6 +114,8 @@ stored_names! {
         /// The account was locked: no verification against its real hash ran.
         Locked = "locked",
         InactiveUser = "inactive_user",
+        /// The password was right; the second factor was missing or wrong.
+        SecondFactor = "second_factor",
     }
 }
 

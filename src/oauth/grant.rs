@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::GrantError;
 use super::client_auth::ClientFailure;
-use crate::auth::credentials::{self, Attempt, LoginError};
+use crate::auth::credentials::{self, Attempt, LoginError, SecondFactors, SecondStep, SignIn};
 use crate::auth::jwt::TokenSubject;
 use crate::auth::keys::KeyRing;
 use crate::auth::password::PasswordHasher;
@@ -56,14 +56,18 @@ pub struct Grants {
     pub keys: Arc<KeyRing>,
     pub policy: RefreshPolicy,
     pub metrics: Arc<Metrics>,
+    pub second_factors: Arc<SecondFactors>,
 }
 
 impl Grants {
     /// RFC 6749 §4.3: the resource owner password credentials grant.
+    /// A user with a second factor sends a code with the password (`otp`); missing or wrong, the
+    /// answer is a wrong password's.
     pub async fn password(
         &self,
         username: &str,
         password: SecretString,
+        otp: Option<SecretString>,
         requested: ScopeSet,
         attempt: &Attempt,
         now: DateTime<Utc>,
@@ -88,9 +92,25 @@ impl Grants {
             return Err(GrantError::InvalidScope(format!("unknown scope `{scope}`")));
         }
 
-        let signed_in = credentials::check_password(&self.pool, ticket, &self.metrics, username, password, attempt)
-            .await
-            .map_err(login_error)?;
+        let second = SecondStep::WithPassword(otp);
+        let checked = credentials::check_password(
+            &self.pool,
+            ticket,
+            &self.metrics,
+            &self.second_factors,
+            username,
+            password,
+            second,
+            attempt,
+        )
+        .await
+        .map_err(login_error)?;
+        let signed_in = match checked {
+            SignIn::Complete(signed_in) => signed_in,
+            // `WithPassword` never leaves a step for later, nor lets a user who must enrol in.
+            SignIn::SecondStepDue(_) | SignIn::MustEnrol(_) => return Err(GrantError::InvalidCredentials),
+        };
+        let amr = signed_in.method.amr();
 
         let refresh_token = crate::random::token(32);
         let hash = refresh_tokens::token_hash(&refresh_token);
@@ -107,6 +127,7 @@ impl Grants {
                 token: NewToken { hash: &hash, expires_at: now + policy.token_ttl },
                 family_expires_at: signed_in.began_at + policy.family_max_age,
                 client_addr: client_addr.as_deref(),
+                amr: &amr,
             };
             refresh_tokens::start_family(conn, &start, event, Box::new(|grantee| sign(&keys, grantee, refresh_token)))
         })
@@ -266,7 +287,13 @@ fn login_error(err: LoginError) -> GrantError {
 /// Signs the access token for `grantee`, inside the transaction that stores the refresh token: if
 /// no key can sign, the transaction rolls back and the presented credential stays as it was.
 fn sign(keys: &KeyRing, grantee: &Grantee, refresh_token: String) -> Result<IssuedTokens, IssueFailure> {
-    let subject = TokenSubject { user_id: grantee.user_id, username: &grantee.username, roles: &grantee.roles };
+    let subject = TokenSubject {
+        user_id: grantee.user_id,
+        username: &grantee.username,
+        roles: &grantee.roles,
+        auth_time: grantee.auth_time,
+        amr: &grantee.amr,
+    };
     let (access_token, _) =
         keys.issue(&subject, &grantee.scopes, grantee.issued_at).map_err(|err| IssueFailure::Sign(err.into()))?;
     Ok(IssuedTokens {

@@ -11,6 +11,8 @@ pub enum TokenRequest {
     Password {
         username: String,
         password: SecretString,
+        /// A second factor's code (an app code or a recovery code), for a user who has one.
+        otp: Option<SecretString>,
         scope: ScopeSet,
     },
     RefreshToken {
@@ -49,6 +51,7 @@ impl TokenRequest {
                 Ok(TokenRequest::Password {
                     username: username.to_owned(),
                     password: SecretString::from(password),
+                    otp: form.get("otp").map(SecretString::from),
                     scope: scope.unwrap_or_default(),
                 })
             }

@@ -31,6 +31,8 @@ pub struct AppState {
     pub settings: Settings,
     /// The issuer as served: `GATEHOUSE_ISSUER`, or `http://` and the address actually bound.
     pub issuer: String,
+    /// What authenticator apps list this service's accounts under: the issuer's host.
+    pub app_label: String,
     /// The grants, with the hasher and the signing keys they use.
     pub grants: Grants,
     pub login_throttle: LoginThrottle,
@@ -52,6 +54,20 @@ impl AppState {
     /// User administration and self-service, with this server's pool and hasher.
     pub fn accounts(&self) -> crate::accounts::Accounts<'_> {
         crate::accounts::Accounts { pool: &self.pool, hasher: &self.grants.hasher, metrics: &self.grants.metrics }
+    }
+
+    /// The account pages' second factor, with this server's sealer and policy.
+    pub fn second_factor_accounts(&self) -> crate::accounts::second_factor::SecondFactorAccounts<'_> {
+        crate::accounts::second_factor::SecondFactorAccounts {
+            accounts: self.accounts(),
+            factors: &self.grants.second_factors,
+            app_label: &self.app_label,
+        }
+    }
+
+    /// The name authenticator apps list accounts under: the issuer's host (`gatehouse` without one).
+    pub fn app_label(&self) -> &str {
+        &self.app_label
     }
 
     /// Client administration, with this server's pool.
@@ -181,5 +197,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/account/tokens"),
     ("POST", "/account/tokens"),
     ("POST", "/account/tokens/{id}/revoke"),
+    ("GET", "/login/verify"),
+    ("POST", "/login/verify"),
+    ("GET", "/account/second-factor"),
+    ("POST", "/account/second-factor"),
+    ("POST", "/account/second-factor/confirm"),
+    ("POST", "/account/second-factor/recovery-codes"),
+    ("POST", "/account/second-factor/remove"),
+    ("POST", "/admin/users/{username}/second-factors/remove"),
+    ("DELETE", "/api/admin/users/{username}/second-factors"),
     ("POST", "/admin/users/{username}/tokens/{id}/revoke"),
 ];

@@ -105,14 +105,14 @@ async fn token(
     let request = TokenRequest::from_form(&form, state.settings.strict_grant_type)?;
     let verdict = authenticate_client(&req, &form, &request, &state, &attempt, now).await?;
     let issued = match request {
-        TokenRequest::Password { username, password, scope } => {
+        TokenRequest::Password { username, password, otp, scope } => {
             // Only password attempts are throttled: a refresh token has 256 bits, nothing to guess.
             let bucket = attempt.client.map(AddressBucket::of);
             if let Err(wait) = state.login_throttle.check(&state.pool, bucket).await? {
                 state.grants.metrics.throttled.inc();
                 return Err(TokenError::SlowDown { retry_after_secs: retry_after_secs(wait) });
             }
-            state.grants.password(&username, password, scope, &attempt, now).await?
+            state.grants.password(&username, password, otp, scope, &attempt, now).await?
         }
         TokenRequest::RefreshToken { refresh_token, scope } => {
             state.grants.refresh(refresh_token, scope, &attempt, now).await?

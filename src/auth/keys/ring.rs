@@ -281,6 +281,8 @@ impl KeyRing {
             client_id: None,
             preferred_username: Some(subject.username.to_owned()),
             roles: Some(subject.roles.to_vec()),
+            auth_time: Some(subject.auth_time.timestamp()),
+            amr: Some(subject.amr.to_vec()),
         };
         self.sign(claims, issued_at)
     }
@@ -306,6 +308,8 @@ impl KeyRing {
             client_id: Some(client_id.to_owned()),
             preferred_username: None,
             roles: None,
+            auth_time: None,
+            amr: None,
         };
         self.sign(claims, issued_at)
     }

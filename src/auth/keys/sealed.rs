@@ -22,13 +22,19 @@ pub struct KeyCipher(ChaCha20Poly1305);
 
 impl KeyCipher {
     pub fn new(master_secret: &SecretString) -> Self {
+        Self::with_label(master_secret, b"gatehouse signing keys at rest")
+    }
+
+    /// A cipher for another kind of secret at rest, under its own HKDF label: a ciphertext of one
+    /// kind never opens as another.
+    pub fn with_label(master_secret: &SecretString, label: &[u8]) -> Self {
         let mut key = Zeroizing::new([0u8; 32]);
         // 32 bytes is far below HKDF-SHA256's limit, so expansion cannot fail.
-        let _ = Hkdf::<Sha256>::new(None, master_secret.expose_secret().as_bytes())
-            .expand(b"gatehouse signing keys at rest", key.as_mut());
+        let _ = Hkdf::<Sha256>::new(None, master_secret.expose_secret().as_bytes()).expand(label, key.as_mut());
         Self(ChaCha20Poly1305::new(&Key::from(*key)))
     }
 
+    /// Seals `private_der`, bound to `kid` (associated data).
     pub fn seal(&self, kid: &str, private_der: &[u8]) -> Result<Vec<u8>, KeyError> {
         let nonce = crate::random::bytes(12);
         let sealed = self

@@ -130,23 +130,37 @@ fn store_lock_state(conn: &mut PgConnection, user_id: Uuid, state: &LockState) -
 /// those settle); claims expire after `policy.claim_ttl` (a crashed instance cannot hold them).
 pub fn claim_check(conn: &mut PgConnection, username: &str, policy: &LockoutPolicy) -> QueryResult<Claim> {
     conn.transaction(|conn| {
-        let Some(account) = lock_account_named(conn, username)? else { return Ok(Claim::UnknownUser) };
-        match decide_claim(&account.lock_state(), policy, account.now) {
-            ClaimDecision::Locked => Ok(Claim::Refused { user_id: account.id }),
-            ClaimDecision::Busy => Ok(Claim::Busy),
-            ClaimDecision::Grant(state) => {
-                store_lock_state(conn, account.id, &state)?;
-                Ok(Claim::Granted(GrantedCheck {
-                    user_id: account.id,
-                    username: account.username,
-                    password_hash: account.password_hash,
-                    is_active: account.is_active,
-                    last_login_at: account.last_login_at,
-                    began_at: account.now,
-                }))
-            }
-        }
+        let account = lock_account_named(conn, username)?;
+        claim_locked(conn, account, policy)
     })
+}
+
+/// [`claim_check`] for the account `user_id`: a sign-in's second step is a verification like the
+/// password's, under the same lockout (at most `threshold` running at once, failures counted).
+pub fn claim_check_of(conn: &mut PgConnection, user_id: Uuid, policy: &LockoutPolicy) -> QueryResult<Claim> {
+    conn.transaction(|conn| {
+        let account = lock_account(conn, user_id)?;
+        claim_locked(conn, account, policy)
+    })
+}
+
+fn claim_locked(conn: &mut PgConnection, account: Option<LockedAccount>, policy: &LockoutPolicy) -> QueryResult<Claim> {
+    let Some(account) = account else { return Ok(Claim::UnknownUser) };
+    match decide_claim(&account.lock_state(), policy, account.now) {
+        ClaimDecision::Locked => Ok(Claim::Refused { user_id: account.id }),
+        ClaimDecision::Busy => Ok(Claim::Busy),
+        ClaimDecision::Grant(state) => {
+            store_lock_state(conn, account.id, &state)?;
+            Ok(Claim::Granted(GrantedCheck {
+                user_id: account.id,
+                username: account.username,
+                password_hash: account.password_hash,
+                is_active: account.is_active,
+                last_login_at: account.last_login_at,
+                began_at: account.now,
+            }))
+        }
+    }
 }
 
 /// Applies `decide` to the account's counters under its row lock.

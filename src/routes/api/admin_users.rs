@@ -1,7 +1,7 @@
 //! `/api/admin/users…`: user administration for programs (scope `admin:users`, role `admin`). Every
 //! change goes through `accounts`, as the admin pages and the command line do.
 
-use actix_web::{HttpRequest, HttpResponse, get, patch, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ const MAX_PAGE: i64 = 100_000;
 const MAX_QUERY_CHARS: usize = 100;
 
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.service(list).service(create).service(change).service(sign_out_all);
+    cfg.service(list).service(create).service(change).service(sign_out_all).service(reset_second_factors);
 }
 
 /// A user as an administrator sees them.
@@ -316,5 +316,33 @@ async fn sign_out_all(
 ) -> Result<HttpResponse, ApiError> {
     caller.authorize(Requirement::ADMIN_USERS)?;
     state.accounts().sign_out_everywhere(&actor(&caller, &state, &req)?, &username).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Removes every second factor of the user (authenticator app, recovery codes). A cut-off, like a
+/// password change: every session and token of the user ends. `204` also when they had none.
+#[utoipa::path(
+    delete,
+    path = "/admin/users/{username}/second-factors",
+    tag = "admin",
+    params(("username" = String, Path, description = "The user's username (any case)")),
+    security(("oauth2" = ["admin:users"])),
+    responses(
+        (status = 204, description = "The user has no second factor now; their sessions and tokens ended"),
+        (status = 401, description = "No token (`WWW-Authenticate: Bearer`) or an invalid one (`invalid_token`)", body = ErrorResponse,
+            headers(("WWW-Authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope`: the token lacks `admin:users`, or the user lacks role `admin`", body = ErrorResponse),
+        (status = 404, description = "`not_found`: no such user", body = ErrorResponse),
+    )
+)]
+#[delete("/admin/users/{username}/second-factors")]
+async fn reset_second_factors(
+    req: HttpRequest,
+    caller: Caller,
+    username: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Requirement::ADMIN_USERS)?;
+    state.accounts().reset_second_factors(&actor(&caller, &state, &req)?, &username).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -16,6 +16,7 @@ use super::pages::{Layout, render};
 use super::session::SignedInUser;
 use super::sign_ins::{FamilyRow, SessionRow};
 use crate::accounts::AccountError;
+use crate::auth::second_factor::recovery::FEW_LEFT;
 use crate::auth::session;
 use crate::auth::throttle::retry_after_secs;
 use crate::db;
@@ -39,6 +40,10 @@ struct AccountPage {
     roles: Vec<String>,
     sessions: Vec<SessionRow>,
     families: Vec<FamilyRow>,
+    /// Whether an authenticator app is on, and how many recovery codes are left.
+    second_factor_on: bool,
+    recovery_codes_left: i64,
+    few_recovery_codes: bool,
     errors: FieldErrors,
 }
 
@@ -50,10 +55,11 @@ async fn account_page(
     status: StatusCode,
 ) -> Result<HttpResponse, WebError> {
     let (user_id, now) = (user.user.id, Utc::now());
-    let (sessions, families) = db::run(&state.pool, move |conn| {
+    let (sessions, families, factors) = db::run(&state.pool, move |conn| {
         Ok((
             db::sessions::live_of_user(conn, user_id, now)?,
             db::refresh_tokens::live_families_of_user(conn, user_id, now)?,
+            db::second_factors::of_user(conn, user_id)?,
         ))
     })
     .await?;
@@ -67,6 +73,9 @@ async fn account_page(
         roles: user.roles.clone(),
         sessions: sessions.into_iter().map(|session| SessionRow::new(session, Some(user.session_id))).collect(),
         families: families.into_iter().map(FamilyRow::from).collect(),
+        second_factor_on: factors.any(),
+        recovery_codes_left: factors.recovery_codes_left,
+        few_recovery_codes: factors.any() && factors.recovery_codes_left <= FEW_LEFT,
         errors,
     };
     render(status, &page)

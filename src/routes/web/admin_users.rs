@@ -16,6 +16,7 @@ use super::session::SignedInUser;
 use super::sign_ins::{FamilyRow, SessionRow, TokenRow, datetime};
 use crate::accounts::{AccountDraft, AccountError};
 use crate::auth::guard::Requirement;
+use crate::db::second_factors::Factors;
 use crate::db::{
     self,
     personal_tokens::PersonalToken,
@@ -40,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(set_active)
         .service(set_password)
         .service(sign_out_all)
+        .service(reset_second_factors)
         .service(revoke_token);
 }
 
@@ -208,6 +210,9 @@ struct UserPage {
     sessions: Vec<SessionRow>,
     families: Vec<FamilyRow>,
     tokens: Vec<TokenRow>,
+    /// When the user's authenticator app was added (`None`: no second factor).
+    second_factor_added: Option<String>,
+    recovery_codes_left: i64,
     errors: FieldErrors,
 }
 
@@ -227,7 +232,8 @@ async fn user_page(
 ) -> Result<HttpResponse, WebError> {
     let name = username.to_owned();
     let now = Utc::now();
-    type Found = Option<(User, Vec<String>, Vec<String>, Vec<SessionInfo>, Vec<Family>, Vec<PersonalToken>)>;
+    type Found =
+        Option<(User, Vec<String>, Vec<String>, Vec<SessionInfo>, Vec<Family>, Vec<PersonalToken>, Factors)>;
     let found: Found = db::run(&state.pool, move |conn| {
         let Some(user) = db::users::find_by_username(conn, &name)? else { return Ok(None) };
         Ok(Some((
@@ -237,10 +243,13 @@ async fn user_page(
             db::sessions::live_of_user(conn, user.id, now)?,
             db::refresh_tokens::live_families_of_user(conn, user.id, now)?,
             db::personal_tokens::of_user(conn, user.id)?,
+            db::second_factors::of_user(conn, user.id)?,
         )))
     })
     .await?;
-    let Some((user, roles, all_roles, sessions, families, tokens)) = found else { return Err(WebError::NotFound) };
+    let Some((user, roles, all_roles, sessions, families, tokens, factors)) = found else {
+        return Err(WebError::NotFound);
+    };
     let tokens = tokens.into_iter().map(|token| TokenRow::new(token, user.tokens_valid_after, now)).collect();
     let page = UserPage {
         layout: viewer.layout(),
@@ -253,6 +262,11 @@ async fn user_page(
         sessions: sessions.into_iter().map(|session| SessionRow::new(session, None)).collect(),
         families: families.into_iter().map(FamilyRow::from).collect(),
         tokens,
+        second_factor_added: factors
+            .app
+            .and_then(|app| app.confirmed_at)
+            .map(|at| at.format("%Y-%m-%d %H:%M").to_string()),
+        recovery_codes_left: factors.recovery_codes_left,
         errors,
     };
     render(status, &page)
@@ -365,6 +379,24 @@ async fn sign_out_all(
     checked_form(&req, payload, &session).await?;
     match state.accounts().sign_out_everywhere(&user.actor(&state, &req), &username).await {
         Ok(signed_out) => Ok(done(&signed_out.username, "signed-out")),
+        Err(err) => refused(&user, &state, &username, err).await,
+    }
+}
+
+/// Removes every second factor of the user: a cut-off (their sessions and tokens end).
+#[post("/admin/users/{username}/second-factors/remove")]
+async fn reset_second_factors(
+    req: HttpRequest,
+    payload: web::Payload,
+    session: Session,
+    username: web::Path<String>,
+    user: SignedInUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    user.authorize(Requirement::ADMIN_PAGES)?;
+    checked_form(&req, payload, &session).await?;
+    match state.accounts().reset_second_factors(&user.actor(&state, &req), &username).await {
+        Ok(_) => Ok(done(&username, "second-factors-reset")),
         Err(err) => refused(&user, &state, &username, err).await,
     }
 }

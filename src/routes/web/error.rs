@@ -12,6 +12,10 @@ use crate::routes::errors::{log_server_error, server_status};
 pub enum WebError {
     #[error("sign in to see this page")]
     NotSignedIn { next: String },
+    /// Signed in, but the second-factor policy requires a factor this user has not added: every
+    /// page but enrolment redirects there.
+    #[error("Add a second factor to continue.")]
+    SecondFactorRequired,
     /// Signed in, but without the role: the page keeps the signed-in header.
     #[error("You do not have access to this page.")]
     Forbidden { viewer: Box<LayoutUser> },
@@ -40,6 +44,7 @@ impl WebError {
     fn title(&self) -> &'static str {
         match self {
             WebError::NotSignedIn { .. } => "Sign in",
+            WebError::SecondFactorRequired => "Two-step sign-in",
             WebError::Forbidden { .. } | WebError::CsrfRejected => "Forbidden",
             WebError::BadRequest => "Bad request",
             WebError::NotFound => "Not found",
@@ -81,7 +86,7 @@ struct ErrorPage<'a> {
 impl ResponseError for WebError {
     fn status_code(&self) -> StatusCode {
         match self {
-            WebError::NotSignedIn { .. } => StatusCode::SEE_OTHER,
+            WebError::NotSignedIn { .. } | WebError::SecondFactorRequired => StatusCode::SEE_OTHER,
             WebError::Forbidden { .. } | WebError::CsrfRejected => StatusCode::FORBIDDEN,
             WebError::BadRequest => StatusCode::BAD_REQUEST,
             WebError::NotFound => StatusCode::NOT_FOUND,
@@ -96,6 +101,9 @@ impl ResponseError for WebError {
         if let WebError::NotSignedIn { next } = self {
             let query = url::form_urlencoded::Serializer::new(String::new()).append_pair("next", next).finish();
             return HttpResponse::SeeOther().insert_header((header::LOCATION, format!("/login?{query}"))).finish();
+        }
+        if let WebError::SecondFactorRequired = self {
+            return HttpResponse::SeeOther().insert_header((header::LOCATION, super::login::ENROLMENT_PAGE)).finish();
         }
         let status = self.status_code();
         let layout = match self {

@@ -31,6 +31,7 @@ pub struct FieldErrors {
     pub current_password: Option<String>,
     pub new_password: Option<String>,
     pub roles: Option<String>,
+    pub code: Option<String>,
 }
 
 impl FieldErrors {
@@ -45,6 +46,7 @@ impl FieldErrors {
             current_password: message(Field::CurrentPassword),
             new_password: message(Field::NewPassword),
             roles: message(Field::Roles),
+            code: message(Field::Code),
         };
         if let AccountError::UnknownRole(role) = err {
             errors.roles = Some(format!("There is no role named {role}."));
@@ -74,6 +76,8 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "session-ended" => "The session was ended.",
         "family-revoked" => "The refresh token was revoked.",
         "token-revoked" => "The personal access token was revoked; it no longer works.",
+        "second-factor-removed" => "Your authenticator app and recovery codes were removed.",
+        "second-factors-reset" => "The user's second factors were removed; their sessions and tokens no longer work.",
         _ => return None,
     })
 }

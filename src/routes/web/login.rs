@@ -9,7 +9,8 @@ use secrecy::SecretString;
 use super::WebError;
 use super::pages::{Layout, render};
 use super::session::{MaybeSignedIn, SignedInUser};
-use crate::auth::credentials::{self, Attempt, LoginError};
+use crate::auth::credentials::{self, Attempt, LoginError, SecondStep, SecondStepError, SignIn};
+use crate::auth::second_factor::SECOND_STEP_WINDOW;
 use crate::auth::session::{self, Device, csrf_matches, csrf_token};
 use crate::auth::throttle::retry_after_secs;
 use crate::db::{self, auth_events::NewEvent};
@@ -20,9 +21,21 @@ use crate::routes::body::read_limited;
 
 const FORM_LIMIT: usize = 4 * 1024;
 const GENERIC_FAILURE: &str = "Incorrect username or password.";
+const WRONG_CODE: &str = "That code did not work. Try the current code from your app, or a recovery code.";
+/// Where a user the second-factor policy covers is kept until they add one.
+pub const ENROLMENT_PAGE: &str = "/account/second-factor";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(login_form).service(login).service(logout);
+    cfg.service(login_form).service(login).service(verify_form).service(verify).service(logout);
+}
+
+#[derive(Template)]
+#[template(path = "login_verify.html")]
+struct VerifyPage<'a> {
+    layout: Layout,
+    csrf_token: String,
+    next: Option<String>,
+    error: Option<&'a str>,
 }
 
 #[derive(Template)]
@@ -84,19 +97,117 @@ async fn login(
     }
     let (hasher, metrics) = (&state.grants.hasher, &state.grants.metrics);
     let password = SecretString::from(password);
+    let factors = &state.grants.second_factors;
     let checked = match credentials::admit(hasher, metrics, &username, &attempt).await {
-        Ok(ticket) => credentials::check_password(&state.pool, ticket, metrics, &username, password, &attempt).await,
+        Ok(ticket) => {
+            credentials::check_password(
+                &state.pool,
+                ticket,
+                metrics,
+                factors,
+                &username,
+                password,
+                SecondStep::NextPage,
+                &attempt,
+            )
+            .await
+        }
         Err(refused) => Err(refused),
     };
+    let user_agent = req.headers().get(header::USER_AGENT).and_then(|value| value.to_str().ok());
+    let device = Device { client, user_agent };
     match checked {
-        Ok(signed_in) => {
-            let user_agent = req.headers().get(header::USER_AGENT).and_then(|value| value.to_str().ok());
-            let device = Device { client, user_agent };
+        Ok(SignIn::Complete(signed_in)) => {
             session::sign_in(&session, &signed_in, &device).map_err(WebError::session)?;
             Ok(see_other(next.as_deref().unwrap_or("/")))
         }
+        Ok(SignIn::MustEnrol(signed_in)) => {
+            session::sign_in(&session, &signed_in, &device).map_err(WebError::session)?;
+            Ok(see_other(ENROLMENT_PAGE))
+        }
+        Ok(SignIn::SecondStepDue(signed_in)) => {
+            let until = chrono::Utc::now() + SECOND_STEP_WINDOW;
+            session::begin_second_step(&session, &signed_in, &device, until).map_err(WebError::session)?;
+            Ok(see_other(&verify_path(next.as_deref())))
+        }
         Err(LoginError::InvalidCredentials) => failure(&username),
         Err(LoginError::Server(err)) => Err(err.into()),
+    }
+}
+
+fn verify_path(next: Option<&str>) -> String {
+    match next {
+        Some(next) => format!(
+            "/login/verify?next={}",
+            percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC)
+        ),
+        None => "/login/verify".to_owned(),
+    }
+}
+
+/// The half-signed-in session's pending sign-in, if it is still within its window; otherwise the
+/// session ends (`None`: back to `/login`).
+fn live_pending(session: &Session) -> Option<session::PendingSignIn> {
+    let pending = session::pending_sign_in(session);
+    match pending {
+        Some(pending) if pending.until > chrono::Utc::now() => Some(pending),
+        Some(_) => {
+            session.purge();
+            None
+        }
+        None => None,
+    }
+}
+
+/// The second step of a sign-in: a code from the authenticator app, or a recovery code.
+#[get("/login/verify")]
+async fn verify_form(req: HttpRequest, session: Session) -> Result<HttpResponse, WebError> {
+    let query = FormFields::parse_query(req.query_string()).map_err(|_| WebError::BadRequest)?;
+    let next = query.get("next").and_then(safe_next);
+    if live_pending(&session).is_none() {
+        return Ok(see_other("/login"));
+    }
+    let csrf_token = csrf_token(&session).map_err(WebError::session)?;
+    render(StatusCode::OK, &VerifyPage { layout: Layout::anonymous(), csrf_token, next, error: None })
+}
+
+#[post("/login/verify")]
+async fn verify(
+    req: HttpRequest,
+    payload: web::Payload,
+    session: Session,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let form = read_form(&req, payload).await?;
+    if !csrf_matches(&session, form.get("csrf_token")) {
+        return Err(WebError::CsrfRejected);
+    }
+    let next = form.get("next").and_then(safe_next);
+    let Some(pending) = live_pending(&session) else { return Ok(see_other("/login")) };
+    // A code is guessed like a password: the same per-address budget.
+    let client = state.client_ip(&req);
+    if let Err(wait) = state.login_throttle.check(&state.pool, client.map(AddressBucket::of)).await? {
+        state.grants.metrics.throttled.inc();
+        return Err(WebError::TooManyRequests { retry_after_secs: retry_after_secs(wait) });
+    }
+    let attempt = Attempt { channel: Channel::Web, client };
+    let code = form.get("code").map(|code| SecretString::from(code.to_owned()));
+    let (metrics, factors) = (&state.grants.metrics, &state.grants.second_factors);
+    match credentials::check_second_step(&state.pool, metrics, factors, pending.user_id, code, &attempt).await {
+        Ok(signed_in) => {
+            session::complete_second_step(&session, &signed_in).map_err(WebError::session)?;
+            Ok(see_other(next.as_deref().unwrap_or("/")))
+        }
+        Err(SecondStepError::Wrong) => {
+            let csrf_token = csrf_token(&session).map_err(WebError::session)?;
+            let page = VerifyPage { layout: Layout::anonymous(), csrf_token, next, error: Some(WRONG_CODE) };
+            render(StatusCode::UNAUTHORIZED, &page)
+        }
+        Err(SecondStepError::Locked) => {
+            session.purge();
+            Ok(see_other("/login"))
+        }
+        Err(SecondStepError::Server(err)) => Err(err.into()),
     }
 }
 

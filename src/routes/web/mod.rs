@@ -12,6 +12,7 @@ mod forms;
 mod home;
 mod login;
 pub mod pages;
+mod second_factor;
 pub mod session;
 mod sign_ins;
 
@@ -33,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(audit::configure)
         .configure(account::configure)
         .configure(account_tokens::configure)
+        .configure(second_factor::configure)
         .app_data(web::PathConfig::default().error_handler(|_, _| WebError::NotFound.into()));
 }
 
@@ -75,6 +77,12 @@ pub const PAGES: &[&str] = &[
     "/account/families/{id}/revoke",
     "/account/tokens",
     "/account/tokens/{id}/revoke",
+    "/login/verify",
+    "/account/second-factor",
+    "/account/second-factor/confirm",
+    "/account/second-factor/recovery-codes",
+    "/account/second-factor/remove",
+    "/admin/users/{username}/second-factors/remove",
     "/admin/users/{username}/tokens/{id}/revoke",
 ];
 

@@ -13,6 +13,7 @@ use super::error::WebError;
 use super::pages::{Layout, LayoutUser};
 use crate::auth::guard::Requirement;
 use crate::auth::session::{self, csrf_token};
+use crate::db;
 use crate::db::users::User;
 use crate::domain::Channel;
 use crate::errors::{Message, ServerError};
@@ -92,6 +93,11 @@ impl FromRequest for MaybeSignedIn {
     }
 }
 
+/// The pages a user the policy keeps at enrolment may still open: enrolment itself, and signing out.
+fn enrolment_allowed(path: &str) -> bool {
+    path == "/logout" || path == super::login::ENROLMENT_PAGE || path.starts_with("/account/second-factor/")
+}
+
 async fn current_user(req: &HttpRequest) -> Result<Option<SignedInUser>, WebError> {
     let session = req.get_session();
     let state = req
@@ -99,6 +105,13 @@ async fn current_user(req: &HttpRequest) -> Result<Option<SignedInUser>, WebErro
         .ok_or_else(|| ServerError::internal(Message("AppState is not registered")))?;
     let Some((user, roles)) = session::current_user(&state.pool, &session).await? else { return Ok(None) };
     let Some(sign_in) = session::sign_in_of(&session) else { return Ok(None) };
+    let is_admin = Requirement::ADMIN_PAGES.check(&roles, None).is_ok();
+    if state.settings.second_factor.covers(is_admin) && !enrolment_allowed(req.path()) {
+        let user_id = user.id;
+        if !db::run(&state.pool, move |conn| db::second_factors::has_any(conn, user_id)).await? {
+            return Err(WebError::SecondFactorRequired);
+        }
+    }
     let csrf_token = csrf_token(&session).map_err(WebError::session)?;
     let previous_sign_in = session::previous_sign_in(&session);
     Ok(Some(SignedInUser { user, roles, previous_sign_in, csrf_token, session_id: sign_in.session_id }))

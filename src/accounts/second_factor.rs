@@ -1,0 +1,211 @@
+//! A person's second factor from their account page, and an admin's reset of it: the rules of
+//! `auth::second_factor`, the lockout of `auth::credentials` for the current password, and the
+//! writes of `db::second_factors`, each with its audit row.
+
+use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::{AccountError, Accounts, Actor, Field};
+use crate::auth::credentials::{self, Attempt, LoginError, SecondFactors};
+use crate::auth::second_factor::{self, CodeVerdict, ENROL_ATTEMPTS, StoredApp, recovery, totp};
+use crate::db::{self, second_factors::Factors, users::User};
+use crate::domain::EventKind;
+use crate::errors::ServerError;
+use crate::metrics::SecondFactorLabels;
+
+/// What the enrolment page shows while an enrolment is open: the app's link, as a QR code and as text.
+#[derive(Debug, Clone)]
+pub struct OpenEnrolment {
+    pub otpauth_url: String,
+    pub qr_svg: String,
+    /// Base32 in groups of four, for typing into an app.
+    pub secret: String,
+}
+
+/// Why a code on the account pages was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CodeError {
+    #[error("That code did not work: enter the code your app shows now.")]
+    Wrong { attempts_left: i32 },
+    #[error("Five wrong codes: start again, with a new QR code.")]
+    EnrolmentCancelled,
+    #[error("There is no enrolment to confirm: start again.")]
+    NothingToConfirm,
+    #[error(transparent)]
+    Account(#[from] AccountError),
+}
+
+impl From<ServerError> for CodeError {
+    fn from(err: ServerError) -> Self {
+        CodeError::Account(AccountError::Server(err))
+    }
+}
+
+/// The account pages' side of the second factor: [`Accounts`] and what opens app secrets.
+pub struct SecondFactorAccounts<'a> {
+    pub accounts: Accounts<'a>,
+    pub factors: &'a SecondFactors,
+    /// The name apps list the account under (the issuer's host).
+    pub app_label: &'a str,
+}
+
+impl SecondFactorAccounts<'_> {
+    pub async fn status(&self, user_id: Uuid) -> Result<Factors, ServerError> {
+        db::run(self.accounts.pool, move |conn| db::second_factors::of_user(conn, user_id)).await
+    }
+
+    /// The open enrolment's link and QR code, if one is open (and its secret opens).
+    pub fn open_enrolment(&self, user: &User, factors: &Factors) -> Option<OpenEnrolment> {
+        let row = factors.pending.as_ref()?;
+        let secret = self.factors.sealer.open(user.id, &row.secret_sealed)?;
+        let otpauth_url = totp::otpauth_url(&secret, self.app_label, &user.username)?;
+        let qr_svg = totp::qr_svg(&otpauth_url)?;
+        Some(OpenEnrolment { otpauth_url, qr_svg, secret: totp::grouped_secret(&secret) })
+    }
+
+    /// Proves the current password (under the sign-in's lockout), mapping a wrong one to the field.
+    async fn confirm_password(&self, actor: &Actor, user: &User, password: SecretString) -> Result<(), AccountError> {
+        let attempt = Attempt { channel: actor.channel, client: actor.client };
+        let accounts = &self.accounts;
+        match credentials::confirm_password(accounts.pool, accounts.hasher, accounts.metrics, &user.username, password, &attempt)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(LoginError::InvalidCredentials) => {
+                Err(AccountError::invalid(Field::CurrentPassword, "This is not your current password."))
+            }
+            Err(LoginError::Server(err)) => Err(err.into()),
+        }
+    }
+
+    /// Opens an enrolment (after the current password): a new secret, sealed and stored until a
+    /// code from it confirms it. Refused while an app is on (remove it first).
+    pub async fn begin_enrolment(&self, actor: &Actor, user: &User, password: SecretString) -> Result<(), AccountError> {
+        self.confirm_password(actor, user, password).await?;
+        let secret = totp::new_secret();
+        let sealed = self
+            .factors
+            .sealer
+            .seal(user.id, &secret)
+            .ok_or_else(|| ServerError::internal(crate::errors::Message("sealing a TOTP secret failed")))?;
+        let user_id = user.id;
+        let opened = db::run(self.accounts.pool, move |conn| db::second_factors::begin_enrolment(conn, user_id, &sealed)).await?;
+        if !opened {
+            return Err(AccountError::invalid(Field::Code, "An authenticator app is already on: remove it first."));
+        }
+        Ok(())
+    }
+
+    /// Confirms the open enrolment with a code from the app: its step is spent by the same write, and
+    /// the first set of recovery codes is returned (shown once). A wrong code is refused, not counted
+    /// by the lockout (the person is signed in); five cancel the enrolment.
+    pub async fn confirm_enrolment(&self, actor: &Actor, user: &User, code: &str) -> Result<Vec<String>, CodeError> {
+        let factors = self.status(user.id).await?;
+        let Some(row) = factors.pending.as_ref() else { return Err(CodeError::NothingToConfirm) };
+        let secret = self.factors.sealer.open(user.id, &row.secret_sealed).ok_or(CodeError::NothingToConfirm)?;
+        let unix = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+        let user_id = user.id;
+        let Some(step) = totp::matching_step(&secret, code, unix) else {
+            let event = actor.event(EventKind::SecondFactorFailed, user_id).detail("wrong code while enrolling");
+            let open = db::run(self.accounts.pool, move |conn| {
+                db::second_factors::enrol_failure(conn, user_id, ENROL_ATTEMPTS, &event)
+            })
+            .await?;
+            return Err(if open {
+                CodeError::Wrong { attempts_left: ENROL_ATTEMPTS - row.enrol_failures - 1 }
+            } else {
+                CodeError::EnrolmentCancelled
+            });
+        };
+        let codes = recovery::generate();
+        let hashes = recovery::hashes(user_id, &codes);
+        let events = [
+            actor.event(EventKind::SecondFactorAdded, user_id).detail("authenticator app"),
+            actor.event(EventKind::RecoveryCodesGenerated, user_id).detail(format!("{} codes", codes.len())),
+        ];
+        let confirmed = db::run(self.accounts.pool, move |conn| {
+            db::second_factors::confirm_enrolment(conn, user_id, step, &hashes, &events)
+        })
+        .await?;
+        if !confirmed {
+            return Err(CodeError::NothingToConfirm);
+        }
+        self.count("added");
+        Ok(codes)
+    }
+
+    /// A new set of recovery codes (after the current password); the old set dies.
+    pub async fn regenerate_recovery_codes(
+        &self,
+        actor: &Actor,
+        user: &User,
+        password: SecretString,
+    ) -> Result<Vec<String>, AccountError> {
+        self.confirm_password(actor, user, password).await?;
+        let codes = recovery::generate();
+        let (user_id, hashes) = (user.id, recovery::hashes(user.id, &codes));
+        let event = actor.event(EventKind::RecoveryCodesGenerated, user_id).detail(format!("{} codes", codes.len()));
+        let done = db::run(self.accounts.pool, move |conn| {
+            db::second_factors::regenerate_recovery_codes(conn, user_id, &hashes, &event)
+        })
+        .await?;
+        if !done {
+            return Err(AccountError::invalid(Field::Code, "Recovery codes come with an authenticator app: add one first."));
+        }
+        Ok(codes)
+    }
+
+    /// Removes the app and the recovery codes: the current password and a current code (or a
+    /// recovery code), so a session left open is not enough.
+    pub async fn remove(&self, actor: &Actor, user: &User, password: SecretString, code: SecretString) -> Result<(), AccountError> {
+        self.confirm_password(actor, user, password).await?;
+        let factors = self.status(user.id).await?;
+        let app = factors.app.as_ref().and_then(|row| {
+            Some(StoredApp { secret: self.factors.sealer.open(user.id, &row.secret_sealed)?, last_used_step: row.last_used_step })
+        });
+        let verdict = second_factor::judge_code(user.id, app.as_ref(), Some(code.expose_secret()), Utc::now());
+        let user_id = user.id;
+        let event = actor.event(EventKind::SecondFactorRemoved, user_id).detail("authenticator app and recovery codes");
+        let removed = db::run(self.accounts.pool, move |conn| {
+            use diesel::Connection as _;
+            conn.transaction(|conn| {
+                let proven = match verdict {
+                    CodeVerdict::SpendStep(step) => db::second_factors::spend_step(conn, user_id, step)?,
+                    CodeVerdict::SpendRecoveryCode(hash) => db::second_factors::spend_recovery_code(conn, user_id, &hash)?,
+                    CodeVerdict::Missing | CodeVerdict::Wrong => false,
+                };
+                if !proven {
+                    return Ok(false);
+                }
+                db::second_factors::remove_all(conn, user_id, &event)
+            })
+        })
+        .await?;
+        if !removed {
+            return Err(AccountError::invalid(Field::Code, "That code did not work: enter the code your app shows now."));
+        }
+        self.count("removed");
+        Ok(())
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.accounts.metrics.second_factor.get_or_create(&SecondFactorLabels { outcome }).inc();
+    }
+}
+
+impl Accounts<'_> {
+    /// An admin (or the command line) removes every second factor of a user. A cut-off: every session
+    /// and token of the user ends, as after a password change. `false` when they had none.
+    pub async fn reset_second_factors(&self, actor: &Actor, username: &str) -> Result<bool, AccountError> {
+        let user = self.find(username).await?;
+        let user_id = user.id;
+        let event = actor.event(EventKind::SecondFactorsReset, user_id);
+        let removed =
+            self.write_as(actor, move |conn| db::second_factors::reset(conn, user_id, &event)).await?;
+        if removed {
+            self.metrics.second_factor.get_or_create(&SecondFactorLabels { outcome: "removed" }).inc();
+        }
+        Ok(removed)
+    }
+}
