@@ -29,6 +29,7 @@ mod purge;
 mod reference_doc;
 mod resource_server;
 mod safeguards;
+mod second_factor;
 mod schema;
 mod token;
 mod web;
