@@ -11,7 +11,9 @@
 //! - `RESOURCE_SERVER_BIND` (default `127.0.0.1:8090`): where this service listens.
 //!
 //! Routes: `GET /whoami` needs scope `profile`, `GET /orders` needs `items:read`, `POST /orders`
-//! (`{"item": "…"}`) needs `items:write`.
+//! (`{"item": "…"}`) needs `items:write`, and `DELETE /orders` (all of the caller's orders) needs
+//! `items:write` and a person who signed in with two factors (`amr` has `mfa`): otherwise it answers
+//! `401` with RFC 9470's `insufficient_user_authentication`.
 //!
 //! The keys are cached as long as the JWKS answer's `Cache-Control: max-age` allows. A token whose
 //! `kid` is not in the cache makes this service fetch the set again (a new key may have been
@@ -379,6 +381,8 @@ pub struct Caller {
     pub sub: String,
     pub username: Option<String>,
     pub scopes: BTreeSet<String>,
+    /// How the person signed in (RFC 8176): `mfa` when two factors were used.
+    pub amr: Vec<String>,
 }
 
 /// Why a token is refused: the text is the `error_description` (RFC 6750 §3 allows no `"` or `\`).
@@ -453,6 +457,8 @@ struct Claims {
     #[serde(default)]
     scope: String,
     preferred_username: Option<String>,
+    #[serde(default)]
+    amr: Vec<String>,
 }
 
 /// Checks gatehouse access tokens with the published keys alone.
@@ -521,6 +527,7 @@ impl Verifier {
             sub: claims.sub,
             username: claims.preferred_username,
             scopes: claims.scope.split(' ').filter(|scope| !scope.is_empty()).map(str::to_owned).collect(),
+            amr: claims.amr,
         })
     }
 }
@@ -540,6 +547,9 @@ pub enum ApiError {
     InvalidToken(Rejection),
     #[error("The access token lacks the scope {0}")]
     InsufficientScope(&'static str),
+    /// RFC 9470: the token is fine, but the person did not sign in strongly enough for this.
+    #[error("This needs a sign-in with a second factor")]
+    InsufficientUserAuthentication,
     #[error("{0}")]
     InvalidRequest(String),
     #[error("No such resource")]
@@ -571,6 +581,7 @@ impl ApiError {
             ApiError::MissingToken => "unauthorized",
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::InsufficientScope(_) => "insufficient_scope",
+            ApiError::InsufficientUserAuthentication => "insufficient_user_authentication",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::NotFound => "not_found",
             ApiError::KeysUnavailable => "temporarily_unavailable",
@@ -588,6 +599,9 @@ impl ApiError {
             ApiError::InsufficientScope(scope) => {
                 Some(format!(r#"Bearer error="insufficient_scope", scope="{scope}""#))
             }
+            ApiError::InsufficientUserAuthentication => {
+                Some(format!(r#"Bearer error="insufficient_user_authentication", error_description="{self}""#))
+            }
             _ => None,
         }
     }
@@ -596,7 +610,9 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MissingToken | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            ApiError::MissingToken | ApiError::InvalidToken(_) | ApiError::InsufficientUserAuthentication => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::InsufficientScope(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -741,6 +757,17 @@ async fn create_order(
     Ok(HttpResponse::Created().json(order))
 }
 
+/// Deleting every order is the kind of thing worth a second factor: the caller must have signed in
+/// with one (RFC 8176 `amr` has `mfa`), whatever scopes the token has.
+async fn delete_orders(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !caller.amr.iter().any(|method| method == "mfa") {
+        return Err(ApiError::InsufficientUserAuthentication);
+    }
+    let mut orders = state.orders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    orders.remove(&caller.sub);
+    Ok(HttpResponse::NoContent().finish())
+}
+
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
@@ -762,11 +789,12 @@ pub fn app_config(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCo
         cfg.app_data(state)
             .app_data(json)
             .route("/whoami", protected(web::get(), "profile", whoami))
-            .service(web::resource("/orders").route(protected(web::get(), "items:read", list_orders)).route(protected(
-                web::post(),
-                "items:write",
-                create_order,
-            )))
+            .service(
+                web::resource("/orders")
+                    .route(protected(web::get(), "items:read", list_orders))
+                    .route(protected(web::post(), "items:write", create_order))
+                    .route(protected(web::delete(), "items:write", delete_orders)),
+            )
             .default_service(web::to(not_found));
     }
 }

@@ -18,10 +18,10 @@ use actix_web::middleware::{Condition, Next, from_fn};
 use actix_web::{App, HttpServer, web};
 
 use crate::auth::credentials::SecondFactors;
-use crate::auth::second_factor::TotpSealer;
 use crate::auth::jwt::VerifiedTokens;
 use crate::auth::keys::{KeyError, KeyPolicy, KeyRing, Undecryptable};
 use crate::auth::password::{ApiLoad, PasswordHasher, QueueConfig};
+use crate::auth::second_factor::TotpSealer;
 use crate::auth::session::{HybridSessionStore, IDLE_TIMEOUT, cookie_key};
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::token_checks::TokenChecks;

@@ -68,7 +68,11 @@ pub fn sign_out_everywhere(conn: &mut PgConnection, actor: &Actor, username: &st
 }
 
 /// `gatehouse user reset-second-factor`: see [`db::second_factors::reset`].
-pub fn reset_second_factors(conn: &mut PgConnection, actor: &Actor, username: &str) -> Result<(User, bool), AccountError> {
+pub fn reset_second_factors(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    username: &str,
+) -> Result<(User, bool), AccountError> {
     let user = find(conn, username)?;
     let event = actor.event(EventKind::SecondFactorsReset, user.id);
     let removed = db::second_factors::reset(conn, user.id, &event).map_err(query_failed)?;

@@ -68,8 +68,15 @@ impl SecondFactorAccounts<'_> {
     async fn confirm_password(&self, actor: &Actor, user: &User, password: SecretString) -> Result<(), AccountError> {
         let attempt = Attempt { channel: actor.channel, client: actor.client };
         let accounts = &self.accounts;
-        match credentials::confirm_password(accounts.pool, accounts.hasher, accounts.metrics, &user.username, password, &attempt)
-            .await
+        match credentials::confirm_password(
+            accounts.pool,
+            accounts.hasher,
+            accounts.metrics,
+            &user.username,
+            password,
+            &attempt,
+        )
+        .await
         {
             Ok(()) => Ok(()),
             Err(LoginError::InvalidCredentials) => {
@@ -81,7 +88,12 @@ impl SecondFactorAccounts<'_> {
 
     /// Opens an enrolment (after the current password): a new secret, sealed and stored until a
     /// code from it confirms it. Refused while an app is on (remove it first).
-    pub async fn begin_enrolment(&self, actor: &Actor, user: &User, password: SecretString) -> Result<(), AccountError> {
+    pub async fn begin_enrolment(
+        &self,
+        actor: &Actor,
+        user: &User,
+        password: SecretString,
+    ) -> Result<(), AccountError> {
         self.confirm_password(actor, user, password).await?;
         let secret = totp::new_secret();
         let sealed = self
@@ -90,7 +102,9 @@ impl SecondFactorAccounts<'_> {
             .seal(user.id, &secret)
             .ok_or_else(|| ServerError::internal(crate::errors::Message("sealing a TOTP secret failed")))?;
         let user_id = user.id;
-        let opened = db::run(self.accounts.pool, move |conn| db::second_factors::begin_enrolment(conn, user_id, &sealed)).await?;
+        let opened =
+            db::run(self.accounts.pool, move |conn| db::second_factors::begin_enrolment(conn, user_id, &sealed))
+                .await?;
         if !opened {
             return Err(AccountError::invalid(Field::Code, "An authenticator app is already on: remove it first."));
         }
@@ -151,18 +165,30 @@ impl SecondFactorAccounts<'_> {
         })
         .await?;
         if !done {
-            return Err(AccountError::invalid(Field::Code, "Recovery codes come with an authenticator app: add one first."));
+            return Err(AccountError::invalid(
+                Field::Code,
+                "Recovery codes come with an authenticator app: add one first.",
+            ));
         }
         Ok(codes)
     }
 
     /// Removes the app and the recovery codes: the current password and a current code (or a
     /// recovery code), so a session left open is not enough.
-    pub async fn remove(&self, actor: &Actor, user: &User, password: SecretString, code: SecretString) -> Result<(), AccountError> {
+    pub async fn remove(
+        &self,
+        actor: &Actor,
+        user: &User,
+        password: SecretString,
+        code: SecretString,
+    ) -> Result<(), AccountError> {
         self.confirm_password(actor, user, password).await?;
         let factors = self.status(user.id).await?;
         let app = factors.app.as_ref().and_then(|row| {
-            Some(StoredApp { secret: self.factors.sealer.open(user.id, &row.secret_sealed)?, last_used_step: row.last_used_step })
+            Some(StoredApp {
+                secret: self.factors.sealer.open(user.id, &row.secret_sealed)?,
+                last_used_step: row.last_used_step,
+            })
         });
         let verdict = second_factor::judge_code(user.id, app.as_ref(), Some(code.expose_secret()), Utc::now());
         let user_id = user.id;
@@ -172,7 +198,9 @@ impl SecondFactorAccounts<'_> {
             conn.transaction(|conn| {
                 let proven = match verdict {
                     CodeVerdict::SpendStep(step) => db::second_factors::spend_step(conn, user_id, step)?,
-                    CodeVerdict::SpendRecoveryCode(hash) => db::second_factors::spend_recovery_code(conn, user_id, &hash)?,
+                    CodeVerdict::SpendRecoveryCode(hash) => {
+                        db::second_factors::spend_recovery_code(conn, user_id, &hash)?
+                    }
                     CodeVerdict::Missing | CodeVerdict::Wrong => false,
                 };
                 if !proven {
@@ -183,7 +211,10 @@ impl SecondFactorAccounts<'_> {
         })
         .await?;
         if !removed {
-            return Err(AccountError::invalid(Field::Code, "That code did not work: enter the code your app shows now."));
+            return Err(AccountError::invalid(
+                Field::Code,
+                "That code did not work: enter the code your app shows now.",
+            ));
         }
         self.count("removed");
         Ok(())
@@ -201,8 +232,7 @@ impl Accounts<'_> {
         let user = self.find(username).await?;
         let user_id = user.id;
         let event = actor.event(EventKind::SecondFactorsReset, user_id);
-        let removed =
-            self.write_as(actor, move |conn| db::second_factors::reset(conn, user_id, &event)).await?;
+        let removed = self.write_as(actor, move |conn| db::second_factors::reset(conn, user_id, &event)).await?;
         if removed {
             self.metrics.second_factor.get_or_create(&SecondFactorLabels { outcome: "removed" }).inc();
         }

@@ -321,7 +321,10 @@ fn settle_code(
                 let locked = db::users::record_failure(conn, user_id, &LOCKOUT)?;
                 db::auth_events::record(conn, &events.failed)?;
                 if let Some(until) = locked {
-                    db::auth_events::record(conn, &events.lockout.detail(format!("locked until {}", until.to_rfc3339())))?;
+                    db::auth_events::record(
+                        conn,
+                        &events.lockout.detail(format!("locked until {}", until.to_rfc3339())),
+                    )?;
                 }
                 Ok(Settled::Failed { locked: locked.is_some() })
             }
@@ -488,7 +491,8 @@ async fn check(
                 };
                 let policy = factors.policy;
                 let loaded = db::run(pool, move |conn| {
-                    let is_admin = db::users::roles_of(conn, user_id)?.iter().any(|role| role == crate::domain::RoleName::ADMIN);
+                    let is_admin =
+                        db::users::roles_of(conn, user_id)?.iter().any(|role| role == crate::domain::RoleName::ADMIN);
                     Ok((db::second_factors::of_user(conn, user_id)?, is_admin))
                 })
                 .await?;
@@ -500,7 +504,8 @@ async fn check(
                         counted(Outcome::ok);
                         let must_enrol = stored.app.is_none() && policy.covers(is_admin);
                         db::run(pool, move |conn| {
-                            let upgrade = upgrade.as_ref().map(|(verified, new_hash)| HashUpgrade { verified, new_hash });
+                            let upgrade =
+                                upgrade.as_ref().map(|(verified, new_hash)| HashUpgrade { verified, new_hash });
                             db::users::record_success(conn, user_id, upgrade, &events.passed)
                         })
                         .await?;

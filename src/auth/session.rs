@@ -382,11 +382,20 @@ mod tests {
 
     #[test]
     fn an_ended_session_keeps_nothing_of_its_sign_in() {
-        let state: HashMap<String, String> =
-            [SESSION_ID, USER_ID, SIGNED_IN_AT, PREVIOUS_SIGN_IN, CLIENT_ADDR, USER_AGENT, SECOND_STEP_UNTIL, AMR, CSRF]
-                .iter()
-                .map(|name| ((*name).to_owned(), "\"x\"".to_owned()))
-                .collect();
+        let state: HashMap<String, String> = [
+            SESSION_ID,
+            USER_ID,
+            SIGNED_IN_AT,
+            PREVIOUS_SIGN_IN,
+            CLIENT_ADDR,
+            USER_AGENT,
+            SECOND_STEP_UNTIL,
+            AMR,
+            CSRF,
+        ]
+        .iter()
+        .map(|name| ((*name).to_owned(), "\"x\"".to_owned()))
+        .collect();
         assert_eq!(without_sign_in(state).into_keys().collect::<Vec<_>>(), vec![CSRF.to_owned()]);
     }
 }

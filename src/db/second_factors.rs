@@ -39,8 +39,7 @@ impl Factors {
 }
 
 pub fn of_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Factors> {
-    let row: Option<AppRow> =
-        user_totp::table.find(user_id).select(AppRow::as_select()).first(conn).optional()?;
+    let row: Option<AppRow> = user_totp::table.find(user_id).select(AppRow::as_select()).first(conn).optional()?;
     let recovery_codes_left = recovery_codes::table
         .filter(recovery_codes::user_id.eq(user_id))
         .filter(recovery_codes::used_at.is_null())
@@ -88,11 +87,9 @@ pub fn confirm_enrolment(
     events: &[NewEvent],
 ) -> QueryResult<bool> {
     conn.transaction(|conn| {
-        let confirmed = diesel::update(
-            user_totp::table.find(user_id).filter(user_totp::confirmed_at.is_null()),
-        )
-        .set((user_totp::confirmed_at.eq(diesel::dsl::now), user_totp::last_used_step.eq(step_value(step))))
-        .execute(conn)?;
+        let confirmed = diesel::update(user_totp::table.find(user_id).filter(user_totp::confirmed_at.is_null()))
+            .set((user_totp::confirmed_at.eq(diesel::dsl::now), user_totp::last_used_step.eq(step_value(step))))
+            .execute(conn)?;
         if confirmed == 0 {
             return Ok(false);
         }
@@ -106,13 +103,12 @@ pub fn confirm_enrolment(
 /// whether the enrolment is still open.
 pub fn enrol_failure(conn: &mut PgConnection, user_id: Uuid, limit: i32, event: &NewEvent) -> QueryResult<bool> {
     conn.transaction(|conn| {
-        let failures: Option<i32> = diesel::update(
-            user_totp::table.find(user_id).filter(user_totp::confirmed_at.is_null()),
-        )
-        .set(user_totp::enrol_failures.eq(user_totp::enrol_failures + 1))
-        .returning(user_totp::enrol_failures)
-        .get_result(conn)
-        .optional()?;
+        let failures: Option<i32> =
+            diesel::update(user_totp::table.find(user_id).filter(user_totp::confirmed_at.is_null()))
+                .set(user_totp::enrol_failures.eq(user_totp::enrol_failures + 1))
+                .returning(user_totp::enrol_failures)
+                .get_result(conn)
+                .optional()?;
         auth_events::record(conn, event)?;
         match failures {
             Some(failures) if failures >= limit => {
@@ -148,13 +144,10 @@ pub fn spend_step(conn: &mut PgConnection, user_id: Uuid, step: u64) -> QueryRes
 /// Spends the recovery code whose hash is `code_hash`: one conditional update of `used_at`, so a
 /// code raced from many requests passes once.
 pub fn spend_recovery_code(conn: &mut PgConnection, user_id: Uuid, code_hash: &[u8]) -> QueryResult<bool> {
-    let spent = diesel::update(
-        recovery_codes::table
-            .find((user_id, code_hash))
-            .filter(recovery_codes::used_at.is_null()),
-    )
-    .set(recovery_codes::used_at.eq(diesel::dsl::now))
-    .execute(conn)?;
+    let spent =
+        diesel::update(recovery_codes::table.find((user_id, code_hash)).filter(recovery_codes::used_at.is_null()))
+            .set(recovery_codes::used_at.eq(diesel::dsl::now))
+            .execute(conn)?;
     Ok(spent == 1)
 }
 
@@ -191,8 +184,7 @@ pub fn regenerate_recovery_codes(
 pub fn remove_all(conn: &mut PgConnection, user_id: Uuid, event: &NewEvent) -> QueryResult<bool> {
     conn.transaction(|conn| {
         let apps = diesel::delete(user_totp::table.find(user_id)).execute(conn)?;
-        let codes =
-            diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(conn)?;
+        let codes = diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(conn)?;
         if apps + codes == 0 {
             return Ok(false);
         }

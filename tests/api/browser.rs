@@ -737,3 +737,44 @@ async fn a_person_makes_a_personal_access_token_with_the_keyboard_alone_copies_i
     browser.screenshot("account-tokens").await;
     assert_eq!(app.get("/api/users/me", Some(&token)).await.status(), 401);
 }
+
+#[tokio::test]
+async fn a_person_adds_an_authenticator_app_keeps_the_recovery_codes_and_signs_in_with_a_code() {
+    use gatehouse::auth::second_factor::totp;
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let browser = Browser::open(&app).await;
+    browser.sign_in(&alice).await;
+    browser.goto("/account").await;
+    browser.by_text("main", "a", "Add an authenticator app").await.click().await.unwrap();
+    browser.wait_for_location("/account/second-factor").await;
+    browser.field_labelled("Current password").await.send_keys(&alice.password).await.unwrap();
+    browser.by_text("main", "button", "Continue").await.click().await.unwrap();
+
+    // The QR code is drawn on the page; the key is there to type by hand, as a person would.
+    browser.find(".qr svg").await;
+    browser.screenshot("second-factor-qr").await;
+    let key = browser.text("#totp-secret").await.replace(' ', "");
+    let secret = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &key).unwrap();
+    let now = || u64::try_from(chrono::Utc::now().timestamp()).unwrap();
+    let code = totp::code_at(&secret, now()).unwrap();
+    browser.field_labelled("The 6-digit code the app shows").await.send_keys(&code).await.unwrap();
+    browser.by_text("main", "button", "Turn on").await.click().await.unwrap();
+    assert_eq!(browser.text("main h1").await, "Your recovery codes");
+    let codes = browser.client.find_all(Locator::Css("#recovery-codes li")).await.unwrap();
+    assert_eq!(codes.len(), 10);
+    browser.screenshot("recovery-codes").await;
+
+    // Signing in again: the password, then the code of the next step (this one is spent).
+    browser.by_text("header", "button", "Sign out (alice)").await.click().await.unwrap();
+    browser.wait_for_location("/login").await;
+    browser.submit_login(&alice.username, &alice.password).await;
+    browser.wait_for_location("/login/verify").await;
+    browser.screenshot("login-verify").await;
+    let next = totp::code_at(&secret, now() + 30).unwrap();
+    browser.field_labelled("Code").await.send_keys(&next).await.unwrap();
+    browser.by_text("main", "button", "Verify").await.click().await.unwrap();
+    browser.wait_for_location("/").await;
+    browser.goto("/account").await;
+    assert!(browser.text("#two-step-status").await.contains("10 recovery codes left"));
+}

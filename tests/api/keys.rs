@@ -431,14 +431,23 @@ async fn keys_re_encrypted_under_a_new_secret_serve_with_it() {
         }
         command.output().unwrap()
     };
+    // An authenticator app's secret, sealed under the old secret, moves with the keys.
+    use gatehouse::auth::second_factor::{TotpSealer, totp};
+    let alice = app.alice();
+    let app_secret = totp::new_secret();
+    let sealed = TotpSealer::new(&JWT_SECRET.to_owned().into()).seal(alice.id, &app_secret).unwrap();
+    assert!(gatehouse::db::second_factors::begin_enrolment(&mut app.db.conn(), alice.id, &sealed).unwrap());
     let listed = |secret: &str| String::from_utf8_lossy(&cli(&["keys", "list"], secret, None).stdout).into_owned();
     assert!(listed(new_secret).contains(" cannot-decrypt "), "not readable yet: {}", listed(new_secret));
     let reencrypted = cli(&["keys", "re-encrypt"], new_secret, Some(JWT_SECRET));
     assert!(reencrypted.status.success(), "{}", String::from_utf8_lossy(&reencrypted.stderr));
     assert_eq!(
         String::from_utf8_lossy(&reencrypted.stdout),
-        "re-encrypted 1 signing key(s) under the current GATEHOUSE_JWT_SECRET\n"
+        "re-encrypted 1 signing key(s) and 1 authenticator-app secret(s) under the current GATEHOUSE_JWT_SECRET\n"
     );
+    let stored = gatehouse::db::second_factors::all_sealed(&mut app.db.conn()).unwrap();
+    let opened = TotpSealer::new(&new_secret.to_owned().into()).open(alice.id, &stored[0].1).unwrap();
+    assert_eq!(opened.as_slice(), app_secret.as_slice());
     assert!(listed(new_secret).contains(" decrypts "), "{}", listed(new_secret));
     assert!(listed(JWT_SECRET).contains(" cannot-decrypt "), "the old secret no longer reads them");
 }

@@ -29,7 +29,7 @@ mod purge;
 mod reference_doc;
 mod resource_server;
 mod safeguards;
-mod second_factor;
 mod schema;
+mod second_factor;
 mod token;
 mod web;

@@ -53,6 +53,13 @@ const ALLOW: &[(&str, &str)] = &[
     ("/account/families/{id}/revoke", "POST"),
     ("/account/tokens", "GET, POST, HEAD"),
     ("/account/tokens/{id}/revoke", "POST"),
+    ("/login/verify", "GET, POST, HEAD"),
+    ("/account/second-factor", "GET, POST, HEAD"),
+    ("/account/second-factor/confirm", "POST"),
+    ("/account/second-factor/recovery-codes", "POST"),
+    ("/account/second-factor/remove", "POST"),
+    ("/admin/users/{username}/second-factors/remove", "POST"),
+    ("/api/admin/users/{username}/second-factors", "DELETE"),
 ];
 
 #[tokio::test]

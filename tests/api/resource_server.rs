@@ -497,3 +497,29 @@ async fn when_the_jwks_cannot_be_fetched_the_keys_fetched_before_keep_serving() 
     )
     .await;
 }
+
+/// RFC 9470: a route that wants two factors refuses a password-only token with
+/// `insufficient_user_authentication`, and takes one from a sign-in with an authenticator app.
+#[tokio::test]
+async fn a_route_that_demands_two_factors_refuses_a_password_only_token() {
+    use gatehouse::auth::second_factor::totp;
+    let gatehouse = spawn_app().await;
+    let alice = gatehouse.alice();
+    let service = start(&settings(&gatehouse.address, None));
+    let password_only = gatehouse.access_token(&alice, Some("items:write")).await;
+    let mut request = service.client.delete(format!("{}/orders", service.address)).bearer_auth(&password_only);
+    let description = "This needs a sign-in with a second factor";
+    let challenge = format!(r#"Bearer error="insufficient_user_authentication", error_description="{description}""#);
+    let body = json!({"error": "insufficient_user_authentication", "error_description": description});
+    assert_answer(request.send().await.unwrap(), 401, Some(&challenge), body).await;
+
+    let (secret, _) = crate::second_factor::seed_second_factor(&gatehouse, &alice);
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap();
+    let code = totp::code_at(&secret, now).unwrap();
+    let fields =
+        [("username", "alice"), ("password", alice.password.as_str()), ("otp", &code), ("scope", "items:write")];
+    let two_factor: Value = gatehouse.post_token(&fields).await.json().await.unwrap();
+    request = service.client.delete(format!("{}/orders", service.address));
+    let response = request.bearer_auth(two_factor["access_token"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+}

@@ -46,7 +46,7 @@ fn claims(token: &str) -> Value {
 
 /// An authenticator app and recovery codes for `user`, stored as a confirmed enrolment would leave
 /// them, with no step spent since ten steps ago (so the current code passes once).
-fn seed_second_factor(app: &TestApp, user: &TestUser) -> (Vec<u8>, Vec<String>) {
+pub(crate) fn seed_second_factor(app: &TestApp, user: &TestUser) -> (Vec<u8>, Vec<String>) {
     let secret = totp::new_secret().to_vec();
     let sealed = TotpSealer::new(&JWT_SECRET.to_owned().into()).seal(user.id, &secret).unwrap();
     let codes = recovery::generate();
@@ -100,11 +100,18 @@ async fn enrolment_shows_a_qr_code_then_recovery_codes_and_the_enrolment_code_is
     assert_eq!(password_step(&app, &client, &alice).await.status(), 303);
 
     // The current password first; a wrong one opens nothing.
-    let wrong = submit(&app, &client, "/account/second-factor", "/account/second-factor", &[("current_password", "nope")]).await;
-    assert_eq!(wrong.status(), 400);
-    let opened =
-        submit(&app, &client, "/account/second-factor", "/account/second-factor", &[("current_password", &alice.password)])
+    let wrong =
+        submit(&app, &client, "/account/second-factor", "/account/second-factor", &[("current_password", "nope")])
             .await;
+    assert_eq!(wrong.status(), 400);
+    let opened = submit(
+        &app,
+        &client,
+        "/account/second-factor",
+        "/account/second-factor",
+        &[("current_password", &alice.password)],
+    )
+    .await;
     assert_eq!(opened.status(), 303);
     let page = client.get(app.url("/account/second-factor")).send().await.unwrap();
     assert_eq!(page.status(), 200);
@@ -118,14 +125,17 @@ async fn enrolment_shows_a_qr_code_then_recovery_codes_and_the_enrolment_code_is
     let secret = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &grouped.replace(' ', "")).unwrap();
     assert_eq!(secret.len(), 20, "160 bits");
     // Stored sealed: the secret's bytes are nowhere in the row.
-    let sealed: Vec<u8> = db::second_factors::of_user(&mut app.db.conn(), alice.id).unwrap().pending.unwrap().secret_sealed;
+    let sealed: Vec<u8> =
+        db::second_factors::of_user(&mut app.db.conn(), alice.id).unwrap().pending.unwrap().secret_sealed;
     assert!(!sealed.windows(secret.len()).any(|window| window == secret.as_slice()));
 
     // A wrong code is refused (the enrolment stays open); the app's code turns it on.
-    let refused = submit(&app, &client, "/account/second-factor", "/account/second-factor/confirm", &[("code", "000000")]).await;
+    let refused =
+        submit(&app, &client, "/account/second-factor", "/account/second-factor/confirm", &[("code", "000000")]).await;
     assert_eq!(refused.status(), 400);
     let code = totp::code_at(&secret, unix_now()).unwrap();
-    let confirmed = submit(&app, &client, "/account/second-factor", "/account/second-factor/confirm", &[("code", &code)]).await;
+    let confirmed =
+        submit(&app, &client, "/account/second-factor", "/account/second-factor/confirm", &[("code", &code)]).await;
     assert_eq!(confirmed.status(), 200);
     let html = confirmed.text().await.unwrap();
     let codes: Vec<&str> = html.match_indices("<li><code>").map(|(at, _)| &html[at + 10..at + 29]).collect();
@@ -146,8 +156,7 @@ async fn enrolment_shows_a_qr_code_then_recovery_codes_and_the_enrolment_code_is
     assert_eq!(first["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
     assert!(first["auth_time"].as_i64().unwrap() <= Utc::now().timestamp());
     // A refresh keeps both.
-    let refreshed: Value =
-        app.refresh(body["refresh_token"].as_str().unwrap(), None).await.json().await.unwrap();
+    let refreshed: Value = app.refresh(body["refresh_token"].as_str().unwrap(), None).await.json().await.unwrap();
     let again = claims(refreshed["access_token"].as_str().unwrap());
     assert_eq!((&again["amr"], &again["auth_time"]), (&first["amr"], &first["auth_time"]));
     assert_eq!(events_of(&app, "second_factor_added"), 1);
@@ -168,7 +177,11 @@ async fn a_missing_or_wrong_otp_is_answered_exactly_as_a_wrong_password_and_coun
     assert_eq!(missing, wrong_password);
     assert_eq!(wrong, wrong_password);
     assert_eq!(garbage, wrong_password);
-    let failures = app.events().iter().filter(|e| e.kind == "login_failed" && e.reason.as_deref() == Some("second_factor")).count();
+    let failures = app
+        .events()
+        .iter()
+        .filter(|e| e.kind == "login_failed" && e.reason.as_deref() == Some("second_factor"))
+        .count();
     assert_eq!(failures, 3);
     // Five failures in all lock the account: now even the right password and code are refused…
     assert_eq!(password_grant(&app, &alice, &alice.password, Some("654321")).await.status(), 400);
@@ -176,7 +189,9 @@ async fn a_missing_or_wrong_otp_is_answered_exactly_as_a_wrong_password_and_coun
     let code = totp::code_at(&secret, unix_now()).unwrap();
     assert_eq!(password_grant(&app, &alice, &alice.password, Some(&code)).await.status(), 400);
     // …and the code was not spent by the refused attempt: after the lock, it signs in.
-    diesel::sql_query("UPDATE users SET locked_until = now() - interval '1 second'").execute(&mut app.db.conn()).unwrap();
+    diesel::sql_query("UPDATE users SET locked_until = now() - interval '1 second'")
+        .execute(&mut app.db.conn())
+        .unwrap();
     assert_eq!(password_grant(&app, &alice, &alice.password, Some(&code)).await.status(), 200);
     // A code sent with a wrong password stays unused as well.
     let next = totp::code_at(&secret, unix_now() + 30).unwrap();
@@ -190,9 +205,14 @@ async fn the_half_signed_in_session_opens_only_verify_and_a_code_completes_it_un
     let alice = app.alice();
     let (secret, codes) = seed_second_factor(&app, &alice);
     let client = browser();
-    let response =
-        submit(&app, &client, "/login?next=/account", "/login", &[("username", "alice"), ("password", "alice-password"), ("next", "/account")])
-            .await;
+    let response = submit(
+        &app,
+        &client,
+        "/login?next=/account",
+        "/login",
+        &[("username", "alice"), ("password", "alice-password"), ("next", "/account")],
+    )
+    .await;
     assert_eq!(response.status(), 303);
     assert_eq!(location(&response), "/login/verify?next=%2Faccount");
     // Nothing else opens.
@@ -309,7 +329,8 @@ async fn one_recovery_code_raced_twenty_times_passes_once() {
             let password = alice.password.clone();
             tokio::spawn(async move {
                 barrier.wait().await;
-                let fields = [("grant_type", "password"), ("username", "alice"), ("password", &password), ("otp", &code)];
+                let fields =
+                    [("grant_type", "password"), ("username", "alice"), ("password", &password), ("otp", &code)];
                 let status = app.post_token(&fields).await.status().as_u16();
                 assert!([200, 400, 429, 503].contains(&status), "{status}");
                 status == 200

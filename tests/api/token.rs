@@ -33,7 +33,12 @@ async fn the_password_grant_returns_a_bearer_token_with_no_store_headers() {
     let claims = jwt_part(token, 1);
     let mut names: Vec<&str> = claims.as_object().unwrap().keys().map(String::as_str).collect();
     names.sort();
-    assert_eq!(names, ["aud", "exp", "iat", "iss", "jti", "nbf", "preferred_username", "roles", "scope", "sub"]);
+    assert_eq!(
+        names,
+        ["amr", "aud", "auth_time", "exp", "iat", "iss", "jti", "nbf", "preferred_username", "roles", "scope", "sub"]
+    );
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]), "the password alone");
+    assert!(claims["auth_time"].as_i64().unwrap() <= claims["iat"].as_i64().unwrap());
     assert_eq!(claims["sub"], alice.id.to_string());
     assert_eq!(claims["iss"], app.address);
     assert_eq!(claims["preferred_username"], "alice");

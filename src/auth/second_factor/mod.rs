@@ -212,7 +212,11 @@ mod tests {
             (Some(&app), Some(&code), CodeVerdict::SpendStep(step)),
             (Some(&app), Some(&format!(" {} {} ", &code[..3], &code[3..])), CodeVerdict::SpendStep(step)),
             (Some(&spent), Some(&code), CodeVerdict::Wrong),
-            (Some(&app), Some("000000"), if code == "000000" { CodeVerdict::SpendStep(step) } else { CodeVerdict::Wrong }),
+            (
+                Some(&app),
+                Some("000000"),
+                if code == "000000" { CodeVerdict::SpendStep(step) } else { CodeVerdict::Wrong },
+            ),
             (None, Some(&code), CodeVerdict::Wrong),
             (Some(&app), Some(&recovery), CodeVerdict::SpendRecoveryCode(recovery_hash)),
             (Some(&app), None, CodeVerdict::Missing),

@@ -16,8 +16,14 @@ pub const FEW_LEFT: i64 = 2;
 pub fn generate() -> Vec<String> {
     (0..CODES_PER_SET)
         .map(|_| {
-            let encoded = base32::encode(base32::Alphabet::Rfc4648 { padding: false }, &crate::random::bytes(CODE_BYTES));
-            encoded.as_bytes().chunks(4).map(|chunk| String::from_utf8_lossy(chunk).into_owned()).collect::<Vec<_>>().join("-")
+            let encoded =
+                base32::encode(base32::Alphabet::Rfc4648 { padding: false }, &crate::random::bytes(CODE_BYTES));
+            encoded
+                .as_bytes()
+                .chunks(4)
+                .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+                .collect::<Vec<_>>()
+                .join("-")
         })
         .collect()
 }

@@ -10,7 +10,8 @@ mod signin;
 pub use admin::{AccountChange, UserWrite, as_admin, change, create, create_recorded, search};
 pub use bearer::{TokenHolder, TokenHoldersQuery, token_holders};
 pub use signin::{
-    Claim, GrantedCheck, HashUpgrade, claim_check, claim_check_of, record_confirmation, record_failure, record_success, release_claim,
+    Claim, GrantedCheck, HashUpgrade, claim_check, claim_check_of, record_confirmation, record_failure, record_success,
+    release_claim,
 };
 
 use chrono::{DateTime, Utc};

@@ -232,8 +232,7 @@ async fn user_page(
 ) -> Result<HttpResponse, WebError> {
     let name = username.to_owned();
     let now = Utc::now();
-    type Found =
-        Option<(User, Vec<String>, Vec<String>, Vec<SessionInfo>, Vec<Family>, Vec<PersonalToken>, Factors)>;
+    type Found = Option<(User, Vec<String>, Vec<String>, Vec<SessionInfo>, Vec<Family>, Vec<PersonalToken>, Factors)>;
     let found: Found = db::run(&state.pool, move |conn| {
         let Some(user) = db::users::find_by_username(conn, &name)? else { return Ok(None) };
         Ok(Some((

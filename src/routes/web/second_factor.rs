@@ -63,7 +63,11 @@ async fn page(
     let page = SecondFactorPage {
         layout: user.layout(),
         csrf_token: user.csrf_token.clone(),
-        app_added: factors.app.as_ref().and_then(|app| app.confirmed_at).map(|at| at.format("%Y-%m-%d %H:%M").to_string()),
+        app_added: factors
+            .app
+            .as_ref()
+            .and_then(|app| app.confirmed_at)
+            .map(|at| at.format("%Y-%m-%d %H:%M").to_string()),
         recovery_codes_left: factors.recovery_codes_left,
         few_left: factors.app.is_some() && factors.recovery_codes_left <= FEW_LEFT,
         enrolment,
@@ -113,7 +117,11 @@ async fn begin(
     let form = checked_form(&req, payload, &session).await?;
     spend_budget(&req, &state).await?;
     let actor = user.actor(&state, &req);
-    match state.second_factor_accounts().begin_enrolment(&actor, &user.user, secret_field(&form, "current_password")).await {
+    match state
+        .second_factor_accounts()
+        .begin_enrolment(&actor, &user.user, secret_field(&form, "current_password"))
+        .await
+    {
         Ok(()) => Ok(see_other("/account/second-factor")),
         Err(err) => refused(&user, &state, err).await,
     }
