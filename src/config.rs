@@ -70,6 +70,10 @@ pub struct Settings {
     pub password_grant: bool,
     /// `GATEHOUSE_SECOND_FACTOR` (default `optional`): whom a second factor is required of.
     pub second_factor: SecondFactorPolicy,
+    /// `GATEHOUSE_WEBAUTHN_RP_ID` and `GATEHOUSE_WEBAUTHN_ORIGIN`: the passkeys' relying party, when
+    /// it is not the issuer's host and origin.
+    pub webauthn_rp_id: Option<String>,
+    pub webauthn_origin: Option<String>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Password attempts (`/token`, `/login`) one client address may make per minute; 0 turns it off.
     pub login_rate_per_minute: u32,
@@ -148,6 +152,15 @@ impl Settings {
                 .ok_or_else(|| invalid("GATEHOUSE_SECOND_FACTOR", "must be optional, admins or everyone"))?,
             None => SecondFactorPolicy::Optional,
         };
+        let webauthn_rp_id = get("GATEHOUSE_WEBAUTHN_RP_ID").map(|value| value.trim().to_owned()).filter(|v| !v.is_empty());
+        let webauthn_origin = match get("GATEHOUSE_WEBAUTHN_ORIGIN").map(|value| value.trim().to_owned()) {
+            Some(origin) if !origin.is_empty() => {
+                let url = url::Url::parse(&origin)
+                    .map_err(|_| invalid("GATEHOUSE_WEBAUTHN_ORIGIN", format!("`{origin}` is not a URL")))?;
+                Some(url.origin().ascii_serialization())
+            }
+            _ => None,
+        };
         let trusted_proxies = match get("GATEHOUSE_TRUSTED_PROXIES") {
             Some(value) => parse_proxies(&value)?,
             None => Vec::new(),
@@ -205,6 +218,8 @@ impl Settings {
             strict_grant_type,
             password_grant,
             second_factor,
+            webauthn_rp_id,
+            webauthn_origin,
             trusted_proxies,
             login_rate_per_minute,
             refresh_family_max_age,
@@ -240,8 +255,33 @@ impl Settings {
     }
 
     /// The issuer to put in tokens and metadata once the listener's real address is known.
+    /// `--dev` without an issuer says `http://localhost:<port>` (a name, not an address, so the demo
+    /// has passkeys: WebAuthn needs a domain); otherwise the address actually bound.
     pub fn issuer_for(&self, bound: SocketAddr) -> String {
-        self.issuer.clone().unwrap_or_else(|| format!("http://{bound}"))
+        match &self.issuer {
+            Some(issuer) => issuer.clone(),
+            None if self.dev_mode && bound.ip().is_loopback() => format!("http://localhost:{}", bound.port()),
+            None => format!("http://{bound}"),
+        }
+    }
+
+    /// The WebAuthn relying party (RP ID and origin) for `issuer`: `GATEHOUSE_WEBAUTHN_RP_ID` and
+    /// `GATEHOUSE_WEBAUTHN_ORIGIN` when set, else the issuer's host and origin. `None` (passkeys off)
+    /// when the issuer's host is an IP address and no RP ID is set: WebAuthn has no RP ID for one.
+    pub fn webauthn_for(&self, issuer: &str) -> Option<(String, String)> {
+        let url = url::Url::parse(issuer).ok();
+        let rp_id = match &self.webauthn_rp_id {
+            Some(rp_id) => rp_id.clone(),
+            None => match url.as_ref()?.host()? {
+                url::Host::Domain(domain) => domain.to_owned(),
+                url::Host::Ipv4(_) | url::Host::Ipv6(_) => return None,
+            },
+        };
+        let origin = match &self.webauthn_origin {
+            Some(origin) => origin.clone(),
+            None => url.as_ref()?.origin().ascii_serialization(),
+        };
+        Some((rp_id, origin))
     }
 
     /// The HS256 key; with `--dev` and no configured secret, a fresh random one for this process only.
@@ -452,6 +492,32 @@ mod tests {
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn the_second_factor_policy_and_the_passkeys_relying_party() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.second_factor, SecondFactorPolicy::Optional);
+        assert_eq!(settings(&[("GATEHOUSE_SECOND_FACTOR", "admins")]).unwrap().second_factor, SecondFactorPolicy::Admins);
+        assert!(settings(&[("GATEHOUSE_SECOND_FACTOR", "always")]).is_err());
+        // From the issuer: its host and origin; an IP address gives none (passkeys off).
+        let pair = |rp: &str, origin: &str| Some((rp.to_owned(), origin.to_owned()));
+        assert_eq!(s.webauthn_for("https://auth.example.com/"), pair("auth.example.com", "https://auth.example.com"));
+        assert_eq!(s.webauthn_for("http://localhost:8080"), pair("localhost", "http://localhost:8080"));
+        assert_eq!(s.webauthn_for("http://127.0.0.1:8080"), None);
+        assert_eq!(s.webauthn_for("http://[::1]:8080"), None);
+        // Set explicitly: they win, also over an IP-address issuer.
+        let set = settings(&[
+            ("GATEHOUSE_WEBAUTHN_RP_ID", "example.com"),
+            ("GATEHOUSE_WEBAUTHN_ORIGIN", "https://login.example.com/"),
+        ])
+        .unwrap();
+        assert_eq!(set.webauthn_for("http://10.0.0.1:8080"), pair("example.com", "https://login.example.com"));
+        assert!(settings(&[("GATEHOUSE_WEBAUTHN_ORIGIN", "not a url")]).is_err());
+        // `--dev` names localhost, so the demo has passkeys.
+        let mut dev = settings(&[]).unwrap();
+        dev.dev_mode = true;
+        assert_eq!(dev.issuer_for(dev.bind), "http://localhost:8080");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::auth::jwt::VerifiedTokens;
 use crate::auth::keys::{KeyError, KeyPolicy, KeyRing, Undecryptable};
 use crate::auth::password::{ApiLoad, PasswordHasher, QueueConfig};
 use crate::auth::second_factor::TotpSealer;
+use crate::auth::second_factor::passkey::RelyingParty;
 use crate::auth::session::{HybridSessionStore, IDLE_TIMEOUT, cookie_key};
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::token_checks::TokenChecks;
@@ -54,6 +55,8 @@ pub enum StartupError {
     Database(#[from] diesel::ConnectionError),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error("cannot set up passkeys (check GATEHOUSE_WEBAUTHN_RP_ID and GATEHOUSE_WEBAUTHN_ORIGIN): {0}")]
+    Passkeys(String),
 }
 
 /// Builds what every handler shares, for a server listening on `listener`.
@@ -77,7 +80,21 @@ pub fn build_state(
         family_max_age: chrono::Duration::from_std(settings.refresh_family_max_age)
             .unwrap_or(chrono::Duration::days(90)),
     };
-    let second_factors = Arc::new(SecondFactors { sealer: TotpSealer::new(&secret), policy: settings.second_factor });
+    let passkeys = match settings.webauthn_for(&issuer) {
+        Some((rp_id, origin)) => {
+            let rp = RelyingParty::new(&rp_id, &origin, "gatehouse").map_err(|err| StartupError::Passkeys(err.to_string()))?;
+            log::info!("passkeys: relying party {rp_id}, origin {origin}");
+            Some(rp)
+        }
+        None => {
+            log::warn!(
+                "passkeys are off: the issuer {issuer} names an IP address, which WebAuthn cannot use; set GATEHOUSE_ISSUER to a name (or GATEHOUSE_WEBAUTHN_RP_ID)"
+            );
+            None
+        }
+    };
+    let second_factors =
+        Arc::new(SecondFactors { sealer: TotpSealer::new(&secret), policy: settings.second_factor, passkeys });
     let grants = Grants { pool: pool.clone(), hasher, keys, policy, metrics, second_factors };
     let login_throttle = LoginThrottle::new(settings.login_rate_per_minute);
     let session_key = cookie_key(settings.session_key.as_ref(), &secret);

@@ -7,7 +7,9 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::{AccountError, Accounts, Actor, Field};
-use crate::auth::credentials::{self, Attempt, LoginError, SecondFactors};
+use crate::auth::credentials::{self, Attempt, LoginError, PasskeyFailure, SecondFactors};
+use crate::auth::second_factor::passkey;
+use crate::db::passkeys::{Ceremony, PasskeyRow};
 use crate::auth::second_factor::{self, CodeVerdict, ENROL_ATTEMPTS, StoredApp, recovery, totp};
 use crate::db::{self, second_factors::Factors, users::User};
 use crate::domain::EventKind;
@@ -218,6 +220,92 @@ impl SecondFactorAccounts<'_> {
         }
         self.count("removed");
         Ok(())
+    }
+
+    /// The user's passkeys, oldest first.
+    pub async fn passkeys(&self, user_id: Uuid) -> Result<Vec<PasskeyRow>, ServerError> {
+        db::run(self.accounts.pool, move |conn| db::passkeys::of_user(conn, user_id)).await
+    }
+
+    /// Begins adding a passkey: the browser's options and the ceremony id it sends back.
+    pub async fn begin_passkey(&self, user: &User) -> Result<(Uuid, serde_json::Value), PasskeyFailure> {
+        let rp = self.factors.passkeys.as_ref().ok_or(PasskeyFailure::Off)?;
+        let existing: Vec<_> =
+            self.passkeys(user.id).await?.iter().filter_map(|row| passkey::stored(&row.passkey).ok()).collect();
+        let display = user.full_name.clone().unwrap_or_else(|| user.username.clone());
+        let (options, state) =
+            rp.begin_registration(user.id, &user.username, &display, &existing).map_err(ServerError::internal)?;
+        let (user_id, expires_at) = (user.id, Utc::now() + chrono::Duration::minutes(5));
+        let id = db::run(self.accounts.pool, move |conn| {
+            db::passkeys::begin_ceremony(conn, Ceremony::Register, Some(user_id), &state, expires_at)
+        })
+        .await?;
+        Ok((id, options))
+    }
+
+    /// Finishes adding a passkey named `name`: the ceremony (this user's, once) and the browser's
+    /// credential, verified; a credential registered already (here or to another account) is refused.
+    pub async fn finish_passkey(
+        &self,
+        actor: &Actor,
+        user: &User,
+        ceremony: Uuid,
+        name: &str,
+        credential: serde_json::Value,
+    ) -> Result<(), PasskeyFailure> {
+        let rp = self.factors.passkeys.as_ref().ok_or(PasskeyFailure::Off)?;
+        let name = passkey::name(name).unwrap_or_else(|| "Passkey".to_owned());
+        let now = Utc::now();
+        let taken = db::run(self.accounts.pool, move |conn| {
+            db::passkeys::take_ceremony(conn, ceremony, Ceremony::Register, now)
+        })
+        .await?;
+        let Some((Some(owner), state)) = taken else { return Err(PasskeyFailure::NoCeremony) };
+        if owner != user.id {
+            return Err(PasskeyFailure::NoCeremony);
+        }
+        let made = rp.finish_registration(&credential, &state).map_err(|err| {
+            log::info!("passkey registration refused for user {}: {err}", user.id);
+            PasskeyFailure::Refused
+        })?;
+        let stored = passkey::to_stored(&made).map_err(ServerError::internal)?;
+        let credential_id = made.cred_id().to_vec();
+        let event = actor.event(EventKind::SecondFactorAdded, user.id).detail(format!("passkey ({name})"));
+        let user_id = user.id;
+        let added = db::run(self.accounts.pool, move |conn| {
+            db::passkeys::insert(conn, user_id, &credential_id, &name, &stored, &event)
+        })
+        .await?;
+        if !added {
+            return Err(PasskeyFailure::Refused);
+        }
+        self.count("added");
+        Ok(())
+    }
+
+    /// Renames one of the user's passkeys; `false` when they have no such passkey.
+    pub async fn rename_passkey(&self, user_id: Uuid, id: Uuid, name: &str) -> Result<bool, AccountError> {
+        let name = passkey::name(name)
+            .ok_or_else(|| AccountError::invalid(Field::Code, "A passkey's name has 1 to 100 characters."))?;
+        Ok(db::run(self.accounts.pool, move |conn| db::passkeys::rename(conn, user_id, id, &name)).await?)
+    }
+
+    /// Removes one of the user's passkeys (after the current password); `false` when there is no such passkey.
+    pub async fn remove_passkey(
+        &self,
+        actor: &Actor,
+        user: &User,
+        id: Uuid,
+        password: SecretString,
+    ) -> Result<bool, AccountError> {
+        self.confirm_password(actor, user, password).await?;
+        let event = actor.event(EventKind::SecondFactorRemoved, user.id).detail(format!("passkey {id}"));
+        let user_id = user.id;
+        let removed = db::run(self.accounts.pool, move |conn| db::passkeys::remove(conn, user_id, id, &event)).await?;
+        if removed {
+            self.count("removed");
+        }
+        Ok(removed)
     }
 
     fn count(&self, outcome: &'static str) {

@@ -24,7 +24,9 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::auth::password::{MAX_WAIT, PasswordHasher, Ticket, Verification};
+use crate::auth::second_factor::passkey::{self, CEREMONY_TTL, RelyingParty};
 use crate::auth::second_factor::{self, AfterPassword, CodeVerdict, Policy, SignInMethod, StoredApp, TotpSealer};
+use crate::db::passkeys::Ceremony;
 use crate::db::{
     self, PgPool,
     auth_events::NewEvent,
@@ -57,6 +59,8 @@ pub struct SignedIn {
 pub struct SecondFactors {
     pub sealer: TotpSealer,
     pub policy: Policy,
+    /// The passkeys' relying party; `None` when passkeys are off (an IP-address issuer).
+    pub passkeys: Option<RelyingParty>,
 }
 
 /// How a channel takes the second step of a sign-in.
@@ -311,7 +315,8 @@ fn settle_code(
                 db::users::record_success(conn, user_id, upgrade, &events.passed)?;
                 let how = match method {
                     SignInMethod::PasswordAndRecoveryCode => "recovery code",
-                    _ => "authenticator app",
+                    SignInMethod::PasswordAndPasskey | SignInMethod::Passkey => "passkey",
+                    SignInMethod::Password | SignInMethod::PasswordAndApp => "authenticator app",
                 };
                 db::auth_events::record(conn, &events.used.detail(how))?;
                 Ok(Settled::Passed(method))
@@ -335,6 +340,7 @@ fn settle_code(
 fn count_step(metrics: &Metrics, settled: &Settled) {
     let outcome = match settled {
         Settled::Passed(SignInMethod::PasswordAndRecoveryCode) => "recovery_code",
+        Settled::Passed(SignInMethod::PasswordAndPasskey | SignInMethod::Passkey) => "passkey",
         Settled::Passed(_) => "ok",
         Settled::Failed { .. } => "failed",
     };
@@ -562,3 +568,160 @@ async fn check(
 // Checked when compiling: a claim outlives the longest a check can take (its wait plus hashing)
 // by a wide margin, so a check never loses its claim while it runs.
 const _: () = assert!(LOCKOUT.claim_ttl.num_seconds() >= 2 * MAX_WAIT.as_secs() as i64);
+
+/// Why a passkey ceremony failed: the browser learns only that it did (and whether to start over).
+#[derive(Debug, thiserror::Error)]
+pub enum PasskeyFailure {
+    /// Passkeys are off (an IP-address issuer without `GATEHOUSE_WEBAUTHN_RP_ID`).
+    #[error("passkeys are not available here")]
+    Off,
+    /// Unknown, expired or already finished ceremony; or not this session's.
+    #[error("the passkey request expired: try again")]
+    NoCeremony,
+    /// The browser's answer did not verify, or names no passkey of this account.
+    #[error("that passkey did not work")]
+    Refused,
+    /// The account is locked, inactive or gone.
+    #[error("the account cannot sign in now")]
+    Locked,
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+fn relying_party(factors: &SecondFactors) -> Result<&RelyingParty, PasskeyFailure> {
+    factors.passkeys.as_ref().ok_or(PasskeyFailure::Off)
+}
+
+fn ceremony_expiry() -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(CEREMONY_TTL).unwrap_or(chrono::Duration::minutes(5))
+}
+
+/// Begins a passkey second step for `user_id` (half signed in): the browser's options, and the
+/// ceremony id it sends back. `Refused` when the user has no passkey.
+pub async fn begin_passkey_second_step(
+    pool: &PgPool,
+    factors: &SecondFactors,
+    user_id: Uuid,
+) -> Result<(Uuid, serde_json::Value), PasskeyFailure> {
+    let rp = relying_party(factors)?;
+    let rows = db::run(pool, move |conn| db::passkeys::of_user(conn, user_id)).await?;
+    let stored: Vec<_> = rows.iter().filter_map(|row| passkey::stored(&row.passkey).ok()).collect();
+    if stored.is_empty() {
+        return Err(PasskeyFailure::Refused);
+    }
+    let (options, state) = rp.begin_second_step(&stored).map_err(|err| ServerError::internal(err))?;
+    let expires_at = ceremony_expiry();
+    let id = db::run(pool, move |conn| {
+        db::passkeys::begin_ceremony(conn, Ceremony::SecondStep, Some(user_id), &state, expires_at)
+    })
+    .await?;
+    Ok((id, options))
+}
+
+/// Begins a sign-in with a discoverable passkey (no username).
+pub async fn begin_passkey_sign_in(
+    pool: &PgPool,
+    factors: &SecondFactors,
+) -> Result<(Uuid, serde_json::Value), PasskeyFailure> {
+    let rp = relying_party(factors)?;
+    let (options, state) = rp.begin_sign_in().map_err(|err| ServerError::internal(err))?;
+    let expires_at = ceremony_expiry();
+    let id =
+        db::run(pool, move |conn| db::passkeys::begin_ceremony(conn, Ceremony::SignIn, None, &state, expires_at))
+            .await?;
+    Ok((id, options))
+}
+
+/// Finishes a passkey ceremony of `kind` (`SecondStep` for `expected_user`, or `SignIn`): the
+/// ceremony is taken (once, on any instance), the assertion verified against the account's
+/// passkeys, and the sign-in recorded under the account's lockout like any other.
+pub async fn finish_passkey(
+    pool: &PgPool,
+    metrics: &Metrics,
+    factors: &SecondFactors,
+    kind: Ceremony,
+    ceremony: Uuid,
+    expected_user: Option<Uuid>,
+    credential: serde_json::Value,
+    attempt: &Attempt,
+) -> Result<SignedIn, PasskeyFailure> {
+    let rp = relying_party(factors)?;
+    let now = Utc::now();
+    let taken = db::run(pool, move |conn| db::passkeys::take_ceremony(conn, ceremony, kind, now)).await?;
+    let Some((ceremony_user, state)) = taken else { return Err(PasskeyFailure::NoCeremony) };
+    if kind == Ceremony::SecondStep && (ceremony_user.is_none() || ceremony_user != expected_user) {
+        return Err(PasskeyFailure::NoCeremony);
+    }
+    // Whose passkey: the half-signed-in user's, or (sign-in) the one the assertion names.
+    let user_id = match ceremony_user {
+        Some(user_id) => user_id,
+        None => {
+            let credential_id = RelyingParty::credential_of(&credential).map_err(|_| PasskeyFailure::Refused)?;
+            let row =
+                db::run(pool, move |conn| db::passkeys::by_credential(conn, &credential_id)).await?;
+            row.ok_or(PasskeyFailure::Refused)?.user_id
+        }
+    };
+    let check = match claim_of_user(pool, user_id).await? {
+        Claim::Granted(check) if check.is_active => check,
+        Claim::Granted(check) => {
+            let user_id = check.user_id;
+            db::run(pool, move |conn| db::users::release_claim(conn, user_id)).await?;
+            return Err(PasskeyFailure::Locked);
+        }
+        Claim::Refused { .. } | Claim::Busy | Claim::UnknownUser => return Err(PasskeyFailure::Locked),
+    };
+    let rows = db::run(pool, move |conn| db::passkeys::of_user(conn, user_id)).await?;
+    let verified = match kind {
+        Ceremony::SecondStep => {
+            let stored: Vec<_> = rows.iter().filter_map(|row| passkey::stored(&row.passkey).ok()).collect();
+            rp.finish_second_step(&credential, &state, &stored)
+        }
+        _ => {
+            let credential_id = RelyingParty::credential_of(&credential).unwrap_or_default();
+            match rows.iter().find(|row| row.credential_id == credential_id).map(|row| passkey::stored(&row.passkey)) {
+                Some(Ok(stored)) => rp.finish_sign_in(&credential, &state, &stored),
+                _ => Err(passkey::PasskeyError::Refused("no such passkey".to_owned())),
+            }
+        }
+    };
+    let events = StepEvents::new(attempt, &check.username, user_id);
+    let used = match verified {
+        Ok(used) => used,
+        Err(err) => {
+            log::info!("passkey refused for user {user_id}: {err}");
+            let failed = NewEvent { kind: EventKind::SecondFactorFailed, ..events.failed }.detail("passkey refused");
+            db::run(pool, move |conn| {
+                conn.transaction(|conn| {
+                    db::users::release_claim(conn, user_id)?;
+                    db::auth_events::record(conn, &failed)
+                })
+            })
+            .await?;
+            metrics.second_factor.get_or_create(&SecondFactorLabels { outcome: "failed" }).inc();
+            return Err(PasskeyFailure::Refused);
+        }
+    };
+    let row_id = rows.iter().find(|row| row.credential_id.as_slice() == used.cred_id().as_ref()).map(|row| row.id);
+    let stored = passkey::to_stored(&used).map_err(|err| ServerError::internal(err))?;
+    let method = if kind == Ceremony::SecondStep { SignInMethod::PasswordAndPasskey } else { SignInMethod::Passkey };
+    db::run(pool, move |conn| {
+        conn.transaction(|conn| {
+            db::users::record_success(conn, user_id, None, &events.passed)?;
+            if let Some(row_id) = row_id {
+                db::passkeys::record_use(conn, row_id, &stored)?;
+            }
+            db::auth_events::record(conn, &events.used.detail("passkey"))
+        })
+    })
+    .await?;
+    metrics.second_factor.get_or_create(&SecondFactorLabels { outcome: "passkey" }).inc();
+    metrics.logins.get_or_create(&LoginLabels { channel: attempt.channel.as_str(), outcome: Outcome::ok }).inc();
+    Ok(SignedIn {
+        user_id,
+        username: check.username,
+        previous_sign_in: check.last_login_at,
+        began_at: check.began_at,
+        method,
+    })
+}

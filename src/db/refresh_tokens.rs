@@ -33,7 +33,8 @@ pub struct Family {
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub client_addr: Option<String>,
-    pub amr: Vec<String>,
+    /// PostgreSQL arrays may hold NULLs in general; this one never does (nothing writes one).
+    pub amr: Vec<Option<String>>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -271,7 +272,7 @@ pub fn rotate<S>(
             scopes,
             issued_at: user.now,
             auth_time: family.auth_time,
-            amr: family.amr,
+            amr: family.amr.into_iter().flatten().collect(),
         };
         Ok(Rotation::Rotated(sign(&grantee)?))
     })

@@ -78,6 +78,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    passkeys (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        credential_id -> Bytea,
+        name -> Text,
+        passkey -> Jsonb,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     personal_access_tokens (id) {
         id -> Uuid,
         user_id -> Uuid,
@@ -112,7 +124,7 @@ diesel::table! {
         last_used_at -> Nullable<Timestamptz>,
         revoked_at -> Nullable<Timestamptz>,
         client_addr -> Nullable<Text>,
-        amr -> Array<Text>,
+        amr -> Array<Nullable<Text>>,
     }
 }
 
@@ -231,8 +243,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webauthn_ceremonies (id) {
+        id -> Uuid,
+        kind -> Text,
+        user_id -> Nullable<Uuid>,
+        state -> Jsonb,
+        expires_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(items -> users (owner_id));
 diesel::joinable!(oauth_client_secrets -> oauth_clients (client_id));
+diesel::joinable!(passkeys -> users (user_id));
 diesel::joinable!(personal_access_tokens -> users (user_id));
 diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(refresh_families -> users (user_id));
@@ -244,6 +267,7 @@ diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(user_roles -> roles (role_name));
 diesel::joinable!(user_roles -> users (user_id));
 diesel::joinable!(user_totp -> users (user_id));
+diesel::joinable!(webauthn_ceremonies -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     account_counts,
@@ -253,6 +277,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_throttle,
     oauth_client_secrets,
     oauth_clients,
+    passkeys,
     personal_access_tokens,
     recovery_codes,
     refresh_families,
@@ -267,4 +292,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     user_roles,
     user_totp,
     users,
+    webauthn_ceremonies,
 );

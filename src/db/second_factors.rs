@@ -29,12 +29,13 @@ pub struct Factors {
     /// An enrolment begun and not confirmed.
     pub pending: Option<AppRow>,
     pub recovery_codes_left: i64,
+    pub passkeys: i64,
 }
 
 impl Factors {
     /// Whether a sign-in needs a second step.
     pub fn any(&self) -> bool {
-        self.app.is_some()
+        self.app.is_some() || self.passkeys > 0
     }
 }
 
@@ -45,16 +46,29 @@ pub fn of_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Factors> {
         .filter(recovery_codes::used_at.is_null())
         .count()
         .get_result(conn)?;
+    let passkeys =
+        super::schema::passkeys::table.filter(super::schema::passkeys::user_id.eq(user_id)).count().get_result(conn)?;
     let (app, pending) = match row {
         Some(row) if row.confirmed_at.is_some() => (Some(row), None),
         Some(row) => (None, Some(row)),
         None => (None, None),
     };
-    Ok(Factors { app, pending, recovery_codes_left })
+    Ok(Factors { app, pending, recovery_codes_left, passkeys })
 }
 
-/// Whether the user has a confirmed app: the one fact the pages' guard needs.
+/// Whether the user has a second factor (a confirmed app or a passkey): the one fact the pages'
+/// guard needs.
 pub fn has_any(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<bool> {
+    use super::schema::passkeys;
+    let app = diesel::dsl::exists(
+        user_totp::table.filter(user_totp::user_id.eq(user_id)).filter(user_totp::confirmed_at.is_not_null()),
+    );
+    let passkey = diesel::dsl::exists(passkeys::table.filter(passkeys::user_id.eq(user_id)));
+    diesel::select(app.or(passkey)).get_result(conn)
+}
+
+/// Whether the user has a confirmed app (recovery codes come with one).
+pub fn has_app(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(
         user_totp::table.filter(user_totp::user_id.eq(user_id)).filter(user_totp::confirmed_at.is_not_null()),
     ))
@@ -170,7 +184,7 @@ pub fn regenerate_recovery_codes(
     event: &NewEvent,
 ) -> QueryResult<bool> {
     conn.transaction(|conn| {
-        if !has_any(conn, user_id)? {
+        if !has_app(conn, user_id)? {
             return Ok(false);
         }
         replace_recovery_codes(conn, user_id, code_hashes)?;
@@ -193,11 +207,19 @@ pub fn remove_all(conn: &mut PgConnection, user_id: Uuid, event: &NewEvent) -> Q
     })
 }
 
-/// An admin's reset: every second factor of the user goes, and with it (a cut-off, like a password
-/// change) every session and token. `false`, nothing written, when they had none.
+/// An admin's reset: every second factor of the user goes (app, recovery codes, passkeys), and with
+/// it (a cut-off, like a password change) every session and token. `false`, nothing written, when
+/// they had none.
 pub fn reset(conn: &mut PgConnection, user_id: Uuid, event: &NewEvent) -> QueryResult<bool> {
+    use super::schema::passkeys;
     conn.transaction(|conn| {
-        let removed = remove_all(conn, user_id, event)?;
+        let passkeys = diesel::delete(passkeys::table.filter(passkeys::user_id.eq(user_id))).execute(conn)?;
+        // `remove_all` records the event when it removed something; passkeys alone record it here.
+        let app_removed = remove_all(conn, user_id, event)?;
+        if passkeys > 0 && !app_removed {
+            auth_events::record(conn, event)?;
+        }
+        let removed = app_removed || passkeys > 0;
         if removed {
             super::users::invalidate_credentials(conn, user_id)?;
         }

@@ -3,6 +3,7 @@
 //! decided here, purely; `db::second_factors` loads the rows under the user's lock and makes the
 //! one conditional write that spends a step or a code; `auth::credentials` puts it in the sign-in.
 
+pub mod passkey;
 pub mod recovery;
 pub mod totp;
 
@@ -71,6 +72,11 @@ pub enum SignInMethod {
     PasswordAndApp,
     /// Password and a recovery code (a one-time code too).
     PasswordAndRecoveryCode,
+    /// Password and a passkey (user verification required).
+    PasswordAndPasskey,
+    /// A discoverable passkey alone: user-verified, so two factors in one (the device and the PIN or
+    /// biometric that unlocked it).
+    Passkey,
 }
 
 impl SignInMethod {
@@ -79,6 +85,8 @@ impl SignInMethod {
         let methods: &[&str] = match self {
             Self::Password => &["pwd"],
             Self::PasswordAndApp | Self::PasswordAndRecoveryCode => &["pwd", "otp", "mfa"],
+            Self::PasswordAndPasskey => &["pwd", "hwk", "user", "mfa"],
+            Self::Passkey => &["hwk", "user", "mfa"],
         };
         methods.iter().map(|method| (*method).to_owned()).collect()
     }
@@ -195,6 +203,8 @@ mod tests {
         assert_eq!(SignInMethod::PasswordAndRecoveryCode.amr(), ["pwd", "otp", "mfa"]);
         assert!(is_multi_factor(&SignInMethod::PasswordAndApp.amr()));
         assert!(!is_multi_factor(&SignInMethod::Password.amr()));
+        assert_eq!(SignInMethod::PasswordAndPasskey.amr(), ["pwd", "hwk", "user", "mfa"]);
+        assert_eq!(SignInMethod::Passkey.amr(), ["hwk", "user", "mfa"]);
     }
 
     #[test]

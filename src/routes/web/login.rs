@@ -36,6 +36,9 @@ struct VerifyPage<'a> {
     csrf_token: String,
     next: Option<String>,
     error: Option<&'a str>,
+    /// The user has an authenticator app (the code field), and a passkey usable here.
+    app: bool,
+    passkey: bool,
 }
 
 #[derive(Template)]
@@ -46,10 +49,17 @@ struct LoginPage<'a> {
     username: &'a str,
     next: Option<String>,
     error: Option<&'a str>,
+    /// Passkeys are on: offer "Sign in with a passkey".
+    passkeys: bool,
 }
 
 #[get("/login")]
-async fn login_form(req: HttpRequest, session: Session, user: MaybeSignedIn) -> Result<HttpResponse, WebError> {
+async fn login_form(
+    req: HttpRequest,
+    session: Session,
+    user: MaybeSignedIn,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
     // Strictly parsed, like every form here: `?next=a&next=b` is a bad request, not a guess.
     let query = FormFields::parse_query(req.query_string()).map_err(|_| WebError::BadRequest)?;
     let next = query.get("next").and_then(safe_next);
@@ -57,7 +67,9 @@ async fn login_form(req: HttpRequest, session: Session, user: MaybeSignedIn) -> 
         return Ok(see_other(next.as_deref().unwrap_or("/")));
     }
     let csrf_token = csrf_token(&session).map_err(WebError::session)?;
-    render(StatusCode::OK, &LoginPage { layout: Layout::anonymous(), csrf_token, username: "", next, error: None })
+    let passkeys = state.grants.second_factors.passkeys.is_some();
+    let page = LoginPage { layout: Layout::anonymous(), csrf_token, username: "", next, error: None, passkeys };
+    render(StatusCode::OK, &page)
 }
 
 #[post("/login")]
@@ -89,6 +101,7 @@ async fn login(
             username,
             next: next.clone(),
             error: Some(GENERIC_FAILURE),
+            passkeys: state.grants.second_factors.passkeys.is_some(),
         };
         render(StatusCode::UNAUTHORIZED, &page)
     };
@@ -161,14 +174,21 @@ fn live_pending(session: &Session) -> Option<session::PendingSignIn> {
 
 /// The second step of a sign-in: a code from the authenticator app, or a recovery code.
 #[get("/login/verify")]
-async fn verify_form(req: HttpRequest, session: Session) -> Result<HttpResponse, WebError> {
+async fn verify_form(req: HttpRequest, session: Session, state: web::Data<AppState>) -> Result<HttpResponse, WebError> {
     let query = FormFields::parse_query(req.query_string()).map_err(|_| WebError::BadRequest)?;
     let next = query.get("next").and_then(safe_next);
-    if live_pending(&session).is_none() {
-        return Ok(see_other("/login"));
-    }
+    let Some(pending) = live_pending(&session) else { return Ok(see_other("/login")) };
     let csrf_token = csrf_token(&session).map_err(WebError::session)?;
-    render(StatusCode::OK, &VerifyPage { layout: Layout::anonymous(), csrf_token, next, error: None })
+    let (app, passkey) = factors_of(&state, pending.user_id).await?;
+    render(StatusCode::OK, &VerifyPage { layout: Layout::anonymous(), csrf_token, next, error: None, app, passkey })
+}
+
+/// What the verify page offers the user: the code field (an app), the passkey button (a passkey,
+/// and passkeys on).
+async fn factors_of(state: &AppState, user_id: uuid::Uuid) -> Result<(bool, bool), WebError> {
+    let factors = db::run(&state.pool, move |conn| db::second_factors::of_user(conn, user_id)).await?;
+    let passkeys_on = state.grants.second_factors.passkeys.is_some();
+    Ok((factors.app.is_some(), passkeys_on && factors.passkeys > 0))
 }
 
 #[post("/login/verify")]
@@ -200,7 +220,9 @@ async fn verify(
         }
         Err(SecondStepError::Wrong) => {
             let csrf_token = csrf_token(&session).map_err(WebError::session)?;
-            let page = VerifyPage { layout: Layout::anonymous(), csrf_token, next, error: Some(WRONG_CODE) };
+            let (app, passkey) = factors_of(&state, pending.user_id).await?;
+            let layout = Layout::anonymous();
+            let page = VerifyPage { layout, csrf_token, next, error: Some(WRONG_CODE), app, passkey };
             render(StatusCode::UNAUTHORIZED, &page)
         }
         Err(SecondStepError::Locked) => {

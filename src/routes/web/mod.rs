@@ -12,6 +12,7 @@ mod forms;
 mod home;
 mod login;
 pub mod pages;
+mod passkeys;
 mod second_factor;
 pub mod session;
 mod sign_ins;
@@ -35,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(account::configure)
         .configure(account_tokens::configure)
         .configure(second_factor::configure)
+        .configure(passkeys::configure)
         .app_data(web::PathConfig::default().error_handler(|_, _| WebError::NotFound.into()));
 }
 
@@ -83,6 +85,14 @@ pub const PAGES: &[&str] = &[
     "/account/second-factor/recovery-codes",
     "/account/second-factor/remove",
     "/admin/users/{username}/second-factors/remove",
+    "/account/passkeys/begin",
+    "/account/passkeys/finish",
+    "/account/passkeys/{id}/rename",
+    "/account/passkeys/{id}/remove",
+    "/login/verify/passkey/begin",
+    "/login/verify/passkey/finish",
+    "/login/passkey/begin",
+    "/login/passkey/finish",
     "/admin/users/{username}/tokens/{id}/revoke",
 ];
 

@@ -11,10 +11,16 @@ use super::error::WebError;
 use crate::errors::ServerError;
 
 const STYLESHEET: &str = include_str!("../../../static/style.css");
+/// The passkey buttons' browser side (WebAuthn has no form-only way).
+const PASSKEYS_SCRIPT: &str = include_str!("../../../static/passkeys.js");
 
-/// Part of the stylesheet's hash, put in its URL so a changed stylesheet is never served from cache.
-pub static ASSET_VERSION: LazyLock<String> =
-    LazyLock::new(|| Sha256::digest(STYLESHEET.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect());
+/// Part of the static files' hash, put in their URLs so a changed file is never served from cache.
+pub static ASSET_VERSION: LazyLock<String> = LazyLock::new(|| {
+    let mut digest = Sha256::new();
+    digest.update(STYLESHEET.as_bytes());
+    digest.update(PASSKEYS_SCRIPT.as_bytes());
+    digest.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
+});
 
 /// What `base.html` needs.
 pub struct Layout {
@@ -77,6 +83,14 @@ async fn stylesheet() -> HttpResponse {
         .body(STYLESHEET)
 }
 
+#[get("/static/passkeys.js")]
+async fn passkeys_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
+        .body(PASSKEYS_SCRIPT)
+}
+
 pub fn configure_static(cfg: &mut actix_web::web::ServiceConfig) {
-    cfg.service(stylesheet);
+    cfg.service(stylesheet).service(passkeys_script);
 }

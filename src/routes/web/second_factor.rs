@@ -37,8 +37,19 @@ struct SecondFactorPage {
     enrolment: Option<OpenEnrolment>,
     /// The policy keeps this user here until they add a factor.
     required: bool,
+    /// Passkeys are on (a relying party is configured), and the user's passkeys.
+    passkeys_on: bool,
+    passkeys: Vec<PasskeyView>,
     errors: FieldErrors,
     message: Option<String>,
+}
+
+/// One passkey on the page.
+struct PasskeyView {
+    id: String,
+    name: String,
+    added: String,
+    last_used: String,
 }
 
 #[derive(Template)]
@@ -60,6 +71,18 @@ async fn page(
     let service = state.second_factor_accounts();
     let factors = service.status(user.user.id).await?;
     let enrolment = service.open_enrolment(&user.user, &factors);
+    let stamp = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%M").to_string();
+    let passkeys = service
+        .passkeys(user.user.id)
+        .await?
+        .into_iter()
+        .map(|row| PasskeyView {
+            id: row.id.to_string(),
+            name: row.name,
+            added: stamp(row.created_at),
+            last_used: row.last_used_at.map_or_else(|| "never".to_owned(), stamp),
+        })
+        .collect();
     let page = SecondFactorPage {
         layout: user.layout(),
         csrf_token: user.csrf_token.clone(),
@@ -71,7 +94,9 @@ async fn page(
         recovery_codes_left: factors.recovery_codes_left,
         few_left: factors.app.is_some() && factors.recovery_codes_left <= FEW_LEFT,
         enrolment,
-        required: factors.app.is_none() && state.settings.second_factor.covers(user.is_admin()),
+        required: !factors.any() && state.settings.second_factor.covers(user.is_admin()),
+        passkeys_on: state.grants.second_factors.passkeys.is_some(),
+        passkeys,
         errors,
         message,
     };
@@ -80,8 +105,14 @@ async fn page(
 
 #[get("/account/second-factor")]
 async fn show(req: HttpRequest, user: SignedInUser, state: web::Data<AppState>) -> Result<HttpResponse, WebError> {
-    FormFields::parse_query(req.query_string()).map_err(|_| WebError::BadRequest)?;
-    page(&user, &state, FieldErrors::default(), None, StatusCode::OK).await
+    let query = FormFields::parse_query(req.query_string()).map_err(|_| WebError::BadRequest)?;
+    let message = match query.get("done") {
+        Some("passkey-added") => Some("The passkey was added.".to_owned()),
+        Some("passkey-renamed") => Some("The passkey was renamed.".to_owned()),
+        Some("passkey-removed") => Some("The passkey was removed.".to_owned()),
+        _ => None,
+    };
+    page(&user, &state, FieldErrors::default(), message, StatusCode::OK).await
 }
 
 /// A password is checked here: the sign-in's per-address budget applies.

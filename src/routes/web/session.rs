@@ -95,7 +95,10 @@ impl FromRequest for MaybeSignedIn {
 
 /// The pages a user the policy keeps at enrolment may still open: enrolment itself, and signing out.
 fn enrolment_allowed(path: &str) -> bool {
-    path == "/logout" || path == super::login::ENROLMENT_PAGE || path.starts_with("/account/second-factor/")
+    path == "/logout"
+        || path == super::login::ENROLMENT_PAGE
+        || path.starts_with("/account/second-factor/")
+        || path.starts_with("/account/passkeys/")
 }
 
 async fn current_user(req: &HttpRequest) -> Result<Option<SignedInUser>, WebError> {
