@@ -778,3 +778,104 @@ async fn a_person_adds_an_authenticator_app_keeps_the_recovery_codes_and_signs_i
     browser.goto("/account").await;
     assert!(browser.text("#two-step-status").await.contains("10 recovery codes left"));
 }
+
+/// chromedriver's WebAuthn extension (W3C WebAuthn §11.3): a virtual authenticator for this session.
+#[derive(Debug)]
+struct AddVirtualAuthenticator;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/webauthn/authenticator", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        // A platform authenticator that keeps discoverable credentials and verifies its user (a PIN
+        // or a fingerprint), answering every request at once.
+        let body = json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserConsenting": true,
+            "isUserVerified": true,
+        });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
+/// A passkey added on the account page signs in without a password, serves as the second step after
+/// one, and a sign-in ceremony begun on one instance finishes on another (once).
+#[tokio::test]
+async fn a_person_adds_a_passkey_and_signs_in_with_it_on_either_instance() {
+    use crate::helpers::{TestDb, spawn_on_localhost};
+    let db = std::sync::Arc::new(TestDb::create());
+    let first = spawn_on_localhost(std::sync::Arc::clone(&db), None, &[]).await;
+    let issuer = first.address.clone();
+    let second = spawn_on_localhost(db, Some(&issuer), &[]).await;
+    let alice = first.alice();
+    let browser = Browser::open(&first).await;
+    browser.client.issue_cmd(AddVirtualAuthenticator).await.unwrap();
+
+    browser.sign_in(&alice).await;
+    browser.goto("/account/second-factor").await;
+    browser.field_labelled("Name of the new passkey").await.send_keys("laptop").await.unwrap();
+    browser.by_text("main", "button", "Add a passkey").await.click().await.unwrap();
+    browser.wait_for_location("/account/second-factor?done=passkey-added").await;
+    let rows = browser.rows("passkeys").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][0], "laptop");
+    browser.screenshot("passkeys").await;
+
+    // Without a password: "Sign in with a passkey" on the login page.
+    browser.by_text("header", "button", "Sign out (alice)").await.click().await.unwrap();
+    browser.wait_for_location("/login").await;
+    browser.by_text("main", "button", "Sign in with a passkey").await.click().await.unwrap();
+    browser.wait_for_location("/").await;
+    assert!(browser.text("main").await.contains("alice"));
+
+    // After the password, the passkey is the second step.
+    browser.by_text("header", "button", "Sign out (alice)").await.click().await.unwrap();
+    browser.wait_for_location("/login").await;
+    browser.submit_login(&alice.username, &alice.password).await;
+    browser.wait_for_location("/login/verify").await;
+    browser.screenshot("login-verify-passkey").await;
+    browser.by_text("main", "button", "Use a passkey").await.click().await.unwrap();
+    browser.wait_for_location("/").await;
+    let used = first.events().iter().filter(|e| e.kind == "second_factor_used" && e.detail.as_deref() == Some("passkey")).count();
+    assert_eq!(used, 2);
+
+    // Begun on the first instance, finished on the second: the ceremony lives in PostgreSQL.
+    let api = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = api.get(first.url("/login")).send().await.unwrap().text().await.unwrap();
+    let marker = r#"name="csrf_token" value=""#;
+    let start = page.find(marker).unwrap() + marker.len();
+    let csrf = &page[start..start + page[start..].find('"').unwrap()];
+    let begun: Value = api
+        .post(first.url("/login/passkey/begin"))
+        .header("X-CSRF-Token", csrf)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let script = "const [options, done] = arguments; \
+                  navigator.credentials.get({ publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(options.publicKey) }) \
+                    .then(credential => done(credential.toJSON()), error => done(String(error)));";
+    let credential = browser.client.execute_async(script, vec![begun["options"].clone()]).await.unwrap();
+    assert!(credential.is_object(), "the authenticator answered: {credential}");
+    let finish = json!({ "ceremony": begun["ceremony"], "credential": credential });
+    let finished = api.post(second.url("/login/passkey/finish")).header("X-CSRF-Token", csrf).json(&finish).send();
+    let finished = finished.await.unwrap();
+    assert_eq!(finished.status(), 200);
+    assert_eq!(finished.json::<Value>().await.unwrap(), json!({ "redirect": "/" }));
+    let home = api.get(second.url("/")).send().await.unwrap();
+    assert_eq!(home.status(), 200, "signed in on the second instance");
+    // A ceremony finishes once (asked with the signed-in session's new CSRF token).
+    let home = home.text().await.unwrap();
+    let start = home.find(marker).unwrap() + marker.len();
+    let csrf = &home[start..start + home[start..].find('"').unwrap()];
+    let again = api.post(second.url("/login/passkey/finish")).header("X-CSRF-Token", csrf).json(&finish).send();
+    assert_eq!(again.await.unwrap().status(), 400);
+}

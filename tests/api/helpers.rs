@@ -206,9 +206,29 @@ pub const PAIR_ISSUER: &str = "http://gatehouse.test";
 
 /// Another instance on an existing database (a second server, or a restart with other settings).
 pub async fn spawn_instance_on(db: Arc<TestDb>, overrides: &[(&str, &str)]) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    spawn_on_listener(db, listener, overrides, None).await
+}
+
+/// An instance whose issuer is `http://localhost:<port>` (a name, so passkeys are on) and whose
+/// address the tests and the browser use is that too. `issuer`: another instance's, to share it.
+pub async fn spawn_on_localhost(db: Arc<TestDb>, issuer: Option<&str>, overrides: &[(&str, &str)]) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let issuer = issuer.map_or_else(|| format!("http://localhost:{port}"), str::to_owned);
+    let overrides: Vec<(&str, &str)> =
+        [("GATEHOUSE_ISSUER", issuer.as_str())].into_iter().chain(overrides.iter().copied()).collect();
+    spawn_on_listener(db, listener, &overrides, Some(format!("http://localhost:{port}"))).await
+}
+
+async fn spawn_on_listener(
+    db: Arc<TestDb>,
+    listener: TcpListener,
+    overrides: &[(&str, &str)],
+    address: Option<String>,
+) -> TestApp {
     init_logging();
     let settings = test_settings(&db.url, overrides);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let pool = db::pool(&db.url, 4);
     let state = gatehouse::startup::build_state(&listener, pool, settings).unwrap();
@@ -216,7 +236,8 @@ pub async fn spawn_instance_on(db: Arc<TestDb>, overrides: &[(&str, &str)]) -> T
     let handle = server.handle();
     tokio::spawn(server);
     let client = Client::builder().redirect(reqwest::redirect::Policy::none()).cookie_store(true).build().unwrap();
-    TestApp { address: format!("http://127.0.0.1:{port}"), client, db, state, server: handle }
+    let address = address.unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+    TestApp { address, client, db, state, server: handle }
 }
 
 /// A user created straight in the database, as `gatehouse user add` would.
