@@ -152,7 +152,8 @@ impl Settings {
                 .ok_or_else(|| invalid("GATEHOUSE_SECOND_FACTOR", "must be optional, admins or everyone"))?,
             None => SecondFactorPolicy::Optional,
         };
-        let webauthn_rp_id = get("GATEHOUSE_WEBAUTHN_RP_ID").map(|value| value.trim().to_owned()).filter(|v| !v.is_empty());
+        let webauthn_rp_id =
+            get("GATEHOUSE_WEBAUTHN_RP_ID").map(|value| value.trim().to_owned()).filter(|v| !v.is_empty());
         let webauthn_origin = match get("GATEHOUSE_WEBAUTHN_ORIGIN").map(|value| value.trim().to_owned()) {
             Some(origin) if !origin.is_empty() => {
                 let url = url::Url::parse(&origin)
@@ -498,7 +499,10 @@ mod tests {
     fn the_second_factor_policy_and_the_passkeys_relying_party() {
         let s = settings(&[]).unwrap();
         assert_eq!(s.second_factor, SecondFactorPolicy::Optional);
-        assert_eq!(settings(&[("GATEHOUSE_SECOND_FACTOR", "admins")]).unwrap().second_factor, SecondFactorPolicy::Admins);
+        assert_eq!(
+            settings(&[("GATEHOUSE_SECOND_FACTOR", "admins")]).unwrap().second_factor,
+            SecondFactorPolicy::Admins
+        );
         assert!(settings(&[("GATEHOUSE_SECOND_FACTOR", "always")]).is_err());
         // From the issuer: its host and origin; an IP address gives none (passkeys off).
         let pair = |rp: &str, origin: &str| Some((rp.to_owned(), origin.to_owned()));

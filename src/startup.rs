@@ -82,7 +82,8 @@ pub fn build_state(
     };
     let passkeys = match settings.webauthn_for(&issuer) {
         Some((rp_id, origin)) => {
-            let rp = RelyingParty::new(&rp_id, &origin, "gatehouse").map_err(|err| StartupError::Passkeys(err.to_string()))?;
+            let rp = RelyingParty::new(&rp_id, &origin, "gatehouse")
+                .map_err(|err| StartupError::Passkeys(err.to_string()))?;
             log::info!("passkeys: relying party {rp_id}, origin {origin}");
             Some(rp)
         }

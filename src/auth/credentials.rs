@@ -609,7 +609,7 @@ pub async fn begin_passkey_second_step(
     if stored.is_empty() {
         return Err(PasskeyFailure::Refused);
     }
-    let (options, state) = rp.begin_second_step(&stored).map_err(|err| ServerError::internal(err))?;
+    let (options, state) = rp.begin_second_step(&stored).map_err(ServerError::internal)?;
     let expires_at = ceremony_expiry();
     let id = db::run(pool, move |conn| {
         db::passkeys::begin_ceremony(conn, Ceremony::SecondStep, Some(user_id), &state, expires_at)
@@ -624,27 +624,33 @@ pub async fn begin_passkey_sign_in(
     factors: &SecondFactors,
 ) -> Result<(Uuid, serde_json::Value), PasskeyFailure> {
     let rp = relying_party(factors)?;
-    let (options, state) = rp.begin_sign_in().map_err(|err| ServerError::internal(err))?;
+    let (options, state) = rp.begin_sign_in().map_err(ServerError::internal)?;
     let expires_at = ceremony_expiry();
-    let id =
-        db::run(pool, move |conn| db::passkeys::begin_ceremony(conn, Ceremony::SignIn, None, &state, expires_at))
-            .await?;
+    let id = db::run(pool, move |conn| db::passkeys::begin_ceremony(conn, Ceremony::SignIn, None, &state, expires_at))
+        .await?;
     Ok((id, options))
 }
 
-/// Finishes a passkey ceremony of `kind` (`SecondStep` for `expected_user`, or `SignIn`): the
-/// ceremony is taken (once, on any instance), the assertion verified against the account's
-/// passkeys, and the sign-in recorded under the account's lockout like any other.
+/// A browser's answer to a passkey ceremony.
+pub struct PasskeyAnswer {
+    /// `SecondStep` (for `expected_user`, the half-signed-in one) or `SignIn`.
+    pub kind: Ceremony,
+    pub ceremony: Uuid,
+    pub expected_user: Option<Uuid>,
+    /// The browser's `credential.toJSON()`.
+    pub credential: serde_json::Value,
+}
+
+/// Finishes a passkey ceremony: it is taken (once, on any instance), the assertion verified against
+/// the account's passkeys, and the sign-in recorded under the account's lockout like any other.
 pub async fn finish_passkey(
     pool: &PgPool,
     metrics: &Metrics,
     factors: &SecondFactors,
-    kind: Ceremony,
-    ceremony: Uuid,
-    expected_user: Option<Uuid>,
-    credential: serde_json::Value,
+    answer: PasskeyAnswer,
     attempt: &Attempt,
 ) -> Result<SignedIn, PasskeyFailure> {
+    let PasskeyAnswer { kind, ceremony, expected_user, credential } = answer;
     let rp = relying_party(factors)?;
     let now = Utc::now();
     let taken = db::run(pool, move |conn| db::passkeys::take_ceremony(conn, ceremony, kind, now)).await?;
@@ -657,8 +663,7 @@ pub async fn finish_passkey(
         Some(user_id) => user_id,
         None => {
             let credential_id = RelyingParty::credential_of(&credential).map_err(|_| PasskeyFailure::Refused)?;
-            let row =
-                db::run(pool, move |conn| db::passkeys::by_credential(conn, &credential_id)).await?;
+            let row = db::run(pool, move |conn| db::passkeys::by_credential(conn, &credential_id)).await?;
             row.ok_or(PasskeyFailure::Refused)?.user_id
         }
     };
@@ -703,7 +708,7 @@ pub async fn finish_passkey(
         }
     };
     let row_id = rows.iter().find(|row| row.credential_id.as_slice() == used.cred_id().as_ref()).map(|row| row.id);
-    let stored = passkey::to_stored(&used).map_err(|err| ServerError::internal(err))?;
+    let stored = passkey::to_stored(&used).map_err(ServerError::internal)?;
     let method = if kind == Ceremony::SecondStep { SignInMethod::PasswordAndPasskey } else { SignInMethod::Passkey };
     db::run(pool, move |conn| {
         conn.transaction(|conn| {

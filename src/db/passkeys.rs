@@ -34,7 +34,11 @@ pub fn of_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Vec<Passke
 }
 
 pub fn by_credential(conn: &mut PgConnection, credential_id: &[u8]) -> QueryResult<Option<PasskeyRow>> {
-    passkeys::table.filter(passkeys::credential_id.eq(credential_id)).select(PasskeyRow::as_select()).first(conn).optional()
+    passkeys::table
+        .filter(passkeys::credential_id.eq(credential_id))
+        .select(PasskeyRow::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// Stores a new passkey and records `event`; `false` (nothing written) when its credential is
@@ -77,8 +81,7 @@ pub fn rename(conn: &mut PgConnection, user_id: Uuid, id: Uuid, name: &str) -> Q
 /// Removes the user's passkey `id`, recording `event`; `false` when they have no such passkey.
 pub fn remove(conn: &mut PgConnection, user_id: Uuid, id: Uuid, event: &NewEvent) -> QueryResult<bool> {
     conn.transaction(|conn| {
-        let removed =
-            diesel::delete(passkeys::table.find(id).filter(passkeys::user_id.eq(user_id))).execute(conn)?;
+        let removed = diesel::delete(passkeys::table.find(id).filter(passkeys::user_id.eq(user_id))).execute(conn)?;
         if removed == 1 {
             auth_events::record(conn, event)?;
         }

@@ -841,11 +841,16 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_on_either_instance() {
     browser.screenshot("login-verify-passkey").await;
     browser.by_text("main", "button", "Use a passkey").await.click().await.unwrap();
     browser.wait_for_location("/").await;
-    let used = first.events().iter().filter(|e| e.kind == "second_factor_used" && e.detail.as_deref() == Some("passkey")).count();
+    let used = first
+        .events()
+        .iter()
+        .filter(|e| e.kind == "second_factor_used" && e.detail.as_deref() == Some("passkey"))
+        .count();
     assert_eq!(used, 2);
 
     // Begun on the first instance, finished on the second: the ceremony lives in PostgreSQL.
-    let api = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let api =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let page = api.get(first.url("/login")).send().await.unwrap().text().await.unwrap();
     let marker = r#"name="csrf_token" value=""#;
     let start = page.find(marker).unwrap() + marker.len();

@@ -60,6 +60,15 @@ const ALLOW: &[(&str, &str)] = &[
     ("/account/second-factor/remove", "POST"),
     ("/admin/users/{username}/second-factors/remove", "POST"),
     ("/api/admin/users/{username}/second-factors", "DELETE"),
+    ("/account/passkeys/begin", "POST"),
+    ("/account/passkeys/finish", "POST"),
+    ("/account/passkeys/{id}/rename", "POST"),
+    ("/account/passkeys/{id}/remove", "POST"),
+    ("/login/verify/passkey/begin", "POST"),
+    ("/login/verify/passkey/finish", "POST"),
+    ("/login/passkey/begin", "POST"),
+    ("/login/passkey/finish", "POST"),
+    ("/static/passkeys.js", "GET, HEAD"),
 ];
 
 #[tokio::test]

@@ -10,8 +10,8 @@ use url::Url;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
     CreationChallengeResponse, DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyAuthentication,
-    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse,
-    Webauthn, WebauthnBuilder,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Webauthn,
+    WebauthnBuilder,
 };
 
 /// A ceremony lives this long: the browser's own timeout, and the stored state's.
@@ -77,10 +77,8 @@ impl RelyingParty {
 
     /// Options for a second step with one of `passkeys` (user verification required).
     pub fn begin_second_step(&self, passkeys: &[Passkey]) -> Result<(Value, Value), PasskeyError> {
-        let (options, state): (RequestChallengeResponse, PasskeyAuthentication) = self
-            .webauthn
-            .start_passkey_authentication(passkeys)
-            .map_err(|err| PasskeyError::Setup(err.to_string()))?;
+        let (options, state): (RequestChallengeResponse, PasskeyAuthentication) =
+            self.webauthn.start_passkey_authentication(passkeys).map_err(|err| PasskeyError::Setup(err.to_string()))?;
         Ok((to_json(&options)?, to_json(&state)?))
     }
 

@@ -42,6 +42,8 @@ struct AccountPage {
     families: Vec<FamilyRow>,
     /// Whether an authenticator app is on, and how many recovery codes are left.
     second_factor_on: bool,
+    app_on: bool,
+    passkeys: i64,
     recovery_codes_left: i64,
     few_recovery_codes: bool,
     errors: FieldErrors,
@@ -74,8 +76,10 @@ async fn account_page(
         sessions: sessions.into_iter().map(|session| SessionRow::new(session, Some(user.session_id))).collect(),
         families: families.into_iter().map(FamilyRow::from).collect(),
         second_factor_on: factors.any(),
+        app_on: factors.app.is_some(),
+        passkeys: factors.passkeys,
         recovery_codes_left: factors.recovery_codes_left,
-        few_recovery_codes: factors.any() && factors.recovery_codes_left <= FEW_LEFT,
+        few_recovery_codes: factors.app.is_some() && factors.recovery_codes_left <= FEW_LEFT,
         errors,
     };
     render(status, &page)

@@ -16,6 +16,7 @@ use super::session::SignedInUser;
 use super::sign_ins::{FamilyRow, SessionRow, TokenRow, datetime};
 use crate::accounts::{AccountDraft, AccountError};
 use crate::auth::guard::Requirement;
+use crate::db::passkeys::PasskeyRow;
 use crate::db::second_factors::Factors;
 use crate::db::{
     self,
@@ -213,6 +214,8 @@ struct UserPage {
     /// When the user's authenticator app was added (`None`: no second factor).
     second_factor_added: Option<String>,
     recovery_codes_left: i64,
+    /// The user's passkeys: name and when added.
+    passkeys: Vec<(String, String)>,
     errors: FieldErrors,
 }
 
@@ -232,7 +235,16 @@ async fn user_page(
 ) -> Result<HttpResponse, WebError> {
     let name = username.to_owned();
     let now = Utc::now();
-    type Found = Option<(User, Vec<String>, Vec<String>, Vec<SessionInfo>, Vec<Family>, Vec<PersonalToken>, Factors)>;
+    type Found = Option<(
+        User,
+        Vec<String>,
+        Vec<String>,
+        Vec<SessionInfo>,
+        Vec<Family>,
+        Vec<PersonalToken>,
+        Factors,
+        Vec<PasskeyRow>,
+    )>;
     let found: Found = db::run(&state.pool, move |conn| {
         let Some(user) = db::users::find_by_username(conn, &name)? else { return Ok(None) };
         Ok(Some((
@@ -243,10 +255,11 @@ async fn user_page(
             db::refresh_tokens::live_families_of_user(conn, user.id, now)?,
             db::personal_tokens::of_user(conn, user.id)?,
             db::second_factors::of_user(conn, user.id)?,
+            db::passkeys::of_user(conn, user.id)?,
         )))
     })
     .await?;
-    let Some((user, roles, all_roles, sessions, families, tokens, factors)) = found else {
+    let Some((user, roles, all_roles, sessions, families, tokens, factors, passkeys)) = found else {
         return Err(WebError::NotFound);
     };
     let tokens = tokens.into_iter().map(|token| TokenRow::new(token, user.tokens_valid_after, now)).collect();
@@ -266,6 +279,10 @@ async fn user_page(
             .and_then(|app| app.confirmed_at)
             .map(|at| at.format("%Y-%m-%d %H:%M").to_string()),
         recovery_codes_left: factors.recovery_codes_left,
+        passkeys: passkeys
+            .into_iter()
+            .map(|passkey| (passkey.name, passkey.created_at.format("%Y-%m-%d %H:%M").to_string()))
+            .collect(),
         errors,
     };
     render(status, &page)

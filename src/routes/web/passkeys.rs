@@ -14,7 +14,7 @@ use super::forms::{FieldErrors, checked_form};
 use super::login::see_other;
 use super::session::SignedInUser;
 use crate::accounts::AccountError;
-use crate::auth::credentials::{self, Attempt, PasskeyFailure};
+use crate::auth::credentials::{self, Attempt, PasskeyAnswer, PasskeyFailure};
 use crate::auth::session::{self, Device, csrf_matches, pending_sign_in};
 use crate::db::passkeys::Ceremony;
 use crate::domain::Channel;
@@ -55,7 +55,9 @@ fn answer(result: Result<HttpResponse, PasskeyFailure>) -> Result<HttpResponse, 
         Ok(response) => Ok(response),
         Err(PasskeyFailure::Server(err)) => Err(err.into()),
         Err(PasskeyFailure::Off) => Ok(failure(StatusCode::NOT_FOUND, "Passkeys are not available here.")),
-        Err(PasskeyFailure::NoCeremony) => Ok(failure(StatusCode::BAD_REQUEST, "The passkey request expired: try again.")),
+        Err(PasskeyFailure::NoCeremony) => {
+            Ok(failure(StatusCode::BAD_REQUEST, "The passkey request expired: try again."))
+        }
         Err(PasskeyFailure::Refused) => Ok(failure(StatusCode::UNAUTHORIZED, "That passkey did not work.")),
         Err(PasskeyFailure::Locked) => Ok(failure(StatusCode::UNAUTHORIZED, "That passkey did not work.")),
     }
@@ -73,7 +75,9 @@ async fn finish_body(payload: web::Payload) -> Result<Finish, WebError> {
 }
 
 fn begun(ceremony: Uuid, options: serde_json::Value) -> HttpResponse {
-    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({ "ceremony": ceremony, "options": options }))
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(json!({ "ceremony": ceremony, "options": options }))
 }
 
 #[post("/account/passkeys/begin")]
@@ -164,7 +168,11 @@ fn pending_user(session: &Session) -> Option<Uuid> {
 }
 
 #[post("/login/verify/passkey/begin")]
-async fn verify_begin(req: HttpRequest, session: Session, state: web::Data<AppState>) -> Result<HttpResponse, WebError> {
+async fn verify_begin(
+    req: HttpRequest,
+    session: Session,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
     csrf_checked(&req, &session)?;
     let Some(user_id) = pending_user(&session) else { return answer(Err(PasskeyFailure::NoCeremony)) };
     let factors = &state.grants.second_factors;
@@ -183,18 +191,13 @@ async fn verify_finish(
     let Some(user_id) = pending_user(&session) else { return answer(Err(PasskeyFailure::NoCeremony)) };
     let attempt = Attempt { channel: Channel::Web, client: state.client_ip(&req) };
     let (metrics, factors) = (&state.grants.metrics, &state.grants.second_factors);
-    let kind = Ceremony::SecondStep;
-    let finished = credentials::finish_passkey(
-        &state.pool,
-        metrics,
-        factors,
-        kind,
-        finish.ceremony,
-        Some(user_id),
-        finish.credential,
-        &attempt,
-    )
-    .await;
+    let answer_to = PasskeyAnswer {
+        kind: Ceremony::SecondStep,
+        ceremony: finish.ceremony,
+        expected_user: Some(user_id),
+        credential: finish.credential,
+    };
+    let finished = credentials::finish_passkey(&state.pool, metrics, factors, answer_to, &attempt).await;
     match finished {
         Ok(signed_in) => {
             session::complete_second_step(&session, &signed_in).map_err(WebError::session)?;
@@ -209,7 +212,11 @@ async fn verify_finish(
 }
 
 #[post("/login/passkey/begin")]
-async fn sign_in_begin(req: HttpRequest, session: Session, state: web::Data<AppState>) -> Result<HttpResponse, WebError> {
+async fn sign_in_begin(
+    req: HttpRequest,
+    session: Session,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
     csrf_checked(&req, &session)?;
     let factors = &state.grants.second_factors;
     answer(credentials::begin_passkey_sign_in(&state.pool, factors).await.map(|(id, options)| begun(id, options)))
@@ -227,17 +234,13 @@ async fn sign_in_finish(
     let client = state.client_ip(&req);
     let attempt = Attempt { channel: Channel::Web, client };
     let (metrics, factors) = (&state.grants.metrics, &state.grants.second_factors);
-    let finished = credentials::finish_passkey(
-        &state.pool,
-        metrics,
-        factors,
-        Ceremony::SignIn,
-        finish.ceremony,
-        None,
-        finish.credential,
-        &attempt,
-    )
-    .await;
+    let answer_to = PasskeyAnswer {
+        kind: Ceremony::SignIn,
+        ceremony: finish.ceremony,
+        expected_user: None,
+        credential: finish.credential,
+    };
+    let finished = credentials::finish_passkey(&state.pool, metrics, factors, answer_to, &attempt).await;
     match finished {
         Ok(signed_in) => {
             let user_agent = req.headers().get(actix_web::http::header::USER_AGENT).and_then(|v| v.to_str().ok());
