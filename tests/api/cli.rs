@@ -1054,6 +1054,33 @@ fn the_cli_signs_a_user_out_everywhere() {
     gatehouse(&db.url).run(&["user", "sign-out-all", "nobody"]).failure();
 }
 
+/// The operator's way back in for someone who lost their authenticator: the app, the recovery codes
+/// and the passkeys go, and so do the user's sessions and tokens (a cut-off).
+#[test]
+fn the_cli_removes_a_users_second_factors_and_ends_their_sessions() {
+    use gatehouse::auth::second_factor::{TotpSealer, recovery, totp};
+    let db = TestDb::create();
+    let bob = add_user(&db, "bob", "bob-password-1", &["user"]);
+    let untouched = gatehouse(&db.url).run(&["user", "reset-second-factor", "bob"]).ok().to_owned();
+    assert!(untouched.contains("had no second factor"), "{untouched}");
+    let sealed = TotpSealer::new(&"x".repeat(40).into()).seal(bob.id, &totp::new_secret()).unwrap();
+    let mut conn = db.conn();
+    db::second_factors::begin_enrolment(&mut conn, bob.id, &sealed).unwrap();
+    let codes = recovery::hashes(bob.id, &recovery::generate());
+    db::second_factors::confirm_enrolment(&mut conn, bob.id, 1, &codes, &[]).unwrap();
+    let cutoff_before =
+        count(&mut conn, "SELECT (extract(epoch FROM tokens_valid_after) * 1000000)::bigint AS n FROM users");
+    let out = gatehouse(&db.url).run(&["user", "reset-second-factor", "bob"]).ok().to_owned();
+    assert!(out.contains("second factors removed"), "{out}");
+    let factors = db::second_factors::of_user(&mut conn, bob.id).unwrap();
+    assert!(!factors.any() && factors.recovery_codes_left == 0);
+    let cutoff_after =
+        count(&mut conn, "SELECT (extract(epoch FROM tokens_valid_after) * 1000000)::bigint AS n FROM users");
+    assert!(cutoff_after > cutoff_before, "a cut-off");
+    assert_eq!(events_of_kind(&db, "second_factors_reset"), 1);
+    gatehouse(&db.url).run(&["user", "reset-second-factor", "nobody"]).failure();
+}
+
 #[test]
 fn user_list_searches_and_limits_and_prints_everyone_by_default() {
     let db = TestDb::create();
