@@ -40,7 +40,7 @@ fn main() {
                 let app_secret = totp::new_secret();
                 let sealed = sealer.seal(user.id, &app_secret).unwrap_or_else(|| fail("sealing"));
                 let enrolled = db::second_factors::begin_enrolment(&mut conn, user.id, &sealed)
-                    .and_then(|_| db::second_factors::confirm_enrolment(&mut conn, user.id, step, &[], &[]));
+                    .and_then(|_| db::second_factors::confirm_enrolment(&mut conn, user.id, &sealed, step, &[], &[]));
                 if !matches!(enrolled, Ok(true)) {
                     fail(&format!("enrolling {username}"));
                 }

@@ -55,6 +55,8 @@ pub enum StartupError {
     Database(#[from] diesel::ConnectionError),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error("cannot read the role definitions")]
+    Roles(#[source] diesel::result::Error),
     #[error("cannot set up passkeys (check GATEHOUSE_WEBAUTHN_RP_ID and GATEHOUSE_WEBAUTHN_ORIGIN): {0}")]
     Passkeys(String),
 }
@@ -99,6 +101,7 @@ pub fn build_state(
     let grants = Grants { pool: pool.clone(), hasher, keys, policy, metrics, second_factors };
     let login_throttle = LoginThrottle::new(settings.login_rate_per_minute);
     let session_key = cookie_key(settings.session_key.as_ref(), &secret);
+    let role_scopes = load_role_scopes(&settings)?;
     Ok(web::Data::new(AppState {
         pool,
         settings,
@@ -106,6 +109,7 @@ pub fn build_state(
             .ok()
             .and_then(|url| url.host_str().map(str::to_owned))
             .unwrap_or_else(|| "gatehouse".to_owned()),
+        role_scopes,
         issuer,
         grants,
         login_throttle,
@@ -114,6 +118,16 @@ pub fn build_state(
         key_reloader,
         metrics_endpoint,
     }))
+}
+
+/// The role definitions, read once: they change only with a migration, which a deploy applies
+/// before every instance restarts.
+fn load_role_scopes(settings: &Settings) -> Result<crate::domain::RoleScopes, StartupError> {
+    use diesel::Connection as _;
+    use secrecy::ExposeSecret as _;
+    let mut conn = diesel::PgConnection::establish(settings.database_url.expose_secret())?;
+    let by_role = crate::db::roles::scopes_by_role(&mut conn).map_err(StartupError::Roles)?;
+    Ok(crate::domain::RoleScopes::new(by_role))
 }
 
 /// Loads the signing keys (making or rotating them if due) and keeps them fresh. A secret that cannot

@@ -25,7 +25,8 @@
 
   async function register(button) {
     var nameField = document.getElementById(button.dataset.nameField);
-    var begun = await post("/account/passkeys/begin");
+    var passwordField = document.getElementById(button.dataset.passwordField);
+    var begun = await post("/account/passkeys/begin", { current_password: passwordField ? passwordField.value : "" });
     var options = PublicKeyCredential.parseCreationOptionsFromJSON(begun.options.publicKey);
     var credential = await navigator.credentials.create({ publicKey: options });
     await post("/account/passkeys/finish", {

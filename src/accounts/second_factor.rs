@@ -140,8 +140,9 @@ impl SecondFactorAccounts<'_> {
             actor.event(EventKind::SecondFactorAdded, user_id).detail("authenticator app"),
             actor.event(EventKind::RecoveryCodesGenerated, user_id).detail(format!("{} codes", codes.len())),
         ];
+        let checked = row.secret_sealed.clone();
         let confirmed = db::run(self.accounts.pool, move |conn| {
-            db::second_factors::confirm_enrolment(conn, user_id, step, &hashes, &events)
+            db::second_factors::confirm_enrolment(conn, user_id, &checked, step, &hashes, &events)
         })
         .await?;
         if !confirmed {
@@ -227,9 +228,21 @@ impl SecondFactorAccounts<'_> {
         db::run(self.accounts.pool, move |conn| db::passkeys::of_user(conn, user_id)).await
     }
 
-    /// Begins adding a passkey: the browser's options and the ceremony id it sends back.
-    pub async fn begin_passkey(&self, user: &User) -> Result<(Uuid, serde_json::Value), PasskeyFailure> {
+    /// Begins adding a passkey, after the current password (a session alone must not be enough to
+    /// plant a credential that outlives a password change): the browser's options and the ceremony id
+    /// it sends back.
+    pub async fn begin_passkey(
+        &self,
+        actor: &Actor,
+        user: &User,
+        password: SecretString,
+    ) -> Result<(Uuid, serde_json::Value), PasskeyFailure> {
         let rp = self.factors.passkeys.as_ref().ok_or(PasskeyFailure::Off)?;
+        match self.confirm_password(actor, user, password).await {
+            Ok(()) => {}
+            Err(AccountError::Server(err)) => return Err(err.into()),
+            Err(_) => return Err(PasskeyFailure::WrongPassword),
+        }
         let existing: Vec<_> =
             self.passkeys(user.id).await?.iter().filter_map(|row| passkey::stored(&row.passkey).ok()).collect();
         let display = user.full_name.clone().unwrap_or_else(|| user.username.clone());
@@ -260,10 +273,13 @@ impl SecondFactorAccounts<'_> {
             db::passkeys::take_ceremony(conn, ceremony, Ceremony::Register, now)
         })
         .await?;
-        let Some((Some(owner), state)) = taken else { return Err(PasskeyFailure::NoCeremony) };
+        let Some((Some(owner), state, expires_at)) = taken else { return Err(PasskeyFailure::NoCeremony) };
         if owner != user.id {
             return Err(PasskeyFailure::NoCeremony);
         }
+        // The password was confirmed when the ceremony began: a cut-off since (a password change, an
+        // admin's reset, sign-out everywhere) voids it.
+        let confirmed_at = expires_at - chrono::Duration::from_std(passkey::CEREMONY_TTL).unwrap_or_default();
         let made = rp.finish_registration(&credential, &state).map_err(|err| {
             log::info!("passkey registration refused for user {}: {err}", user.id);
             PasskeyFailure::Refused
@@ -273,7 +289,7 @@ impl SecondFactorAccounts<'_> {
         let event = actor.event(EventKind::SecondFactorAdded, user.id).detail(format!("passkey ({name})"));
         let user_id = user.id;
         let added = db::run(self.accounts.pool, move |conn| {
-            db::passkeys::insert(conn, user_id, &credential_id, &name, &stored, &event)
+            db::passkeys::insert(conn, user_id, confirmed_at, &credential_id, &name, &stored, &event)
         })
         .await?;
         if !added {

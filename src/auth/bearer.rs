@@ -16,7 +16,7 @@ use crate::auth::pat::{self, Dead, StoredToken};
 use crate::auth::token_checks::TokenChecks;
 use crate::db::users::{TokenHolder, User};
 use crate::db::{self, PgPool, personal_tokens};
-use crate::domain::{ScopeName, ScopeSet};
+use crate::domain::{RoleScopes, ScopeSet};
 use crate::errors::ServerError;
 
 /// An authenticated caller: a valid credential of an existing, active user, or a registered
@@ -129,6 +129,8 @@ pub struct Verifier<'a> {
     pub checks: &'a Rc<TokenChecks>,
     /// The request's client address, written as a personal access token's last use.
     pub client: Option<IpAddr>,
+    /// The role definitions: what a personal access token's owner's roles allow now.
+    pub role_scopes: &'a RoleScopes,
 }
 
 /// Checks `token` at `now`: signature (once per token and worker: later presentations hit the cache,
@@ -215,8 +217,7 @@ async fn authenticate_personal_token(
         .await?;
     }
     let granted = ScopeSet::parse(&row.scope).map_err(|_| BearerError::Invalid(TokenRejection::Malformed))?;
-    // Scope names are CHECKed by the schema; one that is not a scope token grants nothing.
-    let allowed_now: ScopeSet = row.allowed_scopes.iter().filter_map(|name| ScopeName::parse(name).ok()).collect();
+    let allowed_now = verifier.role_scopes.allowed_for(&row.roles);
     let scopes = pat::scopes_at_use(&granted, &allowed_now);
     Ok(Caller {
         holder: Holder::Person { user: row.user, roles: row.roles },

@@ -210,7 +210,8 @@ pub async fn check_second_step(
             metrics.second_factor.get_or_create(&SecondFactorLabels { outcome: "locked" }).inc();
             return Err(SecondStepError::Locked);
         }
-        Claim::Busy | Claim::UnknownUser => return Err(SecondStepError::Locked),
+        Claim::Busy => return Err(ServerError::Busy { retry_after_secs: MAX_WAIT.as_secs() }.into()),
+        Claim::UnknownUser => return Err(SecondStepError::Locked),
     };
     if !check.is_active {
         let user_id = check.user_id;
@@ -397,6 +398,16 @@ async fn check(
         Claim::Granted(check) => Some(check.password_hash.clone()),
         Claim::Refused { .. } | Claim::Busy | Claim::UnknownUser => None,
     };
+    // A sign-in's second factors are read for every account whose password is checked, before bcrypt
+    // and whatever its verdict: a right password with a wrong code then costs what a wrong password
+    // costs (the answer is the same, so the time must be too).
+    let second_factors = match (&claim, &purpose) {
+        (Claim::Granted(check), Purpose::SignIn(..)) => {
+            let user_id = check.user_id;
+            Some(db::run(pool, move |conn| load_second_factors(conn, user_id)).await?)
+        }
+        _ => None,
+    };
     let verification = match ticket.verify(password, stored).await {
         Ok(verification) => verification,
         Err(err) => {
@@ -496,16 +507,15 @@ async fn check(
                     Purpose::SignIn(factors, second) => (factors, second),
                 };
                 let policy = factors.policy;
-                let loaded = db::run(pool, move |conn| {
-                    let is_admin =
-                        db::users::roles_of(conn, user_id)?.iter().any(|role| role == crate::domain::RoleName::ADMIN);
-                    Ok((db::second_factors::of_user(conn, user_id)?, is_admin))
-                })
-                .await?;
-                let (stored, is_admin) = loaded;
+                let (stored, is_admin) = match second_factors {
+                    Some(loaded) => loaded,
+                    None => db::run(pool, move |conn| load_second_factors(conn, user_id)).await?,
+                };
+                // Passkeys count only while they can be used (a relying party is configured).
+                let has_second_factor = stored.app.is_some() || (stored.passkeys > 0 && factors.passkeys.is_some());
                 let upgrade = new_hash.map(|new_hash| (check.password_hash.clone(), new_hash));
                 let events = StepEvents::new(attempt, username, user_id);
-                match (second_factor::after_password(stored.any(), policy, is_admin), second) {
+                match (second_factor::after_password(has_second_factor, policy, is_admin), second) {
                     (AfterPassword::Complete, _) | (AfterPassword::MustEnrol, SecondStep::NextPage) => {
                         counted(Outcome::ok);
                         let must_enrol = stored.app.is_none() && policy.covers(is_admin);
@@ -565,6 +575,12 @@ async fn check(
     }
 }
 
+/// A sign-in's second factors, and whether the user is an admin (whom the policy may cover).
+fn load_second_factors(conn: &mut diesel::PgConnection, user_id: Uuid) -> diesel::QueryResult<(Factors, bool)> {
+    let is_admin = db::users::roles_of(conn, user_id)?.iter().any(|role| role == crate::domain::RoleName::ADMIN);
+    Ok((db::second_factors::of_user(conn, user_id)?, is_admin))
+}
+
 // Checked when compiling: a claim outlives the longest a check can take (its wait plus hashing)
 // by a wide margin, so a check never loses its claim while it runs.
 const _: () = assert!(LOCKOUT.claim_ttl.num_seconds() >= 2 * MAX_WAIT.as_secs() as i64);
@@ -584,6 +600,9 @@ pub enum PasskeyFailure {
     /// The account is locked, inactive or gone.
     #[error("the account cannot sign in now")]
     Locked,
+    /// Adding a passkey: the current password was not right.
+    #[error("this is not your current password")]
+    WrongPassword,
     #[error(transparent)]
     Server(#[from] ServerError),
 }
@@ -654,7 +673,7 @@ pub async fn finish_passkey(
     let rp = relying_party(factors)?;
     let now = Utc::now();
     let taken = db::run(pool, move |conn| db::passkeys::take_ceremony(conn, ceremony, kind, now)).await?;
-    let Some((ceremony_user, state)) = taken else { return Err(PasskeyFailure::NoCeremony) };
+    let Some((ceremony_user, state, _)) = taken else { return Err(PasskeyFailure::NoCeremony) };
     if kind == Ceremony::SecondStep && (ceremony_user.is_none() || ceremony_user != expected_user) {
         return Err(PasskeyFailure::NoCeremony);
     }
@@ -695,6 +714,33 @@ pub async fn finish_passkey(
         Ok(used) => used,
         Err(err) => {
             log::info!("passkey refused for user {user_id}: {err}");
+            metrics.second_factor.get_or_create(&SecondFactorLabels { outcome: "failed" }).inc();
+            if kind == Ceremony::SecondStep {
+                // A failed second step, like a wrong code: counted by the lockout, and when it locks
+                // the half-signed-in session ends.
+                let (failed, lockout) = (events.failed.detail("passkey refused"), events.lockout);
+                let locked = db::run(pool, move |conn| {
+                    conn.transaction(|conn| {
+                        let locked = db::users::record_failure(conn, user_id, &LOCKOUT)?;
+                        db::auth_events::record(conn, &failed)?;
+                        if let Some(until) = locked {
+                            db::auth_events::record(
+                                conn,
+                                &lockout.detail(format!("locked until {}", until.to_rfc3339())),
+                            )?;
+                        }
+                        Ok(locked.is_some())
+                    })
+                })
+                .await?;
+                if locked {
+                    metrics.lockouts.inc();
+                    return Err(PasskeyFailure::Locked);
+                }
+                return Err(PasskeyFailure::Refused);
+            }
+            // A discoverable sign-in names an account only by the passkey it presents: a stranger's
+            // failed attempt must not count against (and so lock) that account.
             let failed = NewEvent { kind: EventKind::SecondFactorFailed, ..events.failed }.detail("passkey refused");
             db::run(pool, move |conn| {
                 conn.transaction(|conn| {
@@ -703,7 +749,6 @@ pub async fn finish_passkey(
                 })
             })
             .await?;
-            metrics.second_factor.get_or_create(&SecondFactorLabels { outcome: "failed" }).inc();
             return Err(PasskeyFailure::Refused);
         }
     };

@@ -42,16 +42,29 @@ pub fn by_credential(conn: &mut PgConnection, credential_id: &[u8]) -> QueryResu
 }
 
 /// Stores a new passkey and records `event`; `false` (nothing written) when its credential is
-/// registered already (to this account or another: a credential belongs to one account).
+/// registered already (to this account or another: a credential belongs to one account), or when
+/// the user's credentials were cut off after `confirmed_at` (the password check that allowed it). The
+/// user's row is locked `FOR SHARE` first, so a cut-off racing the insert is on one side of it.
 pub fn insert(
     conn: &mut PgConnection,
     user_id: Uuid,
+    confirmed_at: DateTime<Utc>,
     credential_id: &[u8],
     name: &str,
     passkey: &Value,
     event: &NewEvent,
 ) -> QueryResult<bool> {
+    use super::schema::users;
     conn.transaction(|conn| {
+        let cutoff: Option<(bool, DateTime<Utc>)> = users::table
+            .find(user_id)
+            .select((users::is_active, users::tokens_valid_after))
+            .for_share()
+            .first(conn)
+            .optional()?;
+        if !cutoff.is_some_and(|(active, cutoff)| active && confirmed_at >= cutoff) {
+            return Ok(false);
+        }
         let written = diesel::insert_into(passkeys::table)
             .values((
                 passkeys::id.eq(Uuid::now_v7()),
@@ -136,6 +149,9 @@ pub fn begin_ceremony(
     Ok(id)
 }
 
+/// A ceremony taken: whom it is for (none for a passkey sign-in), its state, and when it expires.
+pub type TakenCeremony = (Option<Uuid>, Value, DateTime<Utc>);
+
 /// Takes the live ceremony `id` of `kind`: one DELETE … RETURNING, so of racing requests (on any
 /// instance) one gets it. `None` when it is unknown, of another kind, expired or taken already.
 pub fn take_ceremony(
@@ -143,14 +159,14 @@ pub fn take_ceremony(
     id: Uuid,
     kind: Ceremony,
     now: DateTime<Utc>,
-) -> QueryResult<Option<(Option<Uuid>, Value)>> {
+) -> QueryResult<Option<TakenCeremony>> {
     diesel::delete(
         webauthn_ceremonies::table
             .find(id)
             .filter(webauthn_ceremonies::kind.eq(kind.as_str()))
             .filter(webauthn_ceremonies::expires_at.gt(now)),
     )
-    .returning((webauthn_ceremonies::user_id, webauthn_ceremonies::state))
+    .returning((webauthn_ceremonies::user_id, webauthn_ceremonies::state, webauthn_ceremonies::expires_at))
     .get_result(conn)
     .optional()
 }

@@ -151,8 +151,8 @@ pub fn revoke_presented(
     })
 }
 
-/// A presented token's row with its owner (and their roles and the scopes those roles allow now):
-/// all a bearer check needs.
+/// A presented token's row with its owner and the roles they hold now: all a bearer check needs (the
+/// scopes those roles allow come from the instance's copy of the role definitions).
 #[derive(Debug, Clone)]
 pub struct PresentedToken {
     pub id: Uuid,
@@ -164,7 +164,6 @@ pub struct PresentedToken {
     pub last_used_at: Option<DateTime<Utc>>,
     pub user: User,
     pub roles: Vec<String>,
-    pub allowed_scopes: Vec<String>,
 }
 
 /// The token's own columns of [`PresentedTokensQuery`], in its order.
@@ -191,9 +190,9 @@ pub fn presented(conn: &mut PgConnection, presented: &[u8]) -> QueryResult<Optio
 /// sends many requests with one token).
 pub fn presented_many(conn: &mut PgConnection, hashes: &[Vec<u8>]) -> QueryResult<Vec<Option<PresentedToken>>> {
     let found: HashMap<Vec<u8>, PresentedToken> = PresentedTokensQuery { hashes: hashes.to_vec() }
-        .load::<(TokenColumns, User, Vec<String>, Vec<String>)>(conn)?
+        .load::<(TokenColumns, User, Vec<String>)>(conn)?
         .into_iter()
-        .map(|(token, user, roles, allowed_scopes)| PresentedToken {
+        .map(|(token, user, roles)| PresentedToken {
             id: token.id,
             token_hash: token.token_hash,
             scope: token.scope,
@@ -203,7 +202,6 @@ pub fn presented_many(conn: &mut PgConnection, hashes: &[Vec<u8>]) -> QueryResul
             last_used_at: token.last_used_at,
             user,
             roles,
-            allowed_scopes,
         })
         .map(|token| (token.token_hash.clone(), token))
         .collect();
@@ -228,32 +226,22 @@ impl diesel::query_builder::Query for PresentedTokensQuery {
         (SqlUuid, Bytea, Text, Timestamptz, Timestamptz, Nullable<Timestamptz>, Nullable<Timestamptz>),
         (SqlUuid, Text, Nullable<Text>, Nullable<Text>, Bool, Timestamptz, Timestamptz, Nullable<Timestamptz>),
         Array<Text>,
-        Array<Text>,
     );
 }
 
 impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PresentedTokensQuery {
     fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
-        // Each owner's roles and allowed scopes are aggregated once per batch, however many of their
-        // tokens it holds (a script sending many requests with one token, a person's several
-        // scripts): per row they were most of the statement's cost.
+        // The token by its unique hash, its owner by primary key, the owner's role names as the
+        // access-token lookup reads them: the same index probes, no aggregation over role scopes.
         out.push_sql(
-            "WITH p AS (SELECT id, token_hash, scope, created_at, expires_at, revoked_at, last_used_at, user_id \
-                        FROM personal_access_tokens WHERE token_hash = ANY(",
+            "SELECT p.id, p.token_hash, p.scope, p.created_at, p.expires_at, p.revoked_at, p.last_used_at, \
+                    u.id, u.username, u.email, u.full_name, u.is_active, u.tokens_valid_after, u.created_at, \
+                    u.last_login_at, \
+                    coalesce((SELECT array_agg(role_name) FROM user_roles WHERE user_id = u.id), '{}') \
+             FROM personal_access_tokens p JOIN users u ON u.id = p.user_id WHERE p.token_hash = ANY(",
         );
         out.push_bind_param::<Array<Bytea>, _>(&self.hashes)?;
-        out.push_sql(
-            ")), \
-             owners AS (SELECT ur.user_id, array_agg(DISTINCT ur.role_name) AS roles, \
-                               coalesce(array_agg(DISTINCT rs.scope_name) FILTER (WHERE rs.scope_name IS NOT NULL), \
-                                        '{}') AS allowed \
-                        FROM user_roles ur LEFT JOIN role_scopes rs ON rs.role_name = ur.role_name \
-                        WHERE ur.user_id IN (SELECT user_id FROM p) GROUP BY ur.user_id) \
-             SELECT p.id, p.token_hash, p.scope, p.created_at, p.expires_at, p.revoked_at, p.last_used_at, \
-                    u.id, u.username, u.email, u.full_name, u.is_active, u.tokens_valid_after, u.created_at, \
-                    u.last_login_at, coalesce(owners.roles, '{}'), coalesce(owners.allowed, '{}') \
-             FROM p JOIN users u ON u.id = p.user_id LEFT JOIN owners ON owners.user_id = p.user_id",
-        );
+        out.push_sql(")");
         Ok(())
     }
 }

@@ -90,18 +90,26 @@ pub fn begin_enrolment(conn: &mut PgConnection, user_id: Uuid, sealed: &[u8]) ->
     Ok(written == 1)
 }
 
-/// Confirms a pending enrolment with a code of `step`, which is spent by the same update; stores a
-/// new set of recovery codes (any old set dies) and records the events. `false`, nothing written,
-/// when there was no pending enrolment (another request confirmed or cancelled it).
+/// Confirms a pending enrolment (whose sealed secret is `checked_secret`) with a code of `step`, which
+/// is spent by the same update; stores a new set of recovery codes (any old set dies) and records the
+/// events. `false`, nothing written, when there was no such pending enrolment (another request
+/// confirmed, cancelled or restarted it).
 pub fn confirm_enrolment(
     conn: &mut PgConnection,
     user_id: Uuid,
+    checked_secret: &[u8],
     step: u64,
     code_hashes: &[Vec<u8>],
     events: &[NewEvent],
 ) -> QueryResult<bool> {
     conn.transaction(|conn| {
-        let confirmed = diesel::update(user_totp::table.find(user_id).filter(user_totp::confirmed_at.is_null()))
+        // Only the sealed secret the code was checked against: an enrolment restarted meanwhile (a
+        // second tab) has another secret, which no app holds yet.
+        let pending = user_totp::table
+            .find(user_id)
+            .filter(user_totp::confirmed_at.is_null())
+            .filter(user_totp::secret_sealed.eq(checked_secret));
+        let confirmed = diesel::update(pending)
             .set((user_totp::confirmed_at.eq(diesel::dsl::now), user_totp::last_used_step.eq(step_value(step))))
             .execute(conn)?;
         if confirmed == 0 {

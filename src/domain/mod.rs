@@ -23,6 +23,6 @@ pub use client::{
 pub use event::{Channel, EventKind, FailureReason, UnknownName};
 pub use item::{ItemDraft, ItemDraftError};
 pub use password::{NewPassword, PasswordError, WeakPassword};
-pub use role::{RoleName, RoleNameError};
+pub use role::{RoleName, RoleNameError, RoleScopes};
 pub use scope::{ScopeName, ScopeNameError, ScopeSet};
 pub use username::{Username, UsernameError};

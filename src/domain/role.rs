@@ -31,3 +31,50 @@ impl fmt::Display for RoleName {
         f.write_str(&self.0)
     }
 }
+
+/// Which scopes each role allows: the role definitions, read once at start (they change only with a
+/// migration). Which roles a user holds is never cached.
+#[derive(Debug, Clone, Default)]
+pub struct RoleScopes(std::collections::HashMap<String, super::ScopeSet>);
+
+impl RoleScopes {
+    /// From `(role, scope names)` pairs as stored; a name that is not a scope token grants nothing.
+    pub fn new(by_role: std::collections::HashMap<String, Vec<String>>) -> Self {
+        Self(
+            by_role
+                .into_iter()
+                .map(|(role, scopes)| {
+                    let scopes = scopes.iter().filter_map(|name| super::ScopeName::parse(name).ok()).collect();
+                    (role, scopes)
+                })
+                .collect(),
+        )
+    }
+
+    /// Every scope one of `roles` allows.
+    pub fn allowed_for(&self, roles: &[String]) -> super::ScopeSet {
+        roles.iter().filter_map(|role| self.0.get(role)).flat_map(|scopes| scopes.iter().cloned()).collect()
+    }
+}
+
+#[cfg(test)]
+mod role_scopes_tests {
+    use super::*;
+
+    #[test]
+    fn a_users_roles_allow_the_union_of_their_scopes() {
+        let map = RoleScopes::new(
+            [
+                ("user".to_owned(), vec!["profile".to_owned(), "items:read".to_owned()]),
+                ("admin".to_owned(), vec!["admin:users".to_owned(), "profile".to_owned()]),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let roles = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+        assert_eq!(map.allowed_for(&roles(&["user"])).to_string(), "items:read profile");
+        assert_eq!(map.allowed_for(&roles(&["user", "admin"])).to_string(), "admin:users items:read profile");
+        assert_eq!(map.allowed_for(&roles(&["unknown"])).to_string(), "");
+        assert_eq!(map.allowed_for(&[]).to_string(), "");
+    }
+}

@@ -160,14 +160,20 @@ async fn introspect_personal_token(
         return Ok(Introspection::inactive());
     }
     let hash = pat::hash(token.expose_secret());
-    let Some(row) = db::run(pool, move |conn| personal_tokens::presented(conn, &hash)).await? else {
+    // Not the hot path: the owner's allowed scopes are read here, exactly, with the token.
+    let found = db::run(pool, move |conn| {
+        let Some(row) = personal_tokens::presented(conn, &hash)? else { return Ok(None) };
+        let allowed = db::users::allowed_scopes(conn, row.user.id)?;
+        Ok(Some((row, allowed)))
+    })
+    .await?;
+    let Some((row, allowed_now)) = found else {
         return Ok(Introspection::inactive());
     };
     if !row.user.is_active || pat::judge(&crate::auth::bearer::stored(&row), now).is_err() {
         return Ok(Introspection::inactive());
     }
     let granted = ScopeSet::parse(&row.scope).unwrap_or_default();
-    let allowed_now = ScopeSet::parse(&row.allowed_scopes.join(" ")).unwrap_or_default();
     Ok(Introspection {
         active: true,
         details: Some(TokenDetails {

@@ -33,6 +33,8 @@ pub struct AppState {
     pub issuer: String,
     /// What authenticator apps list this service's accounts under: the issuer's host.
     pub app_label: String,
+    /// The role definitions (which scopes each role allows), read at start.
+    pub role_scopes: crate::domain::RoleScopes,
     /// The grants, with the hasher and the signing keys they use.
     pub grants: Grants,
     pub login_throttle: LoginThrottle,

@@ -819,6 +819,18 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_on_either_instance() {
     browser.sign_in(&alice).await;
     browser.goto("/account/second-factor").await;
     browser.field_labelled("Name of the new passkey").await.send_keys("laptop").await.unwrap();
+    // A wrong password adds nothing, and says so.
+    let password = browser.field_labelled("Your current password, to add a passkey").await;
+    password.send_keys("not-the-password").await.unwrap();
+    browser.by_text("main", "button", "Add a passkey").await.click().await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while browser.text("#passkey-status").await.is_empty() {
+        assert!(Instant::now() < deadline, "no message after a wrong password");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(browser.text("#passkey-status").await, "This is not your current password.");
+    password.clear().await.unwrap();
+    password.send_keys(&alice.password).await.unwrap();
     browser.by_text("main", "button", "Add a passkey").await.click().await.unwrap();
     browser.wait_for_location("/account/second-factor?done=passkey-added").await;
     let rows = browser.rows("passkeys").await;

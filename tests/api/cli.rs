@@ -1067,7 +1067,7 @@ fn the_cli_removes_a_users_second_factors_and_ends_their_sessions() {
     let mut conn = db.conn();
     db::second_factors::begin_enrolment(&mut conn, bob.id, &sealed).unwrap();
     let codes = recovery::hashes(bob.id, &recovery::generate());
-    db::second_factors::confirm_enrolment(&mut conn, bob.id, 1, &codes, &[]).unwrap();
+    db::second_factors::confirm_enrolment(&mut conn, bob.id, &sealed, 1, &codes, &[]).unwrap();
     let cutoff_before =
         count(&mut conn, "SELECT (extract(epoch FROM tokens_valid_after) * 1000000)::bigint AS n FROM users");
     let out = gatehouse(&db.url).run(&["user", "reset-second-factor", "bob"]).ok().to_owned();

@@ -10,26 +10,15 @@ use diesel::RunQueryDsl;
 use gatehouse::auth::second_factor::{TotpSealer, recovery, totp};
 use gatehouse::db;
 use reqwest::header;
-use reqwest::redirect::Policy;
 use reqwest::{Client, Response};
 use serde_json::Value;
 use tokio::sync::Barrier;
 
 use crate::helpers::{JWT_SECRET, TestApp, TestUser, spawn_app_with, spawn_pair};
+use crate::web::{browser, hidden_value};
 
 /// Password sign-ins in these tests come many from one address: the per-address budget is off.
 const NO_ADDRESS_BUDGET: (&str, &str) = ("GATEHOUSE_LOGIN_RATE_PER_MINUTE", "0");
-
-fn browser() -> Client {
-    Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap()
-}
-
-fn hidden_value(html: &str, name: &str) -> Option<String> {
-    let marker = format!(r#"name="{name}" value=""#);
-    let start = html.find(&marker)? + marker.len();
-    let end = html[start..].find('"')?;
-    Some(html[start..start + end].to_owned())
-}
 
 fn location(response: &Response) -> String {
     response.headers().get(header::LOCATION).expect("a Location header").to_str().unwrap().to_owned()
@@ -54,8 +43,15 @@ pub(crate) fn seed_second_factor(app: &TestApp, user: &TestUser) -> (Vec<u8>, Ve
     assert!(db::second_factors::begin_enrolment(&mut conn, user.id, &sealed).unwrap());
     let old_step = totp::step_at(unix_now()) - 10;
     assert!(
-        db::second_factors::confirm_enrolment(&mut conn, user.id, old_step, &recovery::hashes(user.id, &codes), &[])
-            .unwrap()
+        db::second_factors::confirm_enrolment(
+            &mut conn,
+            user.id,
+            &sealed,
+            old_step,
+            &recovery::hashes(user.id, &codes),
+            &[]
+        )
+        .unwrap()
     );
     (secret, codes)
 }

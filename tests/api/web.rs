@@ -16,12 +16,12 @@ const SESSION_COOKIE: &str = "__Host-gatehouse_session";
 const GENERIC_FAILURE: &str = "Incorrect username or password.";
 
 /// A second (third …) browser: its own cookie jar, redirects not followed.
-fn browser() -> Client {
+pub(crate) fn browser() -> Client {
     Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap()
 }
 
 /// The value of the first `<input … name="NAME" value="…">` on the page.
-fn hidden_value(html: &str, name: &str) -> Option<String> {
+pub(crate) fn hidden_value(html: &str, name: &str) -> Option<String> {
     let marker = format!(r#"name="{name}" value=""#);
     let start = html.find(&marker)? + marker.len();
     let end = html[start..].find('"')?;

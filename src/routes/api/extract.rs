@@ -101,7 +101,13 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, ApiError> {
     let verified = req
         .app_data::<Rc<VerifiedTokens>>()
         .ok_or_else(|| ServerError::internal(Message("VerifiedTokens is not registered")))?;
-    let verifier =
-        Verifier { keys: &state.grants.keys, pool: &state.pool, verified, checks, client: state.client_ip(req) };
+    let verifier = Verifier {
+        keys: &state.grants.keys,
+        pool: &state.pool,
+        verified,
+        checks,
+        client: state.client_ip(req),
+        role_scopes: &state.role_scopes,
+    };
     Ok(Some(bearer::authenticate(&verifier, token, Utc::now()).await?))
 }

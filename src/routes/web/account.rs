@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::WebError;
-use super::forms::{FieldErrors, checked_form, notice};
+use super::forms::{FieldErrors, checked_form, notice, spend_password_budget};
 use super::login::see_other;
 use super::pages::{Layout, render};
 use super::session::SignedInUser;
@@ -18,9 +18,7 @@ use super::sign_ins::{FamilyRow, SessionRow};
 use crate::accounts::AccountError;
 use crate::auth::second_factor::recovery::FEW_LEFT;
 use crate::auth::session;
-use crate::auth::throttle::retry_after_secs;
 use crate::db;
-use crate::domain::AddressBucket;
 use crate::domain::form::FormFields;
 use crate::routes::AppState;
 
@@ -103,11 +101,7 @@ async fn change_password(
 ) -> Result<HttpResponse, WebError> {
     let form = checked_form(&req, payload, &session).await?;
     // A password check, like a sign-in: the same per-address budget.
-    let client = state.client_ip(&req);
-    if let Err(wait) = state.login_throttle.check(&state.pool, client.map(AddressBucket::of)).await? {
-        state.grants.metrics.throttled.inc();
-        return Err(WebError::TooManyRequests { retry_after_secs: retry_after_secs(wait) });
-    }
+    spend_password_budget(&req, &state).await?;
     let field = |name: &str| SecretString::from(form.raw(name).unwrap_or_default().to_owned());
     let (current, new, again) = (field("current_password"), field("new_password"), field("new_password_again"));
     let actor = user.actor(&state, &req);

@@ -9,7 +9,10 @@ use super::WebError;
 use super::login::read_form;
 use crate::accounts::{AccountError, Field};
 use crate::auth::session::csrf_matches;
+use crate::auth::throttle::retry_after_secs;
+use crate::domain::AddressBucket;
 use crate::domain::form::FormFields;
+use crate::routes::AppState;
 
 /// Reads a form body and refuses it (403) unless it carries this session's CSRF token.
 pub async fn checked_form(req: &HttpRequest, payload: web::Payload, session: &Session) -> Result<FormFields, WebError> {
@@ -18,6 +21,17 @@ pub async fn checked_form(req: &HttpRequest, payload: web::Payload, session: &Se
         return Err(WebError::CsrfRejected);
     }
     Ok(form)
+}
+
+/// Spends one unit of the client address's password budget (shared by every instance), or answers
+/// the 429 page: every form that checks a password or a second-factor code spends it, as a sign-in does.
+pub async fn spend_password_budget(req: &HttpRequest, state: &AppState) -> Result<(), WebError> {
+    let client = state.client_ip(req);
+    if let Err(wait) = state.login_throttle.check(&state.pool, client.map(AddressBucket::of)).await? {
+        state.grants.metrics.throttled.inc();
+        return Err(WebError::TooManyRequests { retry_after_secs: retry_after_secs(wait) });
+    }
+    Ok(())
 }
 
 /// The message to show next to each field of a refused form.

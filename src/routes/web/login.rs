@@ -7,15 +7,15 @@ use askama::Template;
 use secrecy::SecretString;
 
 use super::WebError;
+use super::forms::{checked_form, spend_password_budget};
 use super::pages::{Layout, render};
 use super::session::{MaybeSignedIn, SignedInUser};
 use crate::auth::credentials::{self, Attempt, LoginError, SecondStep, SecondStepError, SignIn};
 use crate::auth::second_factor::SECOND_STEP_WINDOW;
 use crate::auth::session::{self, Device, csrf_matches, csrf_token};
-use crate::auth::throttle::retry_after_secs;
 use crate::db::{self, auth_events::NewEvent};
 use crate::domain::form::FormFields;
-use crate::domain::{AddressBucket, Channel, EventKind};
+use crate::domain::{Channel, EventKind};
 use crate::routes::AppState;
 use crate::routes::body::read_limited;
 
@@ -86,11 +86,8 @@ async fn login(
     let next = form.get("next").and_then(safe_next);
     let username = form.get("username").unwrap_or_default().trim().to_owned();
     let password = form.get("password").unwrap_or_default().to_owned();
+    spend_password_budget(&req, &state).await?;
     let client = state.client_ip(&req);
-    if let Err(wait) = state.login_throttle.check(&state.pool, client.map(AddressBucket::of)).await? {
-        state.grants.metrics.throttled.inc();
-        return Err(WebError::TooManyRequests { retry_after_secs: retry_after_secs(wait) });
-    }
 
     let attempt = Attempt { channel: Channel::Web, client };
     let failure = |username: &str| -> Result<HttpResponse, WebError> {
@@ -198,19 +195,12 @@ async fn verify(
     session: Session,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
-    let form = read_form(&req, payload).await?;
-    if !csrf_matches(&session, form.get("csrf_token")) {
-        return Err(WebError::CsrfRejected);
-    }
+    let form = checked_form(&req, payload, &session).await?;
     let next = form.get("next").and_then(safe_next);
     let Some(pending) = live_pending(&session) else { return Ok(see_other("/login")) };
     // A code is guessed like a password: the same per-address budget.
-    let client = state.client_ip(&req);
-    if let Err(wait) = state.login_throttle.check(&state.pool, client.map(AddressBucket::of)).await? {
-        state.grants.metrics.throttled.inc();
-        return Err(WebError::TooManyRequests { retry_after_secs: retry_after_secs(wait) });
-    }
-    let attempt = Attempt { channel: Channel::Web, client };
+    spend_password_budget(&req, &state).await?;
+    let attempt = Attempt { channel: Channel::Web, client: state.client_ip(&req) };
     let code = form.get("code").map(|code| SecretString::from(code.to_owned()));
     let (metrics, factors) = (&state.grants.metrics, &state.grants.second_factors);
     match credentials::check_second_step(&state.pool, metrics, factors, pending.user_id, code, &attempt).await {

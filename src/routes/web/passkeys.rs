@@ -10,7 +10,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::WebError;
-use super::forms::{FieldErrors, checked_form};
+use super::forms::{FieldErrors, checked_form, spend_password_budget};
 use super::login::see_other;
 use super::session::SignedInUser;
 use crate::accounts::AccountError;
@@ -60,6 +60,9 @@ fn answer(result: Result<HttpResponse, PasskeyFailure>) -> Result<HttpResponse, 
         }
         Err(PasskeyFailure::Refused) => Ok(failure(StatusCode::UNAUTHORIZED, "That passkey did not work.")),
         Err(PasskeyFailure::Locked) => Ok(failure(StatusCode::UNAUTHORIZED, "That passkey did not work.")),
+        Err(PasskeyFailure::WrongPassword) => {
+            Ok(failure(StatusCode::BAD_REQUEST, "This is not your current password."))
+        }
     }
 }
 
@@ -80,16 +83,28 @@ fn begun(ceremony: Uuid, options: serde_json::Value) -> HttpResponse {
         .json(json!({ "ceremony": ceremony, "options": options }))
 }
 
+#[derive(Deserialize)]
+struct BeginRegistration {
+    #[serde(default)]
+    current_password: String,
+}
+
 #[post("/account/passkeys/begin")]
 async fn register_begin(
     req: HttpRequest,
+    payload: web::Payload,
     session: Session,
     user: SignedInUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     csrf_checked(&req, &session)?;
+    let body = read_limited(payload, JSON_LIMIT).await.map_err(|_| WebError::BadRequest)?;
+    let begin: BeginRegistration = serde_json::from_slice(&body).map_err(|_| WebError::BadRequest)?;
+    // A password is checked: the sign-in's per-address budget.
+    spend_password_budget(&req, &state).await?;
+    let (actor, password) = (user.actor(&state, &req), secrecy::SecretString::from(begin.current_password));
     let service = state.second_factor_accounts();
-    answer(service.begin_passkey(&user.user).await.map(|(id, options)| begun(id, options)))
+    answer(service.begin_passkey(&actor, &user.user, password).await.map(|(id, options)| begun(id, options)))
 }
 
 #[post("/account/passkeys/finish")]

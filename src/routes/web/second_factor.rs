@@ -9,15 +9,13 @@ use askama::Template;
 use secrecy::SecretString;
 
 use super::WebError;
-use super::forms::{FieldErrors, checked_form};
+use super::forms::{FieldErrors, checked_form, spend_password_budget};
 use super::login::see_other;
 use super::pages::{Layout, render};
 use super::session::SignedInUser;
 use crate::accounts::AccountError;
 use crate::accounts::second_factor::{CodeError, OpenEnrolment};
 use crate::auth::second_factor::recovery::FEW_LEFT;
-use crate::auth::throttle::retry_after_secs;
-use crate::domain::AddressBucket;
 use crate::domain::form::FormFields;
 use crate::routes::AppState;
 
@@ -115,16 +113,6 @@ async fn show(req: HttpRequest, user: SignedInUser, state: web::Data<AppState>) 
     page(&user, &state, FieldErrors::default(), message, StatusCode::OK).await
 }
 
-/// A password is checked here: the sign-in's per-address budget applies.
-async fn spend_budget(req: &HttpRequest, state: &AppState) -> Result<(), WebError> {
-    let client = state.client_ip(req);
-    if let Err(wait) = state.login_throttle.check(&state.pool, client.map(AddressBucket::of)).await? {
-        state.grants.metrics.throttled.inc();
-        return Err(WebError::TooManyRequests { retry_after_secs: retry_after_secs(wait) });
-    }
-    Ok(())
-}
-
 fn secret_field(form: &FormFields, name: &str) -> SecretString {
     SecretString::from(form.raw(name).unwrap_or_default().to_owned())
 }
@@ -146,7 +134,7 @@ async fn begin(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     let form = checked_form(&req, payload, &session).await?;
-    spend_budget(&req, &state).await?;
+    spend_password_budget(&req, &state).await?;
     let actor = user.actor(&state, &req);
     match state
         .second_factor_accounts()
@@ -190,7 +178,7 @@ async fn regenerate(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     let form = checked_form(&req, payload, &session).await?;
-    spend_budget(&req, &state).await?;
+    spend_password_budget(&req, &state).await?;
     let actor = user.actor(&state, &req);
     let password = secret_field(&form, "current_password");
     match state.second_factor_accounts().regenerate_recovery_codes(&actor, &user.user, password).await {
@@ -209,7 +197,7 @@ async fn remove(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     let form = checked_form(&req, payload, &session).await?;
-    spend_budget(&req, &state).await?;
+    spend_password_budget(&req, &state).await?;
     let actor = user.actor(&state, &req);
     let (password, code) = (secret_field(&form, "current_password"), secret_field(&form, "code"));
     match state.second_factor_accounts().remove(&actor, &user.user, password, code).await {
