@@ -74,6 +74,11 @@ pub struct Settings {
     /// it is not the issuer's host and origin.
     pub webauthn_rp_id: Option<String>,
     pub webauthn_origin: Option<String>,
+    /// `GATEHOUSE_SMTP_URL`: where mail goes (`smtp://host:port`, `smtp://user:pass@host:587?tls=starttls`,
+    /// `smtps://host:465`). Without it there is no mail feature, except under `--dev`, which prints mails.
+    pub smtp_url: Option<SecretString>,
+    /// `GATEHOUSE_MAIL_FROM`: the sender of every mail (required with `GATEHOUSE_SMTP_URL`).
+    pub mail_from: Option<String>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Password attempts (`/token`, `/login`) one client address may make per minute; 0 turns it off.
     pub login_rate_per_minute: u32,
@@ -162,6 +167,20 @@ impl Settings {
             }
             _ => None,
         };
+        let smtp_url = get("GATEHOUSE_SMTP_URL").map(|value| value.trim().to_owned()).filter(|v| !v.is_empty());
+        if let Some(url) = &smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            return Err(invalid("GATEHOUSE_SMTP_URL", "must start with smtp:// or smtps://"));
+        }
+        let mail_from = get("GATEHOUSE_MAIL_FROM").map(|value| value.trim().to_owned()).filter(|v| !v.is_empty());
+        if smtp_url.is_some() && mail_from.is_none() {
+            return Err(invalid(
+                "GATEHOUSE_MAIL_FROM",
+                "is required with GATEHOUSE_SMTP_URL (the sender of every mail)",
+            ));
+        }
+        let smtp_url = smtp_url.map(SecretString::from);
         let trusted_proxies = match get("GATEHOUSE_TRUSTED_PROXIES") {
             Some(value) => parse_proxies(&value)?,
             None => Vec::new(),
@@ -221,6 +240,8 @@ impl Settings {
             second_factor,
             webauthn_rp_id,
             webauthn_origin,
+            smtp_url,
+            mail_from,
             trusted_proxies,
             login_rate_per_minute,
             refresh_family_max_age,

@@ -14,6 +14,7 @@ pub mod db;
 pub mod domain;
 pub mod errors;
 pub mod log_context;
+pub mod mail;
 pub mod metrics;
 pub mod oauth;
 pub mod random;

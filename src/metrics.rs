@@ -46,6 +46,12 @@ pub struct LoginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutboxLabels {
+    /// `pending`, `sent`, `failed`.
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SecondFactorLabels {
     /// `ok` (app code), `recovery_code`, `failed`, `locked`, `added`, `removed`.
     pub outcome: &'static str,
@@ -83,6 +89,8 @@ pub struct Metrics {
     pub bearer_batch_size: Histogram,
     pub client_authentications: Family<ClientAuthLabels, Counter>,
     pub second_factor: Family<SecondFactorLabels, Counter>,
+    pub mail_outbox: Family<OutboxLabels, Gauge<i64, AtomicI64>>,
+    pub mail_oldest_pending_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -162,6 +170,18 @@ impl Metrics {
             "Second factors: sign-in steps by outcome, and apps added or removed",
             second_factor.clone(),
         );
+        let mail_outbox = Family::<OutboxLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "gatehouse_mail_outbox",
+            "Mails in the outbox, by state (pending, sent, failed)",
+            mail_outbox.clone(),
+        );
+        let mail_oldest_pending_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "gatehouse_mail_oldest_pending_seconds",
+            "Age of the oldest mail not delivered yet (0 when none waits)",
+            mail_oldest_pending_seconds.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -177,6 +197,8 @@ impl Metrics {
             bearer_batch_size,
             client_authentications,
             second_factor,
+            mail_outbox,
+            mail_oldest_pending_seconds,
         }
     }
 

@@ -17,6 +17,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Condition, Next, from_fn};
 use actix_web::{App, HttpServer, web};
 
+use crate::accounts::password_reset::MailContext;
 use crate::auth::credentials::SecondFactors;
 use crate::auth::jwt::VerifiedTokens;
 use crate::auth::keys::{KeyError, KeyPolicy, KeyRing, Undecryptable};
@@ -29,6 +30,7 @@ use crate::auth::token_checks::TokenChecks;
 use crate::config::Settings;
 use crate::db::PgPool;
 use crate::log_context::{self, RequestId};
+use crate::mail::delivery::Mailer;
 use crate::metrics::Metrics;
 use crate::oauth::grant::{Grants, RefreshPolicy};
 use crate::routes::metrics::MetricsEndpoint;
@@ -55,6 +57,8 @@ pub enum StartupError {
     Database(#[from] diesel::ConnectionError),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error(transparent)]
+    Mail(#[from] crate::mail::delivery::MailSetupError),
     #[error("cannot read the role definitions")]
     Roles(#[source] diesel::result::Error),
     #[error("cannot set up passkeys (check GATEHOUSE_WEBAUTHN_RP_ID and GATEHOUSE_WEBAUTHN_ORIGIN): {0}")]
@@ -102,6 +106,14 @@ pub fn build_state(
     let login_throttle = LoginThrottle::new(settings.login_rate_per_minute);
     let session_key = cookie_key(settings.session_key.as_ref(), &secret);
     let role_scopes = load_role_scopes(&settings)?;
+    let mailer = mailer_for(&settings)?;
+    let mail = mailer.as_ref().map(|_| MailContext {
+        issuer: issuer.clone(),
+        service: url::Url::parse(&issuer)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "gatehouse".to_owned()),
+    });
     Ok(web::Data::new(AppState {
         pool,
         settings,
@@ -110,6 +122,8 @@ pub fn build_state(
             .and_then(|url| url.host_str().map(str::to_owned))
             .unwrap_or_else(|| "gatehouse".to_owned()),
         role_scopes,
+        mail,
+        mailer,
         issuer,
         grants,
         login_throttle,
@@ -118,6 +132,17 @@ pub fn build_state(
         key_reloader,
         metrics_endpoint,
     }))
+}
+
+/// The mailer: SMTP when `GATEHOUSE_SMTP_URL` is set; under `--dev` without it, mails are printed;
+/// otherwise none (no mail feature appears).
+fn mailer_for(settings: &Settings) -> Result<Option<Arc<Mailer>>, StartupError> {
+    let mailer = match (&settings.smtp_url, settings.dev_mode) {
+        (Some(url), _) => Mailer::smtp(url, settings.mail_from.as_deref().unwrap_or_default())?,
+        (None, true) => Mailer::print(settings.mail_from.as_deref().unwrap_or("gatehouse <gatehouse@localhost>"))?,
+        (None, false) => return Ok(None),
+    };
+    Ok(Some(Arc::new(mailer)))
 }
 
 /// The role definitions, read once: they change only with a migration, which a deploy applies
@@ -160,6 +185,14 @@ pub fn run(listener: TcpListener, pool: PgPool, settings: Settings) -> Result<Se
 pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, StartupError> {
     routes::metrics::start(&state)?;
     spawn_purger(state.pool.clone(), state.settings.purge_every);
+    if let Some(mailer) = &state.mailer {
+        // Every instance delivers: the outbox's leases keep them from sending a mail twice.
+        tokio::spawn(crate::mail::delivery::run(
+            state.pool.clone(),
+            Arc::clone(mailer),
+            Arc::clone(&state.grants.metrics),
+        ));
+    }
     let server = HttpServer::new(move || {
         let (app, document) = App::new()
             .into_utoipa_app()

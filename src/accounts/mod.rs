@@ -9,6 +9,7 @@
 
 pub mod blocking;
 pub mod clients;
+pub mod password_reset;
 pub mod personal_tokens;
 pub mod second_factor;
 mod validate;

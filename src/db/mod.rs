@@ -10,7 +10,9 @@ pub mod clients;
 pub mod dev;
 pub mod items;
 pub mod locks;
+pub mod outbox;
 pub mod passkeys;
+pub mod password_resets;
 pub mod personal_tokens;
 pub mod refresh_tokens;
 pub mod roles;
@@ -49,7 +51,7 @@ pub struct PgPool {
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// How many migrations the binary carries (for the reversibility test).
-pub const MIGRATIONS_COUNT: usize = 13;
+pub const MIGRATIONS_COUNT: usize = 14;
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
 /// Short, so an outage answers 503 quickly instead of piling up requests.
@@ -202,6 +204,7 @@ pub fn purge_expired(conn: &mut PgConnection, now: chrono::DateTime<chrono::Utc>
             + personal_tokens::purge_expired(conn, now)?
             + sessions::purge_expired(conn, now)?
             + passkeys::purge_expired(conn, now)?
+            + password_resets::purge_expired(conn, now)?
             + throttle::purge_recovered(conn)?
             + clients::purge_expired_secrets(conn, now)?)
     })

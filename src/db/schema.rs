@@ -52,6 +52,25 @@ diesel::table! {
 }
 
 diesel::table! {
+    mail_outbox (id) {
+        id -> Uuid,
+        kind -> Text,
+        user_id -> Nullable<Uuid>,
+        recipient -> Text,
+        subject -> Text,
+        body_text -> Nullable<Text>,
+        body_html -> Nullable<Text>,
+        state -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        leased_until -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        sent_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     oauth_client_secrets (id) {
         id -> Uuid,
         client_id -> Text,
@@ -86,6 +105,16 @@ diesel::table! {
         passkey -> Jsonb,
         created_at -> Timestamptz,
         last_used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    password_reset_tokens (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -254,8 +283,10 @@ diesel::table! {
 }
 
 diesel::joinable!(items -> users (owner_id));
+diesel::joinable!(mail_outbox -> users (user_id));
 diesel::joinable!(oauth_client_secrets -> oauth_clients (client_id));
 diesel::joinable!(passkeys -> users (user_id));
+diesel::joinable!(password_reset_tokens -> users (user_id));
 diesel::joinable!(personal_access_tokens -> users (user_id));
 diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(refresh_families -> users (user_id));
@@ -275,9 +306,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     event_hours,
     items,
     login_throttle,
+    mail_outbox,
     oauth_client_secrets,
     oauth_clients,
     passkeys,
+    password_reset_tokens,
     personal_access_tokens,
     recovery_codes,
     refresh_families,

@@ -94,6 +94,8 @@ stored_names! {
         RecoveryCodesGenerated = "recovery_codes_generated",
         /// An admin or the command line removed every second factor of a user.
         SecondFactorsReset = "second_factors_reset",
+        /// A password-reset link was mailed (queued) to the user.
+        PasswordResetRequested = "password_reset_requested",
     }
 }
 

@@ -35,6 +35,10 @@ pub struct AppState {
     pub app_label: String,
     /// The role definitions (which scopes each role allows), read at start.
     pub role_scopes: crate::domain::RoleScopes,
+    /// Mail is on (SMTP configured, or `--dev`): what mails say about where they come from.
+    pub mail: Option<crate::accounts::password_reset::MailContext>,
+    /// The mailer the delivery loop uses (`serve` starts the loop).
+    pub mailer: Option<std::sync::Arc<crate::mail::delivery::Mailer>>,
     /// The grants, with the hasher and the signing keys they use.
     pub grants: Grants,
     pub login_throttle: LoginThrottle,
@@ -217,5 +221,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/login/passkey/begin"),
     ("POST", "/login/passkey/finish"),
     ("GET", "/static/passkeys.js"),
+    ("GET", "/password-reset"),
+    ("POST", "/password-reset"),
+    ("GET", "/password-reset/{token}"),
+    ("POST", "/password-reset/{token}"),
     ("POST", "/admin/users/{username}/tokens/{id}/revoke"),
 ];

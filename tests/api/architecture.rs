@@ -16,12 +16,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("log_context.rs", &[]),
     ("random.rs", &[]),
     ("metrics.rs", &[]),
-    ("accounts", &["accounts", "auth", "db", "domain", "errors", "log_context", "random", "config", "metrics"]),
+    ("mail", &["mail", "db", "domain", "errors", "log_context", "config", "metrics"]),
+    ("accounts", &["accounts", "auth", "mail", "db", "domain", "errors", "log_context", "random", "config", "metrics"]),
     (
         "routes",
         &[
             "routes",
             "accounts",
+            "mail",
             "oauth",
             "auth",
             "db",

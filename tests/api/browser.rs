@@ -896,3 +896,34 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_on_either_instance() {
     let again = api.post(second.url("/login/passkey/finish")).header("X-CSRF-Token", csrf).json(&finish).send();
     assert_eq!(again.await.unwrap().status(), 400);
 }
+
+#[tokio::test]
+async fn a_person_who_forgot_their_password_resets_it_from_the_mailed_link() {
+    use crate::mail::{SmtpServer, link_in, mail_settings};
+    let smtp = SmtpServer::start_on(SmtpServer::free_port());
+    let settings = mail_settings(&smtp);
+    let overrides: Vec<(&str, &str)> = settings.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    let app = crate::helpers::spawn_app_with(&overrides).await;
+    let alice = app.alice();
+    let browser = Browser::open(&app).await;
+    browser.goto("/login").await;
+    browser.by_text("main", "a", "Forgot your password?").await.click().await.unwrap();
+    browser.wait_for_location("/password-reset").await;
+    browser.field_labelled("Username or email address").await.send_keys("alice@example.org").await.unwrap();
+    browser.by_text("main", "button", "Send the link").await.click().await.unwrap();
+    assert!(browser.text("#reset-sent").await.contains("If an account matches"));
+    browser.screenshot("password-reset").await;
+
+    let mail = smtp.wait_for(1, Duration::from_secs(15)).await.remove(0);
+    let link = link_in(&mail, &app);
+    browser.goto(&link).await;
+    browser.field_labelled("New password").await.send_keys(STRONG).await.unwrap();
+    browser.field_labelled("New password again").await.send_keys(STRONG).await.unwrap();
+    browser.screenshot("password-reset-form").await;
+    browser.by_text("main", "button", "Set the new password").await.click().await.unwrap();
+    assert!(browser.text("#reset-done").await.contains("Your password was changed"));
+    browser.by_text("main", "a", "Sign in").await.click().await.unwrap();
+    browser.wait_for_location("/login").await;
+    browser.submit_login(&alice.username, STRONG).await;
+    browser.wait_for_location("/").await;
+}

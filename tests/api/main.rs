@@ -20,6 +20,7 @@ mod hashing;
 mod health;
 mod keys;
 mod lifecycle;
+mod mail;
 mod methods;
 mod metrics;
 mod nginx;

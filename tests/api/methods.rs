@@ -69,6 +69,8 @@ const ALLOW: &[(&str, &str)] = &[
     ("/login/passkey/begin", "POST"),
     ("/login/passkey/finish", "POST"),
     ("/static/passkeys.js", "GET, HEAD"),
+    ("/password-reset", "GET, POST, HEAD"),
+    ("/password-reset/{token}", "GET, POST, HEAD"),
 ];
 
 #[tokio::test]

@@ -80,6 +80,23 @@ pub fn with_roles(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<
     users::table.find(user_id).select((User::as_select(), user_role_names(users::id))).first(conn).optional()
 }
 
+/// Active users named `who`: the one whose username it is (any case), and every one whose email
+/// address it is (any case; several accounts may share one), each once.
+pub fn active_by_username_or_email(conn: &mut PgConnection, who: &str) -> QueryResult<Vec<User>> {
+    users::table
+        .filter(users::is_active.eq(true))
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("(lower(username) = lower(")
+                .bind::<diesel::sql_types::Text, _>(who)
+                .sql(") OR lower(email) = lower(")
+                .bind::<diesel::sql_types::Text, _>(who)
+                .sql("))"),
+        )
+        .select(User::as_select())
+        .order(users::username)
+        .load(conn)
+}
+
 /// The user's role names, sorted.
 pub fn roles_of(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Vec<String>> {
     user_roles::table

@@ -51,6 +51,8 @@ struct LoginPage<'a> {
     error: Option<&'a str>,
     /// Passkeys are on: offer "Sign in with a passkey".
     passkeys: bool,
+    /// Mail is on: offer "Forgot your password?".
+    mail: bool,
 }
 
 #[get("/login")]
@@ -68,7 +70,8 @@ async fn login_form(
     }
     let csrf_token = csrf_token(&session).map_err(WebError::session)?;
     let passkeys = state.grants.second_factors.passkeys.is_some();
-    let page = LoginPage { layout: Layout::anonymous(), csrf_token, username: "", next, error: None, passkeys };
+    let mail = state.mail.is_some();
+    let page = LoginPage { layout: Layout::anonymous(), csrf_token, username: "", next, error: None, passkeys, mail };
     render(StatusCode::OK, &page)
 }
 
@@ -99,6 +102,7 @@ async fn login(
             next: next.clone(),
             error: Some(GENERIC_FAILURE),
             passkeys: state.grants.second_factors.passkeys.is_some(),
+            mail: state.mail.is_some(),
         };
         render(StatusCode::UNAUTHORIZED, &page)
     };

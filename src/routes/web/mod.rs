@@ -13,6 +13,7 @@ mod home;
 mod login;
 pub mod pages;
 mod passkeys;
+mod password_reset;
 mod second_factor;
 pub mod session;
 mod sign_ins;
@@ -37,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(account_tokens::configure)
         .configure(second_factor::configure)
         .configure(passkeys::configure)
+        .configure(password_reset::configure)
         .app_data(web::PathConfig::default().error_handler(|_, _| WebError::NotFound.into()));
 }
 
@@ -93,6 +95,8 @@ pub const PAGES: &[&str] = &[
     "/login/verify/passkey/finish",
     "/login/passkey/begin",
     "/login/passkey/finish",
+    "/password-reset",
+    "/password-reset/{token}",
     "/admin/users/{username}/tokens/{id}/revoke",
 ];
 
