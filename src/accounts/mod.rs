@@ -194,6 +194,13 @@ fn change_event(actor: &Actor) -> NewEvent {
         .client(actor.client.map(|ip| ip.to_string()))
 }
 
+/// A person's own password change, as typed: the current password and the new one twice.
+pub struct PasswordChange {
+    pub current: SecretString,
+    pub new: SecretString,
+    pub again: SecretString,
+}
+
 /// The server's side: the pool for the transactions, the hasher for new passwords.
 pub struct Accounts<'a> {
     pub pool: &'a PgPool,
@@ -277,10 +284,10 @@ impl Accounts<'_> {
         actor: &Actor,
         user: &User,
         session_id: Uuid,
-        current: SecretString,
-        new: SecretString,
-        again: SecretString,
+        passwords: PasswordChange,
+        mail: Option<&password_reset::MailContext>,
     ) -> Result<Option<DateTime<Utc>>, AccountError> {
+        let PasswordChange { current, new, again } = passwords;
         let password = validate::new_password(new, Some(again), Field::NewPassword)?;
         let attempt = Attempt { channel: actor.channel, client: actor.client };
         match credentials::confirm_password(self.pool, self.hasher, self.metrics, &user.username, current, &attempt)
@@ -298,9 +305,21 @@ impl Accounts<'_> {
         judge_strength_off_executor(actor, &password, inputs, Field::NewPassword).await?;
         let hash = self.hasher.hash(password.secret().clone(), &user.username).await?;
         let event = actor.event(EventKind::PasswordChanged, user.id);
+        let notice = match (mail, &user.email) {
+            (Some(context), Some(email)) => {
+                let to = crate::mail::templates::Recipient { user_id: user.id, username: &user.username, email };
+                Some(
+                    crate::mail::templates::password_changed(&context.issuer, &context.service, &to)
+                        .map_err(ServerError::internal)?,
+                )
+            }
+            _ => None,
+        };
         let user_id = user.id;
-        Ok(db::run(self.pool, move |conn| db::users::change_own_password(conn, user_id, session_id, &hash, &event))
-            .await?)
+        Ok(db::run(self.pool, move |conn| {
+            db::users::change_own_password(conn, user_id, session_id, &hash, &event, notice.as_ref())
+        })
+        .await?)
     }
 
     /// Ends one of `owner`'s browser sessions; false when they have no such session.

@@ -372,3 +372,26 @@ async fn a_mail_held_by_a_crashed_instance_is_delivered_once_its_lease_ends() {
     smtp.wait_for(1, Duration::from_secs(15)).await;
     assert_eq!(outbox_states(&app), [("sent".to_owned(), None)]);
 }
+
+/// Changing one's own password on `/account` mails a notice (queued with the change).
+#[tokio::test]
+async fn a_password_change_on_the_account_page_mails_a_notice() {
+    let smtp = SmtpServer::start_on(SmtpServer::free_port());
+    let app = spawn_with_mail(&smtp).await;
+    let alice = app.alice();
+    let client = browser();
+    crate::web::signed_in(&app, &client, &alice.username, &alice.password).await;
+    let account = client.get(app.url("/account")).send().await.unwrap().text().await.unwrap();
+    let csrf = hidden_value(&account, "csrf_token").unwrap();
+    let form = [
+        ("csrf_token", csrf.as_str()),
+        ("current_password", alice.password.as_str()),
+        ("new_password", STRONG),
+        ("new_password_again", STRONG),
+    ];
+    let changed = client.post(app.url("/account/password")).form(&form).send().await.unwrap();
+    assert_eq!(changed.status(), 303);
+    let mails = smtp.wait_for(1, Duration::from_secs(15)).await;
+    assert!(mails[0].contains("Subject: Your 127.0.0.1 password was changed"), "{}", mails[0]);
+    assert!(mails[0].contains("To: alice@example.org"));
+}

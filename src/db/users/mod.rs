@@ -184,6 +184,7 @@ pub fn change_own_password(
     session_id: Uuid,
     password_hash: &str,
     event: &NewEvent,
+    notice: Option<&super::outbox::NewMail>,
 ) -> QueryResult<Option<DateTime<Utc>>> {
     use super::schema::sessions;
     conn.transaction(|conn| {
@@ -201,6 +202,10 @@ pub fn change_own_password(
             .optional()?;
         if session.is_none() {
             return Ok(None);
+        }
+        // The "your password was changed" mail, in the transaction of the change.
+        if let Some(notice) = notice {
+            super::outbox::queue(conn, notice)?;
         }
         set_password_recorded(conn, user_id, password_hash, event).map(Some)
     })

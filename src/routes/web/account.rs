@@ -15,7 +15,7 @@ use super::login::see_other;
 use super::pages::{Layout, render};
 use super::session::SignedInUser;
 use super::sign_ins::{FamilyRow, SessionRow};
-use crate::accounts::AccountError;
+use crate::accounts::{AccountError, PasswordChange};
 use crate::auth::second_factor::recovery::FEW_LEFT;
 use crate::auth::session;
 use crate::db;
@@ -105,7 +105,8 @@ async fn change_password(
     let field = |name: &str| SecretString::from(form.raw(name).unwrap_or_default().to_owned());
     let (current, new, again) = (field("current_password"), field("new_password"), field("new_password_again"));
     let actor = user.actor(&state, &req);
-    match state.accounts().change_own_password(&actor, &user.user, user.session_id, current, new, again).await {
+    let (mail, passwords) = (state.mail.as_ref(), PasswordChange { current, new, again });
+    match state.accounts().change_own_password(&actor, &user.user, user.session_id, passwords, mail).await {
         Ok(Some(cutoff)) => {
             session::renew_sign_in(&session, cutoff).map_err(WebError::session)?;
             Ok(see_other("/account?done=password-changed"))
