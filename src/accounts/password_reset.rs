@@ -8,10 +8,43 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use super::{AccountError, Accounts, Actor, Field, user_inputs, validate};
-use crate::db::{self, users::User};
+use crate::db::{self, outbox::NewMail, users::User};
 use crate::domain::EventKind;
 use crate::errors::ServerError;
 use crate::mail::templates::{self, Recipient};
+use uuid::Uuid;
+
+/// A new link for `user` and the mail that carries it (`None` without an email address).
+fn reset_mail(context: &MailContext, user: &User) -> Result<Option<(NewMail, Vec<u8>)>, ServerError> {
+    let Some(email) = user.email.as_deref() else { return Ok(None) };
+    let token = crate::random::token(32);
+    let recipient = Recipient { user_id: user.id, username: &user.username, email };
+    let mail = templates::password_reset(&context.issuer, &context.service, &recipient, &token)
+        .map_err(ServerError::internal)?;
+    Ok(Some((mail, link_hash(&token))))
+}
+
+/// Stores the link and queues its mail, unless the account had [`MAILS_PER_HOUR`] reset mails in the
+/// last hour: `false` then. The user's row is locked first, so the limit holds for racing requests.
+fn queue_reset(
+    conn: &mut diesel::PgConnection,
+    user_id: Uuid,
+    hash: &[u8],
+    mail: &NewMail,
+    event: &crate::db::auth_events::NewEvent,
+) -> diesel::QueryResult<bool> {
+    conn.transaction(|conn| {
+        db::password_resets::lock_user(conn, user_id)?;
+        let since = Utc::now() - Duration::hours(1);
+        if db::outbox::queued_since(conn, user_id, mail.kind, since)? >= MAILS_PER_HOUR {
+            return Ok(false);
+        }
+        db::password_resets::issue(conn, user_id, hash, Utc::now() + LINK_LIFETIME)?;
+        db::outbox::queue(conn, mail)?;
+        db::auth_events::record(conn, event)?;
+        Ok(true)
+    })
+}
 
 /// A link works this long.
 pub const LINK_LIFETIME: Duration = Duration::minutes(30);
@@ -65,29 +98,30 @@ impl Accounts<'_> {
         }
         let accounts = db::run(self.pool, move |conn| db::users::active_by_username_or_email(conn, &who)).await?;
         for user in accounts {
-            let Some(email) = user.email.clone() else { continue };
-            let token = crate::random::token(32);
-            let recipient = Recipient { user_id: user.id, username: &user.username, email: &email };
-            let mail = templates::password_reset(&context.issuer, &context.service, &recipient, &token)
-                .map_err(ServerError::internal)?;
-            let (hash, expires_at, user_id) = (link_hash(&token), Utc::now() + LINK_LIFETIME, user.id);
-            let event = actor.event(EventKind::PasswordResetRequested, user_id);
-            db::run(self.pool, move |conn| {
-                conn.transaction(|conn| {
-                    // One request per account at a time: the limit holds for racing requests.
-                    db::password_resets::lock_user(conn, user_id)?;
-                    let since = Utc::now() - Duration::hours(1);
-                    if db::outbox::queued_since(conn, user_id, mail.kind, since)? >= MAILS_PER_HOUR {
-                        return Ok(());
-                    }
-                    db::password_resets::issue(conn, user_id, &hash, expires_at)?;
-                    db::outbox::queue(conn, &mail)?;
-                    db::auth_events::record(conn, &event)
-                })
-            })
-            .await?;
+            let Some((mail, hash)) = reset_mail(context, &user)? else { continue };
+            let event = actor.event(EventKind::PasswordResetRequested, user.id);
+            let user_id = user.id;
+            db::run(self.pool, move |conn| queue_reset(conn, user_id, &hash, &mail, &event)).await?;
         }
         Ok(())
+    }
+
+    /// An admin mails `username` a reset link (the page's "Send a password-reset link"), under the
+    /// same per-account limit. `Ok(false)`: nothing sent (no email address, inactive, or the limit).
+    pub async fn send_reset_link(
+        &self,
+        context: &MailContext,
+        actor: &Actor,
+        username: &str,
+    ) -> Result<bool, AccountError> {
+        let user = self.find(username).await?;
+        if !user.is_active {
+            return Ok(false);
+        }
+        let Some((mail, hash)) = reset_mail(context, &user)? else { return Ok(false) };
+        let event = actor.event(EventKind::PasswordResetRequested, user.id).detail("sent by an admin");
+        let user_id = user.id;
+        self.write_as(actor, move |conn| queue_reset(conn, user_id, &hash, &mail, &event)).await
     }
 
     /// The account a link would reset, without using the link (`GET` of the link: mail scanners open

@@ -225,5 +225,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/password-reset"),
     ("GET", "/password-reset/{token}"),
     ("POST", "/password-reset/{token}"),
+    ("POST", "/admin/users/{username}/password-reset"),
     ("POST", "/admin/users/{username}/tokens/{id}/revoke"),
 ];

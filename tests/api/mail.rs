@@ -395,3 +395,28 @@ async fn a_password_change_on_the_account_page_mails_a_notice() {
     assert!(mails[0].contains("Subject: Your 127.0.0.1 password was changed"), "{}", mails[0]);
     assert!(mails[0].contains("To: alice@example.org"));
 }
+
+/// An admin mails a user a reset link from the user's page.
+#[tokio::test]
+async fn an_admin_sends_a_user_a_reset_link() {
+    let smtp = SmtpServer::start_on(SmtpServer::free_port());
+    let app = spawn_with_mail(&smtp).await;
+    let admin = app.admin();
+    app.alice();
+    let client = browser();
+    crate::web::signed_in(&app, &client, &admin.username, &admin.password).await;
+    let page = client.get(app.url("/admin/users/alice")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Send a password-reset link"), "{page}");
+    let csrf = hidden_value(&page, "csrf_token").unwrap();
+    let sent = client.post(app.url("/admin/users/alice/password-reset")).form(&[("csrf_token", csrf.as_str())]).send();
+    let sent = sent.await.unwrap();
+    assert_eq!(sent.status(), 303);
+    assert_eq!(sent.headers()["location"], "/admin/users/alice?done=reset-link-sent");
+    let mail = smtp.wait_for(1, Duration::from_secs(15)).await.remove(0);
+    assert!(mail.contains("To: alice@example.org"));
+    let link = link_in(&mail, &app);
+    assert_eq!(client.get(app.url(&link)).send().await.unwrap().status(), 200);
+    let requested =
+        app.events().iter().filter(|e| e.kind == "password_reset_requested" && e.actor_id == Some(admin.id)).count();
+    assert_eq!(requested, 1);
+}

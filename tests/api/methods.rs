@@ -71,6 +71,7 @@ const ALLOW: &[(&str, &str)] = &[
     ("/static/passkeys.js", "GET, HEAD"),
     ("/password-reset", "GET, POST, HEAD"),
     ("/password-reset/{token}", "GET, POST, HEAD"),
+    ("/admin/users/{username}/password-reset", "POST"),
 ];
 
 #[tokio::test]

@@ -43,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(set_password)
         .service(sign_out_all)
         .service(reset_second_factors)
+        .service(send_reset_link)
         .service(revoke_token);
 }
 
@@ -216,6 +217,8 @@ struct UserPage {
     recovery_codes_left: i64,
     /// The user's passkeys: name and when added.
     passkeys: Vec<(String, String)>,
+    /// Mail is on: offer "Send a password-reset link".
+    mail: bool,
     errors: FieldErrors,
 }
 
@@ -283,6 +286,7 @@ async fn user_page(
             .into_iter()
             .map(|passkey| (passkey.name, passkey.created_at.format("%Y-%m-%d %H:%M").to_string()))
             .collect(),
+        mail: state.mail.is_some(),
         errors,
     };
     render(status, &page)
@@ -395,6 +399,26 @@ async fn sign_out_all(
     checked_form(&req, payload, &session).await?;
     match state.accounts().sign_out_everywhere(&user.actor(&state, &req), &username).await {
         Ok(signed_out) => Ok(done(&signed_out.username, "signed-out")),
+        Err(err) => refused(&user, &state, &username, err).await,
+    }
+}
+
+/// Mails the user a password-reset link (mail on only).
+#[post("/admin/users/{username}/password-reset")]
+async fn send_reset_link(
+    req: HttpRequest,
+    payload: web::Payload,
+    session: Session,
+    username: web::Path<String>,
+    user: SignedInUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    user.authorize(Requirement::ADMIN_PAGES)?;
+    checked_form(&req, payload, &session).await?;
+    let context = state.mail.clone().ok_or(WebError::NotFound)?;
+    match state.accounts().send_reset_link(&context, &user.actor(&state, &req), &username).await {
+        Ok(true) => Ok(done(&username, "reset-link-sent")),
+        Ok(false) => Ok(done(&username, "reset-link-not-sent")),
         Err(err) => refused(&user, &state, &username, err).await,
     }
 }

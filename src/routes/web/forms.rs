@@ -91,6 +91,10 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "family-revoked" => "The refresh token was revoked.",
         "token-revoked" => "The personal access token was revoked; it no longer works.",
         "second-factor-removed" => "Your authenticator app and recovery codes were removed.",
+        "reset-link-sent" => "A password-reset link was mailed to the user.",
+        "reset-link-not-sent" => {
+            "No link was sent: the user has no email address, is inactive, or had three reset mails this hour."
+        }
         "second-factors-reset" => "The user's second factors were removed; their sessions and tokens no longer work.",
         _ => return None,
     })

@@ -97,6 +97,7 @@ pub const PAGES: &[&str] = &[
     "/login/passkey/finish",
     "/password-reset",
     "/password-reset/{token}",
+    "/admin/users/{username}/password-reset",
     "/admin/users/{username}/tokens/{id}/revoke",
 ];
 
