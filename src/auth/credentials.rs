@@ -323,16 +323,8 @@ fn settle_code(
                 Ok(Settled::Passed(method))
             }
             None => {
-                // The user's row first: see `record_failure`.
-                let locked = db::users::record_failure(conn, user_id, &LOCKOUT)?;
-                db::auth_events::record(conn, &events.failed)?;
-                if let Some(until) = locked {
-                    db::auth_events::record(
-                        conn,
-                        &events.lockout.detail(format!("locked until {}", until.to_rfc3339())),
-                    )?;
-                }
-                Ok(Settled::Failed { locked: locked.is_some() })
+                let locked = count_failure(conn, user_id, &events.failed, events.lockout)?;
+                Ok(Settled::Failed { locked })
             }
         }
     })
@@ -451,21 +443,7 @@ async fn check(
                 let event = failed(FailureReason::WrongPassword, Some(check.user_id));
                 let lockout = attempt.event(EventKind::Lockout, username).user(check.user_id);
                 let user_id = check.user_id;
-                let locked = db::run(pool, move |conn| {
-                    conn.transaction(|conn| {
-                        // The user's row first: see `record_failure`.
-                        let locked = db::users::record_failure(conn, user_id, &LOCKOUT)?;
-                        db::auth_events::record(conn, &event)?;
-                        if let Some(until) = locked {
-                            db::auth_events::record(
-                                conn,
-                                &lockout.detail(format!("locked until {}", until.to_rfc3339())),
-                            )?;
-                        }
-                        Ok(locked.is_some())
-                    })
-                })
-                .await?;
+                let locked = db::run(pool, move |conn| count_failure(conn, user_id, &event, lockout)).await?;
                 if locked {
                     metrics.lockouts.inc();
                 }
@@ -573,6 +551,25 @@ async fn check(
             }
         },
     }
+}
+
+/// A failed check of the account's password or second factor, counted by the lockout in one
+/// transaction: the failure (the user's row first: see `record_failure`), its audit row, and the
+/// lockout's when this failure locks the account. Returns whether it did.
+fn count_failure(
+    conn: &mut diesel::PgConnection,
+    user_id: Uuid,
+    failed: &NewEvent,
+    lockout: NewEvent,
+) -> diesel::QueryResult<bool> {
+    conn.transaction(|conn| {
+        let locked = db::users::record_failure(conn, user_id, &LOCKOUT)?;
+        db::auth_events::record(conn, failed)?;
+        if let Some(until) = locked {
+            db::auth_events::record(conn, &lockout.detail(format!("locked until {}", until.to_rfc3339())))?;
+        }
+        Ok(locked.is_some())
+    })
 }
 
 /// A sign-in's second factors, and whether the user is an admin (whom the policy may cover).
@@ -719,20 +716,7 @@ pub async fn finish_passkey(
                 // A failed second step, like a wrong code: counted by the lockout, and when it locks
                 // the half-signed-in session ends.
                 let (failed, lockout) = (events.failed.detail("passkey refused"), events.lockout);
-                let locked = db::run(pool, move |conn| {
-                    conn.transaction(|conn| {
-                        let locked = db::users::record_failure(conn, user_id, &LOCKOUT)?;
-                        db::auth_events::record(conn, &failed)?;
-                        if let Some(until) = locked {
-                            db::auth_events::record(
-                                conn,
-                                &lockout.detail(format!("locked until {}", until.to_rfc3339())),
-                            )?;
-                        }
-                        Ok(locked.is_some())
-                    })
-                })
-                .await?;
+                let locked = db::run(pool, move |conn| count_failure(conn, user_id, &failed, lockout)).await?;
                 if locked {
                     metrics.lockouts.inc();
                     return Err(PasskeyFailure::Locked);
