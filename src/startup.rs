@@ -17,7 +17,6 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Condition, Next, from_fn};
 use actix_web::{App, HttpServer, web};
 
-use crate::accounts::password_reset::MailContext;
 use crate::auth::credentials::SecondFactors;
 use crate::auth::jwt::VerifiedTokens;
 use crate::auth::keys::{KeyError, KeyPolicy, KeyRing, Undecryptable};
@@ -107,7 +106,7 @@ pub fn build_state(
     let session_key = cookie_key(settings.session_key.as_ref(), &secret);
     let role_scopes = load_role_scopes(&settings)?;
     let mailer = mailer_for(&settings)?;
-    let mail = mailer.as_ref().map(|_| MailContext {
+    let mail = mailer.as_ref().map(|_| crate::mail::Sender {
         issuer: issuer.clone(),
         service: url::Url::parse(&issuer)
             .ok()

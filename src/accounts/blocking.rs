@@ -23,9 +23,14 @@ fn hash(password: &crate::domain::NewPassword, cost: u32) -> Result<String, Acco
 
 pub fn create(conn: &mut PgConnection, cost: u32, actor: &Actor, draft: AccountDraft) -> Result<Created, AccountError> {
     let account = draft.validate()?;
-    let weak_password = judge_strength(actor, &account.password, &account.user_inputs(), Field::Password)?;
-    let password_hash = hash(&account.password, cost)?;
-    let outcome = super::write_new_user(conn, actor, &account, &password_hash).map_err(query_failed)?;
+    // The command line mails nothing: a user it creates needs a password.
+    let Some(password) = &account.password else {
+        return Err(AccountError::invalid(Field::Password, "a password is required"));
+    };
+    let weak_password = judge_strength(actor, password, &account.user_inputs(), Field::Password)?;
+    let password_hash = hash(password, cost)?;
+    let id = uuid::Uuid::now_v7();
+    let outcome = super::write_new_user(conn, actor, id, &account, &password_hash).map_err(query_failed)?;
     Ok(Created { user: super::written(outcome, account.username.as_str())?, weak_password })
 }
 

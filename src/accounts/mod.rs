@@ -11,6 +11,7 @@ pub mod blocking;
 pub mod clients;
 pub mod password_reset;
 pub mod personal_tokens;
+pub mod profile;
 pub mod second_factor;
 mod validate;
 
@@ -25,11 +26,15 @@ use crate::auth::password::PasswordHasher;
 use crate::db::{
     self, PgPool,
     auth_events::NewEvent,
+    outbox::NewMail,
+    password_resets::LinkPurpose,
     users::{AccountChange, NewUser, User, UserWrite},
 };
 use crate::domain::{Channel, EventKind, NewPassword, WeakPassword};
 use crate::errors::ServerError;
+use crate::mail::{Notice, Recipient, Sender};
 use crate::metrics::Metrics;
+use password_reset::MailedLink;
 pub use validate::{AccountDraft, Field, Invalid, ValidAccount, sentence};
 
 /// Who is making a change, and through which door.
@@ -161,11 +166,12 @@ fn user_inputs(user: &User) -> Vec<&str> {
 fn write_new_user(
     conn: &mut diesel::PgConnection,
     actor: &Actor,
+    id: Uuid,
     account: &ValidAccount,
     password_hash: &str,
 ) -> diesel::QueryResult<UserWrite> {
     let new_user = NewUser {
-        id: Uuid::now_v7(),
+        id,
         username: account.username.as_str(),
         email: account.email.as_ref().map(|email| email.as_str()),
         full_name: account.full_name.as_ref().map(|name| name.as_str()),
@@ -187,6 +193,23 @@ fn written(outcome: UserWrite, username: &str) -> Result<User, AccountError> {
     }
 }
 
+/// `write`, and in the same transaction the mail `notice` if the write did something (`true`): a
+/// security notice exists exactly when what it tells of does.
+fn with_notice(
+    conn: &mut diesel::PgConnection,
+    notice: &Option<NewMail>,
+    write: impl FnOnce(&mut diesel::PgConnection) -> diesel::QueryResult<bool>,
+) -> diesel::QueryResult<bool> {
+    use diesel::Connection as _;
+    conn.transaction(|conn| {
+        let done = write(conn)?;
+        if done {
+            db::outbox::queue_each(conn, notice)?;
+        }
+        Ok(done)
+    })
+}
+
 /// The template of the events a [`AccountChange`] records (its kind is replaced per change).
 fn change_event(actor: &Actor) -> NewEvent {
     NewEvent::new(EventKind::RolesChanged, actor.channel)
@@ -201,23 +224,73 @@ pub struct PasswordChange {
     pub again: SecretString,
 }
 
-/// The server's side: the pool for the transactions, the hasher for new passwords.
+/// The server's side: the pool for the transactions, the hasher for new passwords, and the sender
+/// of mails (`None`: mail is off).
 pub struct Accounts<'a> {
     pub pool: &'a PgPool,
     pub hasher: &'a PasswordHasher,
     pub metrics: &'a Metrics,
+    pub mail: Option<&'a Sender>,
 }
 
 impl Accounts<'_> {
-    /// Creates a user with a password and roles.
+    /// Creates a user with roles, and a password, or, without one, an invitation mailed to their
+    /// address (72 hours) whose link sets it; until then no password signs in to the account.
     pub async fn create(&self, actor: &Actor, draft: AccountDraft) -> Result<Created, AccountError> {
         let account = draft.validate()?;
-        let inputs = account.user_inputs().into_iter().map(str::to_owned).collect();
-        let weak_password = judge_strength_off_executor(actor, &account.password, inputs, Field::Password).await?;
-        let hash = self.hasher.hash(account.password.secret().clone(), account.username.as_str()).await?;
+        let id = Uuid::now_v7();
+        let (hash, weak_password, invitation) = match &account.password {
+            Some(password) => {
+                let inputs = account.user_inputs().into_iter().map(str::to_owned).collect();
+                let weak = judge_strength_off_executor(actor, password, inputs, Field::Password).await?;
+                (self.hasher.hash(password.secret().clone(), account.username.as_str()).await?, weak, None)
+            }
+            None => {
+                let sender = self.mail.ok_or_else(|| {
+                    AccountError::invalid(
+                        Field::Password,
+                        "Set a password: this server sends no mail, so it cannot send an invitation.",
+                    )
+                })?;
+                let email = account.email.as_ref().ok_or_else(|| {
+                    AccountError::invalid(
+                        Field::Email,
+                        "An invitation is mailed: give an email address, or set a password.",
+                    )
+                })?;
+                let link =
+                    MailedLink::to(sender, id, account.username.as_str(), email.as_str(), LinkPurpose::Invitation)?;
+                let event = actor.event(EventKind::InvitationSent, id);
+                (crate::auth::password::NO_PASSWORD.to_owned(), None, Some((link, event)))
+            }
+        };
         let (writer, username) = (actor.clone(), account.username.to_string());
-        let outcome = self.write_as(actor, move |conn| write_new_user(conn, &writer, &account, &hash)).await?;
+        let outcome = self
+            .write_as(actor, move |conn| {
+                use diesel::Connection as _;
+                conn.transaction(|conn| {
+                    let outcome = write_new_user(conn, &writer, id, &account, &hash)?;
+                    if let (UserWrite::Done(_), Some((link, event))) = (&outcome, &invitation) {
+                        link.store(conn, id)?;
+                        db::auth_events::record(conn, event)?;
+                    }
+                    Ok(outcome)
+                })
+            })
+            .await?;
         Ok(Created { user: written(outcome, &username)?, weak_password })
+    }
+
+    /// A security notice to `user` (`None`: mail is off, or they have no address), to queue in the
+    /// transaction of the change it tells of.
+    fn notice(&self, user: &User, notice: Notice<'_>) -> Result<Option<NewMail>, ServerError> {
+        let (Some(sender), Some(email)) = (self.mail, user.email.as_deref()) else { return Ok(None) };
+        let to = Recipient { user_id: user.id, username: &user.username, email };
+        sender.security_notice(&to, &notice).map(Some).map_err(ServerError::internal)
+    }
+
+    fn password_changed_notice(&self, user: &User) -> Result<Option<NewMail>, ServerError> {
+        self.notice(user, Notice::PasswordChanged)
     }
 
     /// Sets roles and/or the active flag (see [`db::users::change`] for the last-admin guard and
@@ -252,9 +325,18 @@ impl Accounts<'_> {
         let weak_password = judge_strength_off_executor(actor, &password, inputs, Field::Password).await?;
         let hash = self.hasher.hash(password.secret().clone(), &user.username).await?;
         let event = actor.event(EventKind::PasswordChanged, user.id);
+        let notice = self.password_changed_notice(&user)?;
         let user_id = user.id;
-        let cutoff =
-            self.write_as(actor, move |conn| db::users::set_password_recorded(conn, user_id, &hash, &event)).await?;
+        let cutoff = self
+            .write_as(actor, move |conn| {
+                use diesel::Connection as _;
+                conn.transaction(|conn| {
+                    let cutoff = db::users::set_password_recorded(conn, user_id, &hash, &event)?;
+                    db::outbox::queue_each(conn, &notice)?;
+                    Ok(cutoff)
+                })
+            })
+            .await?;
         Ok(PasswordSet { user, cutoff, weak_password })
     }
 
@@ -285,7 +367,6 @@ impl Accounts<'_> {
         user: &User,
         session_id: Uuid,
         passwords: PasswordChange,
-        mail: Option<&password_reset::MailContext>,
     ) -> Result<Option<DateTime<Utc>>, AccountError> {
         let PasswordChange { current, new, again } = passwords;
         let password = validate::new_password(new, Some(again), Field::NewPassword)?;
@@ -305,16 +386,7 @@ impl Accounts<'_> {
         judge_strength_off_executor(actor, &password, inputs, Field::NewPassword).await?;
         let hash = self.hasher.hash(password.secret().clone(), &user.username).await?;
         let event = actor.event(EventKind::PasswordChanged, user.id);
-        let notice = match (mail, &user.email) {
-            (Some(context), Some(email)) => {
-                let to = crate::mail::templates::Recipient { user_id: user.id, username: &user.username, email };
-                Some(
-                    crate::mail::templates::password_changed(&context.issuer, &context.service, &to)
-                        .map_err(ServerError::internal)?,
-                )
-            }
-            _ => None,
-        };
+        let notice = self.password_changed_notice(user)?;
         let user_id = user.id;
         Ok(db::run(self.pool, move |conn| {
             db::users::change_own_password(conn, user_id, session_id, &hash, &event, notice.as_ref())

@@ -12,6 +12,7 @@ use crate::auth::pat::{self, ExpiryDays, ExpiryError, NameError, ScopeError, Tok
 use crate::db::{
     self,
     auth_events::NewEvent,
+    outbox::NewMail,
     personal_tokens::{NewPersonalToken, PersonalToken},
 };
 use crate::domain::{EventKind, ScopeName, ScopeSet};
@@ -81,12 +82,14 @@ fn validate(draft: &TokenDraft) -> Result<ValidDraft, TokenError> {
 /// load the owner under their row's lock, decide (`auth::pat`), write. `credential_checked_at`:
 /// when the asking credential was checked (an access token's issue, a session's sign-in; `None`
 /// for the command line), so a credential that an invalidation ended meanwhile makes nothing.
+/// `notice`: the owner's security notice, queued with the token.
 pub fn create_on(
     conn: &mut PgConnection,
     actor: &Actor,
     owner: Uuid,
     draft: &TokenDraft,
     credential_checked_at: Option<DateTime<Utc>>,
+    notice: &Option<NewMail>,
 ) -> Result<Issued, TokenError> {
     let valid = validate(draft)?;
     let new_token = pat::generate();
@@ -114,7 +117,9 @@ pub fn create_on(
                 created_at: locked.now,
                 expires_at: valid.expiry.expires_at(locked.now),
             };
-            db::personal_tokens::insert(conn, &row, event).map(Ok)
+            let token = db::personal_tokens::insert(conn, &row, event)?;
+            db::outbox::queue_each(conn, notice)?;
+            Ok::<_, diesel::result::Error>(Ok(token))
         })
         .map_err(ServerError::from)?;
     made.map(|token| Issued { token, secret: new_token.secret().clone() })
@@ -144,7 +149,12 @@ impl Accounts<'_> {
         credential_checked_at: Option<DateTime<Utc>>,
     ) -> Result<Issued, TokenError> {
         let actor = actor.clone();
-        db::run(self.pool, move |conn| Ok(create_on(conn, &actor, owner, &draft, credential_checked_at))).await?
+        let notice = match db::run(self.pool, move |conn| db::users::find_by_id(conn, owner)).await? {
+            Some(user) => self.notice(&user, crate::mail::Notice::PersonalTokenCreated(draft.name.trim()))?,
+            None => None,
+        };
+        db::run(self.pool, move |conn| Ok(create_on(conn, &actor, owner, &draft, credential_checked_at, &notice)))
+            .await?
     }
 
     /// `owner`'s tokens that are not revoked, newest first.

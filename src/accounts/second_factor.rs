@@ -6,14 +6,15 @@ use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::{AccountError, Accounts, Actor, Field};
-use crate::auth::credentials::{self, Attempt, LoginError, PasskeyFailure, SecondFactors};
+use super::{AccountError, Accounts, Actor, Field, with_notice};
+use crate::auth::credentials::{PasskeyFailure, SecondFactors};
 use crate::auth::second_factor::passkey;
 use crate::auth::second_factor::{self, CodeVerdict, ENROL_ATTEMPTS, StoredApp, recovery, totp};
 use crate::db::passkeys::{Ceremony, PasskeyRow};
 use crate::db::{self, second_factors::Factors, users::User};
 use crate::domain::EventKind;
 use crate::errors::ServerError;
+use crate::mail::Notice;
 use crate::metrics::SecondFactorLabels;
 
 /// What the enrolment page shows while an enrolment is open: the app's link, as a QR code and as text.
@@ -66,26 +67,8 @@ impl SecondFactorAccounts<'_> {
         Some(OpenEnrolment { otpauth_url, qr_svg, secret: totp::grouped_secret(&secret) })
     }
 
-    /// Proves the current password (under the sign-in's lockout), mapping a wrong one to the field.
     async fn confirm_password(&self, actor: &Actor, user: &User, password: SecretString) -> Result<(), AccountError> {
-        let attempt = Attempt { channel: actor.channel, client: actor.client };
-        let accounts = &self.accounts;
-        match credentials::confirm_password(
-            accounts.pool,
-            accounts.hasher,
-            accounts.metrics,
-            &user.username,
-            password,
-            &attempt,
-        )
-        .await
-        {
-            Ok(()) => Ok(()),
-            Err(LoginError::InvalidCredentials) => {
-                Err(AccountError::invalid(Field::CurrentPassword, "This is not your current password."))
-            }
-            Err(LoginError::Server(err)) => Err(err.into()),
-        }
+        self.accounts.confirm_own_password(actor, user, password).await
     }
 
     /// Opens an enrolment (after the current password): a new secret, sealed and stored until a
@@ -141,8 +124,11 @@ impl SecondFactorAccounts<'_> {
             actor.event(EventKind::RecoveryCodesGenerated, user_id).detail(format!("{} codes", codes.len())),
         ];
         let checked = row.secret_sealed.clone();
+        let notice = self.accounts.notice(user, Notice::SecondFactorAdded("An authenticator app"))?;
         let confirmed = db::run(self.accounts.pool, move |conn| {
-            db::second_factors::confirm_enrolment(conn, user_id, &checked, step, &hashes, &events)
+            with_notice(conn, &notice, |conn| {
+                db::second_factors::confirm_enrolment(conn, user_id, &checked, step, &hashes, &events)
+            })
         })
         .await?;
         if !confirmed {
@@ -196,9 +182,11 @@ impl SecondFactorAccounts<'_> {
         let verdict = second_factor::judge_code(user.id, app.as_ref(), Some(code.expose_secret()), Utc::now());
         let user_id = user.id;
         let event = actor.event(EventKind::SecondFactorRemoved, user_id).detail("authenticator app and recovery codes");
+        let notice = self
+            .accounts
+            .notice(user, Notice::SecondFactorRemoved("Your authenticator app and recovery codes were"))?;
         let removed = db::run(self.accounts.pool, move |conn| {
-            use diesel::Connection as _;
-            conn.transaction(|conn| {
+            with_notice(conn, &notice, |conn| {
                 let proven = match verdict {
                     CodeVerdict::SpendStep(step) => db::second_factors::spend_step(conn, user_id, step)?,
                     CodeVerdict::SpendRecoveryCode(hash) => {
@@ -287,9 +275,13 @@ impl SecondFactorAccounts<'_> {
         let stored = passkey::to_stored(&made).map_err(ServerError::internal)?;
         let credential_id = made.cred_id().to_vec();
         let event = actor.event(EventKind::SecondFactorAdded, user.id).detail(format!("passkey ({name})"));
+        let named = format!("A passkey named \u{201c}{name}\u{201d}");
+        let notice = self.accounts.notice(user, Notice::SecondFactorAdded(&named))?;
         let user_id = user.id;
         let added = db::run(self.accounts.pool, move |conn| {
-            db::passkeys::insert(conn, user_id, confirmed_at, &credential_id, &name, &stored, &event)
+            with_notice(conn, &notice, |conn| {
+                db::passkeys::insert(conn, user_id, confirmed_at, &credential_id, &name, &stored, &event)
+            })
         })
         .await?;
         if !added {
@@ -316,8 +308,12 @@ impl SecondFactorAccounts<'_> {
     ) -> Result<bool, AccountError> {
         self.confirm_password(actor, user, password).await?;
         let event = actor.event(EventKind::SecondFactorRemoved, user.id).detail(format!("passkey {id}"));
+        let notice = self.accounts.notice(user, Notice::SecondFactorRemoved("A passkey was"))?;
         let user_id = user.id;
-        let removed = db::run(self.accounts.pool, move |conn| db::passkeys::remove(conn, user_id, id, &event)).await?;
+        let removed = db::run(self.accounts.pool, move |conn| {
+            with_notice(conn, &notice, |conn| db::passkeys::remove(conn, user_id, id, &event))
+        })
+        .await?;
         if removed {
             self.count("removed");
         }
@@ -336,7 +332,18 @@ impl Accounts<'_> {
         let user = self.find(username).await?;
         let user_id = user.id;
         let event = actor.event(EventKind::SecondFactorsReset, user_id);
-        let removed = self.write_as(actor, move |conn| db::second_factors::reset(conn, user_id, &event)).await?;
+        let notice = self.notice(
+            &user,
+            Notice::SecondFactorRemoved(
+                "An administrator signed out every session and token of your account; every second factor \
+                 (authenticator app, recovery codes, passkeys) was",
+            ),
+        )?;
+        let removed = self
+            .write_as(actor, move |conn| {
+                with_notice(conn, &notice, |conn| db::second_factors::reset(conn, user_id, &event))
+            })
+            .await?;
         if removed {
             self.metrics.second_factor.get_or_create(&SecondFactorLabels { outcome: "removed" }).inc();
         }

@@ -51,7 +51,8 @@ pub struct Invalid {
 /// A new account as submitted, not yet checked.
 pub struct AccountDraft {
     pub username: String,
-    pub password: SecretString,
+    /// `None`: no password (the user is invited by mail to set one).
+    pub password: Option<SecretString>,
     /// The password typed a second time, where the form asks for it.
     pub password_again: Option<SecretString>,
     pub email: Option<String>,
@@ -63,7 +64,7 @@ pub struct AccountDraft {
 /// is the database's to say).
 pub struct ValidAccount {
     pub username: Username,
-    pub password: NewPassword,
+    pub password: Option<NewPassword>,
     pub email: Option<Email>,
     pub full_name: Option<FullName>,
     pub roles: Vec<String>,
@@ -102,13 +103,15 @@ impl AccountDraft {
         if let Err(AccountError::Invalid(found)) = role_names(&self.roles) {
             problems.extend(found);
         }
-        let password = match new_password(self.password, self.password_again, Field::Password) {
-            Ok(password) => Some(password),
-            Err(AccountError::Invalid(found)) => {
+        let password = match self.password.map(|password| new_password(password, self.password_again, Field::Password))
+        {
+            None => Some(None),
+            Some(Ok(password)) => Some(Some(password)),
+            Some(Err(AccountError::Invalid(found))) => {
                 problems.extend(found);
                 None
             }
-            Err(other) => return Err(other),
+            Some(Err(other)) => return Err(other),
         };
         match (username, password) {
             (Some(username), Some(password)) if problems.is_empty() => {
@@ -170,7 +173,7 @@ mod tests {
     fn draft(username: &str, password: &str, again: Option<&str>, email: Option<&str>) -> AccountDraft {
         AccountDraft {
             username: username.to_owned(),
-            password: password.into(),
+            password: Some(password.into()),
             password_again: again.map(SecretString::from),
             email: email.map(str::to_owned),
             full_name: None,

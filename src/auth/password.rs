@@ -446,7 +446,9 @@ impl Shared {
         // match a prefix. Still spend the time, so length does not show in timing.
         let too_long = password.len() > crate::domain::NewPassword::MAX_BYTES;
         let candidate = if too_long { "" } else { password };
-        let Some(hash) = stored else {
+        // An account without a password (see [`NO_PASSWORD`]) is checked like an unknown user: the
+        // same dummy hash, the same time.
+        let Some(hash) = stored.filter(|hash| stored_cost(hash).is_some()) else {
             self.check(candidate, &self.dummy(self.cost)?);
             return Ok(Verification::Mismatch);
         };
@@ -495,6 +497,10 @@ fn default_capacity(seconds_per_hash: f64, threads: usize) -> usize {
 }
 
 /// The cost field of a `$2b$12$…` hash.
+/// The stored "hash" of an account that has no password yet (invited, its link not used): no bcrypt
+/// hash looks like it, so no password matches it, and checking one costs what a wrong password costs.
+pub const NO_PASSWORD: &str = "!";
+
 fn stored_cost(hash: &str) -> Option<u32> {
     hash.split('$').nth(2)?.parse().ok()
 }
@@ -599,9 +605,13 @@ mod tests {
         let at_cost = 1 << 6;
         let cheaper = bcrypt::hash("right", 4).unwrap();
         let same = bcrypt::hash("right", 6).unwrap();
-        for stored in [None, Some(cheaper), Some(same)] {
+        // An invited account without a password yet costs what an unknown one does, whatever is typed.
+        for stored in [None, Some(cheaper), Some(same), Some(NO_PASSWORD.to_owned())] {
             let before = hasher.work_done();
             assert_eq!(verify(&hasher, "wrong", stored.clone()).await, Verification::Mismatch);
+            assert_eq!(hasher.work_done() - before, at_cost, "stored: {stored:?}");
+            let before = hasher.work_done();
+            assert_eq!(verify(&hasher, NO_PASSWORD, stored.clone()).await, Verification::Mismatch);
             assert_eq!(hasher.work_done() - before, at_cost, "stored: {stored:?}");
         }
     }

@@ -51,11 +51,12 @@ pub(super) fn run(conn: &mut PgConnection, command: TokenCommand) -> Result<(), 
         TokenCommand::Create { username, name, scopes, expires_in } => {
             let user = find_user(conn, &username)?;
             let draft = TokenDraft { name, scopes, expires_in_days: Some(i64::from(expires_in.days())) };
-            let issued = personal_tokens::create_on(conn, &actor, user.id, &draft, None).map_err(|err| match err {
-                TokenError::Server(server) => CliError::from_error(&server),
-                TokenError::CredentialEnded => CliError(format!("{username} is inactive")),
-                other => CliError::from_display(other),
-            })?;
+            let issued =
+                personal_tokens::create_on(conn, &actor, user.id, &draft, None, &None).map_err(|err| match err {
+                    TokenError::Server(server) => CliError::from_error(&server),
+                    TokenError::CredentialEnded => CliError(format!("{username} is inactive")),
+                    other => CliError::from_display(other),
+                })?;
             println!("{}", issued.secret.expose_secret());
         }
         TokenCommand::List { username } => {

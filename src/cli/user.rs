@@ -73,8 +73,14 @@ pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: UserCom
     let cost = settings.bcrypt_cost;
     match command {
         UserCommand::Add { username, roles, email, full_name } => {
-            let draft =
-                AccountDraft { username, password: read_password()?, password_again: None, email, full_name, roles };
+            let draft = AccountDraft {
+                username,
+                password: Some(read_password()?),
+                password_again: None,
+                email,
+                full_name,
+                roles,
+            };
             let created = blocking::create(conn, cost, &actor, draft)?;
             warn_if_weak(created.weak_password.as_ref());
             println!("created user {} ({})", created.user.username, created.user.id);

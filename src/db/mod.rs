@@ -8,6 +8,7 @@
 pub mod auth_events;
 pub mod clients;
 pub mod dev;
+pub mod email_changes;
 pub mod items;
 pub mod locks;
 pub mod outbox;
@@ -51,7 +52,7 @@ pub struct PgPool {
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// How many migrations the binary carries (for the reversibility test).
-pub const MIGRATIONS_COUNT: usize = 14;
+pub const MIGRATIONS_COUNT: usize = 15;
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
 /// Short, so an outage answers 503 quickly instead of piling up requests.
@@ -205,6 +206,7 @@ pub fn purge_expired(conn: &mut PgConnection, now: chrono::DateTime<chrono::Utc>
             + sessions::purge_expired(conn, now)?
             + passkeys::purge_expired(conn, now)?
             + password_resets::purge_expired(conn, now)?
+            + email_changes::purge_expired(conn, now)?
             + throttle::purge_recovered(conn)?
             + clients::purge_expired_secrets(conn, now)?)
     })

@@ -38,6 +38,14 @@ pub fn queue(conn: &mut PgConnection, mail: &NewMail) -> QueryResult<Uuid> {
     Ok(id)
 }
 
+/// Queues each of `mails` (none at all is fine: a notice to a user without an address, or mail off).
+pub fn queue_each<'a>(conn: &mut PgConnection, mails: impl IntoIterator<Item = &'a NewMail>) -> QueryResult<()> {
+    for mail in mails {
+        queue(conn, mail)?;
+    }
+    Ok(())
+}
+
 /// A leased mail, to deliver now.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct LeasedMail {

@@ -224,7 +224,7 @@ impl diesel::query_builder::QueryId for PresentedTokensQuery {
 impl diesel::query_builder::Query for PresentedTokensQuery {
     type SqlType = (
         (SqlUuid, Bytea, Text, Timestamptz, Timestamptz, Nullable<Timestamptz>, Nullable<Timestamptz>),
-        (SqlUuid, Text, Nullable<Text>, Nullable<Text>, Bool, Timestamptz, Timestamptz, Nullable<Timestamptz>),
+        (SqlUuid, Text, Nullable<Text>, Bool, Nullable<Text>, Bool, Timestamptz, Timestamptz, Nullable<Timestamptz>),
         Array<Text>,
     );
 }
@@ -235,7 +235,7 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PresentedTokensQue
         // access-token lookup reads them: the same index probes, no aggregation over role scopes.
         out.push_sql(
             "SELECT p.id, p.token_hash, p.scope, p.created_at, p.expires_at, p.revoked_at, p.last_used_at, \
-                    u.id, u.username, u.email, u.full_name, u.is_active, u.tokens_valid_after, u.created_at, \
+                    u.id, u.username, u.email, u.email_verified, u.full_name, u.is_active, u.tokens_valid_after, u.created_at, \
                     u.last_login_at, \
                     coalesce((SELECT array_agg(role_name) FROM user_roles WHERE user_id = u.id), '{}') \
              FROM personal_access_tokens p JOIN users u ON u.id = p.user_id WHERE p.token_hash = ANY(",

@@ -109,12 +109,25 @@ diesel::table! {
 }
 
 diesel::table! {
+    email_change_tokens (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        new_email -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     password_reset_tokens (token_hash) {
         token_hash -> Bytea,
         user_id -> Uuid,
         created_at -> Timestamptz,
         expires_at -> Timestamptz,
         used_at -> Nullable<Timestamptz>,
+        purpose -> Text,
+        sent_to -> Nullable<Text>,
     }
 }
 
@@ -269,6 +282,7 @@ diesel::table! {
         check_claims -> Int4,
         claims_expire_at -> Nullable<Timestamptz>,
         username_key -> Nullable<Text>,
+        email_verified -> Bool,
     }
 }
 
@@ -282,6 +296,7 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(email_change_tokens -> users (user_id));
 diesel::joinable!(items -> users (owner_id));
 diesel::joinable!(mail_outbox -> users (user_id));
 diesel::joinable!(oauth_client_secrets -> oauth_clients (client_id));
@@ -303,6 +318,7 @@ diesel::joinable!(webauthn_ceremonies -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     account_counts,
     auth_events,
+    email_change_tokens,
     event_hours,
     items,
     login_throttle,

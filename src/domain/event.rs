@@ -96,6 +96,14 @@ stored_names! {
         SecondFactorsReset = "second_factors_reset",
         /// A password-reset link was mailed (queued) to the user.
         PasswordResetRequested = "password_reset_requested",
+        /// A person changed their own full name on the account page.
+        ProfileChanged = "profile_changed",
+        /// A link to confirm a new email address was mailed to that address.
+        EmailChangeRequested = "email_change_requested",
+        /// A new email address took effect (its link was used).
+        EmailChanged = "email_changed",
+        /// A user created without a password was mailed an invitation to set one.
+        InvitationSent = "invitation_sent",
     }
 }
 

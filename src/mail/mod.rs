@@ -5,6 +5,8 @@
 pub mod delivery;
 pub mod templates;
 
+pub use templates::{Notice, Recipient, Sender};
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

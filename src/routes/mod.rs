@@ -36,7 +36,7 @@ pub struct AppState {
     /// The role definitions (which scopes each role allows), read at start.
     pub role_scopes: crate::domain::RoleScopes,
     /// Mail is on (SMTP configured, or `--dev`): what mails say about where they come from.
-    pub mail: Option<crate::accounts::password_reset::MailContext>,
+    pub mail: Option<crate::mail::Sender>,
     /// The mailer the delivery loop uses (`serve` starts the loop).
     pub mailer: Option<std::sync::Arc<crate::mail::delivery::Mailer>>,
     /// The grants, with the hasher and the signing keys they use.
@@ -59,7 +59,12 @@ impl AppState {
 
     /// User administration and self-service, with this server's pool and hasher.
     pub fn accounts(&self) -> crate::accounts::Accounts<'_> {
-        crate::accounts::Accounts { pool: &self.pool, hasher: &self.grants.hasher, metrics: &self.grants.metrics }
+        crate::accounts::Accounts {
+            pool: &self.pool,
+            hasher: &self.grants.hasher,
+            metrics: &self.grants.metrics,
+            mail: self.mail.as_ref(),
+        }
     }
 
     /// The account pages' second factor, with this server's sealer and policy.
@@ -197,6 +202,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/clients/{client_id}/rotate-secret"),
     ("POST", "/admin/clients/{client_id}/remove"),
     ("GET", "/account"),
+    ("POST", "/account/profile"),
     ("POST", "/account/password"),
     ("POST", "/account/sessions/{id}/end"),
     ("POST", "/account/families/{id}/revoke"),
@@ -225,6 +231,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/password-reset"),
     ("GET", "/password-reset/{token}"),
     ("POST", "/password-reset/{token}"),
+    ("GET", "/invitation/{token}"),
+    ("POST", "/invitation/{token}"),
+    ("GET", "/email-confirm/{token}"),
+    ("POST", "/email-confirm/{token}"),
     ("POST", "/admin/users/{username}/password-reset"),
     ("POST", "/admin/users/{username}/tokens/{id}/revoke"),
 ];

@@ -25,6 +25,7 @@ async fn me_returns_exactly_the_profile_fields_and_the_scopes_of_this_token() {
             "id": alice.id,
             "username": "alice",
             "email": "alice@example.org",
+            "email_verified": false,
             "full_name": "Test Person",
             "roles": ["user"],
             "scopes": ["items:read", "profile"],

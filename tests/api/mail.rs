@@ -106,7 +106,7 @@ pub(crate) fn mail_settings(smtp: &SmtpServer) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn spawn_with_mail(smtp: &SmtpServer) -> TestApp {
+pub(crate) async fn spawn_with_mail(smtp: &SmtpServer) -> TestApp {
     let settings = mail_settings(smtp);
     let overrides: Vec<(&str, &str)> = settings.iter().map(|(name, value)| (*name, value.as_str())).collect();
     spawn_app_with(&overrides).await

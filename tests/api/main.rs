@@ -16,6 +16,7 @@ mod cli;
 mod clients;
 mod concurrency;
 mod docs;
+mod email;
 mod hashing;
 mod health;
 mod keys;

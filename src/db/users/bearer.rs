@@ -64,7 +64,7 @@ impl diesel::query_builder::QueryId for TokenHoldersQuery {
 
 impl diesel::query_builder::Query for TokenHoldersQuery {
     type SqlType = (
-        (SqlUuid, Text, Nullable<Text>, Nullable<Text>, Bool, Timestamptz, Timestamptz, Nullable<Timestamptz>),
+        (SqlUuid, Text, Nullable<Text>, Bool, Nullable<Text>, Bool, Timestamptz, Timestamptz, Nullable<Timestamptz>),
         diesel::sql_types::Array<Text>,
         diesel::sql_types::Array<SqlUuid>,
     );
@@ -73,7 +73,7 @@ impl diesel::query_builder::Query for TokenHoldersQuery {
 impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for TokenHoldersQuery {
     fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
         out.push_sql(
-            "SELECT u.id, u.username, u.email, u.full_name, u.is_active, u.tokens_valid_after, u.created_at, \
+            "SELECT u.id, u.username, u.email, u.email_verified, u.full_name, u.is_active, u.tokens_valid_after, u.created_at, \
                     u.last_login_at, \
                     coalesce((SELECT array_agg(role_name ORDER BY role_name) FROM user_roles WHERE user_id = u.id), \
                              '{}'), \

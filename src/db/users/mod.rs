@@ -40,6 +40,8 @@ pub struct User {
     pub id: Uuid,
     pub username: String,
     pub email: Option<String>,
+    /// The address was proven by a link mailed to it.
+    pub email_verified: bool,
     pub full_name: Option<String>,
     pub is_active: bool,
     /// Tokens and sessions from credential checks that began before this instant no longer work.
@@ -56,6 +58,44 @@ pub struct NewUser<'a> {
     pub email: Option<&'a str>,
     pub full_name: Option<&'a str>,
     pub password_hash: &'a str,
+}
+
+/// Marks `address` proven, if it is still the user's (a link mailed to it was used).
+pub fn mark_email_verified(conn: &mut PgConnection, user_id: Uuid, address: &str) -> QueryResult<()> {
+    diesel::update(users::table.find(user_id).filter(users::email.eq(address)))
+        .set(users::email_verified.eq(true))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// A person's own profile change, with its audit row: a new full name (`None`: none).
+pub fn set_full_name(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    full_name: Option<&str>,
+    event: &NewEvent,
+) -> QueryResult<()> {
+    conn.transaction(|conn| {
+        diesel::update(users::table.find(user_id))
+            .set((users::full_name.eq(full_name), users::updated_at.eq(diesel::dsl::now)))
+            .execute(conn)?;
+        auth_events::record(conn, event)
+    })
+}
+
+/// A person removes their email address: with it go its proof and every unused link mailed to it.
+pub fn remove_email(conn: &mut PgConnection, user_id: Uuid, event: &NewEvent) -> QueryResult<()> {
+    conn.transaction(|conn| {
+        diesel::update(users::table.find(user_id))
+            .set((
+                users::email.eq(None::<String>),
+                users::email_verified.eq(false),
+                users::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)?;
+        crate::db::password_resets::kill_unused(conn, user_id)?;
+        auth_events::record(conn, event)
+    })
 }
 
 pub fn find_by_id(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<User>> {

@@ -36,6 +36,8 @@ pub struct AdminUserView {
     id: Uuid,
     username: String,
     email: Option<String>,
+    /// The address was proven by a link mailed to it (a confirmation, an invitation or a reset link).
+    email_verified: bool,
     full_name: Option<String>,
     roles: Vec<String>,
     is_active: bool,
@@ -49,6 +51,7 @@ impl AdminUserView {
             id: user.id,
             username: user.username,
             email: user.email,
+            email_verified: user.email_verified,
             full_name: user.full_name,
             roles,
             is_active: user.is_active,
@@ -168,8 +171,10 @@ struct NewUserBody {
     username: String,
     /// 8 characters to 72 bytes, and not easy to guess: a zxcvbn strength of at least 3 of 4, counting the
     /// username, email address and full name as known to an attacker (a refusal carries the estimator's advice).
+    /// Omitted or null: the user gets an invitation mailed to `email` whose link (72 hours) sets it; this
+    /// needs mail to be on and an `email` (else `400`).
     #[schema(example = "quartz-lantern-97-drifts-upward", min_length = 8, max_length = 72)]
-    password: String,
+    password: Option<String>,
     /// An address with one `@` and a dot in its domain, at most 254 characters as sent; blank or null: none.
     #[schema(
         example = "bob@example.org",
@@ -195,7 +200,7 @@ struct NewUserBody {
     request_body = NewUserBody,
     responses(
         (status = 201, description = "Created", body = AdminUserView),
-        (status = 400, description = "`invalid_request`: a malformed username, email or full name, a short, over-long or easily guessed password (the description carries the estimator's advice), an unknown role, bad JSON", body = ErrorResponse),
+        (status = 400, description = "`invalid_request`: a malformed username, email or full name, a short, over-long or easily guessed password (the description carries the estimator's advice), no password without mail or without an email address, an unknown role, bad JSON", body = ErrorResponse),
         (status = 401, description = "No token (`WWW-Authenticate: Bearer`) or an invalid one (`invalid_token`)", body = ErrorResponse,
             headers(("WWW-Authenticate" = String, description = "RFC 6750 challenge"))),
         (status = 403, description = "`insufficient_scope`: the token lacks `admin:users`, or the user lacks role `admin`", body = ErrorResponse),
@@ -215,7 +220,7 @@ async fn create(
     let NewUserBody { username, password, email, full_name, roles } = body.into_inner()?;
     let draft = AccountDraft {
         username,
-        password: SecretString::from(password),
+        password: password.map(SecretString::from),
         password_again: None,
         email,
         full_name,

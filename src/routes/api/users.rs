@@ -21,6 +21,8 @@ struct Profile {
     id: Uuid,
     username: String,
     email: Option<String>,
+    /// The address was proven by a link mailed to it (a confirmation, an invitation or a reset link).
+    email_verified: bool,
     full_name: Option<String>,
     roles: Vec<String>,
     scopes: Vec<String>,
@@ -50,6 +52,7 @@ async fn me(caller: Caller) -> Result<web::Json<Profile>, ApiError> {
         id: user.id,
         username: user.username,
         email: user.email,
+        email_verified: user.email_verified,
         full_name: user.full_name,
         roles,
         scopes,

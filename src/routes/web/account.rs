@@ -15,6 +15,7 @@ use super::login::see_other;
 use super::pages::{Layout, render};
 use super::session::SignedInUser;
 use super::sign_ins::{FamilyRow, SessionRow};
+use crate::accounts::profile::ProfileEdit;
 use crate::accounts::{AccountError, PasswordChange};
 use crate::auth::second_factor::recovery::FEW_LEFT;
 use crate::auth::session;
@@ -23,7 +24,7 @@ use crate::domain::form::FormFields;
 use crate::routes::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(show).service(change_password).service(end_session).service(revoke_family);
+    cfg.service(show).service(edit_profile).service(change_password).service(end_session).service(revoke_family);
 }
 
 #[derive(Template)]
@@ -34,7 +35,12 @@ struct AccountPage {
     notice: Option<&'static str>,
     username: String,
     email: Option<String>,
+    email_verified: bool,
     full_name: Option<String>,
+    /// The profile form as typed, when it was refused.
+    typed: Option<(String, String)>,
+    /// Mail is on: a new email address can be confirmed (else only an admin sets it).
+    mail_on: bool,
     roles: Vec<String>,
     sessions: Vec<SessionRow>,
     families: Vec<FamilyRow>,
@@ -54,6 +60,17 @@ async fn account_page(
     errors: FieldErrors,
     status: StatusCode,
 ) -> Result<HttpResponse, WebError> {
+    account_page_typed(user, state, notice, errors, None, status).await
+}
+
+async fn account_page_typed(
+    user: &SignedInUser,
+    state: &AppState,
+    notice: Option<&'static str>,
+    errors: FieldErrors,
+    typed: Option<(String, String)>,
+    status: StatusCode,
+) -> Result<HttpResponse, WebError> {
     let (user_id, now) = (user.user.id, Utc::now());
     let (sessions, families, factors) = db::run(&state.pool, move |conn| {
         Ok((
@@ -69,7 +86,10 @@ async fn account_page(
         notice,
         username: user.user.username.clone(),
         email: user.user.email.clone(),
+        email_verified: user.user.email_verified,
         full_name: user.user.full_name.clone(),
+        typed,
+        mail_on: state.mail.is_some(),
         roles: user.roles.clone(),
         sessions: sessions.into_iter().map(|session| SessionRow::new(session, Some(user.session_id))).collect(),
         families: families.into_iter().map(FamilyRow::from).collect(),
@@ -89,6 +109,41 @@ async fn show(req: HttpRequest, user: SignedInUser, state: web::Data<AppState>) 
     account_page(&user, &state, notice(query.get("done")), FieldErrors::default(), StatusCode::OK).await
 }
 
+/// Full name (at once) and email address (once the link mailed to the new address is used; with
+/// the current password).
+#[post("/account/profile")]
+async fn edit_profile(
+    req: HttpRequest,
+    payload: web::Payload,
+    session: Session,
+    user: SignedInUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let form = checked_form(&req, payload, &session).await?;
+    let typed = |name: &str| form.get(name).unwrap_or_default().to_owned();
+    let (full_name, email) = (typed("full_name"), typed("email"));
+    let password = form.raw("current_password").unwrap_or_default();
+    if !password.is_empty() {
+        // A password check, like a sign-in: the same per-address budget.
+        spend_password_budget(&req, &state).await?;
+    }
+    let edit = ProfileEdit {
+        full_name: full_name.clone(),
+        email: email.clone(),
+        current_password: SecretString::from(password.to_owned()),
+    };
+    match state.accounts().edit_profile(&user.actor(&state, &req), &user.user, edit).await {
+        Ok(edited) if edited.email_pending.is_some() => Ok(see_other("/account?done=email-pending")),
+        Ok(edited) if edited.email_removed => Ok(see_other("/account?done=email-removed")),
+        Ok(_) => Ok(see_other("/account?done=profile-saved")),
+        Err(AccountError::Server(err)) => Err(err.into()),
+        Err(err) => {
+            let errors = FieldErrors::of(&err);
+            account_page_typed(&user, &state, None, errors, Some((full_name, email)), StatusCode::BAD_REQUEST).await
+        }
+    }
+}
+
 /// Current password and the new one twice: every other session and token of yours ends; this
 /// session is re-issued under a new key as begun at the change, so it stays.
 #[post("/account/password")]
@@ -105,8 +160,8 @@ async fn change_password(
     let field = |name: &str| SecretString::from(form.raw(name).unwrap_or_default().to_owned());
     let (current, new, again) = (field("current_password"), field("new_password"), field("new_password_again"));
     let actor = user.actor(&state, &req);
-    let (mail, passwords) = (state.mail.as_ref(), PasswordChange { current, new, again });
-    match state.accounts().change_own_password(&actor, &user.user, user.session_id, passwords, mail).await {
+    let passwords = PasswordChange { current, new, again };
+    match state.accounts().change_own_password(&actor, &user.user, user.session_id, passwords).await {
         Ok(Some(cutoff)) => {
             session::renew_sign_in(&session, cutoff).map_err(WebError::session)?;
             Ok(see_other("/account?done=password-changed"))

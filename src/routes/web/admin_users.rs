@@ -80,6 +80,8 @@ struct UsersPage {
     form: CreateForm,
     errors: FieldErrors,
     all_roles: Vec<String>,
+    /// Mail is on: the password may be left empty, and the user is invited by mail to choose one.
+    mail_on: bool,
 }
 
 impl UsersPage {
@@ -138,6 +140,7 @@ async fn users_page(
         form,
         errors,
         all_roles,
+        mail_on: state.mail.is_some(),
     };
     render(status, &page_view)
 }
@@ -178,7 +181,10 @@ async fn create(
     };
     let draft = AccountDraft {
         username: shown.username.clone(),
-        password: SecretString::from(form.raw("password").unwrap_or_default().to_owned()),
+        // Both password fields left empty: the user is invited by mail to choose one.
+        password: Some(form.raw("password").unwrap_or_default())
+            .filter(|password| !password.is_empty() || !form.raw("password_again").unwrap_or_default().is_empty())
+            .map(|password| SecretString::from(password.to_owned())),
         password_again: Some(SecretString::from(form.raw("password_again").unwrap_or_default().to_owned())),
         email: form.get("email").map(str::to_owned),
         full_name: form.get("full_name").map(str::to_owned),
@@ -415,8 +421,10 @@ async fn send_reset_link(
 ) -> Result<HttpResponse, WebError> {
     user.authorize(Requirement::ADMIN_PAGES)?;
     checked_form(&req, payload, &session).await?;
-    let context = state.mail.clone().ok_or(WebError::NotFound)?;
-    match state.accounts().send_reset_link(&context, &user.actor(&state, &req), &username).await {
+    if state.mail.is_none() {
+        return Err(WebError::NotFound);
+    }
+    match state.accounts().send_reset_link(&user.actor(&state, &req), &username).await {
         Ok(true) => Ok(done(&username, "reset-link-sent")),
         Ok(false) => Ok(done(&username, "reset-link-not-sent")),
         Err(err) => refused(&user, &state, &username, err).await,

@@ -88,6 +88,12 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "signed-out" => "The user was signed out everywhere.",
         "password-changed" => "Your password was changed. Your other sessions and tokens no longer work.",
         "session-ended" => "The session was ended.",
+        "profile-saved" => "Your profile was saved.",
+        "email-pending" => {
+            "A link was mailed to the new address: your email address changes when you open it (within 24 hours)."
+        }
+        "email-removed" => "Your email address was removed.",
+        "email-confirmed" => "Your new email address is confirmed.",
         "family-revoked" => "The refresh token was revoked.",
         "token-revoked" => "The personal access token was revoked; it no longer works.",
         "second-factor-removed" => "Your authenticator app and recovery codes were removed.",

@@ -7,6 +7,7 @@ mod admin_clients;
 mod admin_users;
 mod audit;
 mod charts;
+mod email_confirm;
 pub mod error;
 mod forms;
 mod home;
@@ -39,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(second_factor::configure)
         .configure(passkeys::configure)
         .configure(password_reset::configure)
+        .configure(email_confirm::configure)
         .app_data(web::PathConfig::default().error_handler(|_, _| WebError::NotFound.into()));
 }
 
