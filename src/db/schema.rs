@@ -24,6 +24,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    email_change_tokens (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        new_email -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     event_hours (hour, kind, slot) {
         hour -> Timestamptz,
         kind -> Text,
@@ -105,17 +116,6 @@ diesel::table! {
         passkey -> Jsonb,
         created_at -> Timestamptz,
         last_used_at -> Nullable<Timestamptz>,
-    }
-}
-
-diesel::table! {
-    email_change_tokens (token_hash) {
-        token_hash -> Bytea,
-        user_id -> Uuid,
-        new_email -> Text,
-        created_at -> Timestamptz,
-        expires_at -> Timestamptz,
-        used_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -151,3 +151,28 @@ async fn deliver(pool: &PgPool, mailer: &Mailer, mail: &LeasedMail) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(url: &str) -> Result<Mailer, MailSetupError> {
+        Mailer::smtp(&SecretString::from(url.to_owned()), "gatehouse <noreply@example.com>")
+    }
+
+    #[test]
+    fn the_three_smtp_address_forms_are_understood_and_others_refused() {
+        for url in [
+            "smtp://mail.example.com:25",
+            "smtp://user:secret@mail.example.com:587?tls=starttls",
+            "smtps://user:secret@mail.example.com:465",
+        ] {
+            assert!(setup(url).is_ok(), "{url}");
+        }
+        for url in ["http://mail.example.com", "mail.example.com:25", ""] {
+            assert!(matches!(setup(url), Err(MailSetupError::Url(_))), "{url}");
+        }
+        let bad_from = Mailer::smtp(&SecretString::from("smtp://mail.example.com".to_owned()), "not an address");
+        assert!(matches!(bad_from, Err(MailSetupError::From(_))));
+    }
+}

@@ -927,3 +927,64 @@ async fn a_person_who_forgot_their_password_resets_it_from_the_mailed_link() {
     browser.submit_login(&alice.username, STRONG).await;
     browser.wait_for_location("/").await;
 }
+
+#[tokio::test]
+async fn a_person_changes_their_email_address_through_the_mailed_link_and_an_invited_user_chooses_a_password() {
+    use crate::mail::{SmtpServer, mail_settings};
+    let smtp = SmtpServer::start_on(SmtpServer::free_port());
+    let settings = mail_settings(&smtp);
+    let overrides: Vec<(&str, &str)> = settings.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    let app = crate::helpers::spawn_app_with(&overrides).await;
+    let alice = app.alice();
+    let browser = Browser::open(&app).await;
+    browser.sign_in(&alice).await;
+    browser.goto("/account").await;
+    let name = browser.field_labelled("Full name").await;
+    name.clear().await.unwrap();
+    name.send_keys("Alice Liddell").await.unwrap();
+    let email = browser.field_labelled("Email address").await;
+    email.clear().await.unwrap();
+    email.send_keys("alice.new@example.org").await.unwrap();
+    let password = browser.field_labelled("Current password (only to change your email address)").await;
+    password.send_keys(&alice.password).await.unwrap();
+    browser.screenshot("account-profile").await;
+    browser.by_text("main", "button", "Save profile").await.click().await.unwrap();
+    browser.wait_for_location("/account?done=email-pending").await;
+    assert!(browser.notice().await.starts_with("A link was mailed to the new address"));
+    assert_eq!(browser.text("#email").await, "alice@example.org not verified", "the old address until the link");
+
+    let mails = smtp.wait_for(2, Duration::from_secs(15)).await;
+    let confirmation = mails.iter().find(|mail| mail.contains("To: alice.new@example.org")).unwrap();
+    let prefix = format!("{}/email-confirm/", app.address);
+    let start = confirmation.find(&prefix).unwrap() + app.address.len();
+    let link: String = confirmation[start..].chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+    browser.goto(&link).await;
+    browser.screenshot("email-confirm").await;
+    browser.by_text("main", "button", "Confirm this address").await.click().await.unwrap();
+    assert!(browser.text("#email-confirmed").await.contains("alice.new@example.org"));
+    browser.goto("/account").await;
+    assert_eq!(browser.text("#email").await, "alice.new@example.org verified");
+
+    // An invitation opens the same kind of form, in its own words.
+    let admin = app.admin();
+    let admin_token = app.access_token(&admin, Some("admin:users")).await;
+    let body = json!({"username": "carol", "email": "carol@example.org", "roles": ["user"]});
+    assert_eq!(app.post_json("/api/admin/users", Some(&admin_token), &body).await.status(), 201);
+    let mails = smtp.wait_for(3, Duration::from_secs(15)).await;
+    let invitation = mails.iter().find(|mail| mail.contains("To: carol@example.org")).unwrap();
+    let prefix = format!("{}/invitation/", app.address);
+    let start = invitation.find(&prefix).unwrap() + app.address.len();
+    let link: String = invitation[start..].chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+    browser.by_text("header", "button", "Sign out (alice)").await.click().await.unwrap();
+    browser.wait_for_location("/login").await;
+    browser.goto(&link).await;
+    browser.field_labelled("Password").await.send_keys(STRONG).await.unwrap();
+    browser.field_labelled("Password again").await.send_keys(STRONG).await.unwrap();
+    browser.screenshot("invitation").await;
+    browser.by_text("main", "button", "Set my password").await.click().await.unwrap();
+    assert!(browser.text("#reset-done").await.contains("Your password was set"));
+    browser.by_text("main", "a", "Sign in").await.click().await.unwrap();
+    browser.wait_for_location("/login").await;
+    browser.submit_login("carol", STRONG).await;
+    browser.wait_for_location("/").await;
+}
