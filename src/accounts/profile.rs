@@ -4,7 +4,7 @@
 //! open must not be enough to redirect the reset links), and the old address is told.
 
 use chrono::{Duration, Utc};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::password_reset::link_hash;
@@ -81,6 +81,13 @@ impl Accounts<'_> {
                     "This server sends no mail, so it cannot confirm a new address: ask an admin.",
                 ));
             };
+            // No password typed: say so, without counting a failure against the account's lockout.
+            if edit.current_password.expose_secret().is_empty() {
+                return Err(AccountError::invalid(
+                    Field::CurrentPassword,
+                    "Type your current password to change your email address.",
+                ));
+            }
             self.confirm_own_password(actor, user, edit.current_password).await?;
             let old_address_notice = self.notice(user, Notice::EmailChanging(new_email))?;
             let user_id = user.id;

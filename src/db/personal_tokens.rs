@@ -231,17 +231,28 @@ impl diesel::query_builder::Query for PresentedTokensQuery {
 
 impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PresentedTokensQuery {
     fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
-        // The token by its unique hash, its owner by primary key, the owner's role names as the
-        // access-token lookup reads them: the same index probes, no aggregation over role scopes.
+        // The tokens by their unique hashes; then each distinct owner once, by primary key, with their
+        // role names, as the access-token lookup reads them (a batch's tokens mostly share an owner:
+        // one script, one person). A plain join would read the owner and aggregate their roles once
+        // per token, and its generic plan hash-joins a scan of every user.
         out.push_sql(
-            "SELECT p.id, p.token_hash, p.scope, p.created_at, p.expires_at, p.revoked_at, p.last_used_at, \
-                    u.id, u.username, u.email, u.email_verified, u.full_name, u.is_active, u.tokens_valid_after, u.created_at, \
-                    u.last_login_at, \
-                    coalesce((SELECT array_agg(role_name) FROM user_roles WHERE user_id = u.id), '{}') \
-             FROM personal_access_tokens p JOIN users u ON u.id = p.user_id WHERE p.token_hash = ANY(",
+            "WITH t AS MATERIALIZED ( \
+                 SELECT p.id, p.user_id, p.token_hash, p.scope, p.created_at, p.expires_at, p.revoked_at, \
+                        p.last_used_at \
+                 FROM personal_access_tokens p WHERE p.token_hash = ANY(",
         );
         out.push_bind_param::<Array<Bytea>, _>(&self.hashes)?;
-        out.push_sql(")");
+        out.push_sql(
+            ")), o AS MATERIALIZED ( \
+                 SELECT u.id, u.username, u.email, u.email_verified, u.full_name, u.is_active, \
+                        u.tokens_valid_after, u.created_at, u.last_login_at, \
+                        coalesce((SELECT array_agg(role_name) FROM user_roles WHERE user_id = u.id), '{}') AS roles \
+                 FROM users u WHERE u.id = ANY(ARRAY(SELECT DISTINCT user_id FROM t))) \
+             SELECT t.id, t.token_hash, t.scope, t.created_at, t.expires_at, t.revoked_at, t.last_used_at, \
+                    o.id, o.username, o.email, o.email_verified, o.full_name, o.is_active, o.tokens_valid_after, \
+                    o.created_at, o.last_login_at, o.roles \
+             FROM t JOIN o ON o.id = t.user_id",
+        );
         Ok(())
     }
 }
