@@ -81,6 +81,18 @@ pub fn carry<T>(work: impl FnOnce() -> T) -> impl FnOnce() -> T {
     }
 }
 
+/// Pages whose last path segment is a secret mailed to someone (a link that sets a password or an
+/// email address): the request line shows the page, never the token.
+const LINK_PAGES: [&str; 3] = ["/password-reset/", "/invitation/", "/email-confirm/"];
+
+/// `path` as the request line may show it: a mailed link's token replaced by `…`.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match LINK_PAGES.iter().find(|page| path.starts_with(**page) && path.len() > page.len()) {
+        Some(page) => format!("{page}\u{2026}").into(),
+        None => path.into(),
+    }
+}
+
 /// `text` made safe to stand between double quotes in a log line: `"`, `\\` and control characters
 /// are escaped, so a client cannot forge fields or lines.
 pub fn quoted(text: &str) -> std::borrow::Cow<'_, str> {
@@ -120,6 +132,16 @@ pub fn logger(default_filter: &str) -> env_logger::Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mailed_links_token_never_reaches_the_request_line() {
+        assert_eq!(loggable_path("/password-reset/abcDEF123_-"), "/password-reset/\u{2026}");
+        assert_eq!(loggable_path("/invitation/abc"), "/invitation/\u{2026}");
+        assert_eq!(loggable_path("/email-confirm/abc/extra"), "/email-confirm/\u{2026}");
+        assert_eq!(loggable_path("/password-reset"), "/password-reset");
+        assert_eq!(loggable_path("/password-reset/"), "/password-reset/");
+        assert_eq!(loggable_path("/api/users/me"), "/api/users/me");
+    }
 
     #[test]
     fn a_sane_incoming_id_is_kept_and_anything_else_replaced() {

@@ -106,13 +106,7 @@ pub fn build_state(
     let session_key = cookie_key(settings.session_key.as_ref(), &secret);
     let role_scopes = load_role_scopes(&settings)?;
     let mailer = mailer_for(&settings)?;
-    let mail = mailer.as_ref().map(|_| crate::mail::Sender {
-        issuer: issuer.clone(),
-        service: url::Url::parse(&issuer)
-            .ok()
-            .and_then(|url| url.host_str().map(str::to_owned))
-            .unwrap_or_else(|| "gatehouse".to_owned()),
-    });
+    let mail = mailer.as_ref().map(|_| crate::mail::Sender::for_issuer(&issuer));
     Ok(web::Data::new(AppState {
         pool,
         settings,
@@ -274,8 +268,9 @@ async fn security_headers(
 /// Gives every request its id and logs one line when it is answered, both inside the request's
 /// scope, so every line logged while it is served (its database work on blocking threads included)
 /// and every audit row it writes carries the same id, which the answer's `X-Request-Id` shows.
-/// The path is logged without its query string and quoted safely, and no headers are, so tokens,
-/// passwords and cookies never reach the log and a client cannot forge fields of the line.
+/// The path is logged without its query string and without a mailed link's token, quoted safely,
+/// and no headers are, so tokens, passwords and cookies never reach the log and a client cannot
+/// forge fields of the line.
 async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -290,7 +285,7 @@ async fn request_context(
             .app_data::<web::Data<AppState>>()
             .and_then(|state| state.client_ip(req.request()))
             .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
-        (client, req.method().to_string(), req.path().to_owned())
+        (client, req.method().to_string(), log_context::loggable_path(req.path()).into_owned())
     });
     log_context::scope(id, async move {
         let answered = next.call(req).await;

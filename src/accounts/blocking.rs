@@ -1,7 +1,7 @@
 //! The same rules for the command line, which owns one connection and may block: it hashes on its
 //! own thread and runs the very transactions the server runs.
 
-use diesel::PgConnection;
+use diesel::{Connection as _, PgConnection};
 use secrecy::SecretString;
 
 use super::{AccountDraft, AccountError, Actor, Created, Field, PasswordSet, judge_strength, user_inputs, validate};
@@ -12,6 +12,7 @@ use crate::db::{
 };
 use crate::domain::EventKind;
 use crate::errors::ServerError;
+use crate::mail::{Notice, Sender};
 
 fn query_failed(err: diesel::result::Error) -> AccountError {
     AccountError::Server(ServerError::from(err))
@@ -53,6 +54,7 @@ pub fn set_password(
     actor: &Actor,
     username: &str,
     read_password: impl FnOnce() -> Result<SecretString, AccountError>,
+    mail: Option<&Sender>,
 ) -> Result<PasswordSet, AccountError> {
     let user = find(conn, username)?;
     let password = validate::new_password(read_password()?, None, Field::Password)?;
@@ -61,7 +63,14 @@ pub fn set_password(
     // The cut-off is the moment the new hash is stored, not when the prompt began: a sign-in during
     // the prompt ends too.
     let event = actor.event(EventKind::PasswordChanged, user.id);
-    let cutoff = db::users::set_password_recorded(conn, user.id, &password_hash, &event).map_err(query_failed)?;
+    let notice = super::notice_for(mail, &user, Notice::PasswordChanged)?;
+    let cutoff = conn
+        .transaction(|conn| {
+            let cutoff = db::users::set_password_recorded(conn, user.id, &password_hash, &event)?;
+            db::outbox::queue_each(conn, &notice)?;
+            Ok::<_, diesel::result::Error>(cutoff)
+        })
+        .map_err(query_failed)?;
     Ok(PasswordSet { user, cutoff, weak_password })
 }
 
@@ -77,10 +86,13 @@ pub fn reset_second_factors(
     conn: &mut PgConnection,
     actor: &Actor,
     username: &str,
+    mail: Option<&Sender>,
 ) -> Result<(User, bool), AccountError> {
     let user = find(conn, username)?;
     let event = actor.event(EventKind::SecondFactorsReset, user.id);
-    let removed = db::second_factors::reset(conn, user.id, &event).map_err(query_failed)?;
+    let notice = super::notice_for(mail, &user, Notice::SecondFactorRemoved(super::second_factor::RESET_NOTICE))?;
+    let removed = super::with_notice(conn, &notice, |conn| db::second_factors::reset(conn, user.id, &event))
+        .map_err(query_failed)?;
     Ok((user, removed))
 }
 

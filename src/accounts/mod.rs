@@ -193,6 +193,13 @@ fn written(outcome: UserWrite, username: &str) -> Result<User, AccountError> {
     }
 }
 
+/// A security notice to `user` from `sender` (`None`: mail is off, or they have no address).
+pub fn notice_for(sender: Option<&Sender>, user: &User, notice: Notice<'_>) -> Result<Option<NewMail>, ServerError> {
+    let (Some(sender), Some(email)) = (sender, user.email.as_deref()) else { return Ok(None) };
+    let to = Recipient { user_id: user.id, username: &user.username, email };
+    sender.security_notice(&to, &notice).map(Some).map_err(ServerError::internal)
+}
+
 /// `write`, and in the same transaction the mail `notice` if the write did something (`true`): a
 /// security notice exists exactly when what it tells of does.
 fn with_notice(
@@ -284,9 +291,7 @@ impl Accounts<'_> {
     /// A security notice to `user` (`None`: mail is off, or they have no address), to queue in the
     /// transaction of the change it tells of.
     fn notice(&self, user: &User, notice: Notice<'_>) -> Result<Option<NewMail>, ServerError> {
-        let (Some(sender), Some(email)) = (self.mail, user.email.as_deref()) else { return Ok(None) };
-        let to = Recipient { user_id: user.id, username: &user.username, email };
-        sender.security_notice(&to, &notice).map(Some).map_err(ServerError::internal)
+        notice_for(self.mail, user, notice)
     }
 
     fn password_changed_notice(&self, user: &User) -> Result<Option<NewMail>, ServerError> {

@@ -325,6 +325,10 @@ impl SecondFactorAccounts<'_> {
     }
 }
 
+/// What the notice of an admin's (or the command line's) reset says was removed.
+pub(super) const RESET_NOTICE: &str = "An administrator signed out every session and token of your account; every \
+                                       second factor (authenticator app, recovery codes, passkeys) was";
+
 impl Accounts<'_> {
     /// An admin (or the command line) removes every second factor of a user. A cut-off: every session
     /// and token of the user ends, as after a password change. `false` when they had none.
@@ -332,13 +336,7 @@ impl Accounts<'_> {
         let user = self.find(username).await?;
         let user_id = user.id;
         let event = actor.event(EventKind::SecondFactorsReset, user_id);
-        let notice = self.notice(
-            &user,
-            Notice::SecondFactorRemoved(
-                "An administrator signed out every session and token of your account; every second factor \
-                 (authenticator app, recovery codes, passkeys) was",
-            ),
-        )?;
+        let notice = self.notice(&user, Notice::SecondFactorRemoved(RESET_NOTICE))?;
         let removed = self
             .write_as(actor, move |conn| {
                 with_notice(conn, &notice, |conn| db::second_factors::reset(conn, user_id, &event))

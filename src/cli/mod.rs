@@ -102,7 +102,7 @@ pub fn run(cli: Cli, mut settings: Settings) -> Result<(), CliError> {
         Command::Audit(command) => audit::run(&mut connect_and_migrate(&settings)?, command),
         Command::Keys(command) => keys::run(&mut connect_and_migrate(&settings)?, &settings, command),
         Command::Client(command) => client::run(&mut connect_and_migrate(&settings)?, command),
-        Command::Token(command) => token::run(&mut connect_and_migrate(&settings)?, command),
+        Command::Token(command) => token::run(&mut connect_and_migrate(&settings)?, &settings, command),
     }
 }
 

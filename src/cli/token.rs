@@ -9,10 +9,12 @@ use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 use super::CliError;
-use crate::accounts::Actor;
 use crate::accounts::personal_tokens::{self, TokenDraft, TokenError};
+use crate::accounts::{self, Actor};
 use crate::auth::pat::{self, ExpiryDays};
+use crate::config::Settings;
 use crate::db;
+use crate::mail::{Notice, Sender};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -45,14 +47,20 @@ fn find_user(conn: &mut PgConnection, username: &str) -> Result<db::users::User,
         .ok_or_else(|| CliError(format!("no user named {username}")))
 }
 
-pub(super) fn run(conn: &mut PgConnection, command: TokenCommand) -> Result<(), CliError> {
+pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: TokenCommand) -> Result<(), CliError> {
     let actor = Actor::command_line();
     match command {
         TokenCommand::Create { username, name, scopes, expires_in } => {
             let user = find_user(conn, &username)?;
             let draft = TokenDraft { name, scopes, expires_in_days: Some(i64::from(expires_in.days())) };
+            let notice = accounts::notice_for(
+                Sender::for_command_line(settings).as_ref(),
+                &user,
+                Notice::PersonalTokenCreated(draft.name.trim()),
+            )
+            .map_err(|err| CliError::from_error(&err))?;
             let issued =
-                personal_tokens::create_on(conn, &actor, user.id, &draft, None, &None).map_err(|err| match err {
+                personal_tokens::create_on(conn, &actor, user.id, &draft, None, &notice).map_err(|err| match err {
                     TokenError::Server(server) => CliError::from_error(&server),
                     TokenError::CredentialEnded => CliError(format!("{username} is inactive")),
                     other => CliError::from_display(other),

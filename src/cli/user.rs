@@ -16,6 +16,7 @@ use crate::db::{
     users::{AccountChange, UserWrite},
 };
 use crate::domain::WeakPassword;
+use crate::mail::Sender;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -93,7 +94,8 @@ pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: UserCom
         UserCommand::SetPassword { username } => {
             let read =
                 || read_password().map_err(|CliError(message)| AccountError::Invalid(vec![password_problem(message)]));
-            let set = blocking::set_password(conn, cost, &actor, &username, read)?;
+            let mail = Sender::for_command_line(settings);
+            let set = blocking::set_password(conn, cost, &actor, &username, read, mail.as_ref())?;
             warn_if_weak(set.weak_password.as_ref());
             println!("{}: password changed; earlier tokens and sessions no longer work", set.user.username);
         }
@@ -110,7 +112,8 @@ pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: UserCom
             println!("{}: signed out everywhere; earlier tokens and sessions no longer work", user.username);
         }
         UserCommand::ResetSecondFactor { username } => {
-            let (user, removed) = blocking::reset_second_factors(conn, &actor, &username)?;
+            let (user, removed) =
+                blocking::reset_second_factors(conn, &actor, &username, Sender::for_command_line(settings).as_ref())?;
             if removed {
                 println!("{}: second factors removed; earlier tokens and sessions no longer work", user.username);
             } else {

@@ -9,6 +9,8 @@ use uuid::Uuid;
 use super::schema::{email_change_tokens, users};
 
 /// Stores a link that will set `user_id`'s address to `new_email`, killing their older unused ones.
+/// The user's row is locked first, so of two changes asked at once the later one's link is the only
+/// one left.
 pub fn issue(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -16,12 +18,8 @@ pub fn issue(
     new_email: &str,
     expires_at: DateTime<Utc>,
 ) -> QueryResult<()> {
-    diesel::delete(
-        email_change_tokens::table
-            .filter(email_change_tokens::user_id.eq(user_id))
-            .filter(email_change_tokens::used_at.is_null()),
-    )
-    .execute(conn)?;
+    super::password_resets::lock_user(conn, user_id)?;
+    kill_unused(conn, user_id)?;
     diesel::insert_into(email_change_tokens::table)
         .values((
             email_change_tokens::token_hash.eq(token_hash),
@@ -31,6 +29,16 @@ pub fn issue(
         ))
         .execute(conn)
         .map(|_| ())
+}
+
+/// Kills the user's unused links (a newer change, or the address removed).
+pub fn kill_unused(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<usize> {
+    diesel::delete(
+        email_change_tokens::table
+            .filter(email_change_tokens::user_id.eq(user_id))
+            .filter(email_change_tokens::used_at.is_null()),
+    )
+    .execute(conn)
 }
 
 /// The user and new address of a live link, without using it (`GET` of the link: mail scanners open

@@ -41,11 +41,19 @@ pub struct NewLink<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Stores a new link, killing every older unused one of the user (a newer request wins, whatever
-/// either was for).
+/// Stores a new link, killing the user's older unused ones of the same purpose (a newer request
+/// wins). A reset request leaves an invitation alone: anyone may ask for a reset link in an invited
+/// user's name, and must not be able to void their invitation that way. Whichever link sets the
+/// password, the change ends the others (they are older than the cut-off).
 pub fn issue(conn: &mut PgConnection, link: &NewLink<'_>) -> QueryResult<()> {
     let user_id = link.user_id;
-    kill_unused(conn, user_id)?;
+    diesel::delete(
+        password_reset_tokens::table
+            .filter(password_reset_tokens::user_id.eq(user_id))
+            .filter(password_reset_tokens::purpose.eq(link.purpose.as_str()))
+            .filter(password_reset_tokens::used_at.is_null()),
+    )
+    .execute(conn)?;
     diesel::insert_into(password_reset_tokens::table)
         .values((
             password_reset_tokens::token_hash.eq(link.token_hash),

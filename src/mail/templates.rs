@@ -49,6 +49,23 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// Mails from `issuer`, naming the service by its host.
+    pub fn for_issuer(issuer: &str) -> Self {
+        let service = url::Url::parse(issuer)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "gatehouse".to_owned());
+        Self { issuer: issuer.to_owned(), service }
+    }
+
+    /// The command line's sender: mail on (`GATEHOUSE_SMTP_URL`) and an explicit issuer, which its
+    /// links need (the command line binds no address to take one from). The mails it queues go out
+    /// from the outbox through any running instance.
+    pub fn for_command_line(settings: &crate::config::Settings) -> Option<Self> {
+        settings.smtp_url.as_ref()?;
+        settings.issuer.as_deref().map(Self::for_issuer)
+    }
+
     fn link(&self, path: &str) -> String {
         format!("{}{path}", self.issuer.trim_end_matches('/'))
     }

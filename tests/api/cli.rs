@@ -1165,3 +1165,45 @@ async fn every_answer_and_log_line_of_a_request_carries_its_request_id_and_so_do
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].request_id.as_deref(), Some("proxy-id.42"));
 }
+
+// ---- security notices from the command line ----
+
+#[test]
+fn the_command_line_queues_security_notices_when_mail_and_the_issuer_are_set() {
+    let db = TestDb::create();
+    gatehouse(&db.url)
+        .stdin("old-password-1\n")
+        .run(&["user", "add", "bob", "--role", "user", "--email", "bob@example.org"])
+        .ok();
+    let notices = |db: &TestDb| {
+        count(&mut db.conn(), "SELECT count(*) AS n FROM mail_outbox WHERE recipient = 'bob@example.org'")
+    };
+    let with_mail = |db: &TestDb| {
+        gatehouse(&db.url)
+            .env("GATEHOUSE_SMTP_URL", "smtp://127.0.0.1:9")
+            .env("GATEHOUSE_MAIL_FROM", "gatehouse <gatehouse@example.org>")
+    };
+    // Without an issuer the links of a notice would point nowhere: nothing is queued.
+    with_mail(&db).stdin("new-password-2\n").run(&["user", "set-password", "bob"]).ok();
+    assert_eq!(notices(&db), 0);
+    let issued = |db: &TestDb| with_mail(db).env("GATEHOUSE_ISSUER", "https://id.example.com");
+    issued(&db).stdin("new-password-3\n").run(&["user", "set-password", "bob"]).ok();
+    issued(&db).run(&["token", "create", "bob", "--name", "ci", "--scope", "profile", "--expires-in", "7d"]).ok();
+    let kinds: Vec<String> = {
+        #[derive(diesel::QueryableByName)]
+        struct Kind {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            kind: String,
+        }
+        diesel::sql_query("SELECT kind FROM mail_outbox ORDER BY created_at")
+            .load::<Kind>(&mut db.conn())
+            .unwrap()
+            .into_iter()
+            .map(|row| row.kind)
+            .collect()
+    };
+    assert_eq!(kinds, ["password_changed", "pat_created"]);
+    // No second factor to remove: nothing to tell.
+    issued(&db).run(&["user", "reset-second-factor", "bob"]).ok();
+    assert_eq!(notices(&db), 2);
+}

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
 use crate::helpers::{TestApp, spawn_app_with, spawn_pair};
-use crate::mail::{SmtpServer, mail_settings, spawn_with_mail};
+use crate::mail::{SmtpServer, ask_for_a_link, mail_settings, spawn_with_mail};
 use crate::second_factor::seed_second_factor;
 use crate::web::{browser, hidden_value, signed_in};
 
@@ -78,6 +78,15 @@ async fn a_user_created_without_a_password_is_invited_to_choose_one() {
         assert_eq!(form.status(), 200, "opening the link spends nothing");
         assert!(form.text().await.unwrap().contains("Choose your password"));
     }
+    // Anyone may ask for a reset link in carol's name: the invitation stays alive.
+    let (status, _) = ask_for_a_link(&app, &browser(), "carol").await;
+    assert_eq!(status, 200);
+    let mails = smtp.wait_for(2, PATIENCE).await;
+    let reset_path = link(
+        mail_to(&mails, "carol@example.org").iter().find(|m| m.contains("/password-reset/")).unwrap(),
+        &app.address,
+        "/password-reset/",
+    );
     // An invitation is not a reset link: the reset page does not take it.
     let token = path.trim_start_matches("/invitation/");
     let as_reset = client.get(app.url(&format!("/password-reset/{token}"))).send().await.unwrap();
@@ -90,6 +99,7 @@ async fn a_user_created_without_a_password_is_invited_to_choose_one() {
     let profile = me(&app, "carol", STRONG).await;
     assert_eq!(profile["email_verified"], true, "the link proved the address");
     assert_eq!(client.get(app.url(&path)).send().await.unwrap().status(), 400, "used once");
+    assert_eq!(client.get(app.url(&reset_path)).send().await.unwrap().status(), 400, "the password change ended it");
     assert!(app.event_kinds().contains(&"invitation_sent".to_owned()));
 
     // Without mail, a user needs a password.
@@ -178,6 +188,20 @@ async fn a_new_email_address_takes_effect_once_when_its_link_is_used() {
     assert_eq!(changes, 1);
     let account = client.get(app.url("/account")).send().await.unwrap().text().await.unwrap();
     assert!(account.contains(r#"<span class="badge" id="email-verified">verified</span>"#), "{account}");
+
+    // A change still waiting for its link dies when the address is removed.
+    let csrf = hidden_value(&account, "csrf_token").unwrap();
+    let mut form = vec![("csrf_token", csrf.as_str())];
+    form.extend(profile("alice.third@example.org", "alice-password"));
+    assert_eq!(client.post(app.url("/account/profile")).form(&form).send().await.unwrap().status(), 303);
+    let mails = smtp.wait_for(4, PATIENCE).await;
+    let pending = link(mail_to(&mails, "alice.third@example.org")[0], crate::helpers::PAIR_ISSUER, "/email-confirm/");
+    let mut form = vec![("csrf_token", csrf.as_str())];
+    form.extend(profile("", "alice-password"));
+    let removed = client.post(app.url("/account/profile")).form(&form).send().await.unwrap();
+    assert_eq!(removed.headers()["location"], "/account?done=email-removed");
+    assert_eq!(client.get(app.url(&pending)).send().await.unwrap().status(), 400);
+    assert_eq!(me(&app, "alice", &alice.password).await["email"], Value::Null);
 }
 
 #[tokio::test]

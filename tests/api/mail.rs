@@ -123,7 +123,7 @@ pub(crate) fn link_in(mail: &str, app: &TestApp) -> String {
     format!("/password-reset/{token}")
 }
 
-async fn ask_for_a_link(app: &TestApp, client: &reqwest::Client, who: &str) -> (u16, String) {
+pub(crate) async fn ask_for_a_link(app: &TestApp, client: &reqwest::Client, who: &str) -> (u16, String) {
     let page = client.get(app.url("/password-reset")).send().await.unwrap().text().await.unwrap();
     let csrf = hidden_value(&page, "csrf_token").unwrap();
     let response = client

@@ -83,7 +83,8 @@ pub fn set_full_name(
     })
 }
 
-/// A person removes their email address: with it go its proof and every unused link mailed to it.
+/// A person removes their email address: with it go its proof, every unused link mailed to it, and
+/// any change to another address still waiting for its link (a newer change kills older ones).
 pub fn remove_email(conn: &mut PgConnection, user_id: Uuid, event: &NewEvent) -> QueryResult<()> {
     conn.transaction(|conn| {
         diesel::update(users::table.find(user_id))
@@ -94,6 +95,7 @@ pub fn remove_email(conn: &mut PgConnection, user_id: Uuid, event: &NewEvent) ->
             ))
             .execute(conn)?;
         crate::db::password_resets::kill_unused(conn, user_id)?;
+        crate::db::email_changes::kill_unused(conn, user_id)?;
         auth_events::record(conn, event)
     })
 }
