@@ -48,6 +48,7 @@ const ALLOW: &[(&str, &str)] = &[
     ("/admin/clients/{client_id}/rotate-secret", "POST"),
     ("/admin/clients/{client_id}/remove", "POST"),
     ("/account", "GET, HEAD"),
+    ("/account/profile", "POST"),
     ("/account/password", "POST"),
     ("/account/sessions/{id}/end", "POST"),
     ("/account/families/{id}/revoke", "POST"),
@@ -71,6 +72,8 @@ const ALLOW: &[(&str, &str)] = &[
     ("/static/passkeys.js", "GET, HEAD"),
     ("/password-reset", "GET, POST, HEAD"),
     ("/password-reset/{token}", "GET, POST, HEAD"),
+    ("/invitation/{token}", "GET, POST, HEAD"),
+    ("/email-confirm/{token}", "GET, POST, HEAD"),
     ("/admin/users/{username}/password-reset", "POST"),
 ];
 
