@@ -233,3 +233,42 @@ async fn a_new_token_and_second_factor_changes_are_mailed_to_the_owner() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(smtp.wait_for(2, PATIENCE).await.len(), 2);
 }
+
+#[tokio::test]
+async fn the_admin_page_invites_when_both_password_fields_are_left_empty_and_without_mail_refuses_it() {
+    let smtp = SmtpServer::start_on(SmtpServer::free_port());
+    let app = spawn_with_mail(&smtp).await;
+    let admin = app.admin();
+    let client = browser();
+    signed_in(&app, &client, &admin.username, &admin.password).await;
+    let page = client.get(app.url("/admin/users")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Leave both empty to mail the user an invitation"), "{page}");
+    let csrf = hidden_value(&page, "csrf_token").unwrap();
+    let form = [
+        ("csrf_token", csrf.as_str()),
+        ("username", "dora"),
+        ("email", "dora@example.org"),
+        ("password", ""),
+        ("password_again", ""),
+        ("role.user", "on"),
+    ];
+    let created = client.post(app.url("/admin/users")).form(&form).send().await.unwrap();
+    assert_eq!(created.status(), 303);
+    let mails = smtp.wait_for(1, PATIENCE).await;
+    assert!(mails[0].contains("To: dora@example.org") && mails[0].contains("/invitation/"), "{}", mails[0]);
+
+    let plain = spawn_app_with(&[]).await;
+    let admin = plain.admin();
+    let client = browser();
+    signed_in(&plain, &client, &admin.username, &admin.password).await;
+    let page = client.get(plain.url("/admin/users")).send().await.unwrap().text().await.unwrap();
+    assert!(!page.contains("Leave both empty"));
+    let csrf = hidden_value(&page, "csrf_token").unwrap();
+    let mut form = form;
+    form[0].1 = csrf.as_str();
+    let refused = client.post(plain.url("/admin/users")).form(&form).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("this server sends no mail"));
+    let mut conn = plain.db.conn();
+    assert!(gatehouse::db::users::find_by_username(&mut conn, "dora").unwrap().is_none(), "nothing written");
+}
