@@ -31,10 +31,16 @@ pub enum SigningAlgorithm {
     EdDsa,
     /// HMAC-SHA256 with `GATEHOUSE_JWT_SECRET`: only holders of the secret can verify; nothing is published.
     Hs256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (2048-bit keys): ID tokens only, where OpenID Connect makes it
+    /// the default every relying party supports; access tokens keep the smaller, faster keys above.
+    Rs256,
 }
 
 impl SigningAlgorithm {
+    /// The choices for access tokens (`GATEHOUSE_SIGNING_ALG`).
     pub const ALL: [SigningAlgorithm; 3] = [Self::Es256, Self::EdDsa, Self::Hs256];
+    /// Every algorithm a stored key may have.
+    pub const STORED: [SigningAlgorithm; 4] = [Self::Es256, Self::EdDsa, Self::Hs256, Self::Rs256];
 
     /// The JOSE name (RFC 7518, RFC 8037), as tokens and the database spell it.
     pub fn as_str(self) -> &'static str {
@@ -42,11 +48,18 @@ impl SigningAlgorithm {
             Self::Es256 => "ES256",
             Self::EdDsa => "EdDSA",
             Self::Hs256 => "HS256",
+            Self::Rs256 => "RS256",
         }
     }
 
+    /// An access-token algorithm, as a setting names it.
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|alg| alg.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+
+    /// A stored key's algorithm (exactly as written).
+    pub fn parse_stored(text: &str) -> Option<Self> {
+        Self::STORED.into_iter().find(|alg| alg.as_str() == text)
     }
 }
 

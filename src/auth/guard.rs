@@ -40,6 +40,8 @@ impl Requirement {
     }
 
     pub const PROFILE: Requirement = Requirement::for_people(ScopeName::PROFILE, None);
+    /// OpenID Connect's userinfo: a person's token with `openid`.
+    pub const OPENID: Requirement = Requirement::for_people(ScopeName::OPENID, None);
     pub const ITEMS_WRITE: Requirement = Requirement::for_people(ScopeName::ITEMS_WRITE, None);
     pub const ADMIN_STATS: Requirement = Requirement::for_people(ScopeName::ADMIN_STATS, Some(RoleName::ADMIN));
     /// RFC 7662 introspection, for other services: a registered client with the scope, or a user of

@@ -155,6 +155,8 @@ pub struct TokenSubject<'a> {
     pub roles: &'a [String],
     pub auth_time: DateTime<Utc>,
     pub amr: &'a [String],
+    /// The registered client the token is issued to (RFC 9068 `client_id`).
+    pub client_id: Option<&'a str>,
 }
 
 /// The protected header of a presented token, read before any key is chosen.

@@ -6,6 +6,7 @@
 //! several answers; transactions that must hold together live here, in one function each.
 
 pub mod auth_events;
+pub mod authorizations;
 pub mod clients;
 pub mod dev;
 pub mod email_changes;
@@ -52,7 +53,7 @@ pub struct PgPool {
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// How many migrations the binary carries (for the reversibility test).
-pub const MIGRATIONS_COUNT: usize = 15;
+pub const MIGRATIONS_COUNT: usize = 16;
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
 /// Short, so an outage answers 503 quickly instead of piling up requests.
@@ -207,6 +208,8 @@ pub fn purge_expired(conn: &mut PgConnection, now: chrono::DateTime<chrono::Utc>
             + passkeys::purge_expired(conn, now)?
             + password_resets::purge_expired(conn, now)?
             + email_changes::purge_expired(conn, now)?
+            + authorizations::purge_expired_codes(conn, now)?
+            + authorizations::purge_expired_devices(conn, now)?
             + throttle::purge_recovered(conn)?
             + clients::purge_expired_secrets(conn, now)?)
     })

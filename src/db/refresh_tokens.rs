@@ -35,6 +35,8 @@ pub struct Family {
     pub client_addr: Option<String>,
     /// PostgreSQL arrays may hold NULLs in general; this one never does (nothing writes one).
     pub amr: Vec<Option<String>>,
+    /// The registered client the family was issued to (`None`: no registered client).
+    pub client_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -50,7 +52,13 @@ struct StoredToken {
 #[derive(Debug, Clone)]
 pub struct Grantee {
     pub user_id: Uuid,
+    pub family_id: Uuid,
+    pub client_id: Option<String>,
     pub username: String,
+    /// For OpenID Connect's claims (ID token, userinfo).
+    pub full_name: Option<String>,
+    pub email: Option<String>,
+    pub email_verified: bool,
     pub roles: Vec<String>,
     pub scopes: ScopeSet,
     /// The access token's issue time, by the database's clock.
@@ -67,12 +75,17 @@ pub struct NewToken<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A password grant's family, about to begin.
+/// A family about to begin (a password grant, an authorization code, a device code).
 pub struct FamilyStart<'a> {
     pub user_id: Uuid,
     /// When the credential check began: nothing is stored if the user's credentials were
     /// invalidated since.
     pub auth_time: DateTime<Utc>,
+    /// The access token's issue time: the check's start for a password grant (its answer follows at
+    /// once), the exchange for a code signed in earlier.
+    pub issued_at: DateTime<Utc>,
+    /// The registered client the tokens are for.
+    pub client_id: Option<&'a str>,
     /// Empty: every scope the user's roles allow.
     pub requested: &'a ScopeSet,
     pub token: NewToken<'a>,
@@ -117,6 +130,12 @@ pub type Signer<'a, S> = Box<dyn FnOnce(&Grantee) -> Result<S, IssueFailure> + '
 struct LockedUser {
     #[diesel(sql_type = diesel::sql_types::Text)]
     username: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    full_name: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    email: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    email_verified: bool,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     is_active: bool,
     #[diesel(sql_type = diesel::sql_types::Timestamptz)]
@@ -129,7 +148,8 @@ struct LockedUser {
 /// reads the database's clock once the lock is held.
 fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<LockedUser>> {
     diesel::sql_query(
-        "SELECT username, is_active, tokens_valid_after, clock_timestamp() AS now FROM users WHERE id = $1 FOR SHARE",
+        "SELECT username, full_name, email, email_verified, is_active, tokens_valid_after, clock_timestamp() AS now \
+         FROM users WHERE id = $1 FOR SHARE",
     )
     .bind::<diesel::sql_types::Uuid, _>(user_id)
     .get_result(conn)
@@ -165,6 +185,7 @@ pub fn start_family<S>(
                 refresh_families::expires_at.eq(start.family_expires_at),
                 refresh_families::client_addr.eq(start.client_addr),
                 refresh_families::amr.eq(start.amr),
+                refresh_families::client_id.eq(start.client_id),
             ))
             .execute(conn)?;
         insert_token(conn, family_id, &scopes, &start.token, start.family_expires_at)?;
@@ -172,10 +193,15 @@ pub fn start_family<S>(
         let roles = super::users::roles_of(conn, start.user_id)?;
         let grantee = Grantee {
             user_id: start.user_id,
+            family_id,
+            client_id: start.client_id.map(str::to_owned),
             username: user.username,
+            full_name: user.full_name,
+            email: user.email,
+            email_verified: user.email_verified,
             roles,
             scopes,
-            issued_at: start.auth_time,
+            issued_at: start.issued_at,
             auth_time: start.auth_time,
             amr: start.amr.to_vec(),
         };
@@ -223,6 +249,7 @@ pub enum Rotation<S> {
 pub fn rotate<S>(
     conn: &mut PgConnection,
     presented: &[u8],
+    client_id: Option<&str>,
     requested: Option<&ScopeSet>,
     new_token: &NewToken<'_>,
     now: DateTime<Utc>,
@@ -236,6 +263,11 @@ pub fn rotate<S>(
         let family = lock_family(conn, family_id)?;
         // Read again under the family's lock: every rotation of this family is serialized here.
         let Some(stored) = find_token(conn, presented)? else { return Ok(Rotation::Refused) };
+        // RFC 6749 §6: a token issued to a client is refreshed by that client only (a confidential
+        // one has authenticated by now); one issued to no registered client, by anyone.
+        if family.client_id.as_deref().is_some_and(|owner| client_id != Some(owner)) {
+            return Ok(Rotation::Refused);
+        }
         let allowed = super::users::allowed_scopes(conn, family.user_id)?;
         let token =
             PresentedToken { scope: &stored.scope, expires_at: stored.expires_at, used: stored.used_at.is_some() };
@@ -267,7 +299,12 @@ pub fn rotate<S>(
         let roles = super::users::roles_of(conn, family.user_id)?;
         let grantee = Grantee {
             user_id: family.user_id,
+            family_id: family.id,
+            client_id: family.client_id,
             username: user.username,
+            full_name: user.full_name,
+            email: user.email,
+            email_verified: user.email_verified,
             roles,
             scopes,
             issued_at: user.now,
@@ -296,11 +333,11 @@ fn find_token(conn: &mut PgConnection, hash: &[u8]) -> QueryResult<Option<Stored
         .optional()
 }
 
-fn lock_family(conn: &mut PgConnection, family_id: Uuid) -> QueryResult<Family> {
+pub(super) fn lock_family(conn: &mut PgConnection, family_id: Uuid) -> QueryResult<Family> {
     refresh_families::table.find(family_id).select(Family::as_select()).for_no_key_update().first(conn)
 }
 
-fn revoke_locked_family(conn: &mut PgConnection, family_id: Uuid, now: DateTime<Utc>) -> QueryResult<()> {
+pub(super) fn revoke_locked_family(conn: &mut PgConnection, family_id: Uuid, now: DateTime<Utc>) -> QueryResult<()> {
     diesel::update(refresh_families::table.find(family_id).filter(refresh_families::revoked_at.is_null()))
         .set(refresh_families::revoked_at.eq(now))
         .execute(conn)

@@ -24,6 +24,44 @@ diesel::table! {
 }
 
 diesel::table! {
+    authorization_codes (code_hash) {
+        code_hash -> Bytea,
+        client_id -> Text,
+        user_id -> Uuid,
+        redirect_uri -> Text,
+        code_challenge -> Text,
+        nonce -> Nullable<Text>,
+        scope -> Text,
+        auth_time -> Timestamptz,
+        amr -> Array<Nullable<Text>>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        family_id -> Nullable<Uuid>,
+        access_jti -> Nullable<Uuid>,
+        access_expires_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    device_codes (device_code_hash) {
+        device_code_hash -> Bytea,
+        user_code -> Text,
+        client_id -> Text,
+        scope -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        interval_secs -> Int4,
+        last_polled_at -> Nullable<Timestamptz>,
+        user_id -> Nullable<Uuid>,
+        decision -> Nullable<Text>,
+        auth_time -> Nullable<Timestamptz>,
+        amr -> Nullable<Array<Nullable<Text>>>,
+        delivered_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     email_change_tokens (token_hash) {
         token_hash -> Bytea,
         user_id -> Uuid,
@@ -108,6 +146,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    oauth_consents (user_id, client_id) {
+        user_id -> Uuid,
+        client_id -> Text,
+        scope -> Text,
+        granted_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     passkeys (id) {
         id -> Uuid,
         user_id -> Uuid,
@@ -167,6 +214,7 @@ diesel::table! {
         revoked_at -> Nullable<Timestamptz>,
         client_addr -> Nullable<Text>,
         amr -> Array<Nullable<Text>>,
+        client_id -> Nullable<Text>,
     }
 }
 
@@ -243,6 +291,7 @@ diesel::table! {
         private_key -> Nullable<Bytea>,
         created_at -> Timestamptz,
         activates_at -> Timestamptz,
+        purpose -> Text,
     }
 }
 
@@ -296,14 +345,21 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(authorization_codes -> oauth_clients (client_id));
+diesel::joinable!(authorization_codes -> users (user_id));
+diesel::joinable!(device_codes -> oauth_clients (client_id));
+diesel::joinable!(device_codes -> users (user_id));
 diesel::joinable!(email_change_tokens -> users (user_id));
 diesel::joinable!(items -> users (owner_id));
 diesel::joinable!(mail_outbox -> users (user_id));
 diesel::joinable!(oauth_client_secrets -> oauth_clients (client_id));
+diesel::joinable!(oauth_consents -> oauth_clients (client_id));
+diesel::joinable!(oauth_consents -> users (user_id));
 diesel::joinable!(passkeys -> users (user_id));
 diesel::joinable!(password_reset_tokens -> users (user_id));
 diesel::joinable!(personal_access_tokens -> users (user_id));
 diesel::joinable!(recovery_codes -> users (user_id));
+diesel::joinable!(refresh_families -> oauth_clients (client_id));
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (family_id));
 diesel::joinable!(revoked_access_tokens -> users (user_id));
@@ -318,6 +374,8 @@ diesel::joinable!(webauthn_ceremonies -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     account_counts,
     auth_events,
+    authorization_codes,
+    device_codes,
     email_change_tokens,
     event_hours,
     items,
@@ -325,6 +383,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     mail_outbox,
     oauth_client_secrets,
     oauth_clients,
+    oauth_consents,
     passkeys,
     password_reset_tokens,
     personal_access_tokens,

@@ -15,6 +15,8 @@ pub struct StoredKey {
     pub private_key: Option<Vec<u8>>,
     pub created_at: DateTime<Utc>,
     pub activates_at: DateTime<Utc>,
+    /// `access` or `id_token` (`auth::keys::KeyPurpose`).
+    pub purpose: String,
 }
 
 /// Every key, oldest activation first.

@@ -104,6 +104,14 @@ stored_names! {
         EmailChanged = "email_changed",
         /// A user created without a password was mailed an invitation to set one.
         InvitationSent = "invitation_sent",
+        /// A person allowed an app scopes on the consent page.
+        ConsentGranted = "consent_granted",
+        /// A person disconnected an app ("Connected apps"): its consent and refresh families end.
+        ConsentRevoked = "consent_revoked",
+        /// An authorization code was presented again: what its first use issued is revoked.
+        CodeReused = "code_reused",
+        /// A person allowed or denied a device at /device.
+        DeviceDecided = "device_decided",
     }
 }
 

@@ -17,15 +17,19 @@ impl ScopeName {
     pub const ADMIN_STATS: &'static str = "admin:stats";
     pub const ADMIN_USERS: &'static str = "admin:users";
     pub const TOKENS_INTROSPECT: &'static str = "tokens:introspect";
+    pub const OPENID: &'static str = "openid";
+    pub const EMAIL: &'static str = "email";
 
     /// The scopes the migrations seed, with the descriptions the API documentation shows.
-    pub const DESCRIBED: [(&'static str, &'static str); 6] = [
+    pub const DESCRIBED: [(&'static str, &'static str); 8] = [
         (Self::PROFILE, "Read your own profile; sign out everywhere"),
         (Self::ITEMS_READ, "Read your items"),
         (Self::ITEMS_WRITE, "Create items"),
         (Self::ADMIN_STATS, "Read service statistics (role admin)"),
         (Self::ADMIN_USERS, "Manage users (role admin)"),
         (Self::TOKENS_INTROSPECT, "Introspect tokens at /introspect (role service)"),
+        (Self::OPENID, "Sign in to an app (OpenID Connect): /userinfo and ID tokens"),
+        (Self::EMAIL, "Your email address and whether it is verified (OpenID Connect)"),
     ];
 
     pub fn parse(raw: &str) -> Result<Self, ScopeNameError> {

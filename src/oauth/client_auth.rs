@@ -11,7 +11,7 @@ use crate::auth::client_secret::secret_matches;
 use crate::db::clients::Client;
 use crate::domain::ScopeSet;
 use crate::domain::form::{FormFields, decode};
-use crate::domain::{ClientKind, GrantType, StoredSecret};
+use crate::domain::{ClientKind, GrantType, IdTokenAlg, StoredSecret};
 
 /// How the client presented its credentials (`token_endpoint_auth_method`, RFC 7591 §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,12 +107,20 @@ pub struct ClientAtToken {
     pub kind: ClientKind,
     pub grants: Vec<GrantType>,
     pub scope: ScopeSet,
+    pub id_token_alg: IdTokenAlg,
     pub secrets: Vec<StoredSecret>,
 }
 
 impl ClientAtToken {
     pub fn new(client: Client, secrets: Vec<StoredSecret>) -> Self {
-        Self { client_id: client.client_id, kind: client.kind, grants: client.grants, scope: client.scope, secrets }
+        Self {
+            client_id: client.client_id,
+            kind: client.kind,
+            grants: client.grants,
+            scope: client.scope,
+            id_token_alg: client.id_token_alg,
+            secrets,
+        }
     }
 }
 
@@ -148,7 +156,7 @@ pub enum ClientVerdict {
     /// No registered client named (or one naming nothing registered, for the grants that ignore it).
     Anonymous,
     /// A registered client, authenticated if confidential, allowed this grant.
-    Client { client_id: String, scope: ScopeSet },
+    Client { client_id: String, scope: ScopeSet, id_token_alg: IdTokenAlg },
 }
 
 /// Why the request stops here.
@@ -206,7 +214,11 @@ pub fn decide(
     if !client.grants.contains(&grant) {
         return Err(ClientRefusal::UnauthorizedClient(grant));
     }
-    Ok(ClientVerdict::Client { client_id: client.client_id.clone(), scope: client.scope.clone() })
+    Ok(ClientVerdict::Client {
+        client_id: client.client_id.clone(),
+        scope: client.scope.clone(),
+        id_token_alg: client.id_token_alg,
+    })
 }
 
 #[cfg(test)]
@@ -267,6 +279,7 @@ mod tests {
             kind,
             grants: grants.to_vec(),
             scope: ScopeSet::parse("tokens:introspect").unwrap(),
+            id_token_alg: IdTokenAlg::Rs256,
             secrets: vec![StoredSecret { id: Uuid::nil(), hash: secret_hash("right").to_vec(), expires_at: None }],
         }
     }
@@ -285,7 +298,11 @@ mod tests {
         use ClientKind::*;
         use GrantType::*;
         let ok = || {
-            Ok(ClientVerdict::Client { client_id: "gc_x".into(), scope: ScopeSet::parse("tokens:introspect").unwrap() })
+            Ok(ClientVerdict::Client {
+                client_id: "gc_x".into(),
+                scope: ScopeSet::parse("tokens:introspect").unwrap(),
+                id_token_alg: IdTokenAlg::Rs256
+            })
         };
         let service = client(Confidential, &[ClientCredentials]);
         let script = client(Confidential, &[Password, RefreshToken]);

@@ -10,14 +10,17 @@ use secrecy::{ExposeSecret, SecretString};
 use super::GrantError;
 use super::client_auth::ClientFailure;
 use crate::auth::credentials::{self, Attempt, LoginError, SecondFactors, SecondStep, SignIn};
-use crate::auth::jwt::TokenSubject;
+use crate::auth::jwt::{AccessClaims, TokenSubject};
 use crate::auth::keys::KeyRing;
 use crate::auth::password::PasswordHasher;
 use crate::auth::pat;
 use crate::db::auth_events::NewEvent;
+use crate::config::SigningAlgorithm;
+use crate::db::authorizations::{CodeExchange, CodeGrant, Issued, StoredCode};
 use crate::db::refresh_tokens::{self, FamilyStart, Grantee, IssueFailure, NewToken, Rotation, Start};
 use crate::db::{self, PgPool};
-use crate::domain::{EventKind, ScopeSet};
+use crate::domain::{EventKind, IdTokenAlg, ScopeSet};
+use crate::oauth::id_token::{self, IdTokenClaims, Person, PersonClaims};
 use crate::errors::ServerError;
 use crate::metrics::{ClientAuthLabels, GrantLabels, Metrics};
 
@@ -37,7 +40,26 @@ pub struct IssuedTokens {
     /// Opaque; rotated on every use. None for client credentials (RFC 6749 §4.4.3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// OpenID Connect: for a registered client whose scope has `openid` (code, device and refresh grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
+
+/// The registered client a grant is for, as the tokens need it.
+#[derive(Debug, Clone)]
+pub struct GrantClient {
+    pub client_id: String,
+    pub id_token_alg: IdTokenAlg,
+}
+
+/// An ID token to add to the answer: its algorithm and the nonce of the authorization request.
+struct IdTokenWanted {
+    alg: SigningAlgorithm,
+    nonce: Option<String>,
+}
+
+/// How long a code lives (RFC 6749 §4.1.2 recommends at most ten minutes; a redirect takes seconds).
+pub const CODE_TTL: chrono::Duration = chrono::Duration::seconds(60);
 
 /// How long refresh tokens and their families live.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +91,7 @@ impl Grants {
         password: SecretString,
         otp: Option<SecretString>,
         requested: ScopeSet,
+        client: Option<GrantClient>,
         attempt: &Attempt,
         now: DateTime<Utc>,
     ) -> Result<IssuedTokens, GrantError> {
@@ -123,13 +146,16 @@ impl Grants {
             let start = FamilyStart {
                 user_id: signed_in.user_id,
                 auth_time: signed_in.began_at,
+                issued_at: signed_in.began_at,
+                client_id: client.as_ref().map(|client| client.client_id.as_str()),
                 requested: &requested,
                 token: NewToken { hash: &hash, expires_at: now + policy.token_ttl },
                 family_expires_at: signed_in.began_at + policy.family_max_age,
                 client_addr: client_addr.as_deref(),
                 amr: &amr,
             };
-            refresh_tokens::start_family(conn, &start, event, Box::new(|grantee| sign(&keys, grantee, refresh_token)))
+            let sign = Box::new(|grantee: &Grantee| sign(&keys, grantee, refresh_token, None).map(|(tokens, _)| tokens));
+            refresh_tokens::start_family(conn, &start, event, sign)
         })
         .await?;
         match started {
@@ -149,6 +175,7 @@ impl Grants {
         &self,
         presented: SecretString,
         requested: Option<ScopeSet>,
+        client: Option<GrantClient>,
         attempt: &Attempt,
         now: DateTime<Utc>,
     ) -> Result<IssuedTokens, GrantError> {
@@ -160,8 +187,11 @@ impl Grants {
         let keys = Arc::clone(&self.keys);
         let rotation = db::run_with(&self.pool, move |conn| {
             let token = NewToken { hash: &new_hash, expires_at: now + ttl };
-            let sign = Box::new(|grantee: &Grantee| sign(&keys, grantee, new_token));
-            refresh_tokens::rotate(conn, &presented, requested.as_ref(), &token, now, event, sign)
+            // OIDC Core §12.2: a refresh may bring a new ID token (no nonce: there was no new request).
+            let id_token = client.as_ref().map(|client| IdTokenWanted { alg: client.id_token_alg.into(), nonce: None });
+            let sign = Box::new(|grantee: &Grantee| sign(&keys, grantee, new_token, id_token).map(|(tokens, _)| tokens));
+            let client_id = client.as_ref().map(|client| client.client_id.as_str());
+            refresh_tokens::rotate(conn, &presented, client_id, requested.as_ref(), &token, now, event, sign)
         })
         .await?;
         match rotation {
@@ -206,7 +236,183 @@ impl Grants {
             expires_in: self.keys.ttl_secs(),
             scope: scopes.to_string(),
             refresh_token: None,
+            id_token: None,
         })
+    }
+
+    /// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6): exchanges a code for tokens, once. The client has
+    /// authenticated already (a public one named itself). A code presented again revokes what its
+    /// first exchange issued.
+    pub async fn authorization_code(
+        &self,
+        client: GrantClient,
+        code: SecretString,
+        redirect_uri: Option<String>,
+        verifier: Option<SecretString>,
+        attempt: &Attempt,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedTokens, GrantError> {
+        let hash = refresh_tokens::token_hash(code.expose_secret());
+        let refresh_token = crate::random::token(32);
+        let refresh_hash = refresh_tokens::token_hash(&refresh_token);
+        let policy = self.policy;
+        let client_addr = attempt.client_addr();
+        let keys = Arc::clone(&self.keys);
+        let event = NewEvent::new(EventKind::TokenIssued, attempt.channel).client(client_addr.clone());
+        let reuse_event = NewEvent::new(EventKind::CodeReused, attempt.channel).client(client_addr.clone());
+        let client_id = client.client_id.clone();
+        let exchanged = db::run_with(&self.pool, move |conn| {
+            let binding = |code: &StoredCode| {
+                if code.client_id != client.client_id {
+                    return Err("issued to another client");
+                }
+                // §4.1.3: required when the authorization request had it (ours always is bound to one).
+                if redirect_uri.as_deref() != Some(code.redirect_uri.as_str()) {
+                    return Err("redirect_uri differs");
+                }
+                let verifier = verifier.as_ref().map(|verifier| verifier.expose_secret()).unwrap_or_default();
+                if !super::authorize::verifier_matches(verifier, &code.code_challenge) {
+                    return Err("code_verifier does not match");
+                }
+                Ok(())
+            };
+            let grant = CodeGrant {
+                refresh_token: NewToken { hash: &refresh_hash, expires_at: now + policy.token_ttl },
+                family_expires_at: now + policy.family_max_age,
+                client_addr: client_addr.as_deref(),
+            };
+            let alg: SigningAlgorithm = client.id_token_alg.into();
+            let sign = |grantee: &Grantee, code: &StoredCode| {
+                let wanted = IdTokenWanted { alg, nonce: code.nonce.clone() };
+                let (tokens, claims) = sign(&keys, grantee, refresh_token, Some(wanted))?;
+                Ok(Issued {
+                    answer: tokens,
+                    family_id: grantee.family_id,
+                    access_jti: claims.jti,
+                    access_expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(now),
+                })
+            };
+            db::authorizations::exchange_code(conn, &hash, now, binding, &grant, event, sign, reuse_event)
+        })
+        .await?;
+        match exchanged {
+            CodeExchange::Issued(tokens) => Ok(self.count_issued(tokens, "authorization_code")),
+            CodeExchange::Refused(why) => {
+                log::info!("authorization code refused for client {client_id}: {why}");
+                Err(GrantError::InvalidGrant("The authorization code is invalid, expired or used"))
+            }
+            CodeExchange::Reused => {
+                self.metrics.refresh_reuse.inc();
+                Err(GrantError::InvalidGrant("The authorization code is invalid, expired or used"))
+            }
+        }
+    }
+
+    /// Issues a code for `request` to the signed-in person (RFC 6749 §4.1.2): 32 random bytes, of
+    /// which only the SHA-256 is stored, usable once within [`CODE_TTL`].
+    pub async fn issue_code(
+        &self,
+        request: &super::authorize::AuthorizeRequest,
+        scope: ScopeSet,
+        user_id: uuid::Uuid,
+        auth_time: DateTime<Utc>,
+        amr: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<String, ServerError> {
+        let code = crate::random::token(32);
+        let hash = refresh_tokens::token_hash(&code);
+        let request = request.clone();
+        db::run(&self.pool, move |conn| {
+            let new = db::authorizations::NewCode {
+                hash: &hash,
+                client_id: &request.client_id,
+                user_id,
+                redirect_uri: &request.redirect_uri,
+                code_challenge: &request.code_challenge,
+                nonce: request.nonce.as_deref(),
+                scope: &scope,
+                auth_time,
+                amr: &amr,
+                expires_at: now + CODE_TTL,
+            };
+            db::authorizations::insert_code(conn, &new)
+        })
+        .await?;
+        Ok(code)
+    }
+
+    /// RFC 8628 §3.1: a device asks to be allowed; the person will enter the user code at `/device`.
+    /// Returns the device code and the user code (stored without its dash).
+    pub async fn device_authorization(
+        &self,
+        client_id: String,
+        scope: ScopeSet,
+        now: DateTime<Utc>,
+    ) -> Result<(String, String), GrantError> {
+        let device_code = crate::random::token(32);
+        let hash = refresh_tokens::token_hash(&device_code);
+        let user_code = db::run(&self.pool, move |conn| {
+            // A collision of user codes among live requests is rare (20^8 codes); draw again.
+            for _ in 0..5 {
+                let user_code = super::device::new_user_code();
+                let code = db::authorizations::NewDeviceCode {
+                    hash: &hash,
+                    user_code: &user_code,
+                    client_id: &client_id,
+                    scope: &scope,
+                    expires_at: now + super::device::DEVICE_CODE_TTL,
+                };
+                if db::authorizations::insert_device_code(conn, &code)? {
+                    return Ok(Some(user_code));
+                }
+            }
+            Ok(None)
+        })
+        .await?;
+        let user_code = user_code
+            .ok_or_else(|| ServerError::internal(crate::errors::Message("no free user code after five draws")))?;
+        Ok((device_code, user_code))
+    }
+
+    /// RFC 8628 §3.4: a device polls. The tokens go out once, to the client that asked.
+    pub async fn device_code(
+        &self,
+        client: GrantClient,
+        device_code: SecretString,
+        attempt: &Attempt,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedTokens, GrantError> {
+        use super::device::PollOutcome;
+        use db::authorizations::DevicePoll;
+        let hash = refresh_tokens::token_hash(device_code.expose_secret());
+        let refresh_token = crate::random::token(32);
+        let refresh_hash = refresh_tokens::token_hash(&refresh_token);
+        let policy = self.policy;
+        let client_addr = attempt.client_addr();
+        let keys = Arc::clone(&self.keys);
+        let event = NewEvent::new(EventKind::TokenIssued, attempt.channel).client(client_addr.clone());
+        let polled = db::run_with(&self.pool, move |conn| {
+            let grant = CodeGrant {
+                refresh_token: NewToken { hash: &refresh_hash, expires_at: now + policy.token_ttl },
+                family_expires_at: now + policy.family_max_age,
+                client_addr: client_addr.as_deref(),
+            };
+            let wanted = IdTokenWanted { alg: client.id_token_alg.into(), nonce: None };
+            let sign =
+                Box::new(|grantee: &Grantee| sign(&keys, grantee, refresh_token, Some(wanted)).map(|(tokens, _)| tokens));
+            db::authorizations::poll_device(conn, &hash, &client.client_id, now, &grant, event, sign)
+        })
+        .await?;
+        match polled {
+            DevicePoll::Issued(tokens) => Ok(self.count_issued(tokens, "device_code")),
+            DevicePoll::Answer(PollOutcome::Pending) => Err(GrantError::AuthorizationPending),
+            DevicePoll::Answer(PollOutcome::SlowDown) => Err(GrantError::SlowDown),
+            DevicePoll::Answer(PollOutcome::Denied) => Err(GrantError::AccessDenied),
+            DevicePoll::Answer(PollOutcome::Expired) => Err(GrantError::ExpiredToken),
+            DevicePoll::Answer(PollOutcome::AlreadyDelivered | PollOutcome::Deliver) | DevicePoll::Unknown => {
+                Err(GrantError::InvalidGrant("The device code is invalid or was used"))
+            }
+        }
     }
 
     /// Records a failed client authentication (audit trail and metrics); the caller answers
@@ -284,23 +490,60 @@ fn login_error(err: LoginError) -> GrantError {
     }
 }
 
-/// Signs the access token for `grantee`, inside the transaction that stores the refresh token: if
-/// no key can sign, the transaction rolls back and the presented credential stays as it was.
-fn sign(keys: &KeyRing, grantee: &Grantee, refresh_token: String) -> Result<IssuedTokens, IssueFailure> {
+/// Signs the access token for `grantee` (and, for a registered client whose scope has `openid`,
+/// an ID token), inside the transaction that stores the refresh token: if no key can sign, the
+/// transaction rolls back and the presented credential stays as it was.
+fn sign(
+    keys: &KeyRing,
+    grantee: &Grantee,
+    refresh_token: String,
+    id_token: Option<IdTokenWanted>,
+) -> Result<(IssuedTokens, AccessClaims), IssueFailure> {
     let subject = TokenSubject {
         user_id: grantee.user_id,
         username: &grantee.username,
         roles: &grantee.roles,
         auth_time: grantee.auth_time,
         amr: &grantee.amr,
+        client_id: grantee.client_id.as_deref(),
     };
-    let (access_token, _) =
+    let (access_token, claims) =
         keys.issue(&subject, &grantee.scopes, grantee.issued_at).map_err(|err| IssueFailure::Sign(err.into()))?;
-    Ok(IssuedTokens {
+    let id_token = match (id_token, &grantee.client_id) {
+        (Some(wanted), Some(client_id)) if grantee.scopes.contains(id_token::OPENID) => {
+            let person = Person {
+                user_id: grantee.user_id,
+                username: &grantee.username,
+                full_name: grantee.full_name.as_deref(),
+                email: grantee.email.as_deref(),
+                email_verified: grantee.email_verified,
+            };
+            let claims = IdTokenClaims {
+                iss: claims.iss.clone(),
+                aud: client_id.clone(),
+                azp: client_id.clone(),
+                exp: claims.exp,
+                iat: claims.iat,
+                auth_time: grantee.auth_time.timestamp(),
+                nonce: wanted.nonce,
+                amr: grantee.amr.clone(),
+                at_hash: Some(id_token::at_hash(wanted.alg, &access_token)),
+                person: PersonClaims::of(&person, &grantee.scopes),
+            };
+            let signed = keys
+                .sign_id_token(wanted.alg, &claims, grantee.issued_at)
+                .map_err(|err| IssueFailure::Sign(err.into()))?;
+            Some(signed)
+        }
+        _ => None,
+    };
+    let tokens = IssuedTokens {
         access_token,
         token_type: "bearer",
         expires_in: keys.ttl_secs(),
         scope: grantee.scopes.to_string(),
         refresh_token: Some(refresh_token),
-    })
+        id_token,
+    };
+    Ok((tokens, claims))
 }

@@ -23,6 +23,16 @@ pub enum TokenRequest {
     ClientCredentials {
         scope: Option<ScopeSet>,
     },
+    /// RFC 6749 §4.1.3 with RFC 7636's verifier.
+    AuthorizationCode {
+        code: SecretString,
+        redirect_uri: Option<String>,
+        code_verifier: Option<SecretString>,
+    },
+    /// RFC 8628 §3.4: a device polls for the tokens its person allowed.
+    DeviceCode {
+        device_code: SecretString,
+    },
 }
 
 impl From<FormError> for GrantError {
@@ -60,6 +70,14 @@ impl TokenRequest {
                 Ok(TokenRequest::RefreshToken { refresh_token: SecretString::from(refresh_token), scope })
             }
             "client_credentials" => Ok(TokenRequest::ClientCredentials { scope }),
+            "authorization_code" => Ok(TokenRequest::AuthorizationCode {
+                code: SecretString::from(required(form, "code")?),
+                redirect_uri: form.get("redirect_uri").map(str::to_owned),
+                code_verifier: form.get("code_verifier").map(SecretString::from),
+            }),
+            "urn:ietf:params:oauth:grant-type:device_code" => {
+                Ok(TokenRequest::DeviceCode { device_code: SecretString::from(required(form, "device_code")?) })
+            }
             _ => Err(GrantError::UnsupportedGrantType),
         }
     }
@@ -70,6 +88,8 @@ impl TokenRequest {
             TokenRequest::Password { .. } => GrantType::Password,
             TokenRequest::RefreshToken { .. } => GrantType::RefreshToken,
             TokenRequest::ClientCredentials { .. } => GrantType::ClientCredentials,
+            TokenRequest::AuthorizationCode { .. } => GrantType::AuthorizationCode,
+            TokenRequest::DeviceCode { .. } => GrantType::DeviceCode,
         }
     }
 }

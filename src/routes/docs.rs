@@ -28,6 +28,7 @@ pub const OAUTH2: &str = "oauth2";
     modifiers(&OAuth2PasswordFlow),
     tags(
         (name = "oauth", description = "Tokens: grant, refresh, revoke, server metadata"),
+        (name = "oidc", description = "OpenID Connect: userinfo and provider metadata (sign-in itself is the /authorize page)"),
         (name = "users", description = "The signed-in user"),
         (name = "tokens", description = "Your personal access tokens: `gth_…` credentials for scripts, used as `Authorization: Bearer gth_…` wherever an access token works"),
         (name = "items", description = "Items: public ones for everybody, your own with `items:read`"),

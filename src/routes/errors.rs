@@ -188,7 +188,13 @@ impl TokenError {
     fn code(&self) -> &'static str {
         match self {
             TokenError::Grant(GrantError::InvalidRequest(_)) | TokenError::PayloadTooLarge => "invalid_request",
-            TokenError::Grant(GrantError::InvalidCredentials | GrantError::InvalidRefreshToken) => "invalid_grant",
+            TokenError::Grant(
+                GrantError::InvalidCredentials | GrantError::InvalidRefreshToken | GrantError::InvalidGrant(_),
+            ) => "invalid_grant",
+            TokenError::Grant(GrantError::AuthorizationPending) => "authorization_pending",
+            TokenError::Grant(GrantError::SlowDown) => "slow_down",
+            TokenError::Grant(GrantError::AccessDenied) => "access_denied",
+            TokenError::Grant(GrantError::ExpiredToken) => "expired_token",
             TokenError::Grant(GrantError::UnsupportedGrantType) => "unsupported_grant_type",
             TokenError::Grant(GrantError::InvalidClient(_)) => "invalid_client",
             TokenError::Grant(GrantError::UnauthorizedClient(_)) => "unauthorized_client",

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod health;
 pub mod metrics;
 pub mod oauth;
+pub mod oidc;
 pub mod web;
 
 use std::sync::Arc;
@@ -89,7 +90,7 @@ impl AppState {
 
 /// The routes described by the OpenAPI document: OAuth2 endpoints, the API, health checks.
 pub fn documented(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.configure(oauth::configure).configure(api::configure).configure(health::configure);
+    cfg.configure(oauth::configure).configure(oidc::configure).configure(api::configure).configure(health::configure);
 }
 
 /// Anything under `/api` no route matched: 405 with `Allow` where the path exists, else 404.

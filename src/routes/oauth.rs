@@ -17,10 +17,10 @@ use crate::auth::guard::Requirement;
 use crate::auth::keys::JWKS_MAX_AGE;
 use crate::auth::throttle::retry_after_secs;
 use crate::domain::form::FormFields;
-use crate::domain::{AddressBucket, Channel};
+use crate::domain::{AddressBucket, Channel, GrantType, ScopeSet};
 use crate::oauth::GrantError;
 use crate::oauth::client_auth::{self, ClientFailure, ClientRefusal, ClientVerdict};
-use crate::oauth::grant::IssuedTokens;
+use crate::oauth::grant::{GrantClient, IssuedTokens};
 use crate::oauth::introspect::Introspection;
 use crate::oauth::request::TokenRequest;
 use utoipa::ToSchema;
@@ -30,7 +30,12 @@ use utoipa_actix_web::service_config::ServiceConfig;
 const FORM_LIMIT: usize = 4 * 1024;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(token).service(revoke).service(introspection).service(metadata).service(jwks);
+    cfg.service(token)
+        .service(revoke)
+        .service(introspection)
+        .service(metadata)
+        .service(jwks)
+        .service(device_authorization);
 }
 
 /// The fields of a token request (documentation only: the body is parsed strictly by `FormFields`).
@@ -103,7 +108,13 @@ async fn token(
     let attempt = api_attempt(&req, &state);
     let form = read_form(&req, payload).await?;
     let request = TokenRequest::from_form(&form, state.settings.strict_grant_type)?;
-    let verdict = authenticate_client(&req, &form, &request, &state, &attempt, now).await?;
+    let verdict = authenticate_client(&req, &form, request.grant_type(), &state, &attempt, now).await?;
+    let client = match &verdict {
+        ClientVerdict::Client { client_id, id_token_alg, .. } => {
+            Some(GrantClient { client_id: client_id.clone(), id_token_alg: *id_token_alg })
+        }
+        ClientVerdict::Anonymous => None,
+    };
     let issued = match request {
         TokenRequest::Password { username, password, otp, scope } => {
             // Only password attempts are throttled: a refresh token has 256 bits, nothing to guess.
@@ -112,13 +123,22 @@ async fn token(
                 state.grants.metrics.throttled.inc();
                 return Err(TokenError::SlowDown { retry_after_secs: retry_after_secs(wait) });
             }
-            state.grants.password(&username, password, otp, scope, &attempt, now).await?
+            state.grants.password(&username, password, otp, scope, client, &attempt, now).await?
         }
         TokenRequest::RefreshToken { refresh_token, scope } => {
-            state.grants.refresh(refresh_token, scope, &attempt, now).await?
+            state.grants.refresh(refresh_token, scope, client, &attempt, now).await?
+        }
+        TokenRequest::AuthorizationCode { code, redirect_uri, code_verifier } => {
+            // `decide` lets no anonymous request of this grant through.
+            let client = client.ok_or(GrantError::InvalidClient(ClientFailure::NoClient))?;
+            state.grants.authorization_code(client, code, redirect_uri, code_verifier, &attempt, now).await?
+        }
+        TokenRequest::DeviceCode { device_code } => {
+            let client = client.ok_or(GrantError::InvalidClient(ClientFailure::NoClient))?;
+            state.grants.device_code(client, device_code, &attempt, now).await?
         }
         TokenRequest::ClientCredentials { scope } => match verdict {
-            ClientVerdict::Client { client_id, scope: client_scope } => {
+            ClientVerdict::Client { client_id, scope: client_scope, .. } => {
                 state.grants.client_credentials(client_id, &client_scope, scope, &attempt, now).await?
             }
             // `decide` lets no anonymous client_credentials request through; answer as it would.
@@ -135,7 +155,7 @@ async fn token(
 async fn authenticate_client(
     req: &HttpRequest,
     form: &FormFields,
-    request: &TokenRequest,
+    grant: GrantType,
     state: &AppState,
     attempt: &Attempt,
     now: chrono::DateTime<Utc>,
@@ -160,7 +180,6 @@ async fn authenticate_client(
         }
         None => None,
     };
-    let grant = request.grant_type();
     match client_auth::decide(grant, presented.as_ref(), registered.as_ref(), state.settings.password_grant, now) {
         Ok(verdict) => {
             if matches!(verdict, ClientVerdict::Client { .. }) {
@@ -182,6 +201,82 @@ async fn authenticate_client(
             Err(GrantError::InvalidClient(failure).into())
         }
     }
+}
+
+/// What a device shows its person (RFC 8628 §3.2).
+#[derive(Serialize, ToSchema)]
+struct DeviceAuthorization {
+    /// The device polls `/token` with it.
+    device_code: String,
+    /// `XXXX-XXXX`: the person types it at `verification_uri` (case and dash do not matter).
+    #[schema(example = "WDJB-MJHT")]
+    user_code: String,
+    verification_uri: String,
+    /// The same page with the code filled in (for a QR code).
+    verification_uri_complete: String,
+    #[schema(example = 600)]
+    expires_in: i64,
+    /// Seconds between polls.
+    #[schema(example = 5)]
+    interval: i32,
+}
+
+/// The fields of a device authorization request (RFC 8628 §3.1).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct DeviceAuthorizationForm {
+    /// A client registered for the device grant (confidential clients authenticate as at `/token`).
+    client_id: String,
+    /// Space-separated; omitted: everything the client is registered for.
+    scope: Option<String>,
+}
+
+/// Device authorization (RFC 8628 §3.1): a device without a browser (a CLI, a TV) asks to be
+/// allowed, shows the person the user code, and polls `/token` with
+/// `grant_type=urn:ietf:params:oauth:grant-type:device_code` until they answer at `/device`.
+#[utoipa::path(
+    post,
+    path = "/device_authorization",
+    tag = "oauth",
+    request_body(content = DeviceAuthorizationForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Codes issued", body = DeviceAuthorization),
+        (status = 400, description = "`invalid_request`, `unauthorized_client` or `invalid_scope`", body = ErrorResponse),
+        (status = 401, description = "`invalid_client`", body = ErrorResponse),
+    )
+)]
+#[post("/device_authorization")]
+async fn device_authorization(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, TokenError> {
+    let now = Utc::now();
+    let attempt = api_attempt(&req, &state);
+    let form = read_form(&req, payload).await?;
+    let verdict = authenticate_client(&req, &form, GrantType::DeviceCode, &state, &attempt, now).await?;
+    let ClientVerdict::Client { client_id, scope: client_scope, .. } = verdict else {
+        return Err(GrantError::InvalidClient(ClientFailure::NoClient).into());
+    };
+    let requested = form
+        .get("scope")
+        .map(ScopeSet::parse)
+        .transpose()
+        .map_err(|err| GrantError::InvalidScope(err.to_string()))?;
+    let scope = crate::auth::client_secret::grant_scopes(&client_scope, requested.as_ref())
+        .map_err(|denied| GrantError::InvalidScope(format!("scope not allowed for this client: {denied}")))?;
+    let (device_code, user_code) = state.grants.device_authorization(client_id, scope, now).await?;
+    let shown = crate::oauth::device::display(&user_code);
+    let verification_uri = format!("{}/device", state.issuer);
+    let answer = DeviceAuthorization {
+        device_code,
+        verification_uri_complete: crate::oauth::authorize::with_query(&verification_uri, &[("user_code", &shown)]),
+        verification_uri,
+        user_code: shown,
+        expires_in: crate::oauth::device::DEVICE_CODE_TTL.num_seconds(),
+        interval: crate::oauth::device::INTERVAL_SECS,
+    };
+    Ok(no_store(HttpResponse::Ok()).json(answer))
 }
 
 /// Token revocation (RFC 7009): `200` for any well-formed request, known token or not.
@@ -283,6 +378,8 @@ async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 #[derive(Serialize, ToSchema)]
 struct ServerMetadata {
     issuer: String,
+    authorization_endpoint: String,
+    device_authorization_endpoint: String,
     token_endpoint: String,
     revocation_endpoint: String,
     introspection_endpoint: String,
@@ -291,7 +388,9 @@ struct ServerMetadata {
     scopes_supported: Vec<String>,
     token_endpoint_auth_methods_supported: [&'static str; 3],
     revocation_endpoint_auth_methods_supported: [&'static str; 1],
-    response_types_supported: [&'static str; 0],
+    response_types_supported: [&'static str; 1],
+    code_challenge_methods_supported: [&'static str; 1],
+    authorization_response_iss_parameter_supported: bool,
 }
 
 /// Authorization server metadata (RFC 8414 §3).
@@ -306,6 +405,8 @@ async fn metadata(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
     let scopes = crate::db::run(&state.pool, crate::db::roles::all_scopes).await?;
     let issuer = state.issuer.clone();
     Ok(HttpResponse::Ok().json(ServerMetadata {
+        authorization_endpoint: format!("{issuer}/authorize"),
+        device_authorization_endpoint: format!("{issuer}/device_authorization"),
         token_endpoint: format!("{issuer}/token"),
         revocation_endpoint: format!("{issuer}/revoke"),
         introspection_endpoint: format!("{issuer}/introspect"),
@@ -316,15 +417,18 @@ async fn metadata(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
         // `none`: the password and refresh grants without a registered client, and public clients.
         token_endpoint_auth_methods_supported: ["none", "client_secret_basic", "client_secret_post"],
         revocation_endpoint_auth_methods_supported: ["none"],
-        response_types_supported: [],
+        response_types_supported: ["code"],
+        code_challenge_methods_supported: ["S256"],
+        authorization_response_iss_parameter_supported: true,
     }))
 }
 
 /// The grants `/token` answers. With the password grant off it is left out: only a client registered
 /// for it may still use it, and such a client knows that from its registration, not from here.
-fn grant_types_supported(password_grant: bool) -> Vec<&'static str> {
+pub(super) fn grant_types_supported(password_grant: bool) -> Vec<&'static str> {
     let password = password_grant.then_some("password");
-    password.into_iter().chain(["refresh_token", "client_credentials"]).collect()
+    let others = ["authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"];
+    password.into_iter().chain(others).collect()
 }
 
 async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<FormFields, TokenError> {

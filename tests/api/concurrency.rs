@@ -428,11 +428,11 @@ async fn a_family_ends_at_its_maximum_age_however_often_it_was_rotated() {
     let (child, child_hash) = ("child-token".to_owned(), token_hash("child-token"));
     let child_token = NewToken { hash: &child_hash, expires_at: at(89) + chrono::Duration::days(300) };
     let sign = || Box::new(|_: &gatehouse::db::refresh_tokens::Grantee| Ok(()));
-    let rotated = rotate(&mut conn, &presented, None, &child_token, at(89), event(), sign()).unwrap();
+    let rotated = rotate(&mut conn, &presented, None, None, &child_token, at(89), event(), sign()).unwrap();
     assert!(matches!(rotated, Rotation::Rotated(_)), "{rotated:?}");
     let grandchild_hash = token_hash("grandchild");
     let grandchild = NewToken { hash: &grandchild_hash, expires_at: at(91) + chrono::Duration::days(300) };
-    let refused = rotate(&mut conn, &token_hash(&child), None, &grandchild, at(91), event(), sign()).unwrap();
+    let refused = rotate(&mut conn, &token_hash(&child), None, None, &grandchild, at(91), event(), sign()).unwrap();
     assert!(matches!(refused, Rotation::Refused), "{refused:?}");
 }
 

@@ -13,6 +13,11 @@
 //! HS256 "keys" are `GATEHOUSE_JWT_SECRET` itself: a row records when HS256 was current, so after a
 //! change of algorithm the old algorithm's tokens are accepted until they expire, and no longer.
 //! A token is accepted only with the algorithm of the key its `kid` names.
+//!
+//! Keys have a purpose: access tokens follow `GATEHOUSE_SIGNING_ALG`; ID tokens (OpenID Connect)
+//! have a timeline per algorithm a client may register (RS256, the default, ES256 and EdDSA). Each
+//! purpose and algorithm is a lane that rotates and publishes as above on its own; the JWKS holds
+//! them all, and an access token is accepted only under an access key.
 
 //!
 //! The parts: [`plan`] decides (a pure function of the stored keys' times), [`sealed`] keeps private
@@ -24,12 +29,41 @@ mod reload;
 mod ring;
 mod sealed;
 
-pub use plan::{KeyPolicy, KeyState, KeyTimes, Step, plan, states, stored_timeline};
+pub use plan::{KeyPolicy, KeyState, KeyTimes, Lane, Step, plan, states, stored_timeline};
 pub use reload::Reloader;
 pub use ring::{KeyRing, Undecryptable};
 pub use sealed::{KeyCipher, NewKey, generate, hs256_kid, readable_with, reencrypt};
 
 use std::time::Duration;
+
+/// What a key signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyPurpose {
+    /// Access tokens (RFC 9068), verified by `/api` and other services.
+    Access,
+    /// OpenID Connect ID tokens, verified by relying parties.
+    IdToken,
+}
+
+impl KeyPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPurpose::Access => "access",
+            KeyPurpose::IdToken => "id_token",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [KeyPurpose::Access, KeyPurpose::IdToken].into_iter().find(|purpose| purpose.as_str() == text)
+    }
+}
+
+/// The algorithms ID tokens may be signed with, each a lane of its own (RS256 is the default).
+pub const ID_TOKEN_ALGS: [crate::config::SigningAlgorithm; 3] = [
+    crate::config::SigningAlgorithm::Rs256,
+    crate::config::SigningAlgorithm::Es256,
+    crate::config::SigningAlgorithm::EdDsa,
+];
 
 /// `Cache-Control: max-age` of the JWKS: how long a verifier may keep a copy.
 pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);

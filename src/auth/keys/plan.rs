@@ -64,6 +64,45 @@ pub struct KeyTimes {
     pub alg: SigningAlgorithm,
     pub created_at: DateTime<Utc>,
     pub activates_at: DateTime<Utc>,
+    pub purpose: KeyPurpose,
+}
+
+/// One timeline of keys: the access-token keys (whatever their algorithm: a change of algorithm
+/// is a rotation within the lane), or the ID-token keys of one algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Access,
+    IdToken(SigningAlgorithm),
+}
+
+impl Lane {
+    pub fn of(key: &KeyTimes) -> Lane {
+        match key.purpose {
+            KeyPurpose::Access => Lane::Access,
+            KeyPurpose::IdToken => Lane::IdToken(key.alg),
+        }
+    }
+
+    /// Every lane a deployment keeps.
+    pub fn all() -> impl Iterator<Item = Lane> {
+        std::iter::once(Lane::Access).chain(ID_TOKEN_ALGS.into_iter().map(Lane::IdToken))
+    }
+
+    /// The policy of this lane, given the access tokens' one: an ID-token lane keeps its algorithm
+    /// and rotates as often (ID tokens live as long as access tokens).
+    pub fn policy(self, access: &KeyPolicy) -> KeyPolicy {
+        match self {
+            Lane::Access => *access,
+            Lane::IdToken(alg) => KeyPolicy { alg, ..*access },
+        }
+    }
+
+    pub fn purpose(self) -> KeyPurpose {
+        match self {
+            Lane::Access => KeyPurpose::Access,
+            Lane::IdToken(_) => KeyPurpose::IdToken,
+        }
+    }
 }
 
 /// Each key's state at `now`; `keys` sorted by activation.
@@ -148,23 +187,31 @@ pub fn plan(keys: &[KeyTimes], policy: &KeyPolicy, hs256: &str, now: DateTime<Ut
     steps
 }
 
-/// The stored keys with their states at `now`, read only: nothing is made, rotated or decrypted.
+/// The stored keys with their states at `now` (each within its lane), oldest activation first;
+/// read only: nothing is made, rotated or decrypted.
 pub fn stored_timeline(
     conn: &mut PgConnection,
     policy: &KeyPolicy,
     now: DateTime<Utc>,
 ) -> Result<Vec<(KeyTimes, KeyState)>, KeyError> {
     let times: Vec<KeyTimes> = db::signing_keys::all(conn)?.iter().filter_map(times_of).collect();
-    let states = states(&times, policy, now);
-    Ok(times.into_iter().zip(states).collect())
+    let mut timeline = Vec::with_capacity(times.len());
+    for lane in Lane::all() {
+        let keys: Vec<KeyTimes> = times.iter().filter(|key| Lane::of(key) == lane).cloned().collect();
+        let states = states(&keys, &lane.policy(policy), now);
+        timeline.extend(keys.into_iter().zip(states));
+    }
+    timeline.sort_by(|(a, _), (b, _)| a.activates_at.cmp(&b.activates_at).then_with(|| a.kid.cmp(&b.kid)));
+    Ok(timeline)
 }
 
 pub(super) fn times_of(stored: &StoredKey) -> Option<KeyTimes> {
     Some(KeyTimes {
         kid: stored.kid.clone(),
-        alg: SigningAlgorithm::parse(&stored.alg)?,
+        alg: SigningAlgorithm::parse_stored(&stored.alg)?,
         created_at: stored.created_at,
         activates_at: stored.activates_at,
+        purpose: KeyPurpose::parse(&stored.purpose)?,
     })
 }
 
@@ -179,7 +226,13 @@ mod tests {
     }
 
     fn key(kid: &str, alg: SigningAlgorithm, activates_at: DateTime<Utc>) -> KeyTimes {
-        KeyTimes { kid: kid.into(), alg, created_at: activates_at - PUBLICATION_DELAY, activates_at }
+        KeyTimes {
+            kid: kid.into(),
+            alg,
+            created_at: activates_at - PUBLICATION_DELAY,
+            activates_at,
+            purpose: KeyPurpose::Access,
+        }
     }
 
     fn t0() -> DateTime<Utc> {
@@ -310,7 +363,7 @@ mod tests {
                                     format!("{alg:?}{now}")
                                 };
                                 keys.retain(|key| key.kid != kid);
-                                keys.push(KeyTimes { kid, alg, created_at: now, activates_at });
+                                keys.push(KeyTimes { kid, alg, created_at: now, activates_at, purpose: KeyPurpose::Access });
                             }
                             Step::Delete { kid } => keys.retain(|key| key.kid != kid),
                         }

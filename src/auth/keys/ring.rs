@@ -107,12 +107,14 @@ impl KeyRing {
             let Some(times) = times_of(row) else { continue };
             keys.push(self.load_key(row, times)?);
         }
-        // Rows come sorted by activation: each key retires when the next one activates.
-        let successors: Vec<Option<DateTime<Utc>>> =
-            keys.iter().skip(1).map(|key| Some(key.times.activates_at)).chain(std::iter::once(None)).collect();
-        for (key, retires_at) in keys.iter_mut().zip(successors) {
-            key.retires_at = retires_at;
-            key.accepted_until = retires_at.map(|at| at + self.policy.grace());
+        // Rows come sorted by activation: each key retires when the next one of its lane activates.
+        for index in 0..keys.len() {
+            let lane = Lane::of(&keys[index].times);
+            let retires_at =
+                keys[index + 1..].iter().find(|later| Lane::of(&later.times) == lane).map(|later| later.times.activates_at);
+            let grace = lane.policy(&self.policy).grace();
+            keys[index].retires_at = retires_at;
+            keys[index].accepted_until = retires_at.map(|at| at + grace);
         }
         *self.snapshot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(Snapshot { keys });
         Ok(())
@@ -150,7 +152,7 @@ impl KeyRing {
         let decoding = DecodingKey::from_jwk(&public_jwk).map_err(damaged)?;
         let sealed = row.private_key.as_deref().ok_or_else(|| KeyError::Undecryptable { kid: row.kid.clone() })?;
         let private_der = self.cipher.open(&row.kid, sealed)?;
-        let encoding = encoding_key(times.alg, &private_der);
+        let encoding = encoding_key(times.alg, &private_der).map_err(damaged)?;
         Ok(LoadedKey {
             times,
             retires_at: None,
@@ -171,8 +173,15 @@ impl KeyRing {
             locks::lock_for_transaction(conn, locks::Job::SigningKeys)?;
             let stored = db::signing_keys::all(conn)?;
             let times: Vec<KeyTimes> = stored.iter().filter_map(times_of).collect();
-            for step in plan(&times, &self.policy, &self.hs256_kid, now) {
-                self.apply(conn, &step, now)?;
+            for lane in Lane::all() {
+                let keys: Vec<KeyTimes> = times.iter().filter(|key| Lane::of(key) == lane).cloned().collect();
+                for step in plan(&keys, &lane.policy(&self.policy), &self.hs256_kid, now) {
+                    // HS256 is the access lane's bridge alone: an ID token is always verifiable by its RP.
+                    if lane != Lane::Access && matches!(step, Step::Create { alg: SigningAlgorithm::Hs256, .. }) {
+                        continue;
+                    }
+                    self.apply(conn, &step, lane.purpose(), now)?;
+                }
             }
             Ok(())
         })
@@ -188,18 +197,27 @@ impl KeyRing {
         let made = conn.transaction(|conn| {
             locks::lock_for_transaction(conn, locks::Job::SigningKeys)?;
             let stored = db::signing_keys::all(conn)?;
-            let pending =
-                stored.iter().filter_map(times_of).any(|key| key.activates_at > now && key.alg == self.policy.alg);
+            let pending = stored
+                .iter()
+                .filter_map(times_of)
+                .any(|key| key.activates_at > now && key.alg == self.policy.alg && key.purpose == KeyPurpose::Access);
             if pending {
                 return Ok(None);
             }
-            self.apply(conn, &Step::Create { alg: self.policy.alg, activates_at: now + PUBLICATION_DELAY }, now)
+            let step = Step::Create { alg: self.policy.alg, activates_at: now + PUBLICATION_DELAY };
+            self.apply(conn, &step, KeyPurpose::Access, now)
         })?;
         self.reload(conn, now)?;
         Ok(made)
     }
 
-    fn apply(&self, conn: &mut PgConnection, step: &Step, now: DateTime<Utc>) -> Result<Option<KeyTimes>, KeyError> {
+    fn apply(
+        &self,
+        conn: &mut PgConnection,
+        step: &Step,
+        purpose: KeyPurpose,
+        now: DateTime<Utc>,
+    ) -> Result<Option<KeyTimes>, KeyError> {
         match step {
             Step::Delete { kid } => {
                 db::signing_keys::delete(conn, std::slice::from_ref(kid))?;
@@ -215,6 +233,7 @@ impl KeyRing {
                         private_key: None,
                         created_at: now,
                         activates_at: *activates_at,
+                        purpose: purpose.as_str().to_owned(),
                     },
                     alg => {
                         let key = generate(*alg)?;
@@ -227,11 +246,18 @@ impl KeyRing {
                             alg: alg.as_str().to_owned(),
                             created_at: now,
                             activates_at: *activates_at,
+                            purpose: purpose.as_str().to_owned(),
                         }
                     }
                 };
                 db::signing_keys::insert(conn, &row)?;
-                log::info!("made {} signing key {}, signing from {}", row.alg, row.kid, row.activates_at.to_rfc3339());
+                log::info!(
+                    "made {} {} signing key {}, signing from {}",
+                    row.alg,
+                    row.purpose,
+                    row.kid,
+                    row.activates_at.to_rfc3339()
+                );
                 Ok(times_of(&row))
             }
         }
@@ -255,10 +281,12 @@ impl KeyRing {
     /// True when some key may sign a token issued at `at` (checked before a password grant spends
     /// a bcrypt run and records a sign-in it could not answer).
     pub fn can_sign(&self, at: DateTime<Utc>) -> bool {
-        self.snapshot()
-            .keys
-            .iter()
-            .any(|key| key.encoding.is_some() && key.times.activates_at <= at && key.is_accepted_at(at))
+        self.snapshot().keys.iter().any(|key| {
+            key.times.purpose == KeyPurpose::Access
+                && key.encoding.is_some()
+                && key.times.activates_at <= at
+                && key.is_accepted_at(at)
+        })
     }
 
     /// Signs a user's access token issued at `issued_at` with the key current then.
@@ -278,7 +306,7 @@ impl KeyRing {
             nbf: iat,
             jti: jti_at(issued_at),
             scope: scopes.to_string(),
-            client_id: None,
+            client_id: subject.client_id.map(str::to_owned),
             preferred_username: Some(subject.username.to_owned()),
             roles: Some(subject.roles.to_vec()),
             auth_time: Some(subject.auth_time.timestamp()),
@@ -319,19 +347,41 @@ impl KeyRing {
         claims: AccessClaims,
         issued_at: DateTime<Utc>,
     ) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
+        let token = self.sign_in_lane(Lane::Access, Some(ACCESS_TOKEN_TYP), &claims, issued_at)?;
+        Ok((token, claims))
+    }
+
+    /// Signs an OpenID Connect ID token with the current ID-token key of `alg` (`typ: JWT`).
+    pub fn sign_id_token(
+        &self,
+        alg: SigningAlgorithm,
+        claims: &impl serde::Serialize,
+        issued_at: DateTime<Utc>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.sign_in_lane(Lane::IdToken(alg), Some("JWT"), claims, issued_at)
+    }
+
+    /// Signs with the newest key of `lane` activated by `issued_at`.
+    fn sign_in_lane(
+        &self,
+        lane: Lane,
+        typ: Option<&str>,
+        claims: &impl serde::Serialize,
+        issued_at: DateTime<Utc>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let snapshot = self.snapshot();
         let (signer, encoding) = snapshot
             .keys
             .iter()
+            .filter(|key| Lane::of(&key.times) == lane)
             .filter(|key| key.times.activates_at <= issued_at && key.is_accepted_at(issued_at))
             .filter_map(|key| key.encoding.as_ref().map(|encoding| (key, encoding)))
             .max_by_key(|(key, _)| key.times.activates_at)
             .ok_or(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
         let mut header = Header::new(jose(signer.times.alg));
-        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.typ = typ.map(str::to_owned);
         header.kid = Some(signer.times.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, encoding)?;
-        Ok((token, claims))
+        jsonwebtoken::encode(&header, claims, encoding)
     }
 
     /// Checks the header, the key its `kid` names (accepted at `now`, and of the header's algorithm),
@@ -339,7 +389,10 @@ impl KeyRing {
     pub fn verify_signature(&self, token: &str, now: DateTime<Utc>) -> Result<(String, AccessClaims), TokenRejection> {
         let header = read_header(token)?;
         let snapshot = self.snapshot();
-        let mut usable = snapshot.keys.iter().filter(|key| key.decoding.is_some() && key.is_accepted_at(now));
+        // Only access keys: an ID token (or anything else an ID-token key signed) is no access token.
+        let mut usable = snapshot.keys.iter().filter(|key| {
+            key.times.purpose == KeyPurpose::Access && key.decoding.is_some() && key.is_accepted_at(now)
+        });
         let key = match &header.kid {
             Some(kid) => usable.find(|key| &key.times.kid == kid),
             // Tokens from before keys had ids were HS256: only an accepted HS256 key of this secret may check them.
@@ -369,6 +422,31 @@ impl KeyRing {
             }
         })?;
         Ok((key.times.kid.clone(), data.claims))
+    }
+
+    /// The client (`aud`) of an ID token this server signed, its expiry not checked (an
+    /// `id_token_hint` is often an old one); `None` for anything else.
+    pub fn id_token_audience(&self, token: &str, now: DateTime<Utc>) -> Option<String> {
+        let header = read_header(token).ok()?;
+        let kid = header.kid?;
+        let snapshot = self.snapshot();
+        let key = snapshot.keys.iter().find(|key| {
+            key.times.purpose == KeyPurpose::IdToken && key.times.kid == kid && key.is_accepted_at(now)
+        })?;
+        if header.alg != key.times.alg.as_str() {
+            return None;
+        }
+        let mut validation = Validation::new(jose(key.times.alg));
+        validation.set_issuer(&[&self.issuer]);
+        validation.validate_aud = false;
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["iss", "aud"]);
+        #[derive(serde::Deserialize)]
+        struct Audience {
+            aud: String,
+        }
+        let data = jsonwebtoken::decode::<Audience>(token, key.decoding.as_ref()?, &validation).ok()?;
+        Some(data.claims.aud)
     }
 
     /// [`Self::verify_signature`], except that a token naming a key this instance has never loaded
@@ -415,7 +493,10 @@ impl KeyRing {
 
     /// Still true at `now` for a key whose tokens were verified earlier (the verification cache asks).
     pub fn accepts(&self, kid: &str, now: DateTime<Utc>) -> bool {
-        self.snapshot().keys.iter().any(|key| key.times.kid == kid && key.is_accepted_at(now))
+        self.snapshot()
+            .keys
+            .iter()
+            .any(|key| key.times.kid == kid && key.times.purpose == KeyPurpose::Access && key.is_accepted_at(now))
     }
 
     /// The public keys verifiers need at `now` (RFC 7517): next, current and retired asymmetric keys.

@@ -66,6 +66,7 @@ pub(super) fn jose(alg: SigningAlgorithm) -> Algorithm {
         SigningAlgorithm::Es256 => Algorithm::ES256,
         SigningAlgorithm::EdDsa => Algorithm::EdDSA,
         SigningAlgorithm::Hs256 => Algorithm::HS256,
+        SigningAlgorithm::Rs256 => Algorithm::RS256,
     }
 }
 
@@ -96,9 +97,16 @@ pub fn generate(alg: SigningAlgorithm) -> Result<NewKey, KeyError> {
             keypair.secret_key.fill(0);
             Zeroizing::new(der?.as_bytes().to_vec())
         }
+        SigningAlgorithm::Rs256 => {
+            // aws-lc-rs: constant-time RSA (the `rsa` crate has an open timing advisory, RUSTSEC-2023-0071).
+            use aws_lc_rs::encoding::AsDer as _;
+            let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|err| failed(&err))?;
+            let der = key.as_der().map_err(|err| failed(&err))?;
+            Zeroizing::new(der.as_ref().to_vec())
+        }
         SigningAlgorithm::Hs256 => return Err(KeyError::Generate("HS256 has no key to generate".into())),
     };
-    let encoding = encoding_key(alg, &private_der);
+    let encoding = encoding_key(alg, &private_der).map_err(|err| failed(&err))?;
     let mut public_jwk = Jwk::from_encoding_key(&encoding, jose(alg)).map_err(|err| failed(&err))?;
     let kid = public_jwk.thumbprint(ThumbprintHash::SHA256).map_err(|err| failed(&err))?;
     public_jwk.common.key_id = Some(kid.clone());
@@ -106,11 +114,21 @@ pub fn generate(alg: SigningAlgorithm) -> Result<NewKey, KeyError> {
     Ok(NewKey { kid, public_jwk, private_der })
 }
 
-pub(super) fn encoding_key(alg: SigningAlgorithm, private_der: &[u8]) -> EncodingKey {
-    match alg {
+/// The signing key of a stored PKCS#8 private key. jsonwebtoken reads RSA keys as PKCS#1
+/// (`RSAPrivateKey`), which PKCS#8 wraps: the inner key is handed over.
+pub(super) fn encoding_key(
+    alg: SigningAlgorithm,
+    private_der: &[u8],
+) -> Result<EncodingKey, jsonwebtoken::errors::Error> {
+    Ok(match alg {
         SigningAlgorithm::EdDsa => EncodingKey::from_ed_der(private_der),
+        SigningAlgorithm::Rs256 => {
+            let info = p256::pkcs8::PrivateKeyInfoRef::try_from(private_der)
+                .map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
+            EncodingKey::from_rsa_der(info.private_key.as_bytes())
+        }
         _ => EncodingKey::from_ec_der(private_der),
-    }
+    })
 }
 
 /// The kid of the HS256 key that `secret` is: the thumbprint of its symmetric JWK (never published).
@@ -168,7 +186,7 @@ mod tests {
 
     #[test]
     fn generated_keys_are_named_by_their_thumbprint_and_sealed_at_rest() {
-        for alg in [SigningAlgorithm::Es256, SigningAlgorithm::EdDsa] {
+        for alg in [SigningAlgorithm::Es256, SigningAlgorithm::EdDsa, SigningAlgorithm::Rs256] {
             let key = generate(alg).unwrap();
             assert_eq!(key.public_jwk.thumbprint(ThumbprintHash::SHA256).unwrap(), key.kid);
             let json = serde_json::to_value(&key.public_jwk).unwrap();

@@ -24,7 +24,12 @@ use crate::domain::form::FormFields;
 use crate::routes::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(show).service(edit_profile).service(change_password).service(end_session).service(revoke_family);
+    cfg.service(show)
+        .service(edit_profile)
+        .service(change_password)
+        .service(end_session)
+        .service(revoke_family)
+        .service(disconnect_app);
 }
 
 #[derive(Template)]
@@ -44,6 +49,8 @@ struct AccountPage {
     roles: Vec<String>,
     sessions: Vec<SessionRow>,
     families: Vec<FamilyRow>,
+    /// Apps the person allowed through the consent page.
+    apps: Vec<AppRow>,
     /// Whether an authenticator app is on, and how many recovery codes are left.
     second_factor_on: bool,
     app_on: bool,
@@ -72,11 +79,12 @@ async fn account_page_typed(
     status: StatusCode,
 ) -> Result<HttpResponse, WebError> {
     let (user_id, now) = (user.user.id, Utc::now());
-    let (sessions, families, factors) = db::run(&state.pool, move |conn| {
+    let (sessions, families, factors, apps) = db::run(&state.pool, move |conn| {
         Ok((
             db::sessions::live_of_user(conn, user_id, now)?,
             db::refresh_tokens::live_families_of_user(conn, user_id, now)?,
             db::second_factors::of_user(conn, user_id)?,
+            db::authorizations::connected_apps(conn, user_id)?,
         ))
     })
     .await?;
@@ -93,6 +101,15 @@ async fn account_page_typed(
         roles: user.roles.clone(),
         sessions: sessions.into_iter().map(|session| SessionRow::new(session, Some(user.session_id))).collect(),
         families: families.into_iter().map(FamilyRow::from).collect(),
+        apps: apps
+            .into_iter()
+            .map(|app| AppRow {
+                client_id: app.client_id,
+                name: app.name,
+                scopes: app.scope.to_string(),
+                granted: app.granted_at.format("%Y-%m-%d %H:%M").to_string(),
+            })
+            .collect(),
         second_factor_on: factors.any(),
         app_on: factors.app.is_some(),
         passkeys: factors.passkeys,
@@ -230,6 +247,39 @@ async fn revoke_family(
         return Err(WebError::NotFound);
     }
     Ok(see_other("/account?done=family-revoked"))
+}
+
+/// A connected app as "Connected apps" lists it.
+struct AppRow {
+    client_id: String,
+    name: String,
+    scopes: String,
+    granted: String,
+}
+
+/// "Disconnect": forgets the consent and ends the app's refresh tokens for you (its access tokens
+/// run out within their lifetime); it asks again at your next sign-in.
+#[post("/account/apps/{client_id}/disconnect")]
+async fn disconnect_app(
+    req: HttpRequest,
+    payload: web::Payload,
+    session: Session,
+    client_id: web::Path<String>,
+    user: SignedInUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    checked_form(&req, payload, &session).await?;
+    let (user_id, client_id, now) = (user.user.id, client_id.into_inner(), Utc::now());
+    let event = crate::db::auth_events::NewEvent::new(crate::domain::EventKind::ConsentRevoked, crate::domain::Channel::Web)
+        .user(user_id)
+        .client(state.client_ip(&req).map(|ip| ip.to_string()))
+        .detail(format!("client {client_id}"));
+    let ended =
+        db::run(&state.pool, move |conn| db::authorizations::disconnect(conn, user_id, &client_id, now, &event)).await?;
+    if !ended {
+        return Err(WebError::NotFound);
+    }
+    Ok(see_other("/account?done=app-disconnected"))
 }
 
 /// Ending a session or family fails only on the server's side.

@@ -23,6 +23,10 @@ pub enum WebError {
     CsrfRejected,
     #[error("That request could not be understood.")]
     BadRequest,
+    /// An authorization request whose client or redirect URI cannot be trusted: explained here,
+    /// never redirected (RFC 6749 §4.1.2.1).
+    #[error("{0}")]
+    InvalidAuthorization(String),
     #[error("There is no page at this address.")]
     NotFound,
     #[error("This page cannot be used that way.")]
@@ -46,7 +50,7 @@ impl WebError {
             WebError::NotSignedIn { .. } => "Sign in",
             WebError::SecondFactorRequired => "Two-step sign-in",
             WebError::Forbidden { .. } | WebError::CsrfRejected => "Forbidden",
-            WebError::BadRequest => "Bad request",
+            WebError::BadRequest | WebError::InvalidAuthorization(_) => "Bad request",
             WebError::NotFound => "Not found",
             WebError::MethodNotAllowed { .. } => "Method not allowed",
             WebError::Conflict { .. } => "Conflict",
@@ -88,7 +92,7 @@ impl ResponseError for WebError {
         match self {
             WebError::NotSignedIn { .. } | WebError::SecondFactorRequired => StatusCode::SEE_OTHER,
             WebError::Forbidden { .. } | WebError::CsrfRejected => StatusCode::FORBIDDEN,
-            WebError::BadRequest => StatusCode::BAD_REQUEST,
+            WebError::BadRequest | WebError::InvalidAuthorization(_) => StatusCode::BAD_REQUEST,
             WebError::NotFound => StatusCode::NOT_FOUND,
             WebError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             WebError::Conflict { .. } => StatusCode::CONFLICT,

@@ -95,6 +95,7 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "email-removed" => "Your email address was removed.",
         "email-confirmed" => "Your new email address is confirmed.",
         "family-revoked" => "The refresh token was revoked.",
+        "app-disconnected" => "The app was disconnected: its refresh tokens ended, and it asks again next time.",
         "token-revoked" => "The personal access token was revoked; it no longer works.",
         "second-factor-removed" => "Your authenticator app and recovery codes were removed.",
         "reset-link-sent" => "A password-reset link was mailed to the user.",

@@ -71,7 +71,9 @@ async fn login_form(
     let csrf_token = csrf_token(&session).map_err(WebError::session)?;
     let passkeys = state.grants.second_factors.passkeys.is_some();
     let mail = state.mail.is_some();
-    let page = LoginPage { layout: Layout::anonymous(), csrf_token, username: "", next, error: None, passkeys, mail };
+    // OpenID Connect's login_hint, passed on by /authorize: only a pre-filled field.
+    let hint = query.get("login_hint").unwrap_or_default();
+    let page = LoginPage { layout: Layout::anonymous(), csrf_token, username: hint, next, error: None, passkeys, mail };
     render(StatusCode::OK, &page)
 }
 

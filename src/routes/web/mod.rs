@@ -6,7 +6,9 @@ mod admin;
 mod admin_clients;
 mod admin_users;
 mod audit;
+mod authorize;
 mod charts;
+mod device;
 mod email_confirm;
 pub mod error;
 mod forms;
@@ -41,6 +43,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(passkeys::configure)
         .configure(password_reset::configure)
         .configure(email_confirm::configure)
+        .configure(authorize::configure)
+        .configure(device::configure)
+        .configure(crate::routes::oidc::configure_pages)
         .app_data(web::PathConfig::default().error_handler(|_, _| WebError::NotFound.into()));
 }
 

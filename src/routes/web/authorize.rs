@@ -1,0 +1,260 @@
+//! `GET /authorize` and `POST /authorize` (the consent form): sign in with gatehouse (RFC 6749 §4.1,
+//! RFC 7636, OpenID Connect Core §3.1.2). The rules are `oauth::authorize`'s; this reads the request,
+//! the browser's sign-in and the stored consent, and carries the decision out.
+
+use actix_session::Session;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use askama::Template;
+use chrono::Utc;
+
+use super::WebError;
+use super::forms::checked_form;
+use super::login::see_other;
+use super::pages::render;
+use super::session::{MaybeSignedIn, SignedInUser};
+use crate::auth::session::{self, amr_of};
+use crate::db::{self, auth_events::NewEvent};
+use crate::domain::form::FormFields;
+use crate::domain::{EventKind, ScopeSet};
+use crate::oauth::authorize::{self, AuthorizeRequest, BrowserSignIn, ErrorRedirect, NextStep, Refusal};
+use crate::routes::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(authorize_page).service(consent);
+}
+
+/// One scope as the consent page lists it.
+struct ScopeLine {
+    name: String,
+    description: String,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage {
+    layout: super::pages::Layout,
+    csrf_token: String,
+    client_name: String,
+    /// The host the person will be sent back to, so they see where they are going.
+    redirect_host: String,
+    scopes: Vec<ScopeLine>,
+    /// The authorization request, sent back with the decision and read again in full.
+    request: String,
+}
+
+#[get("/authorize")]
+async fn authorize_page(
+    req: HttpRequest,
+    session: Session,
+    user: MaybeSignedIn,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let raw = req.query_string().to_owned();
+    let (request, client) = read_request(&state, &raw).await?;
+    let request = match request {
+        Ok(request) => request,
+        Err(redirect) => return Ok(redirect_to(&redirect.location())),
+    };
+    let Some(user) = user.0 else {
+        if request.prompt.none {
+            return Ok(fail(&request, "login_required", "the person is not signed in"));
+        }
+        return Ok(to_login(&request, &raw));
+    };
+    let scope = grantable(&state, &request, &user).await?;
+    if scope.is_empty() {
+        return Ok(fail(&request, "access_denied", "the account may not grant any of the requested scopes"));
+    }
+    let user_id = user.user.id;
+    let (client_id, wanted) = (request.client_id.clone(), scope.clone());
+    let consented =
+        db::run(&state.pool, move |conn| db::authorizations::consent_covers(conn, user_id, &client_id, &wanted)).await?;
+    let auth_time = signed_in_at(&session);
+    let step = authorize::next_step(&request, Some(BrowserSignIn { auth_time }), client.first_party, consented, false, Utc::now());
+    match step {
+        NextStep::SignIn { .. } => {
+            // A new sign-in (prompt=login, or older than max_age): this one ends first, and the request
+            // comes back without prompt=login and max_age, which the new sign-in satisfies (max_age=0
+            // would otherwise never be).
+            session.purge();
+            Ok(to_login(&request, &for_new_sign_in(&raw)))
+        }
+        NextStep::Fail(error) => Ok(fail(&request, error, "the person must interact with gatehouse")),
+        NextStep::Issue => issue(&state, &request, scope, &user, &session).await,
+        NextStep::Consent => {
+            let descriptions = db::run(&state.pool, db::roles::all_scopes).await?;
+            let scopes = scope
+                .iter()
+                .map(|name| ScopeLine {
+                    name: name.to_string(),
+                    description: descriptions
+                        .iter()
+                        .find(|known| known.name == name.as_str())
+                        .map(|known| known.description.clone())
+                        .unwrap_or_default(),
+                })
+                .collect();
+            let page = ConsentPage {
+                layout: user.layout(),
+                csrf_token: user.csrf_token.clone(),
+                client_name: client.name.clone(),
+                redirect_host: url::Url::parse(&request.redirect_uri)
+                    .ok()
+                    .and_then(|url| url.host_str().map(str::to_owned))
+                    .unwrap_or_else(|| request.redirect_uri.clone()),
+                scopes,
+                request: raw,
+            };
+            let mut response = render(StatusCode::OK, &page)?;
+            // The consent page must not be framed by the app asking (clickjacking of "Allow").
+            response.headers_mut().insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+            Ok(response)
+        }
+    }
+}
+
+/// The consent form: `decision` is `allow` or `deny`; `request` is the authorization request,
+/// checked again from the start (the client, its redirect URI, the scopes).
+#[post("/authorize")]
+async fn consent(
+    req: HttpRequest,
+    payload: web::Payload,
+    session: Session,
+    user: MaybeSignedIn,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let form = checked_form(&req, payload, &session).await?;
+    let raw = form.get("request").unwrap_or_default().to_owned();
+    let (request, _) = read_request(&state, &raw).await?;
+    let request = match request {
+        Ok(request) => request,
+        Err(redirect) => return Ok(redirect_to(&redirect.location())),
+    };
+    let Some(user) = user.0 else { return Ok(to_login(&request, &raw)) };
+    match form.get("decision") {
+        Some("allow") => {}
+        Some("deny") => return Ok(fail(&request, "access_denied", "the person denied the request")),
+        _ => return Err(WebError::BadRequest),
+    }
+    let scope = grantable(&state, &request, &user).await?;
+    if scope.is_empty() {
+        return Ok(fail(&request, "access_denied", "the account may not grant any of the requested scopes"));
+    }
+    let (user_id, client_id, granted) = (user.user.id, request.client_id.clone(), scope.clone());
+    let event = NewEvent::new(EventKind::ConsentGranted, crate::domain::Channel::Web)
+        .user(user_id)
+        .client(state.client_ip(&req).map(|ip| ip.to_string()))
+        .detail(format!("client {client_id}: {granted}"));
+    db::run(&state.pool, move |conn| db::authorizations::grant_consent(conn, user_id, &client_id, &granted, &event))
+        .await?;
+    issue(&state, &request, scope, &user, &session).await
+}
+
+/// Reads the query against the client it names: a request, or the redirect that refuses it; a
+/// client or redirect URI that cannot be trusted is the 400 page.
+async fn read_request(
+    state: &AppState,
+    raw: &str,
+) -> Result<(Result<AuthorizeRequest, ErrorRedirect>, crate::db::clients::Client), WebError> {
+    let query = FormFields::parse_query(raw).map_err(|err| {
+        WebError::InvalidAuthorization(format!("The authorization request could not be read: {err}."))
+    })?;
+    let client = match query.get("client_id") {
+        Some(client_id) => {
+            let client_id = client_id.to_owned();
+            db::run(&state.pool, move |conn| db::clients::find(conn, &client_id)).await?
+        }
+        None => None,
+    };
+    match authorize::read(&query, client.as_ref()) {
+        Ok(request) => Ok((Ok(request), client.ok_or(WebError::BadRequest)?)),
+        Err(Refusal::Page(message)) => Err(WebError::InvalidAuthorization(message)),
+        Err(Refusal::Redirect(redirect)) => Ok((Err(redirect), client.ok_or(WebError::BadRequest)?)),
+    }
+}
+
+/// What this person may grant of the request: the requested scopes their roles allow (RFC 6749
+/// §3.3 lets the answer narrow them; the token answer names what was granted).
+async fn grantable(state: &AppState, request: &AuthorizeRequest, user: &SignedInUser) -> Result<ScopeSet, WebError> {
+    let user_id = user.user.id;
+    let allowed = db::run(&state.pool, move |conn| db::users::allowed_scopes(conn, user_id)).await?;
+    Ok(request.scope.difference(&request.scope.difference(&allowed)))
+}
+
+async fn issue(
+    state: &AppState,
+    request: &AuthorizeRequest,
+    scope: ScopeSet,
+    user: &SignedInUser,
+    session: &Session,
+) -> Result<HttpResponse, WebError> {
+    let now = Utc::now();
+    let auth_time = signed_in_at(session);
+    let code = state.grants.issue_code(request, scope, user.user.id, auth_time, amr_of(session), now).await?;
+    let mut pairs = vec![("code", code.as_str())];
+    if let Some(state_value) = &request.state {
+        pairs.push(("state", state_value));
+    }
+    // RFC 9207: the issuer, so a client talking to several can tell whose answer this is.
+    pairs.push(("iss", state.issuer.as_str()));
+    Ok(redirect_to(&authorize::with_query(&request.redirect_uri, &pairs)))
+}
+
+fn signed_in_at(session: &Session) -> chrono::DateTime<Utc> {
+    session::sign_in_of(session).map(|sign_in| sign_in.signed_in_at).unwrap_or_else(Utc::now)
+}
+
+fn fail(request: &AuthorizeRequest, error: &'static str, description: &str) -> HttpResponse {
+    let redirect = ErrorRedirect {
+        redirect_uri: request.redirect_uri.clone(),
+        error,
+        description: description.to_owned(),
+        state: request.state.clone(),
+    };
+    redirect_to(&redirect.location())
+}
+
+/// A `302`: what OAuth clients expect from the authorization endpoint.
+fn redirect_to(location: &str) -> HttpResponse {
+    HttpResponse::Found().insert_header((header::LOCATION, location)).insert_header((header::CACHE_CONTROL, "no-store")).finish()
+}
+
+/// The login page, coming back to this request (`login_hint` fills in the username).
+fn to_login(request: &AuthorizeRequest, raw: &str) -> HttpResponse {
+    let next = format!("/authorize?{raw}");
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("next", &next);
+    if let Some(hint) = &request.login_hint {
+        query.append_pair("login_hint", hint);
+    }
+    see_other(&format!("/login?{}", query.finish()))
+}
+
+/// The request's query without `login` in its `prompt` and without `max_age` (the rest kept).
+fn for_new_sign_in(raw: &str) -> String {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+        if name == "prompt" {
+            let kept: Vec<&str> = value.split(' ').filter(|word| !word.is_empty() && *word != "login").collect();
+            if !kept.is_empty() {
+                out.append_pair("prompt", &kept.join(" "));
+            }
+        } else if name != "max_age" {
+            out.append_pair(&name, &value);
+        }
+    }
+    out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_new_sign_in;
+
+    #[test]
+    fn a_new_sign_in_drops_prompt_login_and_keeps_the_rest() {
+        assert_eq!(for_new_sign_in("a=1&prompt=login&b=x+y"), "a=1&b=x+y");
+        assert_eq!(for_new_sign_in("prompt=login%20consent&state=s"), "prompt=consent&state=s");
+        assert_eq!(for_new_sign_in("max_age=0&x=1"), "x=1");
+    }
+}
