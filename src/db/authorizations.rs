@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::auth_events::{self, NewEvent};
 use super::refresh_tokens::{self, FamilyStart, Grantee, IssueFailure, NewToken, Start};
 use super::schema::{authorization_codes, device_codes, oauth_consents, refresh_families, revoked_access_tokens};
-use crate::oauth::device::{Decision, DeviceState, INTERVAL_SECS, PollOutcome, SLOW_DOWN_STEP, decide_poll};
+use crate::domain::rules::device::{Decision, DeviceState, INTERVAL_SECS, PollOutcome, SLOW_DOWN_STEP, decide_poll};
 use crate::domain::{EventKind, ScopeSet};
 
 /// True when the person allowed `scope` (or more) to `client_id` before.

@@ -172,6 +172,18 @@ pub fn find(conn: &mut PgConnection, client_id: &str) -> QueryResult<Option<Clie
     row.map(Client::try_from).transpose()
 }
 
+/// True when `client_id` names a client, live or removed: a removed client's id stays taken (its
+/// row stays for the audit trail), so `serve --dev` seeds its demo client only when this is false.
+pub fn id_taken(conn: &mut PgConnection, client_id: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(oauth_clients::table.filter(oauth_clients::client_id.eq(client_id.to_owned()))))
+        .get_result(conn)
+}
+
+/// The ID-token algorithms live clients registered (each needs its signing keys).
+pub fn live_id_token_algs(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
+    live_clients().select(oauth_clients::id_token_alg).distinct().load(conn)
+}
+
 /// True while `client_id` is registered and not removed (a client token's check on every request).
 pub fn is_live(conn: &mut PgConnection, client_id: &str) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(live_clients().filter(oauth_clients::client_id.eq(client_id.to_owned()))))

@@ -246,6 +246,8 @@ pub enum Rotation<S> {
 /// decided. `requested`: narrower scopes, or `None` for the token's own. Records a `refresh` (or
 /// `reuse_detected`) event built from `event`. `sign` makes the answer before the transaction
 /// commits: if it fails, the presented token is still unused and the client may retry.
+// The transaction's inputs are separate values the callers already hold; a struct would only wrap them.
+#[allow(clippy::too_many_arguments)]
 pub fn rotate<S>(
     conn: &mut PgConnection,
     presented: &[u8],

@@ -72,16 +72,6 @@ names! {
     IdTokenAlg { Rs256 = "RS256", Es256 = "ES256", EdDsa = "EdDSA" }
 }
 
-impl From<IdTokenAlg> for crate::config::SigningAlgorithm {
-    fn from(alg: IdTokenAlg) -> Self {
-        match alg {
-            IdTokenAlg::Rs256 => crate::config::SigningAlgorithm::Rs256,
-            IdTokenAlg::Es256 => crate::config::SigningAlgorithm::Es256,
-            IdTokenAlg::EdDsa => crate::config::SigningAlgorithm::EdDsa,
-        }
-    }
-}
-
 /// Which part of a registration a problem is about (a page shows it beside that field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientField {

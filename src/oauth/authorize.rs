@@ -255,7 +255,8 @@ pub fn next_step(
     let Some(sign_in) = sign_in else {
         return if request.prompt.none { NextStep::Fail("login_required") } else { NextStep::SignIn { again: false } };
     };
-    let too_old = request.max_age.is_some_and(|max| (now - sign_in.auth_time).num_seconds() > max);
+    // At least `max_age` old counts as too old, so max_age=0 always asks (OIDC Core: as prompt=login).
+    let too_old = request.max_age.is_some_and(|max| (now - sign_in.auth_time).num_seconds() >= max);
     if too_old || (request.prompt.login && !fresh) {
         return if request.prompt.none { NextStep::Fail("login_required") } else { NextStep::SignIn { again: true } };
     }

@@ -85,6 +85,7 @@ impl Grants {
     /// RFC 6749 §4.3: the resource owner password credentials grant.
     /// A user with a second factor sends a code with the password (`otp`); missing or wrong, the
     /// answer is a wrong password's.
+    #[allow(clippy::too_many_arguments)] // what /token parsed, one value per field
     pub async fn password(
         &self,
         username: &str,
@@ -179,6 +180,9 @@ impl Grants {
         attempt: &Attempt,
         now: DateTime<Utc>,
     ) -> Result<IssuedTokens, GrantError> {
+        if let Some(client) = &client {
+            self.ensure_id_token_key(client.id_token_alg, now).await?;
+        }
         let presented = refresh_tokens::token_hash(presented.expose_secret());
         let new_token = crate::random::token(32);
         let new_hash = refresh_tokens::token_hash(&new_token);
@@ -188,7 +192,7 @@ impl Grants {
         let rotation = db::run_with(&self.pool, move |conn| {
             let token = NewToken { hash: &new_hash, expires_at: now + ttl };
             // OIDC Core §12.2: a refresh may bring a new ID token (no nonce: there was no new request).
-            let id_token = client.as_ref().map(|client| IdTokenWanted { alg: client.id_token_alg.into(), nonce: None });
+            let id_token = client.as_ref().map(|client| IdTokenWanted { alg: crate::auth::keys::id_token_signing_alg(client.id_token_alg), nonce: None });
             let sign = Box::new(|grantee: &Grantee| sign(&keys, grantee, new_token, id_token).map(|(tokens, _)| tokens));
             let client_id = client.as_ref().map(|client| client.client_id.as_str());
             refresh_tokens::rotate(conn, &presented, client_id, requested.as_ref(), &token, now, event, sign)
@@ -252,6 +256,7 @@ impl Grants {
         attempt: &Attempt,
         now: DateTime<Utc>,
     ) -> Result<IssuedTokens, GrantError> {
+        self.ensure_id_token_key(client.id_token_alg, now).await?;
         let hash = refresh_tokens::token_hash(code.expose_secret());
         let refresh_token = crate::random::token(32);
         let refresh_hash = refresh_tokens::token_hash(&refresh_token);
@@ -281,7 +286,7 @@ impl Grants {
                 family_expires_at: now + policy.family_max_age,
                 client_addr: client_addr.as_deref(),
             };
-            let alg: SigningAlgorithm = client.id_token_alg.into();
+            let alg: SigningAlgorithm = crate::auth::keys::id_token_signing_alg(client.id_token_alg);
             let sign = |grantee: &Grantee, code: &StoredCode| {
                 let wanted = IdTokenWanted { alg, nonce: code.nonce.clone() };
                 let (tokens, claims) = sign(&keys, grantee, refresh_token, Some(wanted))?;
@@ -384,6 +389,7 @@ impl Grants {
     ) -> Result<IssuedTokens, GrantError> {
         use super::device::PollOutcome;
         use db::authorizations::DevicePoll;
+        self.ensure_id_token_key(client.id_token_alg, now).await?;
         let hash = refresh_tokens::token_hash(device_code.expose_secret());
         let refresh_token = crate::random::token(32);
         let refresh_hash = refresh_tokens::token_hash(&refresh_token);
@@ -397,7 +403,7 @@ impl Grants {
                 family_expires_at: now + policy.family_max_age,
                 client_addr: client_addr.as_deref(),
             };
-            let wanted = IdTokenWanted { alg: client.id_token_alg.into(), nonce: None };
+            let wanted = IdTokenWanted { alg: crate::auth::keys::id_token_signing_alg(client.id_token_alg), nonce: None };
             let sign =
                 Box::new(|grantee: &Grantee| sign(&keys, grantee, refresh_token, Some(wanted)).map(|(tokens, _)| tokens));
             db::authorizations::poll_device(conn, &hash, &client.client_id, now, &grant, event, sign)
@@ -413,6 +419,18 @@ impl Grants {
                 Err(GrantError::InvalidGrant("The device code is invalid or was used"))
             }
         }
+    }
+
+    /// Makes sure this instance can sign `client`'s ID tokens: a client registered a moment ago may
+    /// need the first key of its algorithm, which the next reload makes (under the rotation lock,
+    /// so two instances make one).
+    pub async fn ensure_id_token_key(&self, alg: IdTokenAlg, now: DateTime<Utc>) -> Result<(), ServerError> {
+        let alg = crate::auth::keys::id_token_signing_alg(alg);
+        if self.keys.can_sign_id_token(alg, now) {
+            return Ok(());
+        }
+        let keys = Arc::clone(&self.keys);
+        db::run(&self.pool, move |conn| Ok(keys.reload(conn, now))).await?.map_err(ServerError::internal)
     }
 
     /// Records a failed client authentication (audit trail and metrics); the caller answers

@@ -32,7 +32,7 @@ pub fn configure_pages(cfg: &mut web::ServiceConfig) {
 /// The signed-in person's claims, chosen by the token's scopes (`profile`: names; `email`: address
 /// and `email_verified`). `GET` or `POST`, bearer token with `openid` (RFC 6750 errors).
 #[utoipa::path(
-    get,
+    method(get, post),
     path = "/userinfo",
     tag = "oidc",
     security(("oauth2" = ["openid"])),

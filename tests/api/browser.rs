@@ -699,15 +699,19 @@ async fn a_person_makes_a_personal_access_token_with_the_keyboard_alone_copies_i
     browser.wait_for_location("/account/tokens").await;
     assert_eq!(browser.text("main h1").await, "Personal access tokens");
 
-    // Keyboard only: type the name, Tab through the scope checkboxes (items:read, items:write,
-    // profile), Space ticks profile, Tab to the expiry, pick 7 days by typing, Tab to the button, Enter.
+    // Keyboard only: type the name, Tab through the scope checkboxes to profile, Space ticks it, Tab
+    // past the rest to the expiry, pick 7 days by typing, Tab to the button, Enter.
+    let offered: Vec<String> = browser.texts("fieldset.checks label").await;
+    let profile = offered.iter().position(|scope| scope == "profile").unwrap_or_else(|| panic!("{offered:?}"));
     let name = browser.field_labelled("Name").await;
     name.send_keys("ci deploy").await.unwrap();
-    browser.press(&Key::Tab.to_string()).await;
-    browser.press(&Key::Tab.to_string()).await;
-    browser.press(&Key::Tab.to_string()).await;
+    for _ in 0..=profile {
+        browser.press(&Key::Tab.to_string()).await;
+    }
     browser.press(" ").await;
-    browser.press(&Key::Tab.to_string()).await;
+    for _ in profile..offered.len() {
+        browser.press(&Key::Tab.to_string()).await;
+    }
     browser.press("7").await;
     browser.press(&Key::Tab.to_string()).await;
     browser.screenshot("account-tokens-form").await;
@@ -987,4 +991,192 @@ async fn a_person_changes_their_email_address_through_the_mailed_link_and_an_inv
     browser.wait_for_location("/login").await;
     browser.submit_login("carol", STRONG).await;
     browser.wait_for_location("/").await;
+}
+
+// --- Sign in with gatehouse ---
+
+/// A public app allowed `openid profile`, registered as `gatehouse client add` would; no `grants`: the default.
+fn register_app(app: &TestApp, name: &str, grants: &[&str], redirect_uris: &[String]) -> String {
+    use gatehouse::accounts::{Actor, clients};
+    let draft = gatehouse::domain::ClientDraft {
+        name: name.to_owned(),
+        public: true,
+        scopes: vec!["openid".to_owned(), "profile".to_owned()],
+        grants: grants.iter().map(|grant| (*grant).to_owned()).collect(),
+        redirect_uris: redirect_uris.to_vec(),
+        ..gatehouse::domain::ClientDraft::default()
+    };
+    let registered = clients::register(&mut app.db.conn(), &Actor::command_line(), draft, chrono::Utc::now()).unwrap();
+    registered.client.client_id
+}
+
+impl Browser {
+    /// Waits until the browser arrives at `path` (whatever the query) and returns the whole address.
+    async fn wait_for_path(&self, path: &str) -> url::Url {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let url = self.client.current_url().await.unwrap();
+            if url.path() == path {
+                return url;
+            }
+            assert!(Instant::now() < deadline, "waited for {path}, but the browser stays at {url}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The text of each element matching `css`, in page order.
+    async fn texts(&self, css: &str) -> Vec<String> {
+        let mut texts = Vec::new();
+        for element in self.client.find_all(Locator::Css(css)).await.unwrap() {
+            texts.push(element.text().await.unwrap());
+        }
+        texts
+    }
+}
+
+#[tokio::test]
+async fn a_person_signs_in_to_an_app_through_gatehouse_allows_it_and_disconnects_it_from_the_account_page() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let app = spawn_app().await;
+    let alice = app.alice();
+    // The app's redirect URI is a path of gatehouse itself that answers 404: the browser only has to get there.
+    let redirect_uri = app.url("/callback-of-the-app");
+    let client_id = register_app(&app, "Photo Album", &[], std::slice::from_ref(&redirect_uri));
+
+    // What the app puts in the link: PKCE (RFC 7636, S256), a state and a nonce of its own.
+    let verifier = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&verifier));
+    let state = Uuid::new_v4().simple().to_string();
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", &redirect_uri)
+        .append_pair("scope", "openid profile")
+        .append_pair("state", &state)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("nonce", &Uuid::new_v4().simple().to_string())
+        .finish();
+    let authorize = format!("/authorize?{query}");
+
+    let browser = Browser::open(&app).await;
+    browser.goto(&authorize).await;
+    assert!(browser.location().await.starts_with("/login?next="), "{}", browser.location().await);
+    browser.submit_login(&alice.username, &alice.password).await;
+
+    browser.find("#consent").await;
+    assert_eq!(browser.location().await, authorize, "back at the request after signing in");
+    assert_eq!(browser.text("#consent-client").await, "Photo Album");
+    assert_eq!(browser.texts("#consent-scopes li code").await, ["openid", "profile"]);
+    browser.screenshot("consent").await;
+    browser.find("#consent-allow").await.click().await.unwrap();
+
+    let arrived = browser.wait_for_path("/callback-of-the-app").await;
+    let answer: Vec<(String, String)> = arrived.query_pairs().into_owned().collect();
+    let mut names: Vec<&str> = answer.iter().map(|(name, _)| name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["code", "iss", "state"], "{arrived}");
+    let value = |name: &str| answer.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone()).unwrap();
+    assert!(!value("code").is_empty());
+    assert_eq!(value("state"), state);
+    assert_eq!(value("iss"), app.address);
+
+    // The app trades the code for tokens, as it would behind the redirect URI.
+    let fields = [
+        ("grant_type", "authorization_code"),
+        ("code", &value("code")),
+        ("redirect_uri", &redirect_uri),
+        ("client_id", &client_id),
+        ("code_verifier", &verifier),
+    ];
+    let tokens = app.post_token(&fields).await;
+    assert_eq!(tokens.status(), 200);
+    let tokens: Value = tokens.json().await.unwrap();
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    browser.goto("/account").await;
+    let apps = browser.rows("connected-apps").await;
+    assert_eq!(apps.len(), 1, "{apps:?}");
+    assert_eq!(apps[0][..2], ["Photo Album", "openid profile"], "{apps:?}");
+    let families = browser.rows("families").await;
+    assert_eq!((families.len(), families[0][0].as_str()), (1, "openid profile"), "the app's refresh token");
+    browser.screenshot("connected-apps").await;
+    browser.by_text("main", "button", "Disconnect").await.click().await.unwrap();
+    browser.wait_for_location("/account?done=app-disconnected").await;
+    assert_eq!(
+        browser.notice().await,
+        "The app was disconnected: its refresh tokens ended, and it asks again next time."
+    );
+    assert_eq!(browser.rows("connected-apps").await, [["No connected apps."]]);
+    assert_eq!(browser.rows("families").await, [["No live refresh tokens."]]);
+    let refresh = [("grant_type", "refresh_token"), ("refresh_token", &refresh_token), ("client_id", &client_id)];
+    crate::helpers::assert_token_error(app.post_token(&refresh).await, 400, "invalid_grant").await;
+
+    // The same link again: the consent was forgotten, so the question comes back.
+    browser.goto(&authorize).await;
+    browser.find("#consent").await;
+    assert_eq!(browser.location().await, authorize);
+    assert_eq!(browser.text("#consent-client").await, "Photo Album");
+}
+
+#[tokio::test]
+async fn a_person_connects_a_device_by_typing_its_code() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let device_grant = "urn:ietf:params:oauth:grant-type:device_code";
+    let client_id = register_app(&app, "Living Room TV", &[device_grant, "refresh_token"], &[]);
+
+    // The device asks for a code and shows it (RFC 8628 §3.1–3.2).
+    let started = app
+        .client
+        .post(app.url("/device_authorization"))
+        .form(&[("client_id", client_id.as_str()), ("scope", "openid profile")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    let started: Value = started.json().await.unwrap();
+    let user_code = started["user_code"].as_str().unwrap().to_owned();
+    assert!(
+        user_code.len() == 9
+            && user_code.chars().enumerate().all(|(at, c)| if at == 4 { c == '-' } else { c.is_ascii_uppercase() }),
+        "{user_code}"
+    );
+    assert_eq!(started["verification_uri"], format!("{}/device", app.address));
+    assert_eq!(started["verification_uri_complete"], format!("{}/device?user_code={user_code}", app.address));
+    let interval = Duration::from_secs(started["interval"].as_u64().unwrap());
+    assert_eq!(interval, Duration::from_secs(5));
+    let poll = [
+        ("grant_type", device_grant),
+        ("device_code", started["device_code"].as_str().unwrap()),
+        ("client_id", &client_id),
+    ];
+    crate::helpers::assert_token_error(app.post_token(&poll).await, 400, "authorization_pending").await;
+    let polled = Instant::now();
+
+    // The person types the code on their phone as it comes: lower case, no dash.
+    let browser = Browser::open(&app).await;
+    browser.sign_in(&alice).await;
+    browser.goto("/device").await;
+    let typed = user_code.replace('-', "").to_lowercase();
+    browser.field_labelled("Code").await.send_keys(&typed).await.unwrap();
+    browser.find("#device-continue").await.click().await.unwrap();
+    assert_eq!(browser.text("#device-client").await, "Living Room TV");
+    assert_eq!(browser.text("#device-code").await, user_code);
+    assert_eq!(browser.texts("#device-scopes li code").await, ["openid", "profile"]);
+    browser.screenshot("device").await;
+    browser.find("#device-allow").await.click().await.unwrap();
+    assert_eq!(browser.text("#device-done").await, "Done: the device is connected. You can return to it now.");
+
+    // The device's next poll, an interval after the last one, brings the tokens; the code is spent.
+    tokio::time::sleep_until((polled + interval).into()).await;
+    let tokens = app.post_token(&poll).await;
+    assert_eq!(tokens.status(), 200);
+    let tokens: Value = tokens.json().await.unwrap();
+    for field in ["access_token", "refresh_token", "id_token"] {
+        assert!(tokens[field].as_str().is_some_and(|token| !token.is_empty()), "no {field}: {tokens}");
+    }
+    assert_eq!(tokens["scope"], "openid profile");
+    crate::helpers::assert_token_error(app.post_token(&poll).await, 400, "invalid_grant").await;
 }

@@ -279,7 +279,7 @@ async fn a_password_set_by_user_add_works_at_the_token_endpoint() {
     let response = app.post_token(&[("username", "bob"), ("password", "bob-password-1")]).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["scope"], "items:read items:write profile");
+    assert_eq!(body["scope"], "email items:read items:write openid profile");
 
     let me = app.get("/api/users/me", body["access_token"].as_str()).await;
     assert_eq!(me.status(), 200);

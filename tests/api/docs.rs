@@ -17,6 +17,9 @@ fn is_documented_kind(path: &str) -> bool {
                 | "/introspect"
                 | "/.well-known/oauth-authorization-server"
                 | "/.well-known/jwks.json"
+                | "/.well-known/openid-configuration"
+                | "/userinfo"
+                | "/device_authorization"
                 | "/healthz"
                 | "/readyz"
         )
@@ -85,7 +88,16 @@ async fn the_oauth2_scheme_is_the_password_flow_against_token_with_every_scope()
     let scopes: BTreeSet<&str> = flow["scopes"].as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         scopes,
-        BTreeSet::from(["profile", "items:read", "items:write", "admin:stats", "admin:users", "tokens:introspect"])
+        BTreeSet::from([
+            "profile",
+            "items:read",
+            "items:write",
+            "admin:stats",
+            "admin:users",
+            "tokens:introspect",
+            "openid",
+            "email"
+        ])
     );
     for (_, description) in flow["scopes"].as_object().unwrap() {
         assert!(!description.as_str().unwrap().is_empty());

@@ -108,7 +108,7 @@ async fn a_refresh_returns_new_tokens_with_no_store_headers_and_a_different_refr
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["token_type"], "bearer");
     assert_eq!(body["expires_in"], 900);
-    assert_eq!(body["scope"], "items:read items:write profile");
+    assert_eq!(body["scope"], "email items:read items:write openid profile");
     let new_refresh = refresh_token_of(&body);
     assert_ne!(new_refresh, old_refresh);
     assert!(new_refresh.len() >= 43);
@@ -616,18 +616,23 @@ async fn the_metadata_document_describes_this_server() {
     assert_eq!(body["issuer"], app.address);
     assert_eq!(body["token_endpoint"], format!("{}/token", app.address));
     assert_eq!(body["revocation_endpoint"], format!("{}/revoke", app.address));
-    assert_eq!(body["grant_types_supported"], serde_json::json!(["password", "refresh_token", "client_credentials"]));
+    assert_eq!(body["grant_types_supported"], serde_json::json!(["password", "authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"]));
     let mut scopes: Vec<&str> =
         body["scopes_supported"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     scopes.sort_unstable();
-    assert_eq!(scopes, ["admin:stats", "admin:users", "items:read", "items:write", "profile", "tokens:introspect"]);
+    assert_eq!(
+        scopes,
+        ["admin:stats", "admin:users", "email", "items:read", "items:write", "openid", "profile", "tokens:introspect"]
+    );
     assert_eq!(body["introspection_endpoint"], format!("{}/introspect", app.address));
     assert_eq!(body["jwks_uri"], format!("{}/.well-known/jwks.json", app.address));
     assert_eq!(
         body["token_endpoint_auth_methods_supported"],
         serde_json::json!(["none", "client_secret_basic", "client_secret_post"])
     );
-    assert_eq!(body["response_types_supported"], serde_json::json!([]));
+    assert_eq!(body["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(body["authorization_endpoint"], format!("{}/authorize", app.address));
+    assert_eq!(body["code_challenge_methods_supported"], serde_json::json!(["S256"]));
 }
 
 #[tokio::test]

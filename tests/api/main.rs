@@ -25,6 +25,7 @@ mod mail;
 mod methods;
 mod metrics;
 mod nginx;
+mod oidc;
 mod outage;
 mod personal_tokens;
 mod purge;

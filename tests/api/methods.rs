@@ -75,6 +75,13 @@ const ALLOW: &[(&str, &str)] = &[
     ("/invitation/{token}", "GET, POST, HEAD"),
     ("/email-confirm/{token}", "GET, POST, HEAD"),
     ("/admin/users/{username}/password-reset", "POST"),
+    ("/authorize", "GET, POST, HEAD"),
+    ("/userinfo", "GET, POST, HEAD"),
+    ("/.well-known/openid-configuration", "GET, HEAD"),
+    ("/end_session", "GET, POST, HEAD"),
+    ("/device_authorization", "POST"),
+    ("/device", "GET, POST, HEAD"),
+    ("/account/apps/{client_id}/disconnect", "POST"),
 ];
 
 #[tokio::test]

@@ -21,7 +21,7 @@ async fn the_password_grant_returns_a_bearer_token_with_no_store_headers() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["token_type"], "bearer");
     assert_eq!(body["expires_in"], 900);
-    assert_eq!(body["scope"], "items:read items:write profile");
+    assert_eq!(body["scope"], "email items:read items:write openid profile");
     assert!(body["refresh_token"].as_str().unwrap().len() >= 43);
 
     let token = body["access_token"].as_str().unwrap();
@@ -131,7 +131,7 @@ async fn an_oversized_body_is_refused_with_a_json_error() {
 #[tokio::test]
 async fn an_unknown_grant_type_is_unsupported_grant_type() {
     let app = spawn_app().await;
-    for grant_type in ["implicit", "authorization_code", "PASSWORD"] {
+    for grant_type in ["implicit", "urn:ietf:params:oauth:grant-type:jwt-bearer", "PASSWORD"] {
         let response = app.post_token(&[("grant_type", grant_type), ("username", "a"), ("password", "b")]).await;
         assert_token_error(response, 400, "unsupported_grant_type").await;
     }
@@ -164,7 +164,7 @@ async fn admins_may_have_admin_scopes() {
     let body = app.login(&admin, Some("admin:stats")).await;
     assert_eq!(body["scope"], "admin:stats");
     let body = app.login(&admin, None).await;
-    assert_eq!(body["scope"], "admin:stats admin:users items:read items:write profile");
+    assert_eq!(body["scope"], "admin:stats admin:users email items:read items:write openid profile");
 }
 
 #[tokio::test]

@@ -65,6 +65,16 @@ pub const ID_TOKEN_ALGS: [crate::config::SigningAlgorithm; 3] = [
     crate::config::SigningAlgorithm::EdDsa,
 ];
 
+/// The ID-token lane of a client's registered algorithm.
+pub fn id_token_signing_alg(alg: crate::domain::IdTokenAlg) -> crate::config::SigningAlgorithm {
+    use crate::config::SigningAlgorithm;
+    match alg {
+        crate::domain::IdTokenAlg::Rs256 => SigningAlgorithm::Rs256,
+        crate::domain::IdTokenAlg::Es256 => SigningAlgorithm::Es256,
+        crate::domain::IdTokenAlg::EdDsa => SigningAlgorithm::EdDsa,
+    }
+}
+
 /// `Cache-Control: max-age` of the JWKS: how long a verifier may keep a copy.
 pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 /// How often every instance reloads the keys (and the one holding the lock rotates them).

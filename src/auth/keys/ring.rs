@@ -173,7 +173,18 @@ impl KeyRing {
             locks::lock_for_transaction(conn, locks::Job::SigningKeys)?;
             let stored = db::signing_keys::all(conn)?;
             let times: Vec<KeyTimes> = stored.iter().filter_map(times_of).collect();
-            for lane in Lane::all() {
+            // ID-token lanes exist once a live client needs their algorithm (or keys of theirs exist):
+            // a deployment without OpenID clients publishes its access keys alone. A lane's first key
+            // signs at once, as every first key: no verifier can hold a set cached without it.
+            let needed = db::clients::live_id_token_algs(conn)?;
+            let lanes = Lane::all().filter(|lane| match lane {
+                Lane::Access => true,
+                Lane::IdToken(alg) => {
+                    needed.iter().any(|name| name == alg.as_str())
+                        || times.iter().any(|key| Lane::of(key) == *lane)
+                }
+            });
+            for lane in lanes {
                 let keys: Vec<KeyTimes> = times.iter().filter(|key| Lane::of(key) == lane).cloned().collect();
                 for step in plan(&keys, &lane.policy(&self.policy), &self.hs256_kid, now) {
                     // HS256 is the access lane's bridge alone: an ID token is always verifiable by its RP.
@@ -283,6 +294,16 @@ impl KeyRing {
     pub fn can_sign(&self, at: DateTime<Utc>) -> bool {
         self.snapshot().keys.iter().any(|key| {
             key.times.purpose == KeyPurpose::Access
+                && key.encoding.is_some()
+                && key.times.activates_at <= at
+                && key.is_accepted_at(at)
+        })
+    }
+
+    /// True when an ID token of `alg` issued at `at` can be signed (its lane has a current key here).
+    pub fn can_sign_id_token(&self, alg: SigningAlgorithm, at: DateTime<Utc>) -> bool {
+        self.snapshot().keys.iter().any(|key| {
+            Lane::of(&key.times) == Lane::IdToken(alg)
                 && key.encoding.is_some()
                 && key.times.activates_at <= at
                 && key.is_accepted_at(at)
@@ -427,13 +448,13 @@ impl KeyRing {
     /// The client (`aud`) of an ID token this server signed, its expiry not checked (an
     /// `id_token_hint` is often an old one); `None` for anything else.
     pub fn id_token_audience(&self, token: &str, now: DateTime<Utc>) -> Option<String> {
-        let header = read_header(token).ok()?;
+        let header = jsonwebtoken::decode_header(token).ok()?;
         let kid = header.kid?;
         let snapshot = self.snapshot();
         let key = snapshot.keys.iter().find(|key| {
             key.times.purpose == KeyPurpose::IdToken && key.times.kid == kid && key.is_accepted_at(now)
         })?;
-        if header.alg != key.times.alg.as_str() {
+        if header.alg != jose(key.times.alg) {
             return None;
         }
         let mut validation = Validation::new(jose(key.times.alg));

@@ -3,6 +3,7 @@
 //! each rule's unit tests are a table of cases that needs no database.
 
 pub mod admin;
+pub mod device;
 pub mod lockout;
 pub mod rotation;
 

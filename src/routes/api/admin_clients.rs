@@ -255,6 +255,8 @@ async fn create(
         id_token_alg: body.id_token_alg,
     };
     let registered = state.clients().register(&actor(&caller, &state, &req)?, draft).await?;
+    // Its ID-token key, published now: a relying party set up next reads a JWKS that has it.
+    state.grants.ensure_id_token_key(registered.client.id_token_alg, Utc::now()).await?;
     Ok(HttpResponse::Created().json(RegisteredClient {
         client: ClientView::from(registered.client),
         client_secret: registered.secret.map(|secret| secret.expose_secret().to_owned()),

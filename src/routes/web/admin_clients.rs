@@ -226,6 +226,8 @@ async fn create(
     };
     match state.clients().register(&user.actor(&state, &req), draft).await {
         Ok(registered) => {
+            // Its ID-token key, published now: a relying party set up next reads a JWKS that has it.
+            state.grants.ensure_id_token_key(registered.client.id_token_alg, chrono::Utc::now()).await?;
             let client_id = registered.client.client_id;
             let (secret, created_public) = match registered.secret {
                 Some(secret) => {
