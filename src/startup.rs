@@ -260,8 +260,9 @@ async fn security_headers(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let sign_in = routes::web::pages::leads_to_apps(req.path());
     let mut response = next.call(req).await?;
-    secure_headers(response.headers_mut());
+    secure_headers(response.headers_mut(), sign_in);
     Ok(response)
 }
 

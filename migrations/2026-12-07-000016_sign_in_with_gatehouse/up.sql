@@ -40,6 +40,8 @@ CREATE TABLE authorization_codes (
     client_id       TEXT NOT NULL REFERENCES oauth_clients (client_id),
     user_id         UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     redirect_uri    TEXT NOT NULL,
+    -- Whether the request named it (RFC 6749 §4.1.3: then the exchange must name it too).
+    redirect_uri_given BOOLEAN NOT NULL,
     -- base64url(SHA-256(code_verifier)); only S256 is accepted.
     code_challenge  TEXT NOT NULL,
     nonce           TEXT,

@@ -84,9 +84,22 @@ pub fn register(
     draft: ClientDraft,
     now: DateTime<Utc>,
 ) -> Result<Registered, ClientError> {
+    register_as(conn, actor, client::new_client_id(), draft, now)
+}
+
+/// [`register`] under an id chosen in advance, for `serve --dev`'s demo client only: the example
+/// relying party ships knowing its id, so the demo needs no registration step. Every other client
+/// gets a random id, which nobody can guess or claim first. `client_id` must match the table's
+/// format (`gc_` and 16 to 64 URL-safe characters), or the insert fails.
+pub fn register_as(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    client_id: String,
+    draft: ClientDraft,
+    now: DateTime<Utc>,
+) -> Result<Registered, ClientError> {
     let known: Vec<String> = db::roles::all_scopes(conn)?.into_iter().map(|scope| scope.name).collect();
     let valid = draft.validate(&known)?;
-    let client_id = client::new_client_id();
     let (secret, hash) = match valid.kind {
         ClientKind::Confidential => {
             let (secret, hash) = client::new_secret();

@@ -182,6 +182,13 @@ pub async fn authenticate(verifier: &Verifier<'_>, token: &str, now: DateTime<Ut
     if token_revoked || claims.issued_at() < user.tokens_valid_after {
         return Err(BearerError::Invalid(TokenRejection::Revoked));
     }
+    // A person's token issued to a registered client ends with the client, as the client's own do
+    // (a password-grant token of no client costs no query).
+    if let Some(client_id) = claims.client_id.clone()
+        && !db::run(verifier.pool, move |conn| db::clients::is_live(conn, &client_id)).await?
+    {
+        return Err(BearerError::Invalid(TokenRejection::UnknownClient));
+    }
     Ok(Caller { holder: Holder::Person { user, roles }, credential: Credential::AccessToken(verified) })
 }
 

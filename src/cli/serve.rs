@@ -2,15 +2,18 @@
 
 use std::net::TcpListener;
 
+use chrono::Utc;
 use diesel::PgConnection;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::user::written;
 use super::{CliError, connect_and_migrate};
+use crate::accounts::{Actor, clients};
 use crate::auth::password::hash_blocking;
 use crate::config::Settings;
 use crate::db::{self, dev::DevClaim, users::NewUser};
+use crate::domain::ClientDraft;
 
 /// Demo accounts for `serve --dev`, created when missing (existing accounts are left alone).
 const DEMO_USERS: &[(&str, &str, &[&str], &str)] = &[
@@ -35,6 +38,31 @@ fn seed_demo_users(conn: &mut PgConnection, cost: u32) -> Result<(), CliError> {
         };
         written(db::users::create(conn, &new_user, &roles).map_err(|err| CliError::from_error(&err))?, username)?;
     }
+    Ok(())
+}
+
+/// The demo OpenID client for `serve --dev`, whose id `examples/relying_party.rs` knows: a public
+/// client (no secret to hand over) that is not first-party, so the demo shows the consent page.
+const DEMO_CLIENT_ID: &str = "gc_example-app-demo";
+const DEMO_CLIENT_NAME: &str = "Example app";
+
+/// Registers the demo client when its id is free (as for the demo users, an existing one is left
+/// alone, and one removed on purpose stays removed), through the same rules as `client add`.
+fn seed_demo_client(conn: &mut PgConnection) -> Result<(), CliError> {
+    if db::clients::id_taken(conn, DEMO_CLIENT_ID).map_err(CliError::from_display)? {
+        return Ok(());
+    }
+    let draft = ClientDraft {
+        name: DEMO_CLIENT_NAME.to_owned(),
+        public: true,
+        first_party: false,
+        scopes: ["openid", "profile", "email"].map(str::to_owned).to_vec(),
+        redirect_uris: vec!["http://127.0.0.1:8081/callback".to_owned()],
+        post_logout_redirect_uris: vec!["http://127.0.0.1:8081/".to_owned()],
+        grants: ["authorization_code", "refresh_token"].map(str::to_owned).to_vec(),
+        id_token_alg: None,
+    };
+    clients::register_as(conn, &Actor::command_line(), DEMO_CLIENT_ID.to_owned(), draft, Utc::now())?;
     Ok(())
 }
 
@@ -70,6 +98,7 @@ pub(super) fn serve(mut settings: Settings) -> Result<(), CliError> {
     let mut conn = connect_and_migrate(&settings)?;
     if settings.dev_mode {
         seed_demo_users(&mut conn, settings.bcrypt_cost)?;
+        seed_demo_client(&mut conn)?;
     }
     drop(conn);
     let listener = TcpListener::bind(settings.bind)
@@ -92,6 +121,7 @@ pub(super) fn serve(mut settings: Settings) -> Result<(), CliError> {
         for (username, password, roles, _) in DEMO_USERS {
             println!("  demo user: {username} / {password}  (roles: {})", roles.join(", "));
         }
+        println!("  demo client: {DEMO_CLIENT_NAME} / client_id {DEMO_CLIENT_ID}  (cargo run --example relying_party)");
     } else {
         log::info!("listening on http://{bound}");
     }

@@ -65,20 +65,42 @@ pub struct ConnectedApp {
     pub granted_at: DateTime<Utc>,
 }
 
-/// The person's consents, newest first (removed clients left out).
-pub fn connected_apps(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Vec<ConnectedApp>> {
+/// The apps connected to the person, newest first (removed clients left out): those they allowed on
+/// the consent page, and those holding a live refresh family of theirs without a consent (a
+/// first-party app, which asks none; a device).
+pub fn connected_apps(conn: &mut PgConnection, user_id: Uuid, now: DateTime<Utc>) -> QueryResult<Vec<ConnectedApp>> {
     use super::schema::oauth_clients;
-    let rows: Vec<(String, String, ScopeSet, DateTime<Utc>)> = oauth_consents::table
+    let consented: Vec<(String, String, ScopeSet, DateTime<Utc>)> = oauth_consents::table
         .inner_join(oauth_clients::table)
         .filter(oauth_consents::user_id.eq(user_id))
         .filter(oauth_clients::removed_at.is_null())
         .select((oauth_consents::client_id, oauth_clients::name, oauth_consents::scope, oauth_consents::granted_at))
-        .order(oauth_consents::granted_at.desc())
         .load(conn)?;
-    Ok(rows
+    let holding: Vec<(Option<String>, String, ScopeSet, DateTime<Utc>)> = refresh_families::table
+        .inner_join(oauth_clients::table.on(refresh_families::client_id.eq(oauth_clients::client_id.nullable())))
+        .filter(refresh_families::user_id.eq(user_id))
+        .filter(refresh_families::revoked_at.is_null())
+        .filter(refresh_families::expires_at.gt(now))
+        .filter(oauth_clients::removed_at.is_null())
+        .select((
+            refresh_families::client_id,
+            oauth_clients::name,
+            refresh_families::scope,
+            refresh_families::created_at,
+        ))
+        .load(conn)?;
+    let mut apps: Vec<ConnectedApp> = consented
         .into_iter()
         .map(|(client_id, name, scope, granted_at)| ConnectedApp { client_id, name, scope, granted_at })
-        .collect())
+        .collect();
+    for (client_id, name, scope, created_at) in holding {
+        let Some(client_id) = client_id else { continue };
+        if !apps.iter().any(|app| app.client_id == client_id) {
+            apps.push(ConnectedApp { client_id, name, scope, granted_at: created_at });
+        }
+    }
+    apps.sort_by_key(|app| std::cmp::Reverse(app.granted_at));
+    Ok(apps)
 }
 
 /// "Disconnect": forgets the consent and ends every refresh family the client holds for the user,
@@ -91,11 +113,28 @@ pub fn disconnect(
     event: &NewEvent,
 ) -> QueryResult<bool> {
     conn.transaction(|conn| {
-        diesel::sql_query("SELECT 1 FROM users WHERE id = $1 FOR SHARE")
+        // Stronger than the share lock every exchange takes: a code exchange or device delivery in
+        // flight finishes first (and its family ends below), or starts after (and finds its code spent).
+        diesel::sql_query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
             .bind::<diesel::sql_types::Uuid, _>(user_id)
             .execute(conn)?;
-        let forgot =
-            diesel::delete(oauth_consents::table.find((user_id, client_id.to_owned()))).execute(conn)? > 0;
+        let spent = diesel::update(
+            authorization_codes::table
+                .filter(authorization_codes::user_id.eq(user_id))
+                .filter(authorization_codes::client_id.eq(client_id))
+                .filter(authorization_codes::used_at.is_null()),
+        )
+        .set(authorization_codes::used_at.eq(now))
+        .execute(conn)?;
+        diesel::update(
+            device_codes::table
+                .filter(device_codes::user_id.eq(user_id))
+                .filter(device_codes::client_id.eq(client_id))
+                .filter(device_codes::delivered_at.is_null()),
+        )
+        .set(device_codes::delivered_at.eq(now))
+        .execute(conn)?;
+        let forgot = diesel::delete(oauth_consents::table.find((user_id, client_id.to_owned()))).execute(conn)? > 0;
         let ended = diesel::update(
             refresh_families::table
                 .filter(refresh_families::user_id.eq(user_id))
@@ -104,10 +143,11 @@ pub fn disconnect(
         )
         .set(refresh_families::revoked_at.eq(now))
         .execute(conn)?;
-        if forgot || ended > 0 {
+        let any = forgot || ended > 0 || spent > 0;
+        if any {
             auth_events::record(conn, event)?;
         }
-        Ok(forgot || ended > 0)
+        Ok(any)
     })
 }
 
@@ -117,6 +157,7 @@ pub struct NewCode<'a> {
     pub client_id: &'a str,
     pub user_id: Uuid,
     pub redirect_uri: &'a str,
+    pub redirect_uri_given: bool,
     pub code_challenge: &'a str,
     pub nonce: Option<&'a str>,
     pub scope: &'a ScopeSet,
@@ -132,6 +173,7 @@ pub fn insert_code(conn: &mut PgConnection, code: &NewCode<'_>) -> QueryResult<(
             authorization_codes::client_id.eq(code.client_id),
             authorization_codes::user_id.eq(code.user_id),
             authorization_codes::redirect_uri.eq(code.redirect_uri),
+            authorization_codes::redirect_uri_given.eq(code.redirect_uri_given),
             authorization_codes::code_challenge.eq(code.code_challenge),
             authorization_codes::nonce.eq(code.nonce),
             authorization_codes::scope.eq(code.scope),
@@ -150,6 +192,7 @@ pub struct StoredCode {
     pub client_id: String,
     pub user_id: Uuid,
     pub redirect_uri: String,
+    pub redirect_uri_given: bool,
     pub code_challenge: String,
     pub nonce: Option<String>,
     pub scope: ScopeSet,
@@ -295,8 +338,10 @@ fn revoke_what_it_issued<S>(
 
 /// Deletes codes past their life (a minute; kept an hour so a late second use still finds the first).
 pub fn purge_expired_codes(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<usize> {
-    diesel::delete(authorization_codes::table.filter(authorization_codes::expires_at.lt(now - chrono::Duration::hours(1))))
-        .execute(conn)
+    diesel::delete(
+        authorization_codes::table.filter(authorization_codes::expires_at.lt(now - chrono::Duration::hours(1))),
+    )
+    .execute(conn)
 }
 
 /// A device's request, about to be stored.
@@ -334,7 +379,11 @@ pub struct PendingDevice {
 }
 
 /// The undecided, unexpired request with this user code.
-pub fn pending_device(conn: &mut PgConnection, user_code: &str, now: DateTime<Utc>) -> QueryResult<Option<PendingDevice>> {
+pub fn pending_device(
+    conn: &mut PgConnection,
+    user_code: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<Option<PendingDevice>> {
     use super::schema::oauth_clients;
     let row: Option<(String, String, String, ScopeSet)> = device_codes::table
         .inner_join(oauth_clients::table)

@@ -179,9 +179,15 @@ pub fn id_taken(conn: &mut PgConnection, client_id: &str) -> QueryResult<bool> {
         .get_result(conn)
 }
 
-/// The ID-token algorithms live clients registered (each needs its signing keys).
+/// The ID-token algorithms of live clients that may get ID tokens (the code or device grant): each
+/// needs its signing keys. A client-credentials service needs none.
 pub fn live_id_token_algs(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
-    live_clients().select(oauth_clients::id_token_alg).distinct().load(conn)
+    let grants = vec![GrantType::AuthorizationCode.as_str(), GrantType::DeviceCode.as_str()];
+    live_clients()
+        .filter(oauth_clients::grant_types.overlaps_with(grants))
+        .select(oauth_clients::id_token_alg)
+        .distinct()
+        .load(conn)
 }
 
 /// True while `client_id` is registered and not removed (a client token's check on every request).

@@ -29,6 +29,7 @@ diesel::table! {
         client_id -> Text,
         user_id -> Uuid,
         redirect_uri -> Text,
+        redirect_uri_given -> Bool,
         code_challenge -> Text,
         nonce -> Nullable<Text>,
         scope -> Text,

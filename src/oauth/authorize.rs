@@ -19,6 +19,8 @@ pub struct AuthorizeRequest {
     pub client_id: String,
     /// Exactly as registered.
     pub redirect_uri: String,
+    /// The request named it (else the client's only one was taken): the exchange must name it too.
+    pub redirect_uri_given: bool,
     /// Never empty: an omitted `scope` is everything the client is registered for.
     pub scope: ScopeSet,
     pub state: Option<String>,
@@ -60,13 +62,15 @@ pub struct ErrorRedirect {
 }
 
 impl ErrorRedirect {
-    /// The `Location` of this answer: the redirect URI with `error`, `error_description` and `state`
-    /// added to its query (a registered URI may have one already; it never has a fragment).
-    pub fn location(&self) -> String {
+    /// The `Location` of this answer: the redirect URI with `error`, `error_description`, `state`
+    /// and `iss` (RFC 9207: error answers too) added to its query (a registered URI may have one
+    /// already; it never has a fragment).
+    pub fn location(&self, issuer: &str) -> String {
         let mut pairs = vec![("error", self.error), ("error_description", self.description.as_str())];
         if let Some(state) = &self.state {
             pairs.push(("state", state));
         }
+        pairs.push(("iss", issuer));
         with_query(&self.redirect_uri, &pairs)
     }
 }
@@ -78,9 +82,13 @@ pub fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
     format!("{uri}{separator}{encoded}")
 }
 
+/// The longest authorization request read (its query string): it travels on through the login
+/// page's `next`, which keeps local paths of up to 2048 characters.
+pub const MAX_REQUEST_CHARS: usize = 1800;
+
 /// Reads an authorization request (`query`) for `client`, the live registered client its
-/// `client_id` names (`None`: no such client).
-pub fn read(query: &FormFields, client: Option<&Client>) -> Result<AuthorizeRequest, Refusal> {
+/// `client_id` names (`None`: no such client). `raw_len`: the query string's length.
+pub fn read(query: &FormFields, raw_len: usize, client: Option<&Client>) -> Result<AuthorizeRequest, Refusal> {
     let Some(client_id) = query.get("client_id") else {
         return Err(Refusal::Page("The request names no client (client_id is missing).".to_owned()));
     };
@@ -114,6 +122,9 @@ pub fn read(query: &FormFields, client: Option<&Client>) -> Result<AuthorizeRequ
     };
     if state.as_ref().is_some_and(|state| state.chars().count() > MAX_ECHOED_CHARS) {
         return Err(refuse("invalid_request", "state is too long"));
+    }
+    if raw_len > MAX_REQUEST_CHARS {
+        return Err(refuse("invalid_request", "the authorization request is too long"));
     }
     match query.get("response_type") {
         Some("code") => {}
@@ -176,6 +187,7 @@ pub fn read(query: &FormFields, client: Option<&Client>) -> Result<AuthorizeRequ
     // change nothing: one page layout, one language, one level of assurance per sign-in.
     Ok(AuthorizeRequest {
         client_id: client.client_id.clone(),
+        redirect_uri_given: query.get("redirect_uri").is_some(),
         redirect_uri,
         scope,
         state,
@@ -233,7 +245,9 @@ pub struct BrowserSignIn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NextStep {
     /// The login page; `again` when a sign-in exists but is too old or `prompt=login` asked.
-    SignIn { again: bool },
+    SignIn {
+        again: bool,
+    },
     Consent,
     /// A code goes back to the client.
     Issue,
@@ -260,10 +274,10 @@ pub fn next_step(
     if too_old || (request.prompt.login && !fresh) {
         return if request.prompt.none { NextStep::Fail("login_required") } else { NextStep::SignIn { again: true } };
     }
-    if first_party {
-        return NextStep::Issue;
+    if request.prompt.consent {
+        return NextStep::Consent;
     }
-    if consented && !request.prompt.consent {
+    if first_party || consented {
         return NextStep::Issue;
     }
     if request.prompt.none { NextStep::Fail("consent_required") } else { NextStep::Consent }
@@ -317,39 +331,42 @@ mod tests {
 
     #[test]
     fn a_good_request_defaults_its_scope_to_the_clients() {
-        let request = read(&query(""), Some(&client())).unwrap();
+        let request = read(&query(""), 0, Some(&client())).unwrap();
         assert_eq!(request.scope.to_string(), "email openid profile");
         assert_eq!(request.state.as_deref(), Some("xyz"));
         assert_eq!(request.redirect_uri, "https://app.example/cb");
-        let narrowed = read(&query("&scope=openid"), Some(&client())).unwrap();
+        let narrowed = read(&query("&scope=openid"), 0, Some(&client())).unwrap();
         assert_eq!(narrowed.scope.to_string(), "openid");
     }
 
     #[test]
     fn an_unknown_client_or_redirect_uri_is_a_page_never_a_redirect() {
-        assert!(matches!(read(&query(""), None), Err(Refusal::Page(_))));
+        assert!(matches!(read(&query(""), 0, None), Err(Refusal::Page(_))));
         let other = FormFields::parse_query(&format!(
             "client_id=gc_0123456789abcdef&redirect_uri=https%3A%2F%2Fevil.example%2Fcb&response_type=code\
              &code_challenge={CHALLENGE}&code_challenge_method=S256"
         ))
         .unwrap();
-        assert!(matches!(read(&other, Some(&client())), Err(Refusal::Page(_))));
+        assert!(matches!(read(&other, 0, Some(&client())), Err(Refusal::Page(_))));
         // A prefix, another case or a trailing slash is another URI.
         for near in ["https://app.example/cb/", "https://APP.example/cb", "https://app.example/c"] {
             let text = format!(
                 "client_id=gc_0123456789abcdef&redirect_uri={}&response_type=code",
                 url::form_urlencoded::byte_serialize(near.as_bytes()).collect::<String>()
             );
-            assert!(matches!(read(&FormFields::parse_query(&text).unwrap(), Some(&client())), Err(Refusal::Page(_))));
+            assert!(matches!(
+                read(&FormFields::parse_query(&text).unwrap(), 0, Some(&client())),
+                Err(Refusal::Page(_))
+            ));
         }
         // Omitted: only when exactly one is registered.
         let omitted = FormFields::parse_query(&format!(
             "client_id=gc_0123456789abcdef&response_type=code&code_challenge={CHALLENGE}&code_challenge_method=S256"
         ))
         .unwrap();
-        assert!(matches!(read(&omitted, Some(&client())), Err(Refusal::Page(_))));
+        assert!(matches!(read(&omitted, 0, Some(&client())), Err(Refusal::Page(_))));
         let single = Client { redirect_uris: vec!["https://app.example/cb".into()], ..client() };
-        assert_eq!(read(&omitted, Some(&single)).unwrap().redirect_uri, "https://app.example/cb");
+        assert_eq!(read(&omitted, 0, Some(&single)).unwrap().redirect_uri, "https://app.example/cb");
     }
 
     #[test]
@@ -378,11 +395,11 @@ mod tests {
                      &code_challenge={CHALLENGE}&code_challenge_method=S256&state=xyz{extra}"
                 )
             };
-            let (error, state) = redirect_error(read(&FormFields::parse_query(&text).unwrap(), Some(&c)));
+            let (error, state) = redirect_error(read(&FormFields::parse_query(&text).unwrap(), 0, Some(&c)));
             assert_eq!((error, state.as_deref()), (expected, Some("xyz")), "{extra}");
         }
         let no_grant = Client { grants: vec![GrantType::ClientCredentials], ..client() };
-        assert_eq!(redirect_error(read(&query(""), Some(&no_grant))).0, "unauthorized_client");
+        assert_eq!(redirect_error(read(&query(""), 0, Some(&no_grant))).0, "unauthorized_client");
     }
 
     #[test]
@@ -395,7 +412,7 @@ mod tests {
             "&code_challenge=abc&code_challenge_method=S256".to_owned(),
         ] {
             let fields = FormFields::parse_query(&format!("{base}{extra}")).unwrap();
-            assert_eq!(redirect_error(read(&fields, Some(&client()))).0, "invalid_request", "{extra}");
+            assert_eq!(redirect_error(read(&fields, 0, Some(&client()))).0, "invalid_request", "{extra}");
         }
     }
 
@@ -408,15 +425,16 @@ mod tests {
             state: Some("a b&c".into()),
         };
         assert_eq!(
-            redirect.location(),
-            "http://127.0.0.1:9000/cb?x=1&error=access_denied&error_description=the+person+said+no&state=a+b%26c"
+            redirect.location("https://id.example"),
+            "http://127.0.0.1:9000/cb?x=1&error=access_denied&error_description=the+person+said+no&state=a+b%26c\
+             &iss=https%3A%2F%2Fid.example"
         );
     }
 
     #[test]
     fn the_next_step_follows_sign_in_age_prompt_and_consent() {
         let now = Utc::now();
-        let request = read(&query(""), Some(&client())).unwrap();
+        let request = read(&query(""), 0, Some(&client())).unwrap();
         let signed = Some(BrowserSignIn { auth_time: now - chrono::Duration::minutes(10) });
         assert_eq!(next_step(&request, None, false, false, false, now), NextStep::SignIn { again: false });
         assert_eq!(next_step(&request, signed, false, false, false, now), NextStep::Consent);

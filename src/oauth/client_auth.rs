@@ -301,7 +301,7 @@ mod tests {
             Ok(ClientVerdict::Client {
                 client_id: "gc_x".into(),
                 scope: ScopeSet::parse("tokens:introspect").unwrap(),
-                id_token_alg: IdTokenAlg::Rs256
+                id_token_alg: IdTokenAlg::Rs256,
             })
         };
         let service = client(Confidential, &[ClientCredentials]);

@@ -32,8 +32,7 @@ pub fn display(user_code: &str) -> String {
 
 /// What a person typed, as stored: case, dashes and spaces ignored; `None` when it cannot be a code.
 pub fn normalize(typed: &str) -> Option<String> {
-    let letters: String =
-        typed.chars().filter(|c| !matches!(c, '-' | ' ')).map(|c| c.to_ascii_uppercase()).collect();
+    let letters: String = typed.chars().filter(|c| !matches!(c, '-' | ' ')).map(|c| c.to_ascii_uppercase()).collect();
     (letters.len() == USER_CODE_LETTERS && letters.bytes().all(|b| ALPHABET.contains(&b))).then_some(letters)
 }
 

@@ -14,15 +14,15 @@ use crate::auth::jwt::{AccessClaims, TokenSubject};
 use crate::auth::keys::KeyRing;
 use crate::auth::password::PasswordHasher;
 use crate::auth::pat;
-use crate::db::auth_events::NewEvent;
 use crate::config::SigningAlgorithm;
+use crate::db::auth_events::NewEvent;
 use crate::db::authorizations::{CodeExchange, CodeGrant, Issued, StoredCode};
 use crate::db::refresh_tokens::{self, FamilyStart, Grantee, IssueFailure, NewToken, Rotation, Start};
 use crate::db::{self, PgPool};
 use crate::domain::{EventKind, IdTokenAlg, ScopeSet};
-use crate::oauth::id_token::{self, IdTokenClaims, Person, PersonClaims};
 use crate::errors::ServerError;
 use crate::metrics::{ClientAuthLabels, GrantLabels, Metrics};
+use crate::oauth::id_token::{self, IdTokenClaims, Person, PersonClaims};
 
 /// What a successful grant hands to the client (RFC 6749 §5.1).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -155,7 +155,8 @@ impl Grants {
                 client_addr: client_addr.as_deref(),
                 amr: &amr,
             };
-            let sign = Box::new(|grantee: &Grantee| sign(&keys, grantee, refresh_token, None).map(|(tokens, _)| tokens));
+            let sign =
+                Box::new(|grantee: &Grantee| sign(&keys, grantee, refresh_token, None).map(|(tokens, _)| tokens));
             refresh_tokens::start_family(conn, &start, event, sign)
         })
         .await?;
@@ -192,8 +193,12 @@ impl Grants {
         let rotation = db::run_with(&self.pool, move |conn| {
             let token = NewToken { hash: &new_hash, expires_at: now + ttl };
             // OIDC Core §12.2: a refresh may bring a new ID token (no nonce: there was no new request).
-            let id_token = client.as_ref().map(|client| IdTokenWanted { alg: crate::auth::keys::id_token_signing_alg(client.id_token_alg), nonce: None });
-            let sign = Box::new(|grantee: &Grantee| sign(&keys, grantee, new_token, id_token).map(|(tokens, _)| tokens));
+            let id_token = client.as_ref().map(|client| IdTokenWanted {
+                alg: crate::auth::keys::id_token_signing_alg(client.id_token_alg),
+                nonce: None,
+            });
+            let sign =
+                Box::new(|grantee: &Grantee| sign(&keys, grantee, new_token, id_token).map(|(tokens, _)| tokens));
             let client_id = client.as_ref().map(|client| client.client_id.as_str());
             refresh_tokens::rotate(conn, &presented, client_id, requested.as_ref(), &token, now, event, sign)
         })
@@ -271,8 +276,12 @@ impl Grants {
                 if code.client_id != client.client_id {
                     return Err("issued to another client");
                 }
-                // §4.1.3: required when the authorization request had it (ours always is bound to one).
-                if redirect_uri.as_deref() != Some(code.redirect_uri.as_str()) {
+                // §4.1.3: required when the authorization request had it; when given, it must be the one.
+                let matches = match redirect_uri.as_deref() {
+                    Some(given) => given == code.redirect_uri,
+                    None => !code.redirect_uri_given,
+                };
+                if !matches {
                     return Err("redirect_uri differs");
                 }
                 let verifier = verifier.as_ref().map(|verifier| verifier.expose_secret()).unwrap_or_default();
@@ -333,6 +342,7 @@ impl Grants {
                 client_id: &request.client_id,
                 user_id,
                 redirect_uri: &request.redirect_uri,
+                redirect_uri_given: request.redirect_uri_given,
                 code_challenge: &request.code_challenge,
                 nonce: request.nonce.as_deref(),
                 scope: &scope,
@@ -403,9 +413,11 @@ impl Grants {
                 family_expires_at: now + policy.family_max_age,
                 client_addr: client_addr.as_deref(),
             };
-            let wanted = IdTokenWanted { alg: crate::auth::keys::id_token_signing_alg(client.id_token_alg), nonce: None };
-            let sign =
-                Box::new(|grantee: &Grantee| sign(&keys, grantee, refresh_token, Some(wanted)).map(|(tokens, _)| tokens));
+            let wanted =
+                IdTokenWanted { alg: crate::auth::keys::id_token_signing_alg(client.id_token_alg), nonce: None };
+            let sign = Box::new(|grantee: &Grantee| {
+                sign(&keys, grantee, refresh_token, Some(wanted)).map(|(tokens, _)| tokens)
+            });
             db::authorizations::poll_device(conn, &hash, &client.client_id, now, &grant, event, sign)
         })
         .await?;

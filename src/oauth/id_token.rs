@@ -96,7 +96,10 @@ mod tests {
     fn at_hash_matches_the_openid_example() {
         // OIDC Core's example: access token "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y" has
         // at_hash "77QmUPtjPfzWtF2AnpK9RQ" under RS256.
-        assert_eq!(at_hash(SigningAlgorithm::Rs256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+        assert_eq!(
+            at_hash(SigningAlgorithm::Rs256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
         assert_eq!(at_hash(SigningAlgorithm::EdDsa, "x").len(), 43);
     }
 

@@ -258,11 +258,8 @@ async fn device_authorization(
     let ClientVerdict::Client { client_id, scope: client_scope, .. } = verdict else {
         return Err(GrantError::InvalidClient(ClientFailure::NoClient).into());
     };
-    let requested = form
-        .get("scope")
-        .map(ScopeSet::parse)
-        .transpose()
-        .map_err(|err| GrantError::InvalidScope(err.to_string()))?;
+    let requested =
+        form.get("scope").map(ScopeSet::parse).transpose().map_err(|err| GrantError::InvalidScope(err.to_string()))?;
     let scope = crate::auth::client_secret::grant_scopes(&client_scope, requested.as_ref())
         .map_err(|denied| GrantError::InvalidScope(format!("scope not allowed for this client: {denied}")))?;
     let (device_code, user_code) = state.grants.device_authorization(client_id, scope, now).await?;
@@ -427,7 +424,8 @@ async fn metadata(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
 /// for it may still use it, and such a client knows that from its registration, not from here.
 pub(super) fn grant_types_supported(password_grant: bool) -> Vec<&'static str> {
     let password = password_grant.then_some("password");
-    let others = ["authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"];
+    let others =
+        ["authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"];
     password.into_iter().chain(others).collect()
 }
 

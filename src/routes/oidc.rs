@@ -173,13 +173,23 @@ async fn end_session(
     } else {
         FormFields::parse_query(req.query_string()).map_err(|_| WebError::BadRequest)?
     };
-    let hinted_client =
-        fields.get("id_token_hint").and_then(|hint| state.grants.keys.id_token_audience(hint, Utc::now()));
+    let hint = fields.get("id_token_hint").and_then(|hint| state.grants.keys.id_token_audience(hint, Utc::now()));
+    // RP-Initiated Logout §2: a client_id beside the hint must be the hint's audience.
+    if let (Some((audience, _)), Some(client_id)) = (&hint, fields.get("client_id"))
+        && audience != client_id
+    {
+        return Err(WebError::BadRequest);
+    }
     let confirmed = is_post && crate::auth::session::csrf_matches(&session, fields.get("csrf_token"));
-    let client_id = fields.get("client_id").map(str::to_owned).or_else(|| hinted_client.clone());
+    let client_id = fields.get("client_id").map(str::to_owned).or_else(|| hint.as_ref().map(|(aud, _)| aud.clone()));
     let wanted = fields.get("post_logout_redirect_uri").map(str::to_owned);
+    // A hint skips the question only when it is about the person signed in here: anyone can get an
+    // ID token of their own, and must not sign others out with a link.
+    let hint_is_theirs = |signed_in: &super::web::session::SignedInUser| {
+        hint.as_ref().is_some_and(|(_, subject)| *subject == signed_in.user.id.to_string())
+    };
     if let Some(signed_in) = &user.0
-        && hinted_client.is_none()
+        && !hint_is_theirs(signed_in)
         && !confirmed
     {
         let page = ConfirmLogout {
@@ -215,5 +225,8 @@ async fn end_session(
         (Some(uri), None) => uri,
         (None, _) => "/login".to_owned(),
     };
-    Ok(HttpResponse::Found().insert_header((header::LOCATION, location)).finish())
+    Ok(HttpResponse::Found()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish())
 }

@@ -300,7 +300,15 @@ async fn with_the_password_grant_off_only_a_client_registered_for_it_may_use_it(
     assert_eq!(allowed.status(), 200);
 
     let metadata: Value = app.get("/.well-known/oauth-authorization-server", None).await.json().await.unwrap();
-    assert_eq!(metadata["grant_types_supported"], json!(["authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"]));
+    assert_eq!(
+        metadata["grant_types_supported"],
+        json!([
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ])
+    );
 }
 
 #[tokio::test]
@@ -324,7 +332,16 @@ async fn a_request_naming_a_registered_client_must_authenticate_it_and_the_clien
 async fn the_metadata_lists_every_grant_and_client_authentication_method() {
     let app = spawn_app().await;
     let metadata: Value = app.get("/.well-known/oauth-authorization-server", None).await.json().await.unwrap();
-    assert_eq!(metadata["grant_types_supported"], json!(["password", "authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"]));
+    assert_eq!(
+        metadata["grant_types_supported"],
+        json!([
+            "password",
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ])
+    );
     assert_eq!(
         metadata["token_endpoint_auth_methods_supported"],
         json!(["none", "client_secret_basic", "client_secret_post"])

@@ -616,7 +616,16 @@ async fn the_metadata_document_describes_this_server() {
     assert_eq!(body["issuer"], app.address);
     assert_eq!(body["token_endpoint"], format!("{}/token", app.address));
     assert_eq!(body["revocation_endpoint"], format!("{}/revoke", app.address));
-    assert_eq!(body["grant_types_supported"], serde_json::json!(["password", "authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"]));
+    assert_eq!(
+        body["grant_types_supported"],
+        serde_json::json!([
+            "password",
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ])
+    );
     let mut scopes: Vec<&str> =
         body["scopes_supported"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     scopes.sort_unstable();

@@ -80,7 +80,9 @@ pub(crate) fn browser() -> Client {
 }
 
 /// openidconnect's HTTP client: its requests through reqwest, never following a redirect.
-pub(crate) async fn rp_http(request: openidconnect::HttpRequest) -> Result<openidconnect::HttpResponse, reqwest::Error> {
+pub(crate) async fn rp_http(
+    request: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, reqwest::Error> {
     let client = Client::builder().redirect(Policy::none()).build()?;
     let (parts, body) = request.into_parts();
     let response = client.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await?;
@@ -109,7 +111,10 @@ fn rand_bytes() -> [u8; 32] {
 /// The authorization URL for `client_id` with these extra parameters (PKCE included unless overridden).
 pub(crate) fn authorize_url(app: &TestApp, client_id: &str, challenge: &str, extra: &[(&str, &str)]) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair("response_type", "code").append_pair("client_id", client_id).append_pair("redirect_uri", REDIRECT);
+    query
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", REDIRECT);
     query.append_pair("code_challenge", challenge).append_pair("code_challenge_method", "S256");
     query.append_pair("state", "st-1").append_pair("scope", "openid profile");
     for (name, value) in extra {
@@ -264,8 +269,8 @@ async fn the_openidconnect_crate_signs_in_with_discovery_pkce_and_nonce_then_rea
     assert_eq!(claims.auth_method_refs().unwrap().iter().map(|amr| amr.as_str()).collect::<Vec<_>>(), ["pwd"]);
     let expected_hash = claims.access_token_hash().expect("at_hash");
     let alg = id_token.signing_alg().unwrap();
-    let actual = AccessTokenHash::from_token(tokens.access_token(), alg, id_token.signing_key(&id_verifier).unwrap())
-        .unwrap();
+    let actual =
+        AccessTokenHash::from_token(tokens.access_token(), alg, id_token.signing_key(&id_verifier).unwrap()).unwrap();
     assert_eq!(&actual, expected_hash);
     assert_eq!(header_of(&id_token.to_string())["alg"], "RS256", "RS256 by default");
 
@@ -274,12 +279,8 @@ async fn the_openidconnect_crate_signs_in_with_discovery_pkce_and_nonce_then_rea
     assert_eq!(claims_of(&access)["client_id"], client.id);
     assert_eq!(app.get("/api/users/me", Some(&access)).await.status(), 200);
 
-    let info: CoreUserInfoClaims = rp
-        .user_info(tokens.access_token().clone(), None)
-        .unwrap()
-        .request_async(&rp_http)
-        .await
-        .expect("userinfo");
+    let info: CoreUserInfoClaims =
+        rp.user_info(tokens.access_token().clone(), None).unwrap().request_async(&rp_http).await.expect("userinfo");
     assert_eq!(info.subject().as_str(), alice.id.to_string());
     assert_eq!(info.preferred_username().map(|name| name.as_str()), Some("alice"));
 
@@ -365,16 +366,29 @@ async fn the_authorization_endpoint_never_redirects_to_an_unknown_uri_and_sends_
         (format!("&response_type=code&code_challenge={challenge}"), "invalid_request"),
         (format!("&response_type=code&code_challenge={challenge}&code_challenge_method=plain"), "invalid_request"),
         ("&response_type=code".to_owned(), "invalid_request"),
-        (format!("&response_type=token&code_challenge={challenge}&code_challenge_method=S256"), "unsupported_response_type"),
-        (format!("&response_type=code&code_challenge={challenge}&code_challenge_method=S256&scope=admin:users"), "invalid_scope"),
-        (format!("&response_type=code&code_challenge={challenge}&code_challenge_method=S256&prompt=none"), "login_required"),
+        (
+            format!("&response_type=token&code_challenge={challenge}&code_challenge_method=S256"),
+            "unsupported_response_type",
+        ),
+        (
+            format!("&response_type=code&code_challenge={challenge}&code_challenge_method=S256&scope=admin:users"),
+            "invalid_scope",
+        ),
+        (
+            format!("&response_type=code&code_challenge={challenge}&code_challenge_method=S256&prompt=none"),
+            "login_required",
+        ),
     ];
     for (extra, error) in cases {
         let response = get(base(&extra)).await;
         assert_eq!(response.status(), 302, "{extra}");
         let back = params(&location(&response));
         assert!(location(&response).starts_with(REDIRECT), "{extra}");
-        assert_eq!((back.get("error").map(String::as_str), back.get("state").map(String::as_str)), (Some(error), Some("s9")), "{extra}");
+        assert_eq!(
+            (back.get("error").map(String::as_str), back.get("state").map(String::as_str)),
+            (Some(error), Some("s9")),
+            "{extra}"
+        );
     }
 }
 
@@ -397,8 +411,18 @@ async fn a_code_works_once_within_its_client_redirect_uri_and_verifier_and_a_sec
     let second = exchange(&app, &client, &code, &verifier).await;
     assert_token_error(second, 400, "invalid_grant").await;
     // What the first use issued is dead now.
-    assert_bearer_error(app.get("/api/users/me", Some(access)).await, 401, Some("Bearer error=\"invalid_token\"*"), "invalid_token").await;
-    let refresh = [("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap()), ("client_id", client.id.as_str())];
+    assert_bearer_error(
+        app.get("/api/users/me", Some(access)).await,
+        401,
+        Some("Bearer error=\"invalid_token\"*"),
+        "invalid_token",
+    )
+    .await;
+    let refresh = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ("client_id", client.id.as_str()),
+    ];
     assert_token_error(app.post_token(&refresh).await, 400, "invalid_grant").await;
     assert!(app.event_kinds().contains(&"code_reused".to_owned()));
 
@@ -410,7 +434,13 @@ async fn a_code_works_once_within_its_client_redirect_uri_and_verifier_and_a_sec
         let response = match spoil {
             "verifier" => exchange(&app, &client, &code, &pkce().0).await,
             "redirect" => {
-                let fields = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", "https://rp.example/other"), ("code_verifier", verifier.as_str()), ("client_id", client.id.as_str())];
+                let fields = [
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", "https://rp.example/other"),
+                    ("code_verifier", verifier.as_str()),
+                    ("client_id", client.id.as_str()),
+                ];
                 app.post_token(&fields).await
             }
             _ => exchange(&app, &other, &code, &verifier).await,
@@ -435,15 +465,21 @@ async fn one_code_exchanged_twice_at_once_on_two_instances_leaves_no_working_tok
         }
         assert_eq!(response.status(), 302);
         let code = params(&location(&response)).get("code").cloned().unwrap();
-        let (first, second) = tokio::join!(exchange(&a, &client, &code, &verifier), exchange(&b, &client, &code, &verifier));
+        let (first, second) =
+            tokio::join!(exchange(&a, &client, &code, &verifier), exchange(&b, &client, &code, &verifier));
         let statuses = [first.status().as_u16(), second.status().as_u16()];
         assert!(statuses.contains(&200) && statuses.contains(&400), "one wins: {statuses:?}");
-        let winner: Value = if first.status() == 200 { first.json().await.unwrap() } else { second.json().await.unwrap() };
+        let winner: Value =
+            if first.status() == 200 { first.json().await.unwrap() } else { second.json().await.unwrap() };
         // The loser's request revoked what the winner got.
         let access = winner["access_token"].as_str().unwrap();
         assert_eq!(a.get("/api/users/me", Some(access)).await.status(), 401);
         assert_eq!(b.get("/api/users/me", Some(access)).await.status(), 401);
-        let refresh = [("grant_type", "refresh_token"), ("refresh_token", winner["refresh_token"].as_str().unwrap()), ("client_id", client.id.as_str())];
+        let refresh = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", winner["refresh_token"].as_str().unwrap()),
+            ("client_id", client.id.as_str()),
+        ];
         assert_token_error(b.post_token(&refresh).await, 400, "invalid_grant").await;
     }
 }
@@ -462,15 +498,28 @@ async fn prompt_none_max_age_and_prompt_login_follow_the_sign_in_and_the_consent
     let none = browser.get(authorize_url(&app, &client.id, &challenge, &[("prompt", "none")])).send().await.unwrap();
     assert_eq!(params(&location(&none)).get("error").map(String::as_str), Some("consent_required"));
     // Deny: access_denied, with the state.
-    let denied = answer_consent(&app, &browser, browser.get(authorize_url(&app, &client.id, &challenge, &[])).send().await.unwrap(), false).await;
+    let denied = answer_consent(
+        &app,
+        &browser,
+        browser.get(authorize_url(&app, &client.id, &challenge, &[])).send().await.unwrap(),
+        false,
+    )
+    .await;
     let back = params(&location(&denied));
     assert_eq!((back["error"].as_str(), back["state"].as_str()), ("access_denied", "st-1"));
     // Allowed once: prompt=none now gives a code; prompt=consent shows the page again.
-    let allowed = answer_consent(&app, &browser, browser.get(authorize_url(&app, &client.id, &challenge, &[])).send().await.unwrap(), true).await;
+    let allowed = answer_consent(
+        &app,
+        &browser,
+        browser.get(authorize_url(&app, &client.id, &challenge, &[])).send().await.unwrap(),
+        true,
+    )
+    .await;
     assert!(params(&location(&allowed)).contains_key("code"));
     let silent = browser.get(authorize_url(&app, &client.id, &challenge, &[("prompt", "none")])).send().await.unwrap();
     assert!(params(&location(&silent)).contains_key("code"));
-    let asked = browser.get(authorize_url(&app, &client.id, &challenge, &[("prompt", "consent")])).send().await.unwrap();
+    let asked =
+        browser.get(authorize_url(&app, &client.id, &challenge, &[("prompt", "consent")])).send().await.unwrap();
     assert_eq!(asked.status(), 200);
     // max_age=0 and prompt=login: a new sign-in (the login page, with the username from login_hint).
     for extra in [[("max_age", "0"), ("login_hint", "alice")], [("prompt", "login"), ("login_hint", "alice")]] {
@@ -509,7 +558,11 @@ async fn disconnecting_an_app_ends_its_refresh_tokens_and_asks_for_consent_again
         .await
         .unwrap();
     assert_eq!(disconnect.status(), 303);
-    let refresh = [("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap()), ("client_id", client.id.as_str())];
+    let refresh = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ("client_id", client.id.as_str()),
+    ];
     assert_token_error(app.post_token(&refresh).await, 400, "invalid_grant").await;
     let again = browser.get(authorize_url(&app, &client.id, &challenge, &[])).send().await.unwrap();
     assert_eq!(again.status(), 200, "the consent page again");
@@ -521,7 +574,13 @@ async fn userinfo_answers_by_scope_and_refuses_a_token_without_openid() {
     let app = spawn_app().await;
     let alice = app.alice();
     let without = app.access_token(&alice, Some("profile")).await;
-    assert_bearer_error(app.get("/userinfo", Some(&without)).await, 403, Some("Bearer error=\"insufficient_scope\"*"), "insufficient_scope").await;
+    assert_bearer_error(
+        app.get("/userinfo", Some(&without)).await,
+        403,
+        Some("Bearer error=\"insufficient_scope\"*"),
+        "insufficient_scope",
+    )
+    .await;
     assert_eq!(app.get("/userinfo", None).await.status(), 401);
     let with = app.access_token(&alice, Some("openid email")).await;
     let info: Value = app.get("/userinfo", Some(&with)).await.json().await.unwrap();
@@ -553,7 +612,8 @@ async fn discovery_and_rfc_8414_metadata_describe_the_code_flow() {
     // Registered through the admin API: the client's ID-token key is published at once.
     let admin = app.admin();
     let token = app.access_token(&admin, Some("admin:users")).await;
-    let body = serde_json::json!({"name": "eddsa app", "public": true, "redirect_uris": [REDIRECT], "id_token_alg": "EdDSA"});
+    let body =
+        serde_json::json!({"name": "eddsa app", "public": true, "redirect_uris": [REDIRECT], "id_token_alg": "EdDSA"});
     assert_eq!(app.post_json("/api/admin/clients", Some(&token), &body).await.status(), 201);
     let jwks: Value = app.get("/.well-known/jwks.json", None).await.json().await.unwrap();
     let algs: Vec<&str> = jwks["keys"].as_array().unwrap().iter().filter_map(|key| key["alg"].as_str()).collect();
@@ -573,19 +633,34 @@ async fn an_id_token_is_no_access_token() {
     let code = params(&location(&back)).get("code").cloned().unwrap();
     let tokens: Value = exchange(&app, &client, &code, &verifier).await.json().await.unwrap();
     let id_token = tokens["id_token"].as_str().unwrap();
-    assert_bearer_error(app.get("/api/users/me", Some(id_token)).await, 401, Some("Bearer error=\"invalid_token\"*"), "invalid_token").await;
+    assert_bearer_error(
+        app.get("/api/users/me", Some(id_token)).await,
+        401,
+        Some("Bearer error=\"invalid_token\"*"),
+        "invalid_token",
+    )
+    .await;
 }
 
 /// Polls `/token` with a device code.
 async fn poll(app: &TestApp, client_id: &str, device_code: &str) -> Response {
-    app.post_token(&[("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", device_code), ("client_id", client_id)]).await
+    app.post_token(&[
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("device_code", device_code),
+        ("client_id", client_id),
+    ])
+    .await
 }
 
 /// Signs `user` in with a plain login (no `next`).
 async fn signed_in_browser(app: &TestApp, user: &TestUser) -> Client {
     let browser = browser();
     let page = browser.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
-    let fields = [("csrf_token", hidden(&page, "csrf_token")), ("username", user.username.clone()), ("password", user.password.clone())];
+    let fields = [
+        ("csrf_token", hidden(&page, "csrf_token")),
+        ("username", user.username.clone()),
+        ("password", user.password.clone()),
+    ];
     assert_eq!(browser.post(app.url("/login")).form(&fields).send().await.unwrap().status(), 303);
     browser
 }
@@ -594,7 +669,12 @@ async fn signed_in_browser(app: &TestApp, user: &TestUser) -> Client {
 async fn decide_device(app: &TestApp, browser: &Client, user_code: &str, decision: &str) -> String {
     let page = browser.get(app.url("/device")).send().await.unwrap().text().await.unwrap();
     let csrf = hidden(&page, "csrf_token");
-    let shown = browser.post(app.url("/device")).form(&[("csrf_token", csrf.as_str()), ("user_code", user_code)]).send().await.unwrap();
+    let shown = browser
+        .post(app.url("/device"))
+        .form(&[("csrf_token", csrf.as_str()), ("user_code", user_code)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(shown.status(), 200);
     let html = shown.text().await.unwrap();
     assert!(html.contains("id=\"device-client\""), "{html}");
@@ -616,7 +696,13 @@ async fn the_device_grant_polls_pending_slow_down_then_delivers_once_on_either_i
             ..ClientDraft::default()
         },
     );
-    let started = a.client.post(a.url("/device_authorization")).form(&[("client_id", client.id.as_str()), ("scope", "openid")]).send().await.unwrap();
+    let started = a
+        .client
+        .post(a.url("/device_authorization"))
+        .form(&[("client_id", client.id.as_str()), ("scope", "openid")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(started.status(), 200);
     let device: Value = started.json().await.unwrap();
     let user_code = device["user_code"].as_str().unwrap().to_owned();
@@ -649,14 +735,33 @@ async fn the_device_grant_polls_pending_slow_down_then_delivers_once_on_either_i
     assert_token_error(poll(&a, &client.id, device_code).await, 400, "invalid_grant").await;
 
     // Denied: access_denied. Expired: expired_token.
-    let denied: Value = a.client.post(a.url("/device_authorization")).form(&[("client_id", client.id.as_str())]).send().await.unwrap().json().await.unwrap();
+    let denied: Value = a
+        .client
+        .post(a.url("/device_authorization"))
+        .form(&[("client_id", client.id.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     decide_device(&a, &browser, denied["user_code"].as_str().unwrap(), "deny").await;
     assert_token_error(poll(&a, &client.id, denied["device_code"].as_str().unwrap()).await, 400, "access_denied").await;
-    let expired: Value = a.client.post(a.url("/device_authorization")).form(&[("client_id", client.id.as_str())]).send().await.unwrap().json().await.unwrap();
+    let expired: Value = a
+        .client
+        .post(a.url("/device_authorization"))
+        .form(&[("client_id", client.id.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     diesel::sql_query("UPDATE device_codes SET expires_at = now() - interval '1 second' WHERE decision IS NULL")
         .execute(&mut a.db.conn())
         .unwrap();
-    assert_token_error(poll(&a, &client.id, expired["device_code"].as_str().unwrap()).await, 400, "expired_token").await;
+    assert_token_error(poll(&a, &client.id, expired["device_code"].as_str().unwrap()).await, 400, "expired_token")
+        .await;
 }
 
 #[tokio::test]
@@ -688,8 +793,95 @@ async fn rp_initiated_logout_ends_the_session_and_returns_only_to_a_registered_u
         .unwrap();
     assert_eq!(asked.status(), 200);
     let html = asked.text().await.unwrap();
-    let fields = [("csrf_token", hidden(&html, "csrf_token")), ("post_logout_redirect_uri", "https://evil.example/".to_owned())];
+    let fields =
+        [("csrf_token", hidden(&html, "csrf_token")), ("post_logout_redirect_uri", "https://evil.example/".to_owned())];
     let confirmed = browser.post(app.url("/end_session")).form(&fields).send().await.unwrap();
     assert_eq!(location(&confirmed), "/login");
     assert_eq!(browser.get(app.url("/account")).send().await.unwrap().status(), 303);
+}
+
+#[tokio::test]
+async fn a_new_sign_in_asked_for_by_a_signed_out_browser_takes_one_sign_in_and_a_link_signs_nobody_out() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let client = public_app(&app, "RS256", true);
+    let (_, challenge) = pkce();
+    // Signed out, prompt=login: one sign-in, then straight back with a code.
+    let browser = browser();
+    let first = browser.get(authorize_url(&app, &client.id, &challenge, &[("prompt", "login")])).send().await.unwrap();
+    let back = sign_in_at(&app, &browser, &location(&first), &alice).await;
+    assert_eq!(back.status(), 302, "one sign-in is enough");
+    assert!(params(&location(&back)).contains_key("code"));
+    // Signed in, max_age=0: the login page, but the session lives until a new sign-in succeeds.
+    let again = browser.get(authorize_url(&app, &client.id, &challenge, &[("max_age", "0")])).send().await.unwrap();
+    assert_eq!(again.status(), 303);
+    assert_eq!(browser.get(app.url("/account")).send().await.unwrap().status(), 200, "still signed in");
+    // An authorization request may come as a form POST: the same request.
+    let form = [
+        ("response_type", "code"),
+        ("client_id", client.id.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("scope", "openid"),
+    ];
+    let posted = browser.post(app.url("/authorize")).form(&form).send().await.unwrap();
+    assert_eq!(posted.status(), 303);
+    let followed = browser.get(app.url(&location(&posted))).send().await.unwrap();
+    assert!(params(&location(&followed)).contains_key("code"));
+}
+
+#[tokio::test]
+async fn a_code_of_a_sign_in_cut_off_since_and_tokens_of_a_removed_client_are_refused() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let client = public_app(&app, "RS256", true);
+    let browser = browser();
+    let (verifier, challenge) = pkce();
+    let code = code_for(&app, &browser, &authorize_url(&app, &client.id, &challenge, &[]), &alice).await;
+    // Sign out everywhere between the code and its exchange.
+    let token = app.access_token(&alice, Some("profile")).await;
+    assert_eq!(app.post_empty("/api/users/me/sign-out-all", Some(&token)).await.status(), 204);
+    assert_token_error(exchange(&app, &client, &code, &verifier).await, 400, "invalid_grant").await;
+    // A missing verifier: refused.
+    let browser = crate::oidc::browser();
+    let (verifier, challenge) = pkce();
+    let code = code_for(&app, &browser, &authorize_url(&app, &client.id, &challenge, &[]), &alice).await;
+    let fields = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("client_id", client.id.as_str()),
+    ];
+    assert_token_error(app.post_token(&fields).await, 400, "invalid_grant").await;
+    // A person's token issued to a client ends with the client.
+    let code = code_for(&app, &browser, &authorize_url(&app, &client.id, &challenge, &[]), &alice).await;
+    let tokens: Value = exchange(&app, &client, &code, &verifier).await.json().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(app.get("/api/users/me", Some(access)).await.status(), 200);
+    clients::remove(&mut app.db.conn(), &Actor::command_line(), &client.id, Utc::now()).unwrap();
+    assert_eq!(app.get("/api/users/me", Some(access)).await.status(), 401);
+}
+
+#[tokio::test]
+async fn another_persons_id_token_hint_does_not_sign_anyone_out_without_asking() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let bob = app.create_user("bob", "bob-password-1234", &["user"]);
+    let client = web_app(&app);
+    // Bob gets an ID token of his own.
+    let (verifier, challenge) = pkce();
+    let bobs = browser();
+    let code = code_for(&app, &bobs, &authorize_url(&app, &client.id, &challenge, &[]), &bob).await;
+    let tokens: Value = exchange(&app, &client, &code, &verifier).await.json().await.unwrap();
+    let hint = tokens["id_token"].as_str().unwrap();
+    // Alice follows Bob's link: she is asked, and stays signed in.
+    let alices = signed_in_browser(&app, &alice).await;
+    let url = format!(
+        "{}/end_session?id_token_hint={hint}&post_logout_redirect_uri=https%3A%2F%2Frp.example%2Fbye",
+        app.address
+    );
+    let asked = alices.get(url).send().await.unwrap();
+    assert_eq!(asked.status(), 200);
+    assert_eq!(alices.get(app.url("/account")).send().await.unwrap().status(), 200, "still signed in");
 }

@@ -363,7 +363,13 @@ mod tests {
                                     format!("{alg:?}{now}")
                                 };
                                 keys.retain(|key| key.kid != kid);
-                                keys.push(KeyTimes { kid, alg, created_at: now, activates_at, purpose: KeyPurpose::Access });
+                                keys.push(KeyTimes {
+                                    kid,
+                                    alg,
+                                    created_at: now,
+                                    activates_at,
+                                    purpose: KeyPurpose::Access,
+                                });
                             }
                             Step::Delete { kid } => keys.retain(|key| key.kid != kid),
                         }
@@ -378,6 +384,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_id_token_lane_follows_the_access_policy_with_its_own_algorithm() {
+        let access = policy(ES);
+        let lane = Lane::IdToken(SigningAlgorithm::Rs256);
+        assert_eq!(lane.policy(&access).alg, SigningAlgorithm::Rs256);
+        assert_eq!(lane.policy(&access).rotation, access.rotation);
+        // Its first key signs at once; a month later its successor is published first, like any key.
+        let first = plan(&[], &lane.policy(&access), "hs", t0());
+        assert_eq!(first, vec![Step::Create { alg: SigningAlgorithm::Rs256, activates_at: t0() }]);
+        let rsa = KeyTimes { purpose: KeyPurpose::IdToken, ..key("rsa", SigningAlgorithm::Rs256, t0()) };
+        assert_eq!(Lane::of(&rsa), lane);
+        let at = t0() + chrono::Duration::days(30);
+        let next = plan(std::slice::from_ref(&rsa), &lane.policy(&access), "hs", at);
+        assert_eq!(next, vec![Step::Create { alg: SigningAlgorithm::Rs256, activates_at: at + PUBLICATION_DELAY }]);
     }
 
     #[test]

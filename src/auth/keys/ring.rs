@@ -110,8 +110,10 @@ impl KeyRing {
         // Rows come sorted by activation: each key retires when the next one of its lane activates.
         for index in 0..keys.len() {
             let lane = Lane::of(&keys[index].times);
-            let retires_at =
-                keys[index + 1..].iter().find(|later| Lane::of(&later.times) == lane).map(|later| later.times.activates_at);
+            let retires_at = keys[index + 1..]
+                .iter()
+                .find(|later| Lane::of(&later.times) == lane)
+                .map(|later| later.times.activates_at);
             let grace = lane.policy(&self.policy).grace();
             keys[index].retires_at = retires_at;
             keys[index].accepted_until = retires_at.map(|at| at + grace);
@@ -180,8 +182,7 @@ impl KeyRing {
             let lanes = Lane::all().filter(|lane| match lane {
                 Lane::Access => true,
                 Lane::IdToken(alg) => {
-                    needed.iter().any(|name| name == alg.as_str())
-                        || times.iter().any(|key| Lane::of(key) == *lane)
+                    needed.iter().any(|name| name == alg.as_str()) || times.iter().any(|key| Lane::of(key) == *lane)
                 }
             });
             for lane in lanes {
@@ -411,9 +412,10 @@ impl KeyRing {
         let header = read_header(token)?;
         let snapshot = self.snapshot();
         // Only access keys: an ID token (or anything else an ID-token key signed) is no access token.
-        let mut usable = snapshot.keys.iter().filter(|key| {
-            key.times.purpose == KeyPurpose::Access && key.decoding.is_some() && key.is_accepted_at(now)
-        });
+        let mut usable = snapshot
+            .keys
+            .iter()
+            .filter(|key| key.times.purpose == KeyPurpose::Access && key.decoding.is_some() && key.is_accepted_at(now));
         let key = match &header.kid {
             Some(kid) => usable.find(|key| &key.times.kid == kid),
             // Tokens from before keys had ids were HS256: only an accepted HS256 key of this secret may check them.
@@ -445,15 +447,16 @@ impl KeyRing {
         Ok((key.times.kid.clone(), data.claims))
     }
 
-    /// The client (`aud`) of an ID token this server signed, its expiry not checked (an
-    /// `id_token_hint` is often an old one); `None` for anything else.
-    pub fn id_token_audience(&self, token: &str, now: DateTime<Utc>) -> Option<String> {
+    /// The client (`aud`) and person (`sub`) of an ID token this server signed, its expiry not
+    /// checked (an `id_token_hint` is often an old one); `None` for anything else.
+    pub fn id_token_audience(&self, token: &str, now: DateTime<Utc>) -> Option<(String, String)> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         let kid = header.kid?;
         let snapshot = self.snapshot();
-        let key = snapshot.keys.iter().find(|key| {
-            key.times.purpose == KeyPurpose::IdToken && key.times.kid == kid && key.is_accepted_at(now)
-        })?;
+        let key = snapshot
+            .keys
+            .iter()
+            .find(|key| key.times.purpose == KeyPurpose::IdToken && key.times.kid == kid && key.is_accepted_at(now))?;
         if header.alg != jose(key.times.alg) {
             return None;
         }
@@ -465,9 +468,10 @@ impl KeyRing {
         #[derive(serde::Deserialize)]
         struct Audience {
             aud: String,
+            sub: String,
         }
         let data = jsonwebtoken::decode::<Audience>(token, key.decoding.as_ref()?, &validation).ok()?;
-        Some(data.claims.aud)
+        Some((data.claims.aud, data.claims.sub))
     }
 
     /// [`Self::verify_signature`], except that a token naming a key this instance has never loaded

@@ -100,7 +100,8 @@ pub fn generate(alg: SigningAlgorithm) -> Result<NewKey, KeyError> {
         SigningAlgorithm::Rs256 => {
             // aws-lc-rs: constant-time RSA (the `rsa` crate has an open timing advisory, RUSTSEC-2023-0071).
             use aws_lc_rs::encoding::AsDer as _;
-            let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|err| failed(&err))?;
+            let key =
+                aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|err| failed(&err))?;
             let der = key.as_der().map_err(|err| failed(&err))?;
             Zeroizing::new(der.as_ref().to_vec())
         }

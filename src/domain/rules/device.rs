@@ -65,9 +65,8 @@ pub fn decide_poll(state: &DeviceState, now: DateTime<Utc>) -> PollOutcome {
     if state.expires_at <= now {
         return PollOutcome::Expired;
     }
-    let too_soon = state
-        .last_polled_at
-        .is_some_and(|last| now < last + chrono::Duration::seconds(i64::from(state.interval_secs)));
+    let too_soon =
+        state.last_polled_at.is_some_and(|last| now < last + chrono::Duration::seconds(i64::from(state.interval_secs)));
     if too_soon {
         return PollOutcome::SlowDown;
     }

@@ -84,7 +84,7 @@ async fn account_page_typed(
             db::sessions::live_of_user(conn, user_id, now)?,
             db::refresh_tokens::live_families_of_user(conn, user_id, now)?,
             db::second_factors::of_user(conn, user_id)?,
-            db::authorizations::connected_apps(conn, user_id)?,
+            db::authorizations::connected_apps(conn, user_id, now)?,
         ))
     })
     .await?;
@@ -270,12 +270,14 @@ async fn disconnect_app(
 ) -> Result<HttpResponse, WebError> {
     checked_form(&req, payload, &session).await?;
     let (user_id, client_id, now) = (user.user.id, client_id.into_inner(), Utc::now());
-    let event = crate::db::auth_events::NewEvent::new(crate::domain::EventKind::ConsentRevoked, crate::domain::Channel::Web)
-        .user(user_id)
-        .client(state.client_ip(&req).map(|ip| ip.to_string()))
-        .detail(format!("client {client_id}"));
+    let event =
+        crate::db::auth_events::NewEvent::new(crate::domain::EventKind::ConsentRevoked, crate::domain::Channel::Web)
+            .user(user_id)
+            .client(state.client_ip(&req).map(|ip| ip.to_string()))
+            .detail(format!("client {client_id}"));
     let ended =
-        db::run(&state.pool, move |conn| db::authorizations::disconnect(conn, user_id, &client_id, now, &event)).await?;
+        db::run(&state.pool, move |conn| db::authorizations::disconnect(conn, user_id, &client_id, now, &event))
+            .await?;
     if !ended {
         return Err(WebError::NotFound);
     }

@@ -9,8 +9,7 @@ use askama::Template;
 use chrono::Utc;
 
 use super::WebError;
-use super::forms::checked_form;
-use super::login::see_other;
+use super::login::{read_form, see_other};
 use super::pages::render;
 use super::session::{MaybeSignedIn, SignedInUser};
 use crate::auth::session::{self, amr_of};
@@ -54,33 +53,41 @@ async fn authorize_page(
     let (request, client) = read_request(&state, &raw).await?;
     let request = match request {
         Ok(request) => request,
-        Err(redirect) => return Ok(redirect_to(&redirect.location())),
+        Err(redirect) => return Ok(redirect_to(&redirect.location(&state.issuer))),
     };
     let Some(user) = user.0 else {
         if request.prompt.none {
-            return Ok(fail(&request, "login_required", "the person is not signed in"));
+            return Ok(fail(&state, &request, "login_required", "the person is not signed in"));
         }
-        return Ok(to_login(&request, &raw));
+        // The sign-in about to happen satisfies prompt=login and max_age: they are not asked again.
+        return Ok(to_login(&request, &for_new_sign_in(&raw), false));
     };
     let scope = grantable(&state, &request, &user).await?;
     if scope.is_empty() {
-        return Ok(fail(&request, "access_denied", "the account may not grant any of the requested scopes"));
+        return Ok(fail(&state, &request, "access_denied", "the account may not grant any of the requested scopes"));
     }
     let user_id = user.user.id;
     let (client_id, wanted) = (request.client_id.clone(), scope.clone());
     let consented =
-        db::run(&state.pool, move |conn| db::authorizations::consent_covers(conn, user_id, &client_id, &wanted)).await?;
-    let auth_time = signed_in_at(&session);
-    let step = authorize::next_step(&request, Some(BrowserSignIn { auth_time }), client.first_party, consented, false, Utc::now());
+        db::run(&state.pool, move |conn| db::authorizations::consent_covers(conn, user_id, &client_id, &wanted))
+            .await?;
+    let auth_time = signed_in_at(&session)?;
+    let step = authorize::next_step(
+        &request,
+        Some(BrowserSignIn { auth_time }),
+        client.first_party,
+        consented,
+        false,
+        Utc::now(),
+    );
     match step {
         NextStep::SignIn { .. } => {
-            // A new sign-in (prompt=login, or older than max_age): this one ends first, and the request
-            // comes back without prompt=login and max_age, which the new sign-in satisfies (max_age=0
-            // would otherwise never be).
-            session.purge();
-            Ok(to_login(&request, &for_new_sign_in(&raw)))
+            // A new sign-in (prompt=login, or older than max_age). The session stays until it succeeds
+            // (a link must not sign anyone out); the request comes back without prompt=login and
+            // max_age, which the new sign-in satisfies (max_age=0 would otherwise never be).
+            Ok(to_login(&request, &for_new_sign_in(&raw), true))
         }
-        NextStep::Fail(error) => Ok(fail(&request, error, "the person must interact with gatehouse")),
+        NextStep::Fail(error) => Ok(fail(&state, &request, error, "the person must interact with gatehouse")),
         NextStep::Issue => issue(&state, &request, scope, &user, &session).await,
         NextStep::Consent => {
             let descriptions = db::run(&state.pool, db::roles::all_scopes).await?;
@@ -124,22 +131,34 @@ async fn consent(
     user: MaybeSignedIn,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
-    let form = checked_form(&req, payload, &session).await?;
+    let form = read_form(&req, payload).await?;
+    // OIDC Core §3.1.2.1: an authorization request may also come as a form POST (no `decision`): it
+    // is the same request as a GET, so it goes there.
+    if form.get("decision").is_none() {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for name in form.names() {
+            query.append_pair(name, form.raw(name).unwrap_or_default());
+        }
+        return Ok(see_other(&format!("/authorize?{}", query.finish())));
+    }
+    if !crate::auth::session::csrf_matches(&session, form.get("csrf_token")) {
+        return Err(WebError::CsrfRejected);
+    }
     let raw = form.get("request").unwrap_or_default().to_owned();
     let (request, _) = read_request(&state, &raw).await?;
     let request = match request {
         Ok(request) => request,
-        Err(redirect) => return Ok(redirect_to(&redirect.location())),
+        Err(redirect) => return Ok(redirect_to(&redirect.location(&state.issuer))),
     };
-    let Some(user) = user.0 else { return Ok(to_login(&request, &raw)) };
+    let Some(user) = user.0 else { return Ok(to_login(&request, &for_new_sign_in(&raw), false)) };
     match form.get("decision") {
         Some("allow") => {}
-        Some("deny") => return Ok(fail(&request, "access_denied", "the person denied the request")),
+        Some("deny") => return Ok(fail(&state, &request, "access_denied", "the person denied the request")),
         _ => return Err(WebError::BadRequest),
     }
     let scope = grantable(&state, &request, &user).await?;
     if scope.is_empty() {
-        return Ok(fail(&request, "access_denied", "the account may not grant any of the requested scopes"));
+        return Ok(fail(&state, &request, "access_denied", "the account may not grant any of the requested scopes"));
     }
     let (user_id, client_id, granted) = (user.user.id, request.client_id.clone(), scope.clone());
     let event = NewEvent::new(EventKind::ConsentGranted, crate::domain::Channel::Web)
@@ -167,7 +186,7 @@ async fn read_request(
         }
         None => None,
     };
-    match authorize::read(&query, client.as_ref()) {
+    match authorize::read(&query, raw.len(), client.as_ref()) {
         Ok(request) => Ok((Ok(request), client.ok_or(WebError::BadRequest)?)),
         Err(Refusal::Page(message)) => Err(WebError::InvalidAuthorization(message)),
         Err(Refusal::Redirect(redirect)) => Ok((Err(redirect), client.ok_or(WebError::BadRequest)?)),
@@ -190,7 +209,7 @@ async fn issue(
     session: &Session,
 ) -> Result<HttpResponse, WebError> {
     let now = Utc::now();
-    let auth_time = signed_in_at(session);
+    let auth_time = signed_in_at(session)?;
     let code = state.grants.issue_code(request, scope, user.user.id, auth_time, amr_of(session), now).await?;
     let mut pairs = vec![("code", code.as_str())];
     if let Some(state_value) = &request.state {
@@ -201,32 +220,40 @@ async fn issue(
     Ok(redirect_to(&authorize::with_query(&request.redirect_uri, &pairs)))
 }
 
-fn signed_in_at(session: &Session) -> chrono::DateTime<Utc> {
-    session::sign_in_of(session).map(|sign_in| sign_in.signed_in_at).unwrap_or_else(Utc::now)
+/// When this browser's sign-in began (`MaybeSignedIn` found one: a session without it is refused).
+fn signed_in_at(session: &Session) -> Result<chrono::DateTime<Utc>, WebError> {
+    session::sign_in_of(session).map(|sign_in| sign_in.signed_in_at).ok_or(WebError::BadRequest)
 }
 
-fn fail(request: &AuthorizeRequest, error: &'static str, description: &str) -> HttpResponse {
+fn fail(state: &AppState, request: &AuthorizeRequest, error: &'static str, description: &str) -> HttpResponse {
     let redirect = ErrorRedirect {
         redirect_uri: request.redirect_uri.clone(),
         error,
         description: description.to_owned(),
         state: request.state.clone(),
     };
-    redirect_to(&redirect.location())
+    redirect_to(&redirect.location(&state.issuer))
 }
 
 /// A `302`: what OAuth clients expect from the authorization endpoint.
 fn redirect_to(location: &str) -> HttpResponse {
-    HttpResponse::Found().insert_header((header::LOCATION, location)).insert_header((header::CACHE_CONTROL, "no-store")).finish()
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
 }
 
-/// The login page, coming back to this request (`login_hint` fills in the username).
-fn to_login(request: &AuthorizeRequest, raw: &str) -> HttpResponse {
+/// The login page, coming back to this request (`login_hint` fills in the username). `again`: the
+/// person is signed in, and the page asks them to sign in anew all the same.
+fn to_login(request: &AuthorizeRequest, raw: &str, again: bool) -> HttpResponse {
     let next = format!("/authorize?{raw}");
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("next", &next);
     if let Some(hint) = &request.login_hint {
         query.append_pair("login_hint", hint);
+    }
+    if again {
+        query.append_pair("again", "1");
     }
     see_other(&format!("/login?{}", query.finish()))
 }

@@ -64,9 +64,14 @@ impl DevicePage {
 
 /// The code form, or (with `?user_code=`, from `verification_uri_complete`) the request itself.
 #[get("/device")]
-async fn device_page(req: HttpRequest, user: SignedInUser, state: web::Data<AppState>) -> Result<HttpResponse, WebError> {
+async fn device_page(
+    req: HttpRequest,
+    user: SignedInUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
     let query = FormFields::parse_query(req.query_string()).map_err(|_| WebError::BadRequest)?;
     let Some(typed) = query.get("user_code") else { return render(StatusCode::OK, &DevicePage::new(&user)) };
+    spend_password_budget(&req, &state).await?;
     match lookup(&state, typed).await? {
         Some(pending) => render(StatusCode::OK, &DevicePage::confirm(&user, pending)),
         None => {
@@ -94,8 +99,9 @@ async fn device_form(
         Some("deny") => Some(Decision::Denied),
         Some(_) => return Err(WebError::BadRequest),
     };
+    // Every lookup is a guess at a user code (RFC 8628 §5.1): the address's sign-in budget pays.
+    spend_password_budget(&req, &state).await?;
     let Some(decision) = decision else {
-        spend_password_budget(&req, &state).await?;
         return match lookup(&state, &typed).await? {
             Some(pending) => render(StatusCode::OK, &DevicePage::confirm(&user, pending)),
             None => {
@@ -113,7 +119,7 @@ async fn device_form(
     let granted = pending.scope.difference(&pending.scope.difference(&allowed));
     // Nothing the person may grant: allowing it would only give the device an error later.
     let decision = if granted.is_empty() { Decision::Denied } else { decision };
-    let auth_time = session::sign_in_of(&session).map(|sign_in| sign_in.signed_in_at).unwrap_or_else(Utc::now);
+    let auth_time = session::sign_in_of(&session).map(|sign_in| sign_in.signed_in_at).ok_or(WebError::BadRequest)?;
     let amr = amr_of(&session);
     let event = NewEvent::new(EventKind::DeviceDecided, Channel::Web)
         .user(user_id)

@@ -139,7 +139,7 @@ impl ResponseError for WebError {
                 response.content_type("text/plain; charset=utf-8").body(self.message())
             }
         };
-        secure_headers(response.headers_mut());
+        secure_headers(response.headers_mut(), false);
         response
     }
 }

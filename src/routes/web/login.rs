@@ -65,7 +65,9 @@ async fn login_form(
     // Strictly parsed, like every form here: `?next=a&next=b` is a bad request, not a guess.
     let query = FormFields::parse_query(req.query_string()).map_err(|_| WebError::BadRequest)?;
     let next = query.get("next").and_then(safe_next);
-    if user.0.is_some() {
+    // `again=1`: an app asked for a new sign-in (prompt=login, max_age): the form, signed in or not;
+    // the session is replaced only when the new sign-in succeeds.
+    if user.0.is_some() && query.get("again") != Some("1") {
         return Ok(see_other(next.as_deref().unwrap_or("/")));
     }
     let csrf_token = csrf_token(&session).map_err(WebError::session)?;

@@ -49,16 +49,28 @@ impl Layout {
 /// No inline script anywhere; everything comes from this origin.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// The same without `form-action`, for the pages whose forms end at an app (sign-in, its second
+/// step, consent, device, logout): Chromium and Safari hold every redirect after a form's submission
+/// to `form-action`, and the last one goes to the app's registered redirect URI, another origin.
+const SIGN_IN_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Whether the page at `path` may post a form whose redirects end at an app.
+pub fn leads_to_apps(path: &str) -> bool {
+    matches!(path, "/login" | "/login/verify" | "/authorize" | "/device" | "/end_session")
+}
 
 /// `nosniff` on everything; on HTML also a strict CSP, no framing and a same-origin referrer.
-pub fn secure_headers(headers: &mut HeaderMap) {
+/// `sign_in`: the page's forms may end at an app (see [`leads_to_apps`]).
+pub fn secure_headers(headers: &mut HeaderMap, sign_in: bool) {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     let is_html = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("text/html"));
     if is_html && !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+        let policy = if sign_in { SIGN_IN_CONTENT_SECURITY_POLICY } else { CONTENT_SECURITY_POLICY };
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
     }
     if is_html {
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
