@@ -262,6 +262,12 @@ async fn device_authorization(
         form.get("scope").map(ScopeSet::parse).transpose().map_err(|err| GrantError::InvalidScope(err.to_string()))?;
     let scope = crate::auth::client_secret::grant_scopes(&client_scope, requested.as_ref())
         .map_err(|denied| GrantError::InvalidScope(format!("scope not allowed for this client: {denied}")))?;
+    // Each request stores a row and anyone may send one for a public client: the address's sign-in
+    // budget pays, as for a password.
+    if let Err(wait) = state.login_throttle.check(&state.pool, attempt.client.map(AddressBucket::of)).await? {
+        state.grants.metrics.throttled.inc();
+        return Err(TokenError::SlowDown { retry_after_secs: retry_after_secs(wait) });
+    }
     let (device_code, user_code) = state.grants.device_authorization(client_id, scope, now).await?;
     let shown = crate::oauth::device::display(&user_code);
     let verification_uri = format!("{}/device", state.issuer);
