@@ -58,6 +58,37 @@ struct IdTokenWanted {
     nonce: Option<String>,
 }
 
+/// The refresh token that will begin a family for a code or a device code, with the times and the
+/// address its rows record.
+struct FamilyToBe {
+    refresh_token: String,
+    refresh_hash: Vec<u8>,
+    token_expires_at: DateTime<Utc>,
+    family_expires_at: DateTime<Utc>,
+    client_addr: Option<String>,
+}
+
+impl FamilyToBe {
+    fn new(policy: RefreshPolicy, attempt: &Attempt, now: DateTime<Utc>) -> Self {
+        let refresh_token = crate::random::token(32);
+        Self {
+            refresh_hash: refresh_tokens::token_hash(&refresh_token),
+            refresh_token,
+            token_expires_at: now + policy.token_ttl,
+            family_expires_at: now + policy.family_max_age,
+            client_addr: attempt.client_addr(),
+        }
+    }
+
+    fn grant(&self) -> CodeGrant<'_> {
+        CodeGrant {
+            refresh_token: NewToken { hash: &self.refresh_hash, expires_at: self.token_expires_at },
+            family_expires_at: self.family_expires_at,
+            client_addr: self.client_addr.as_deref(),
+        }
+    }
+}
+
 /// How long a code lives (RFC 6749 §4.1.2 recommends at most ten minutes; a redirect takes seconds).
 pub const CODE_TTL: chrono::Duration = chrono::Duration::seconds(60);
 
@@ -263,13 +294,10 @@ impl Grants {
     ) -> Result<IssuedTokens, GrantError> {
         self.ensure_id_token_key(client.id_token_alg, now).await?;
         let hash = refresh_tokens::token_hash(code.expose_secret());
-        let refresh_token = crate::random::token(32);
-        let refresh_hash = refresh_tokens::token_hash(&refresh_token);
-        let policy = self.policy;
-        let client_addr = attempt.client_addr();
+        let family = FamilyToBe::new(self.policy, attempt, now);
         let keys = Arc::clone(&self.keys);
-        let event = NewEvent::new(EventKind::TokenIssued, attempt.channel).client(client_addr.clone());
-        let reuse_event = NewEvent::new(EventKind::CodeReused, attempt.channel).client(client_addr.clone());
+        let event = NewEvent::new(EventKind::TokenIssued, attempt.channel).client(family.client_addr.clone());
+        let reuse_event = NewEvent::new(EventKind::CodeReused, attempt.channel).client(family.client_addr.clone());
         let client_id = client.client_id.clone();
         let exchanged = db::run_with(&self.pool, move |conn| {
             let binding = |code: &StoredCode| {
@@ -290,15 +318,11 @@ impl Grants {
                 }
                 Ok(())
             };
-            let grant = CodeGrant {
-                refresh_token: NewToken { hash: &refresh_hash, expires_at: now + policy.token_ttl },
-                family_expires_at: now + policy.family_max_age,
-                client_addr: client_addr.as_deref(),
-            };
+            let grant = family.grant();
             let alg: SigningAlgorithm = crate::auth::keys::id_token_signing_alg(client.id_token_alg);
             let sign = |grantee: &Grantee, code: &StoredCode| {
                 let wanted = IdTokenWanted { alg, nonce: code.nonce.clone() };
-                let (tokens, claims) = sign(&keys, grantee, refresh_token, Some(wanted))?;
+                let (tokens, claims) = sign(&keys, grantee, family.refresh_token.clone(), Some(wanted))?;
                 Ok(Issued {
                     answer: tokens,
                     family_id: grantee.family_id,
@@ -401,22 +425,15 @@ impl Grants {
         use db::authorizations::DevicePoll;
         self.ensure_id_token_key(client.id_token_alg, now).await?;
         let hash = refresh_tokens::token_hash(device_code.expose_secret());
-        let refresh_token = crate::random::token(32);
-        let refresh_hash = refresh_tokens::token_hash(&refresh_token);
-        let policy = self.policy;
-        let client_addr = attempt.client_addr();
+        let family = FamilyToBe::new(self.policy, attempt, now);
         let keys = Arc::clone(&self.keys);
-        let event = NewEvent::new(EventKind::TokenIssued, attempt.channel).client(client_addr.clone());
+        let event = NewEvent::new(EventKind::TokenIssued, attempt.channel).client(family.client_addr.clone());
         let polled = db::run_with(&self.pool, move |conn| {
-            let grant = CodeGrant {
-                refresh_token: NewToken { hash: &refresh_hash, expires_at: now + policy.token_ttl },
-                family_expires_at: now + policy.family_max_age,
-                client_addr: client_addr.as_deref(),
-            };
+            let grant = family.grant();
             let wanted =
                 IdTokenWanted { alg: crate::auth::keys::id_token_signing_alg(client.id_token_alg), nonce: None };
             let sign = Box::new(|grantee: &Grantee| {
-                sign(&keys, grantee, refresh_token, Some(wanted)).map(|(tokens, _)| tokens)
+                sign(&keys, grantee, family.refresh_token.clone(), Some(wanted)).map(|(tokens, _)| tokens)
             });
             db::authorizations::poll_device(conn, &hash, &client.client_id, now, &grant, event, sign)
         })

@@ -15,6 +15,7 @@ mod browser;
 mod cli;
 mod clients;
 mod concurrency;
+mod conformance;
 mod docs;
 mod email;
 mod hashing;
