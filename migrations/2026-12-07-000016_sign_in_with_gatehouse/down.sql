@@ -12,6 +12,7 @@ ALTER TABLE auth_events ADD CONSTRAINT auth_events_kind_check CHECK (kind IN (
     'profile_changed', 'email_change_requested', 'email_changed', 'invitation_sent'));
 DROP TABLE device_codes;
 DROP TABLE authorization_codes;
+ALTER TABLE refresh_tokens DROP COLUMN access_jti, DROP COLUMN access_expires_at;
 DROP TABLE oauth_consents;
 DROP INDEX refresh_families_client_idx;
 ALTER TABLE refresh_families DROP COLUMN client_id;

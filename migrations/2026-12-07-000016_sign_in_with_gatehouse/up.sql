@@ -52,11 +52,14 @@ CREATE TABLE authorization_codes (
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     expires_at      TIMESTAMPTZ NOT NULL,
     used_at         TIMESTAMPTZ,
-    -- What the exchange issued: revoked when the code is presented again.
-    family_id       UUID,
-    access_jti      UUID,
-    access_expires_at TIMESTAMPTZ
+    -- The family the exchange began: ended, with every access token issued in it, when the code
+    -- is presented again.
+    family_id       UUID
 );
+
+-- The access token issued with each refresh token (its id and expiry), so that everything a family
+-- issued can be refused at once (a code used twice revokes every token issued from it).
+ALTER TABLE refresh_tokens ADD COLUMN access_jti UUID, ADD COLUMN access_expires_at TIMESTAMPTZ;
 CREATE INDEX authorization_codes_expires_idx ON authorization_codes (expires_at);
 
 -- The device authorization grant (RFC 8628): the device polls with device_code (stored as

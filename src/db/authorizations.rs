@@ -8,8 +8,8 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::auth_events::{self, NewEvent};
-use super::refresh_tokens::{self, FamilyStart, Grantee, IssueFailure, NewToken, Start};
-use super::schema::{authorization_codes, device_codes, oauth_consents, refresh_families, revoked_access_tokens};
+use super::refresh_tokens::{self, FamilyStart, Grantee, IssueFailure, IssuedAccess, NewToken, Start};
+use super::schema::{authorization_codes, device_codes, oauth_consents, refresh_families};
 use crate::domain::rules::device::{Decision, DeviceState, INTERVAL_SECS, PollOutcome, SLOW_DOWN_STEP, decide_poll};
 use crate::domain::{EventKind, ScopeSet};
 
@@ -201,12 +201,16 @@ pub struct StoredCode {
     pub expires_at: DateTime<Utc>,
 }
 
-/// What an exchange issued, for revoking it if the code comes back.
+/// What an exchange issued, with the family it began (ended if the code comes back).
 pub struct Issued<S> {
     pub answer: S,
     pub family_id: Uuid,
-    pub access_jti: Uuid,
-    pub access_expires_at: DateTime<Utc>,
+}
+
+impl<S: IssuedAccess> IssuedAccess for Issued<S> {
+    fn access_token(&self) -> Option<(Uuid, DateTime<Utc>)> {
+        self.answer.access_token()
+    }
 }
 
 /// The outcome of presenting a code.
@@ -232,7 +236,7 @@ pub struct CodeGrant<'a> {
 /// its nonce), and records what was issued on the code. A code that fails its checks stays spent:
 /// whoever holds it without its verifier loses it.
 #[allow(clippy::too_many_arguments)]
-pub fn exchange_code<S>(
+pub fn exchange_code<S: IssuedAccess>(
     conn: &mut PgConnection,
     hash: &[u8],
     now: DateTime<Utc>,
@@ -279,11 +283,7 @@ pub fn exchange_code<S>(
         match started {
             Start::Issued(issued) => {
                 diesel::update(authorization_codes::table.filter(authorization_codes::code_hash.eq(hash)))
-                    .set((
-                        authorization_codes::family_id.eq(issued.family_id),
-                        authorization_codes::access_jti.eq(issued.access_jti),
-                        authorization_codes::access_expires_at.eq(issued.access_expires_at),
-                    ))
+                    .set(authorization_codes::family_id.eq(issued.family_id))
                     .execute(conn)?;
                 Ok(CodeExchange::Issued(issued.answer))
             }
@@ -293,40 +293,27 @@ pub fn exchange_code<S>(
     })
 }
 
-/// A code presented after its use: ends the family and refuses the access token its use issued.
+/// A code presented after its use: ends the family its use began and refuses every access token
+/// issued in it (the first, and those of its refreshes), under the family's lock (a refresh in
+/// flight finishes first, and its token is among them).
 fn revoke_what_it_issued<S>(
     conn: &mut PgConnection,
     hash: &[u8],
     now: DateTime<Utc>,
     event: NewEvent,
 ) -> QueryResult<CodeExchange<S>> {
-    type Spent = (Uuid, Option<Uuid>, Option<Uuid>, Option<DateTime<Utc>>);
-    let spent: Option<Spent> = authorization_codes::table
+    let spent: Option<(Uuid, Option<Uuid>)> = authorization_codes::table
         .filter(authorization_codes::code_hash.eq(hash))
-        .select((
-            authorization_codes::user_id,
-            authorization_codes::family_id,
-            authorization_codes::access_jti,
-            authorization_codes::access_expires_at,
-        ))
+        .select((authorization_codes::user_id, authorization_codes::family_id))
         .first(conn)
         .optional()?;
-    let Some((user_id, family_id, access_jti, access_expires_at)) = spent else {
+    let Some((user_id, family_id)) = spent else {
         return Ok(CodeExchange::Refused("unknown"));
     };
     if let Some(family_id) = family_id {
         refresh_tokens::lock_family(conn, family_id).optional()?;
         refresh_tokens::revoke_locked_family(conn, family_id, now)?;
-    }
-    if let (Some(jti), Some(expires_at)) = (access_jti, access_expires_at) {
-        diesel::insert_into(revoked_access_tokens::table)
-            .values((
-                revoked_access_tokens::jti.eq(jti),
-                revoked_access_tokens::user_id.eq(user_id),
-                revoked_access_tokens::expires_at.eq(expires_at),
-            ))
-            .on_conflict_do_nothing()
-            .execute(conn)?;
+        refresh_tokens::revoke_access_tokens_of_family(conn, family_id, user_id, now)?;
     }
     let detail = match family_id {
         Some(family_id) => format!("code used again: family {family_id} and its access token revoked"),
@@ -460,7 +447,7 @@ pub enum DevicePoll<S> {
 
 /// Answers a poll for the device code whose hash is `hash`, under the code's row lock: two polls
 /// at once are answered one after the other, so the tokens go out once.
-pub fn poll_device<S>(
+pub fn poll_device<S: IssuedAccess>(
     conn: &mut PgConnection,
     hash: &[u8],
     client_id: &str,

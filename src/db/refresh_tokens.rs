@@ -126,6 +126,19 @@ impl From<IssueFailure> for crate::errors::ServerError {
 /// Signs the access token of a grant inside the transaction that stores it.
 pub type Signer<'a, S> = Box<dyn FnOnce(&Grantee) -> Result<S, IssueFailure> + 'a>;
 
+/// A signed answer names its access token (id and expiry), which is stored beside the refresh
+/// token issued with it: everything a family issued can then be refused at once.
+pub trait IssuedAccess {
+    fn access_token(&self) -> Option<(Uuid, DateTime<Utc>)>;
+}
+
+/// Nothing signed (the tests of the transactions themselves).
+impl IssuedAccess for () {
+    fn access_token(&self) -> Option<(Uuid, DateTime<Utc>)> {
+        None
+    }
+}
+
 #[derive(QueryableByName)]
 struct LockedUser {
     #[diesel(sql_type = diesel::sql_types::Text)]
@@ -159,7 +172,7 @@ fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<Locke
 /// Begins a family for a password grant, re-checking under the user's row lock that nothing
 /// invalidated the user's credentials since the check began, and records `event`. `sign` makes
 /// the answer before the transaction commits: if it fails, nothing was stored.
-pub fn start_family<S>(
+pub fn start_family<S: IssuedAccess>(
     conn: &mut PgConnection,
     start: &FamilyStart<'_>,
     event: NewEvent,
@@ -188,7 +201,6 @@ pub fn start_family<S>(
                 refresh_families::client_id.eq(start.client_id),
             ))
             .execute(conn)?;
-        insert_token(conn, family_id, &scopes, &start.token, start.family_expires_at)?;
         auth_events::record(conn, &event.user(start.user_id).detail(scopes.to_string()))?;
         let roles = super::users::roles_of(conn, start.user_id)?;
         let grantee = Grantee {
@@ -205,7 +217,9 @@ pub fn start_family<S>(
             auth_time: start.auth_time,
             amr: start.amr.to_vec(),
         };
-        Ok(Start::Issued(sign(&grantee)?))
+        let signed = sign(&grantee)?;
+        insert_token(conn, family_id, &grantee.scopes, &start.token, start.family_expires_at, signed.access_token())?;
+        Ok(Start::Issued(signed))
     })
 }
 
@@ -215,6 +229,7 @@ fn insert_token(
     scopes: &ScopeSet,
     token: &NewToken<'_>,
     family_expires_at: DateTime<Utc>,
+    access: Option<(Uuid, DateTime<Utc>)>,
 ) -> QueryResult<()> {
     diesel::insert_into(refresh_tokens::table)
         .values((
@@ -223,6 +238,8 @@ fn insert_token(
             refresh_tokens::token_hash.eq(token.hash),
             refresh_tokens::scope.eq(scopes),
             refresh_tokens::expires_at.eq(token.expires_at.min(family_expires_at)),
+            refresh_tokens::access_jti.eq(access.map(|(jti, _)| jti)),
+            refresh_tokens::access_expires_at.eq(access.map(|(_, expires_at)| expires_at)),
         ))
         .execute(conn)
         .map(|_| ())
@@ -248,7 +265,7 @@ pub enum Rotation<S> {
 /// commits: if it fails, the presented token is still unused and the client may retry.
 // The transaction's inputs are separate values the callers already hold; a struct would only wrap them.
 #[allow(clippy::too_many_arguments)]
-pub fn rotate<S>(
+pub fn rotate<S: IssuedAccess>(
     conn: &mut PgConnection,
     presented: &[u8],
     client_id: Option<&str>,
@@ -295,7 +312,6 @@ pub fn rotate<S>(
         diesel::update(refresh_families::table.find(family.id))
             .set((refresh_families::last_used_at.eq(now), refresh_families::scope.eq(&scopes)))
             .execute(conn)?;
-        insert_token(conn, family.id, &scopes, new_token, family.expires_at)?;
         let refreshed = event.user(family.user_id).attempted(&user.username).detail(scopes.to_string());
         auth_events::record(conn, &refreshed)?;
         let roles = super::users::roles_of(conn, family.user_id)?;
@@ -313,7 +329,10 @@ pub fn rotate<S>(
             auth_time: family.auth_time,
             amr: family.amr.into_iter().flatten().collect(),
         };
-        Ok(Rotation::Rotated(sign(&grantee)?))
+        let family_expires_at = family.expires_at;
+        let signed = sign(&grantee)?;
+        insert_token(conn, family.id, &grantee.scopes, new_token, family_expires_at, signed.access_token())?;
+        Ok(Rotation::Rotated(signed))
     })
 }
 
@@ -344,6 +363,26 @@ pub(super) fn revoke_locked_family(conn: &mut PgConnection, family_id: Uuid, now
         .set(refresh_families::revoked_at.eq(now))
         .execute(conn)
         .map(|_| ())
+}
+
+/// Refuses every access token issued in the family that has not expired yet (their ids are on the
+/// family's refresh tokens).
+pub fn revoke_access_tokens_of_family(
+    conn: &mut PgConnection,
+    family_id: Uuid,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "INSERT INTO revoked_access_tokens (jti, user_id, expires_at) \
+         SELECT access_jti, $2, access_expires_at FROM refresh_tokens \
+         WHERE family_id = $1 AND access_jti IS NOT NULL AND access_expires_at > $3 \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(family_id)
+    .bind::<diesel::sql_types::Uuid, _>(user_id)
+    .bind::<diesel::sql_types::Timestamptz, _>(now)
+    .execute(conn)
 }
 
 /// RFC 7009 for a refresh token: ends the family of the token whose hash is `presented` (waiting

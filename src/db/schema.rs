@@ -39,8 +39,6 @@ diesel::table! {
         expires_at -> Timestamptz,
         used_at -> Nullable<Timestamptz>,
         family_id -> Nullable<Uuid>,
-        access_jti -> Nullable<Uuid>,
-        access_expires_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -228,6 +226,8 @@ diesel::table! {
         issued_at -> Timestamptz,
         expires_at -> Timestamptz,
         used_at -> Nullable<Timestamptz>,
+        access_jti -> Nullable<Uuid>,
+        access_expires_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -17,7 +17,7 @@ use crate::auth::pat;
 use crate::config::SigningAlgorithm;
 use crate::db::auth_events::NewEvent;
 use crate::db::authorizations::{CodeExchange, CodeGrant, Issued, StoredCode};
-use crate::db::refresh_tokens::{self, FamilyStart, Grantee, IssueFailure, NewToken, Rotation, Start};
+use crate::db::refresh_tokens::{self, FamilyStart, Grantee, IssueFailure, IssuedAccess, NewToken, Rotation, Start};
 use crate::db::{self, PgPool};
 use crate::domain::{EventKind, IdTokenAlg, ScopeSet};
 use crate::errors::ServerError;
@@ -43,6 +43,15 @@ pub struct IssuedTokens {
     /// OpenID Connect: for a registered client whose scope has `openid` (code, device and refresh grants).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// The access token's id and expiry, stored beside its refresh token (never sent).
+    #[serde(skip)]
+    pub access: Option<(uuid::Uuid, DateTime<Utc>)>,
+}
+
+impl IssuedAccess for IssuedTokens {
+    fn access_token(&self) -> Option<(uuid::Uuid, DateTime<Utc>)> {
+        self.access
+    }
 }
 
 /// The registered client a grant is for, as the tokens need it.
@@ -277,6 +286,7 @@ impl Grants {
             scope: scopes.to_string(),
             refresh_token: None,
             id_token: None,
+            access: None,
         })
     }
 
@@ -322,13 +332,8 @@ impl Grants {
             let alg: SigningAlgorithm = crate::auth::keys::id_token_signing_alg(client.id_token_alg);
             let sign = |grantee: &Grantee, code: &StoredCode| {
                 let wanted = IdTokenWanted { alg, nonce: code.nonce.clone() };
-                let (tokens, claims) = sign(&keys, grantee, family.refresh_token.clone(), Some(wanted))?;
-                Ok(Issued {
-                    answer: tokens,
-                    family_id: grantee.family_id,
-                    access_jti: claims.jti,
-                    access_expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(now),
-                })
+                let (tokens, _) = sign(&keys, grantee, family.refresh_token.clone(), Some(wanted))?;
+                Ok(Issued { answer: tokens, family_id: grantee.family_id })
             };
             db::authorizations::exchange_code(conn, &hash, now, binding, &grant, event, sign, reuse_event)
         })
@@ -591,6 +596,7 @@ fn sign(
         scope: grantee.scopes.to_string(),
         refresh_token: Some(refresh_token),
         id_token,
+        access: Some((claims.jti, DateTime::from_timestamp(claims.exp, 0).unwrap_or(grantee.issued_at))),
     };
     Ok((tokens, claims))
 }

@@ -408,8 +408,19 @@ async fn a_code_works_once_within_its_client_redirect_uri_and_verifier_and_a_sec
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(app.get("/api/users/me", Some(access)).await.status(), 200);
 
+    // The client refreshes once: that access token was issued from the code too.
+    let fields = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ("client_id", client.id.as_str()),
+    ];
+    let refreshed: Value = app.post_token(&fields).await.json().await.unwrap();
+    let later_access = refreshed["access_token"].as_str().unwrap();
+    assert_eq!(app.get("/api/users/me", Some(later_access)).await.status(), 200);
+
     let second = exchange(&app, &client, &code, &verifier).await;
     assert_token_error(second, 400, "invalid_grant").await;
+    assert_eq!(app.get("/api/users/me", Some(later_access)).await.status(), 401, "every token issued from it");
     // What the first use issued is dead now.
     assert_bearer_error(
         app.get("/api/users/me", Some(access)).await,
