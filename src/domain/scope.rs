@@ -74,6 +74,11 @@ impl ScopeSet {
         self.0.is_subset(&other.0)
     }
 
+    /// The members of both.
+    pub fn intersection(&self, other: &ScopeSet) -> ScopeSet {
+        ScopeSet(self.0.intersection(&other.0).cloned().collect())
+    }
+
     /// The members of `self` that `other` lacks.
     pub fn difference(&self, other: &ScopeSet) -> ScopeSet {
         ScopeSet(self.0.difference(&other.0).cloned().collect())

@@ -896,3 +896,39 @@ async fn another_persons_id_token_hint_does_not_sign_anyone_out_without_asking()
     assert_eq!(asked.status(), 200);
     assert_eq!(alices.get(app.url("/account")).send().await.unwrap().status(), 200, "still signed in");
 }
+
+#[tokio::test]
+async fn two_decisions_on_one_device_at_once_on_two_instances_count_once() {
+    let (a, b) = spawn_pair(&[]).await;
+    let alice = a.alice();
+    let client = register(
+        &a,
+        ClientDraft {
+            name: "TV".into(),
+            public: true,
+            scopes: vec!["openid".into()],
+            grants: vec!["urn:ietf:params:oauth:grant-type:device_code".into()],
+            ..ClientDraft::default()
+        },
+    );
+    let device: Value = a
+        .client
+        .post(a.url("/device_authorization"))
+        .form(&[("client_id", client.id.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code = device["user_code"].as_str().unwrap();
+    let (on_a, on_b) = (signed_in_browser(&a, &alice).await, signed_in_browser(&b, &alice).await);
+    let (first, second) = tokio::join!(decide_device(&a, &on_a, code, "allow"), decide_device(&b, &on_b, code, "deny"));
+    let counted = [&first, &second]
+        .iter()
+        .filter(|html| html.contains("id=\"device-done\"") && !html.contains("already answered"))
+        .count();
+    assert_eq!(counted, 1, "one decision counts: {first}\n{second}");
+    let decided = a.event_kinds().iter().filter(|kind| *kind == "device_decided").count();
+    assert_eq!(decided, 1);
+}

@@ -198,7 +198,7 @@ async fn read_request(
 async fn grantable(state: &AppState, request: &AuthorizeRequest, user: &SignedInUser) -> Result<ScopeSet, WebError> {
     let user_id = user.user.id;
     let allowed = db::run(&state.pool, move |conn| db::users::allowed_scopes(conn, user_id)).await?;
-    Ok(request.scope.difference(&request.scope.difference(&allowed)))
+    Ok(request.scope.intersection(&allowed))
 }
 
 async fn issue(
