@@ -142,7 +142,9 @@ impl SessionStore for HybridSessionStore {
                 .map_err(|err| LoadError::Deserialization(err.into()));
         }
         let hash = key_hash(session_key);
-        let state = db::run(&self.pool, move |conn| db::sessions::load_live(conn, &hash, Utc::now()))
+        let now = Utc::now();
+        let expires_at = now + IDLE_TIMEOUT;
+        let state = db::run(&self.pool, move |conn| db::sessions::load_live_and_touch(conn, &hash, expires_at, now))
             .await
             .map_err(|err| LoadError::Other(err.into()))?;
         state
@@ -187,14 +189,9 @@ impl SessionStore for HybridSessionStore {
         }
     }
 
-    async fn update_ttl(&self, session_key: &SessionKey, ttl: &CookieDuration) -> Result<(), anyhow::Error> {
-        if session_key.as_ref().starts_with(ANONYMOUS) {
-            return Ok(());
-        }
-        let hash = key_hash(session_key);
-        let now = Utc::now();
-        let expires_at = expiry(ttl, now);
-        db::run(&self.pool, move |conn| db::sessions::touch(conn, &hash, expires_at, now)).await?;
+    /// Nothing to write: loading the session pushed its idle expiry already (the cookie's own
+    /// Max-Age is renewed by actix-session).
+    async fn update_ttl(&self, _: &SessionKey, _: &CookieDuration) -> Result<(), anyhow::Error> {
         Ok(())
     }
 

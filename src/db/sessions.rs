@@ -41,18 +41,25 @@ pub struct SessionInfo {
 }
 
 /// The state of a live session (neither idle-expired nor past its absolute lifetime).
-pub fn load_live(
+/// A live session's state, its idle expiry pushed to `expires_at` (never past the absolute one) in
+/// the same statement: every request that brings the session is activity, and one round trip
+/// instead of a read now and a touch after the response.
+pub fn load_live_and_touch(
     conn: &mut PgConnection,
     key_hash: &[u8],
+    expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> QueryResult<Option<serde_json::Value>> {
-    sessions::table
-        .find(key_hash)
-        .filter(sessions::expires_at.gt(now))
-        .filter(sessions::absolute_expires_at.gt(now))
-        .select(sessions::state)
-        .first(conn)
-        .optional()
+    diesel::update(
+        sessions::table
+            .find(key_hash)
+            .filter(sessions::expires_at.gt(now))
+            .filter(sessions::absolute_expires_at.gt(now)),
+    )
+    .set((sessions::expires_at.eq(capped!(expires_at)), sessions::last_seen_at.eq(now)))
+    .returning(sessions::state)
+    .get_result(conn)
+    .optional()
 }
 
 pub fn insert(conn: &mut PgConnection, session: &NewSession<'_>) -> QueryResult<()> {
@@ -72,19 +79,6 @@ pub fn update_state(
         .set((sessions::state.eq(state), sessions::expires_at.eq(capped!(expires_at)), sessions::last_seen_at.eq(now)))
         .execute(conn)
         .map(|rows| rows == 1)
-}
-
-/// Pushes the idle expiry of an active session (never past the absolute one).
-pub fn touch(
-    conn: &mut PgConnection,
-    key_hash: &[u8],
-    expires_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> QueryResult<()> {
-    diesel::update(sessions::table.find(key_hash))
-        .set((sessions::expires_at.eq(capped!(expires_at)), sessions::last_seen_at.eq(now)))
-        .execute(conn)
-        .map(|_| ())
 }
 
 pub fn delete(conn: &mut PgConnection, key_hash: &[u8]) -> QueryResult<()> {
