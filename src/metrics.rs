@@ -81,6 +81,7 @@ pub struct Metrics {
     pub logins: Family<LoginLabels, Counter>,
     pub tokens_issued: Family<GrantLabels, Counter>,
     pub refresh_reuse: Counter,
+    pub code_reuse: Counter,
     pub lockouts: Counter,
     pub throttled: Counter,
     pub password_hash_queue: Gauge<i64, AtomicI64>,
@@ -125,6 +126,12 @@ impl Metrics {
             "gatehouse_refresh_reuse",
             "Already-used refresh tokens presented again (each revoked its family)",
             refresh_reuse.clone(),
+        );
+        let code_reuse = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "gatehouse_code_reuse",
+            "Already-used authorization codes presented again (each revoked what its first exchange issued)",
+            code_reuse.clone(),
         );
         let lockouts = Counter::<u64, AtomicU64>::default();
         registry.register("gatehouse_lockouts", "Accounts locked after repeated failures", lockouts.clone());
@@ -189,6 +196,7 @@ impl Metrics {
             logins,
             tokens_issued,
             refresh_reuse,
+            code_reuse,
             lockouts,
             throttled,
             password_hash_queue,

@@ -6,13 +6,13 @@ use diesel::{Connection as _, PgConnection};
 use secrecy::SecretString;
 
 use super::CliError;
-use crate::auth::keys::{self, KeyPolicy, KeyRing, KeyState, Undecryptable};
+use crate::auth::keys::{self, KeyPolicy, KeyRing, KeyState, Lane, Undecryptable};
 use crate::auth::second_factor;
 use crate::config::Settings;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// List the keys: kid, algorithm, state (next, current, retired), when made, when it signs, when it retires.
+    /// List the keys: kid, algorithm, purpose (access, id_token), state (next, current, retired), when made, when it signs, when it retires.
     List,
     /// Publish a new key of GATEHOUSE_SIGNING_ALG now; it signs once verifiers have had time to fetch it.
     Rotate,
@@ -86,8 +86,8 @@ pub(super) fn run(conn: &mut PgConnection, settings: &Settings, command: KeysCom
 
 fn print_timeline(timeline: &[(keys::KeyTimes, KeyState)], readable: Option<&std::collections::HashMap<String, bool>>) {
     println!(
-        "{:<44} {:<6} {:<8} {:<21} {:<21} {:<14} RETIRES",
-        "KID", "ALG", "STATE", "CREATED", "SIGNS FROM", "SECRET"
+        "{:<44} {:<6} {:<8} {:<8} {:<21} {:<21} {:<14} RETIRES",
+        "KID", "ALG", "PURPOSE", "STATE", "CREATED", "SIGNS FROM", "SECRET"
     );
     // The keys of the set: next, current and retired. An expired key (its tokens all gone) has
     // left the set; only its row waits a day for deletion.
@@ -96,8 +96,12 @@ fn print_timeline(timeline: &[(keys::KeyTimes, KeyState)], readable: Option<&std
         let retires = match state {
             KeyState::Retired { since, until } => format!("{} (accepted until {})", stamp(*since), stamp(*until)),
             KeyState::Expired { since } => stamp(*since),
-            // The next key's activation, if one is waiting.
-            _ => timeline.get(index + 1).map_or_else(|| "-".to_owned(), |(next, _)| stamp(next.activates_at)),
+            // The activation of the next key of its lane (its purpose, and for ID tokens its
+            // algorithm: each lane has a timeline of its own), if one is waiting.
+            _ => timeline[index + 1..]
+                .iter()
+                .find(|(next, _)| Lane::of(next) == Lane::of(key))
+                .map_or_else(|| "-".to_owned(), |(next, _)| stamp(next.activates_at)),
         };
         // Whether the configured GATEHOUSE_JWT_SECRET decrypts it ("-": HS256, or no secret given).
         let secret = match readable.and_then(|readable| readable.get(&key.kid)) {
@@ -106,9 +110,10 @@ fn print_timeline(timeline: &[(keys::KeyTimes, KeyState)], readable: Option<&std
             None => "-",
         };
         println!(
-            "{:<44} {:<6} {:<8} {:<21} {:<21} {:<14} {}",
+            "{:<44} {:<6} {:<8} {:<8} {:<21} {:<21} {:<14} {}",
             key.kid,
             key.alg.as_str(),
+            key.purpose.as_str(),
             state.name(),
             stamp(key.created_at),
             stamp(key.activates_at),

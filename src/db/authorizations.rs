@@ -32,6 +32,9 @@ pub fn grant_consent(
     event: &NewEvent,
 ) -> QueryResult<()> {
     conn.transaction(|conn| {
+        // Two grants at once (two tabs, two instances) must both end up in the merge, and a
+        // disconnect must not interleave: the row lock below finds no row to lock for a first grant.
+        lock_user_for_consent_change(conn, user_id)?;
         let stored: Option<ScopeSet> = oauth_consents::table
             .find((user_id, client_id.to_owned()))
             .select(oauth_consents::scope)
@@ -54,6 +57,15 @@ pub fn grant_consent(
             .execute(conn)?;
         auth_events::record(conn, event)
     })
+}
+
+/// The user's row, locked against every other consent change and disconnect of theirs, and against
+/// the exchanges (which share-lock it).
+fn lock_user_for_consent_change(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<()> {
+    diesel::sql_query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
+        .bind::<diesel::sql_types::Uuid, _>(user_id)
+        .execute(conn)
+        .map(|_| ())
 }
 
 /// An app the person connected: their consent, and how many of its refresh families are live.
@@ -115,9 +127,7 @@ pub fn disconnect(
     conn.transaction(|conn| {
         // Stronger than the share lock every exchange takes: a code exchange or device delivery in
         // flight finishes first (and its family ends below), or starts after (and finds its code spent).
-        diesel::sql_query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
-            .bind::<diesel::sql_types::Uuid, _>(user_id)
-            .execute(conn)?;
+        lock_user_for_consent_change(conn, user_id)?;
         let spent = diesel::update(
             authorization_codes::table
                 .filter(authorization_codes::user_id.eq(user_id))

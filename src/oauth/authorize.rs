@@ -31,6 +31,9 @@ pub struct AuthorizeRequest {
     /// Seconds: a sign-in older than this is done again.
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// An ID token this server gave the client earlier (OIDC Core §3.1.2.1), as sent: whom the client
+    /// expects to be signed in. Checked against the keys by the caller (`BrowserSignIn`).
+    pub id_token_hint: Option<String>,
 }
 
 /// OpenID Connect's `prompt` (§3.1.2.1); `select_account` is accepted and means nothing here (one
@@ -183,8 +186,9 @@ pub fn read(query: &FormFields, raw_len: usize, client: Option<&Client>) -> Resu
         .get("login_hint")
         .map(|hint| hint.trim().chars().take(MAX_HINT_CHARS).collect::<String>())
         .filter(|hint| !hint.is_empty());
-    // `display`, `ui_locales`, `acr_values`, `claims_locales` and `id_token_hint` are accepted and
-    // change nothing: one page layout, one language, one level of assurance per sign-in.
+    let id_token_hint = query.get("id_token_hint").map(str::to_owned);
+    // `display`, `ui_locales`, `acr_values` and `claims_locales` are accepted and change nothing:
+    // one page layout, one language, one level of assurance per sign-in.
     Ok(AuthorizeRequest {
         client_id: client.client_id.clone(),
         redirect_uri_given: query.get("redirect_uri").is_some(),
@@ -196,6 +200,7 @@ pub fn read(query: &FormFields, raw_len: usize, client: Option<&Client>) -> Resu
         prompt,
         max_age,
         login_hint,
+        id_token_hint,
     })
 }
 
@@ -239,6 +244,9 @@ pub fn verifier_matches(verifier: &str, challenge: &str) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub struct BrowserSignIn {
     pub auth_time: DateTime<Utc>,
+    /// The request's `id_token_hint` names someone else than the person signed in (a hint that is
+    /// not a valid ID token of ours names no one).
+    pub someone_else_hinted: bool,
 }
 
 /// What the person sees next.
@@ -271,7 +279,8 @@ pub fn next_step(
     };
     // At least `max_age` old counts as too old, so max_age=0 always asks (OIDC Core: as prompt=login).
     let too_old = request.max_age.is_some_and(|max| (now - sign_in.auth_time).num_seconds() >= max);
-    if too_old || (request.prompt.login && !fresh) {
+    // OIDC Core §3.1.2.1: the app expects another person; it gets them only through a new sign-in.
+    if too_old || (request.prompt.login && !fresh) || sign_in.someone_else_hinted {
         return if request.prompt.none { NextStep::Fail("login_required") } else { NextStep::SignIn { again: true } };
     }
     if request.prompt.consent {
@@ -435,7 +444,7 @@ mod tests {
     fn the_next_step_follows_sign_in_age_prompt_and_consent() {
         let now = Utc::now();
         let request = read(&query(""), 0, Some(&client())).unwrap();
-        let signed = Some(BrowserSignIn { auth_time: now - chrono::Duration::minutes(10) });
+        let signed = Some(BrowserSignIn { auth_time: now - chrono::Duration::minutes(10), someone_else_hinted: false });
         assert_eq!(next_step(&request, None, false, false, false, now), NextStep::SignIn { again: false });
         assert_eq!(next_step(&request, signed, false, false, false, now), NextStep::Consent);
         assert_eq!(next_step(&request, signed, false, true, false, now), NextStep::Issue);
@@ -455,9 +464,19 @@ mod tests {
 
         let max_age = AuthorizeRequest { max_age: Some(300), ..request.clone() };
         assert_eq!(next_step(&max_age, signed, true, false, false, now), NextStep::SignIn { again: true });
-        let recent = Some(BrowserSignIn { auth_time: now - chrono::Duration::seconds(30) });
+        let recent = Some(BrowserSignIn { auth_time: now - chrono::Duration::seconds(30), someone_else_hinted: false });
         assert_eq!(next_step(&max_age, recent, true, false, false, now), NextStep::Issue);
         let none_old = AuthorizeRequest { max_age: Some(300), ..none };
         assert_eq!(next_step(&none_old, signed, true, true, false, now), NextStep::Fail("login_required"));
+    }
+
+    #[test]
+    fn a_hint_naming_someone_else_asks_for_a_new_sign_in_or_fails_without_interaction() {
+        let now = Utc::now();
+        let request = read(&query(""), 0, Some(&client())).unwrap();
+        let other = Some(BrowserSignIn { auth_time: now - chrono::Duration::minutes(1), someone_else_hinted: true });
+        assert_eq!(next_step(&request, other, true, true, false, now), NextStep::SignIn { again: true });
+        let none = AuthorizeRequest { prompt: Prompt { none: true, ..Prompt::default() }, ..request };
+        assert_eq!(next_step(&none, other, true, true, false, now), NextStep::Fail("login_required"));
     }
 }

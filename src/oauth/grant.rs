@@ -345,7 +345,7 @@ impl Grants {
                 Err(GrantError::InvalidGrant("The authorization code is invalid, expired or used"))
             }
             CodeExchange::Reused => {
-                self.metrics.refresh_reuse.inc();
+                self.metrics.code_reuse.inc();
                 Err(GrantError::InvalidGrant("The authorization code is invalid, expired or used"))
             }
         }
@@ -363,25 +363,9 @@ impl Grants {
         now: DateTime<Utc>,
     ) -> Result<String, ServerError> {
         let code = crate::random::token(32);
-        let hash = refresh_tokens::token_hash(&code);
-        let request = request.clone();
-        db::run(&self.pool, move |conn| {
-            let new = db::authorizations::NewCode {
-                hash: &hash,
-                client_id: &request.client_id,
-                user_id,
-                redirect_uri: &request.redirect_uri,
-                redirect_uri_given: request.redirect_uri_given,
-                code_challenge: &request.code_challenge,
-                nonce: request.nonce.as_deref(),
-                scope: &scope,
-                auth_time,
-                amr: &amr,
-                expires_at: now + CODE_TTL,
-            };
-            db::authorizations::insert_code(conn, &new)
-        })
-        .await?;
+        let (request, stored) = (request.clone(), code.clone());
+        db::run(&self.pool, move |conn| store_code(conn, &request, &stored, &scope, user_id, auth_time, &amr, now))
+            .await?;
         Ok(code)
     }
 
@@ -599,4 +583,34 @@ fn sign(
         access: Some((claims.jti, DateTime::from_timestamp(claims.exp, 0).unwrap_or(grantee.issued_at))),
     };
     Ok((tokens, claims))
+}
+
+/// Stores a new authorization code for `request` (its SHA-256, never the code), valid for
+/// [`CODE_TTL`]: on its own trip to the database ([`Grants::issue_code`]) or in the caller's.
+#[allow(clippy::too_many_arguments)]
+pub fn store_code(
+    conn: &mut diesel::PgConnection,
+    request: &super::authorize::AuthorizeRequest,
+    code: &str,
+    scope: &ScopeSet,
+    user_id: uuid::Uuid,
+    auth_time: DateTime<Utc>,
+    amr: &[String],
+    now: DateTime<Utc>,
+) -> diesel::QueryResult<()> {
+    let hash = refresh_tokens::token_hash(code);
+    let new = db::authorizations::NewCode {
+        hash: &hash,
+        client_id: &request.client_id,
+        user_id,
+        redirect_uri: &request.redirect_uri,
+        redirect_uri_given: request.redirect_uri_given,
+        code_challenge: &request.code_challenge,
+        nonce: request.nonce.as_deref(),
+        scope,
+        auth_time,
+        amr,
+        expires_at: now + CODE_TTL,
+    };
+    db::authorizations::insert_code(conn, &new)
 }

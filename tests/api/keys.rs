@@ -298,7 +298,7 @@ async fn a_rotation_on_one_instance_is_published_everywhere_before_it_signs_and_
 
     // `keys list` shows the set: the expired key has left it.
     let listing = keys_list(&a);
-    assert!(line_of(&listing, &new_kid).contains(" ES256 "), "{listing}");
+    assert!(line_of(&listing, &new_kid).contains(" ES256  access "), "{listing}");
     assert!(!listing.contains(&old_kid), "{listing}");
 }
 
@@ -644,8 +644,8 @@ async fn a_database_upgraded_from_before_keys_had_ids_signs_from_the_first_reque
     let refreshed = app.refresh(tokens["refresh_token"].as_str().unwrap(), None).await;
     assert_eq!(refreshed.status(), 200);
     let listing = keys_list(&app);
-    assert_eq!(listing.lines().filter(|line| line.contains(" ES256  next ")).count(), 1, "{listing}");
-    assert_eq!(listing.lines().filter(|line| line.contains(" HS256  current ")).count(), 1, "{listing}");
+    assert_eq!(listing.lines().filter(|line| line.contains(" ES256  access   next ")).count(), 1, "{listing}");
+    assert_eq!(listing.lines().filter(|line| line.contains(" HS256  access   current ")).count(), 1, "{listing}");
 }
 
 #[tokio::test]

@@ -23,7 +23,9 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use sha2::Digest as _;
 
-use crate::helpers::{TestApp, TestUser, assert_bearer_error, assert_token_error, spawn_app, spawn_pair};
+use crate::helpers::{
+    TestApp, TestUser, assert_bearer_error, assert_token_error, spawn_app, spawn_app_with, spawn_pair,
+};
 
 pub(crate) const REDIRECT: &str = "https://rp.example/callback";
 
@@ -436,6 +438,8 @@ async fn a_code_works_once_within_its_client_redirect_uri_and_verifier_and_a_sec
     ];
     assert_token_error(app.post_token(&refresh).await, 400, "invalid_grant").await;
     assert!(app.event_kinds().contains(&"code_reused".to_owned()));
+    assert_eq!(app.state.grants.metrics.code_reuse.get(), 1, "counted as a code's reuse");
+    assert_eq!(app.state.grants.metrics.refresh_reuse.get(), 0, "not as a refresh token's");
 
     // A wrong verifier, another redirect URI or another client: refused, and the code is spent.
     for spoil in ["verifier", "redirect", "client"] {
@@ -495,6 +499,62 @@ async fn one_code_exchanged_twice_at_once_on_two_instances_leaves_no_working_tok
     }
 }
 
+/// Two consents to one app given at once (two tabs, answered on two instances) are both kept: the
+/// stored consent is their union, each recorded once.
+#[tokio::test]
+async fn two_consents_given_at_once_on_two_instances_are_both_remembered() {
+    let (a, b) = spawn_pair(&[]).await;
+    let alice = a.alice();
+    let browser = browser();
+    let mut last_client = None;
+    for round in 0..5 {
+        let client = register(
+            &a,
+            ClientDraft {
+                name: "Mail app".into(),
+                public: true,
+                scopes: vec!["openid".into(), "profile".into(), "email".into()],
+                redirect_uris: vec![REDIRECT.into()],
+                ..ClientDraft::default()
+            },
+        );
+        last_client = Some(client.id.clone());
+        let (_, challenge) = pkce();
+        let profile = authorize_url(&a, &client.id, &challenge, &[]);
+        let email = profile.replace("scope=openid+profile", "scope=openid+email");
+        let mut first = browser.get(&profile).send().await.unwrap();
+        if first.status() == 303 {
+            first = sign_in_at(&a, &browser, &location(&first), &alice).await;
+        }
+        let second = browser.get(&email).send().await.unwrap();
+        let (on_a, on_b) =
+            tokio::join!(answer_consent(&a, &browser, first, true), answer_consent(&b, &browser, second, true));
+        for answer in [on_a, on_b] {
+            assert_eq!(answer.status(), 302, "round {round}");
+            assert!(params(&location(&answer)).contains_key("code"), "round {round}");
+        }
+        let stored: String = {
+            use diesel::prelude::*;
+            use gatehouse::db::schema::oauth_consents;
+            oauth_consents::table
+                .filter(oauth_consents::client_id.eq(&client.id))
+                .select(oauth_consents::scope)
+                .first::<gatehouse::domain::ScopeSet>(&mut a.db.conn())
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(stored, "email openid profile", "round {round}: both grants are kept");
+        let granted = a.event_kinds().iter().filter(|kind| *kind == "consent_granted").count();
+        assert_eq!(granted, 2 * (round + 1), "each grant recorded once");
+    }
+    // Both remembered: a request for all of it goes straight back with a code.
+    let client_id = last_client.expect("five rounds");
+    let (_, challenge) = pkce();
+    let url =
+        authorize_url(&b, &client_id, &challenge, &[]).replace("scope=openid+profile", "scope=openid+profile+email");
+    assert_eq!(browser.get(&url).send().await.unwrap().status(), 302);
+}
+
 #[tokio::test]
 async fn prompt_none_max_age_and_prompt_login_follow_the_sign_in_and_the_consent() {
     let app = spawn_app().await;
@@ -548,6 +608,71 @@ async fn prompt_none_max_age_and_prompt_login_follow_the_sign_in_and_the_consent
     let stranger = crate::oidc::browser();
     let none = stranger.get(authorize_url(&app, &client.id, &challenge, &[("prompt", "none")])).send().await.unwrap();
     assert_eq!(params(&location(&none)).get("error").map(String::as_str), Some("login_required"));
+}
+
+/// OIDC Core §3.1.2.1: an `id_token_hint` naming someone else than the person signed in is a new
+/// sign-in (or `login_required` under prompt=none); a person the second-factor policy keeps at
+/// enrolment cannot be signed in to an app without interaction (`interaction_required`).
+#[tokio::test]
+async fn prompt_none_answers_for_another_hinted_person_and_for_a_pending_enrolment() {
+    let app = spawn_app_with(&[("GATEHOUSE_SECOND_FACTOR", "admins")]).await;
+    let alice = app.alice();
+    let bob = app.create_user("bob", "bob-password", &["user"]);
+    let client = public_app(&app, "RS256", true);
+    let mut hints = Vec::new();
+    let mut browsers = Vec::new();
+    for person in [&alice, &bob] {
+        let browser = browser();
+        let (verifier, challenge) = pkce();
+        let code = code_for(&app, &browser, &authorize_url(&app, &client.id, &challenge, &[]), person).await;
+        let tokens: Value = exchange(&app, &client, &code, &verifier).await.json().await.unwrap();
+        hints.push(tokens["id_token"].as_str().unwrap().to_owned());
+        browsers.push(browser);
+    }
+    let (alice_browser, (alice_hint, bob_hint)) = (&browsers[0], (&hints[0], &hints[1]));
+    let (_, challenge) = pkce();
+    let ask = |extra: Vec<(&'static str, String)>| {
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        alice_browser.get(authorize_url(&app, &client.id, &challenge, &extra)).send()
+    };
+    // Her own hint, or one that is no ID token of ours: a code, without a question.
+    for hint in [alice_hint.clone(), "not.a.token".to_owned()] {
+        let own = ask(vec![("prompt", "none".into()), ("id_token_hint", hint)]).await.unwrap();
+        assert!(params(&location(&own)).contains_key("code"), "{}", location(&own));
+    }
+    // Bob's: not without a sign-in.
+    let other = ask(vec![("prompt", "none".into()), ("id_token_hint", bob_hint.clone())]).await.unwrap();
+    assert_eq!(params(&location(&other)).get("error").map(String::as_str), Some("login_required"));
+    let again = ask(vec![("id_token_hint", bob_hint.clone())]).await.unwrap();
+    assert_eq!(again.status(), 303);
+    let login = location(&again);
+    assert!(login.starts_with("/login?") && login.contains("again=1"), "{login}");
+    assert!(!login.contains("id_token_hint"), "the new sign-in is the person's own choice: {login}");
+    // Alice is still signed in meanwhile: a link must not sign anyone out.
+    assert!(params(&location(&ask(vec![]).await.unwrap())).contains_key("code"));
+
+    // An admin without a second factor is sent to enrolment by every page; an app asking silently
+    // gets interaction_required at its redirect URI instead.
+    let admin = app.admin();
+    let admin_browser = browser();
+    let url = authorize_url(&app, &client.id, &challenge, &[]);
+    let first = admin_browser.get(&url).send().await.unwrap();
+    let login_page = admin_browser.get(app.url(&location(&first))).send().await.unwrap().text().await.unwrap();
+    let fields = [
+        ("csrf_token", hidden(&login_page, "csrf_token")),
+        ("username", admin.username.clone()),
+        ("password", admin.password.clone()),
+        ("next", hidden(&login_page, "next")),
+    ];
+    let signed_in = admin_browser.post(app.url("/login")).form(&fields).send().await.unwrap();
+    assert_eq!(signed_in.status(), 303);
+    assert!(location(&signed_in).starts_with("/account/second-factor"), "{}", location(&signed_in));
+    let none =
+        admin_browser.get(authorize_url(&app, &client.id, &challenge, &[("prompt", "none")])).send().await.unwrap();
+    assert_eq!(none.status(), 302);
+    assert_eq!(params(&location(&none)).get("error").map(String::as_str), Some("interaction_required"));
+    let interactive = admin_browser.get(&url).send().await.unwrap();
+    assert!(location(&interactive).starts_with("/account/second-factor"), "{}", location(&interactive));
 }
 
 #[tokio::test]

@@ -115,6 +115,42 @@ async fn the_purge_deletes_expired_tokens_families_revocations_sessions_and_reco
     assert_eq!(gatehouse::db::purge_expired(&mut conn, chrono::Utc::now()).unwrap(), Some(0));
 }
 
+/// Authorization codes and device codes stay an hour past their expiry (a late second use of a
+/// code must still find the first, to revoke what it issued), then go.
+#[tokio::test]
+async fn the_purge_deletes_authorization_and_device_codes_an_hour_past_their_expiry() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let client = crate::oidc::public_app(&app, "RS256", false);
+    let mut conn = app.db.conn();
+    let (user, client) = (alice.id, client.id);
+    execute_sql(
+        &mut conn,
+        &format!(
+            "INSERT INTO authorization_codes (code_hash, client_id, user_id, redirect_uri, redirect_uri_given, \
+               code_challenge, scope, auth_time, amr, expires_at, used_at) VALUES \
+               (sha256('c1'::bytea), '{client}', '{user}', 'live-code', true, 'x', 'openid', now(), '{{pwd}}', now() + interval '1 minute', NULL), \
+               (sha256('c2'::bytea), '{client}', '{user}', 'live-used-code', true, 'x', 'openid', now(), '{{pwd}}', now() - interval '59 minutes', now() - interval '60 minutes'), \
+               (sha256('c3'::bytea), '{client}', '{user}', 'expired-code', true, 'x', 'openid', now(), '{{pwd}}', now() - interval '61 minutes', NULL)"
+        ),
+    );
+    execute_sql(
+        &mut conn,
+        &format!(
+            "INSERT INTO device_codes (device_code_hash, user_code, client_id, scope, expires_at, interval_secs) VALUES \
+               (sha256('d1'::bytea), 'BBBBBBBB', '{client}', 'live-device', now() + interval '10 minutes', 5), \
+               (sha256('d2'::bytea), 'CCCCCCCC', '{client}', 'live-expired-device', now() - interval '59 minutes', 5), \
+               (sha256('d3'::bytea), 'DDDDDDDD', '{client}', 'expired-device', now() - interval '61 minutes', 5)"
+        ),
+    );
+    gatehouse::db::purge_expired(&mut conn, chrono::Utc::now()).unwrap().expect("the purge ran");
+    assert_eq!(
+        labels(&mut conn, "SELECT redirect_uri AS label FROM authorization_codes"),
+        ["live-code", "live-used-code"]
+    );
+    assert_eq!(labels(&mut conn, "SELECT scope AS label FROM device_codes"), ["live-device", "live-expired-device"]);
+}
+
 #[tokio::test]
 async fn the_purge_does_nothing_while_another_instance_holds_its_lock() {
     let app = spawn_app().await;

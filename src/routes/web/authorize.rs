@@ -17,6 +17,7 @@ use crate::db::{self, auth_events::NewEvent};
 use crate::domain::form::FormFields;
 use crate::domain::{EventKind, ScopeSet};
 use crate::oauth::authorize::{self, AuthorizeRequest, BrowserSignIn, ErrorRedirect, NextStep, Refusal};
+use crate::oauth::grant;
 use crate::routes::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -46,7 +47,7 @@ struct ConsentPage {
 async fn authorize_page(
     req: HttpRequest,
     session: Session,
-    user: MaybeSignedIn,
+    user: Result<MaybeSignedIn, WebError>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     let raw = req.query_string().to_owned();
@@ -55,40 +56,74 @@ async fn authorize_page(
         Ok(request) => request,
         Err(redirect) => return Ok(redirect_to(&redirect.location(&state.issuer))),
     };
-    let Some(user) = user.0 else {
+    let user = match user {
+        Ok(user) => user.0,
+        // Signed in, but the second-factor policy keeps them at enrolment: that is interaction.
+        Err(WebError::SecondFactorRequired) if request.prompt.none => {
+            return Ok(fail(&state, &request, "interaction_required", "the person must set up a second factor"));
+        }
+        Err(err) => return Err(err),
+    };
+    let Some(user) = user else {
         if request.prompt.none {
             return Ok(fail(&state, &request, "login_required", "the person is not signed in"));
         }
         // The sign-in about to happen satisfies prompt=login and max_age: they are not asked again.
         return Ok(to_login(&request, &for_new_sign_in(&raw), false));
     };
-    let scope = grantable(&state, &request, &user).await?;
-    if scope.is_empty() {
-        return Ok(fail(&state, &request, "access_denied", "the account may not grant any of the requested scopes"));
-    }
-    let user_id = user.user.id;
-    let (client_id, wanted) = (request.client_id.clone(), scope.clone());
-    let consented =
-        db::run(&state.pool, move |conn| db::authorizations::consent_covers(conn, user_id, &client_id, &wanted))
-            .await?;
     let auth_time = signed_in_at(&session)?;
-    let step = authorize::next_step(
-        &request,
-        Some(BrowserSignIn { auth_time }),
-        client.first_party,
-        consented,
-        false,
-        Utc::now(),
-    );
+    let user_id = user.user.id;
+    let someone_else_hinted = request.id_token_hint.as_deref().is_some_and(|hint| {
+        let subject = state.grants.keys.id_token_audience(hint, Utc::now()).map(|(_, subject)| subject);
+        subject.is_some_and(|subject| subject != user_id.to_string())
+    });
+    let browser = BrowserSignIn { auth_time, someone_else_hinted };
+    // One trip to the database for what the decision needs and, when it is to issue, the code
+    // itself: this is the request every app's sign-in makes (see docs/performance.md, f).
+    let decided = {
+        let (request, first_party) = (request.clone(), client.first_party);
+        let (amr, code) = (amr_of(&session), crate::random::token(32));
+        db::run(&state.pool, move |conn| {
+            let allowed = db::users::allowed_scopes(conn, user_id)?;
+            let scope = request.scope.intersection(&allowed);
+            if scope.is_empty() {
+                return Ok(Decided::NothingGrantable);
+            }
+            let consented = db::authorizations::consent_covers(conn, user_id, &request.client_id, &scope)?;
+            let now = Utc::now();
+            match authorize::next_step(&request, Some(browser), first_party, consented, false, now) {
+                NextStep::Issue => {
+                    grant::store_code(conn, &request, &code, &scope, user_id, auth_time, &amr, now)?;
+                    Ok(Decided::Issued(code))
+                }
+                step => Ok(Decided::Next(step, scope)),
+            }
+        })
+        .await?
+    };
+    let (step, scope) = match decided {
+        Decided::NothingGrantable => {
+            return Ok(fail(
+                &state,
+                &request,
+                "access_denied",
+                "the account may not grant any of the requested scopes",
+            ));
+        }
+        Decided::Issued(code) => return Ok(redirect_with_code(&state, &request, &code)),
+        Decided::Next(step, scope) => (step, scope),
+    };
     match step {
         NextStep::SignIn { .. } => {
-            // A new sign-in (prompt=login, or older than max_age). The session stays until it succeeds
-            // (a link must not sign anyone out); the request comes back without prompt=login and
-            // max_age, which the new sign-in satisfies (max_age=0 would otherwise never be).
+            // A new sign-in (prompt=login, older than max_age, or another person hinted). The session
+            // stays until it succeeds (a link must not sign anyone out); the request comes back
+            // without prompt=login, max_age and the hint, which the new sign-in satisfies (max_age=0
+            // would otherwise never be).
             Ok(to_login(&request, &for_new_sign_in(&raw), true))
         }
         NextStep::Fail(error) => Ok(fail(&state, &request, error, "the person must interact with gatehouse")),
-        NextStep::Issue => issue(&state, &request, scope, &user, &session).await,
+        // Issued above, in the same trip to the database.
+        NextStep::Issue => Err(WebError::BadRequest),
         NextStep::Consent => {
             let descriptions = db::run(&state.pool, db::roles::all_scopes).await?;
             let scopes = scope
@@ -201,6 +236,16 @@ async fn grantable(state: &AppState, request: &AuthorizeRequest, user: &SignedIn
     Ok(request.scope.intersection(&allowed))
 }
 
+/// What the signed-in GET decided in its trip to the database.
+enum Decided {
+    /// The person's roles allow none of the requested scopes.
+    NothingGrantable,
+    /// A code was stored: off to the app with it.
+    Issued(String),
+    /// Anything but issuing, with the scopes the person could grant.
+    Next(NextStep, ScopeSet),
+}
+
 async fn issue(
     state: &AppState,
     request: &AuthorizeRequest,
@@ -211,13 +256,18 @@ async fn issue(
     let now = Utc::now();
     let auth_time = signed_in_at(session)?;
     let code = state.grants.issue_code(request, scope, user.user.id, auth_time, amr_of(session), now).await?;
-    let mut pairs = vec![("code", code.as_str())];
+    Ok(redirect_with_code(state, request, &code))
+}
+
+/// The successful answer (RFC 6749 §4.1.2): the code, `state` and `iss`, at the redirect URI.
+fn redirect_with_code(state: &AppState, request: &AuthorizeRequest, code: &str) -> HttpResponse {
+    let mut pairs = vec![("code", code)];
     if let Some(state_value) = &request.state {
         pairs.push(("state", state_value));
     }
     // RFC 9207: the issuer, so a client talking to several can tell whose answer this is.
     pairs.push(("iss", state.issuer.as_str()));
-    Ok(redirect_to(&authorize::with_query(&request.redirect_uri, &pairs)))
+    redirect_to(&authorize::with_query(&request.redirect_uri, &pairs))
 }
 
 /// When this browser's sign-in began (`MaybeSignedIn` found one: a session without it is refused).
@@ -258,7 +308,8 @@ fn to_login(request: &AuthorizeRequest, raw: &str, again: bool) -> HttpResponse 
     see_other(&format!("/login?{}", query.finish()))
 }
 
-/// The request's query without `login` in its `prompt` and without `max_age` (the rest kept).
+/// The request's query without `login` in its `prompt`, `max_age` and `id_token_hint` (the rest kept):
+/// what a new sign-in satisfies.
 fn for_new_sign_in(raw: &str) -> String {
     let mut out = url::form_urlencoded::Serializer::new(String::new());
     for (name, value) in url::form_urlencoded::parse(raw.as_bytes()) {
@@ -267,7 +318,7 @@ fn for_new_sign_in(raw: &str) -> String {
             if !kept.is_empty() {
                 out.append_pair("prompt", &kept.join(" "));
             }
-        } else if name != "max_age" {
+        } else if name != "max_age" && name != "id_token_hint" {
             out.append_pair(&name, &value);
         }
     }
@@ -283,5 +334,6 @@ mod tests {
         assert_eq!(for_new_sign_in("a=1&prompt=login&b=x+y"), "a=1&b=x+y");
         assert_eq!(for_new_sign_in("prompt=login%20consent&state=s"), "prompt=consent&state=s");
         assert_eq!(for_new_sign_in("max_age=0&x=1"), "x=1");
+        assert_eq!(for_new_sign_in("id_token_hint=e.y.j&x=1"), "x=1");
     }
 }
