@@ -396,7 +396,7 @@ async fn check(
     let second_factors = match (&claim, &purpose) {
         (Claim::Granted(check), Purpose::SignIn(..)) => {
             let user_id = check.user_id;
-            Some(db::run(pool, move |conn| load_second_factors(conn, user_id)).await?)
+            Some(db::run(pool, move |conn| db::second_factors::of_user_and_admin(conn, user_id)).await?)
         }
         _ => None,
     };
@@ -487,7 +487,7 @@ async fn check(
                 let policy = factors.policy;
                 let (stored, is_admin) = match second_factors {
                     Some(loaded) => loaded,
-                    None => db::run(pool, move |conn| load_second_factors(conn, user_id)).await?,
+                    None => db::run(pool, move |conn| db::second_factors::of_user_and_admin(conn, user_id)).await?,
                 };
                 // Passkeys count only while they can be used (a relying party is configured).
                 let has_second_factor = stored.app.is_some() || (stored.passkeys > 0 && factors.passkeys.is_some());
@@ -573,11 +573,6 @@ fn count_failure(
 }
 
 /// A sign-in's second factors, and whether the user is an admin (whom the policy may cover).
-fn load_second_factors(conn: &mut diesel::PgConnection, user_id: Uuid) -> diesel::QueryResult<(Factors, bool)> {
-    let is_admin = db::users::roles_of(conn, user_id)?.iter().any(|role| role == crate::domain::RoleName::ADMIN);
-    Ok((db::second_factors::of_user(conn, user_id)?, is_admin))
-}
-
 // Checked when compiling: a claim outlives the longest a check can take (its wait plus hashing)
 // by a wide margin, so a check never loses its claim while it runs.
 const _: () = assert!(LOCKOUT.claim_ttl.num_seconds() >= 2 * MAX_WAIT.as_secs() as i64);

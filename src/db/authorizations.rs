@@ -289,7 +289,12 @@ pub fn exchange_code<S: IssuedAccess>(
         };
         let event = event.detail(format!("authorization_code for client {}", code.client_id));
         // A savepoint: a refused start leaves the code spent, not the whole exchange undone.
-        let started = refresh_tokens::start_family(conn, &family, event, Box::new(|grantee| sign(grantee, &code)))?;
+        let started = refresh_tokens::start_family_in_transaction(
+            conn,
+            &family,
+            event,
+            Box::new(|grantee| sign(grantee, &code)),
+        )?;
         match started {
             Start::Issued(issued) => {
                 diesel::update(authorization_codes::table.filter(authorization_codes::code_hash.eq(hash)))
@@ -520,7 +525,7 @@ pub fn poll_device<S: IssuedAccess>(
             amr: &amr,
         };
         let event = event.detail(format!("device_code for client {client_id}"));
-        match refresh_tokens::start_family(conn, &family, event, sign)? {
+        match refresh_tokens::start_family_in_transaction(conn, &family, event, sign)? {
             Start::Issued(answer) => Ok(DevicePoll::Issued(answer)),
             // Delivered stays set: the device starts over with a new request.
             Start::Invalidated | Start::ScopeNotAllowed(_) => Ok(DevicePoll::Unknown),

@@ -203,6 +203,11 @@ pub fn with_live_secrets(
     now: DateTime<Utc>,
 ) -> QueryResult<Option<(Client, Vec<StoredSecret>)>> {
     let Some(client) = find(conn, client_id)? else { return Ok(None) };
+    // A public client has no secret (registration gives it none, rotation refuses it): no second
+    // query on its every exchange.
+    if client.kind == crate::domain::ClientKind::Public {
+        return Ok(Some((client, Vec::new())));
+    }
     let secrets: Vec<SecretRow> = oauth_client_secrets::table
         .filter(oauth_client_secrets::client_id.eq(client_id))
         .filter(oauth_client_secrets::expires_at.is_null().or(oauth_client_secrets::expires_at.gt(now)))

@@ -178,49 +178,57 @@ pub fn start_family<S: IssuedAccess>(
     event: NewEvent,
     sign: Signer<'_, S>,
 ) -> Result<Start<S>, IssueFailure> {
-    conn.transaction(|conn| {
-        let Some(user) = lock_user(conn, start.user_id)? else { return Ok(Start::Invalidated) };
-        if !user.is_active || start.auth_time < user.tokens_valid_after {
-            return Ok(Start::Invalidated);
-        }
-        let allowed = super::users::allowed_scopes(conn, start.user_id)?;
-        let scopes = if start.requested.is_empty() { allowed.clone() } else { start.requested.clone() };
-        if !scopes.is_subset(&allowed) {
-            return Ok(Start::ScopeNotAllowed(scopes.difference(&allowed)));
-        }
-        let family_id = Uuid::now_v7();
-        diesel::insert_into(refresh_families::table)
-            .values((
-                refresh_families::id.eq(family_id),
-                refresh_families::user_id.eq(start.user_id),
-                refresh_families::scope.eq(&scopes),
-                refresh_families::auth_time.eq(start.auth_time),
-                refresh_families::expires_at.eq(start.family_expires_at),
-                refresh_families::client_addr.eq(start.client_addr),
-                refresh_families::amr.eq(start.amr),
-                refresh_families::client_id.eq(start.client_id),
-            ))
-            .execute(conn)?;
-        auth_events::record(conn, &event.user(start.user_id).detail(scopes.to_string()))?;
-        let roles = super::users::roles_of(conn, start.user_id)?;
-        let grantee = Grantee {
-            user_id: start.user_id,
-            family_id,
-            client_id: start.client_id.map(str::to_owned),
-            username: user.username,
-            full_name: user.full_name,
-            email: user.email,
-            email_verified: user.email_verified,
-            roles,
-            scopes,
-            issued_at: start.issued_at,
-            auth_time: start.auth_time,
-            amr: start.amr.to_vec(),
-        };
-        let signed = sign(&grantee)?;
-        insert_token(conn, family_id, &grantee.scopes, &start.token, start.family_expires_at, signed.access_token())?;
-        Ok(Start::Issued(signed))
-    })
+    conn.transaction(|conn| start_family_in_transaction(conn, start, event, sign))
+}
+
+/// [`start_family`] inside the caller's transaction (a code exchange, a device's delivery): the
+/// same work without a savepoint, two round trips fewer. It writes nothing before it knows it issues.
+pub fn start_family_in_transaction<S: IssuedAccess>(
+    conn: &mut PgConnection,
+    start: &FamilyStart<'_>,
+    event: NewEvent,
+    sign: Signer<'_, S>,
+) -> Result<Start<S>, IssueFailure> {
+    let Some(user) = lock_user(conn, start.user_id)? else { return Ok(Start::Invalidated) };
+    if !user.is_active || start.auth_time < user.tokens_valid_after {
+        return Ok(Start::Invalidated);
+    }
+    let (roles, allowed) = super::users::roles_and_allowed_scopes(conn, start.user_id)?;
+    let scopes = if start.requested.is_empty() { allowed.clone() } else { start.requested.clone() };
+    if !scopes.is_subset(&allowed) {
+        return Ok(Start::ScopeNotAllowed(scopes.difference(&allowed)));
+    }
+    let family_id = Uuid::now_v7();
+    diesel::insert_into(refresh_families::table)
+        .values((
+            refresh_families::id.eq(family_id),
+            refresh_families::user_id.eq(start.user_id),
+            refresh_families::scope.eq(&scopes),
+            refresh_families::auth_time.eq(start.auth_time),
+            refresh_families::expires_at.eq(start.family_expires_at),
+            refresh_families::client_addr.eq(start.client_addr),
+            refresh_families::amr.eq(start.amr),
+            refresh_families::client_id.eq(start.client_id),
+        ))
+        .execute(conn)?;
+    auth_events::record(conn, &event.user(start.user_id).detail(scopes.to_string()))?;
+    let grantee = Grantee {
+        user_id: start.user_id,
+        family_id,
+        client_id: start.client_id.map(str::to_owned),
+        username: user.username,
+        full_name: user.full_name,
+        email: user.email,
+        email_verified: user.email_verified,
+        roles,
+        scopes,
+        issued_at: start.issued_at,
+        auth_time: start.auth_time,
+        amr: start.amr.to_vec(),
+    };
+    let signed = sign(&grantee)?;
+    insert_token(conn, family_id, &grantee.scopes, &start.token, start.family_expires_at, signed.access_token())?;
+    Ok(Start::Issued(signed))
 }
 
 fn insert_token(
@@ -287,7 +295,7 @@ pub fn rotate<S: IssuedAccess>(
         if family.client_id.as_deref().is_some_and(|owner| client_id != Some(owner)) {
             return Ok(Rotation::Refused);
         }
-        let allowed = super::users::allowed_scopes(conn, family.user_id)?;
+        let (roles, allowed) = super::users::roles_and_allowed_scopes(conn, family.user_id)?;
         let token =
             PresentedToken { scope: &stored.scope, expires_at: stored.expires_at, used: stored.used_at.is_some() };
         let state = FamilyState {
@@ -314,7 +322,6 @@ pub fn rotate<S: IssuedAccess>(
             .execute(conn)?;
         let refreshed = event.user(family.user_id).attempted(&user.username).detail(scopes.to_string());
         auth_events::record(conn, &refreshed)?;
-        let roles = super::users::roles_of(conn, family.user_id)?;
         let grantee = Grantee {
             user_id: family.user_id,
             family_id: family.id,

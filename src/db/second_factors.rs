@@ -40,20 +40,44 @@ impl Factors {
 }
 
 pub fn of_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Factors> {
-    let row: Option<AppRow> = user_totp::table.find(user_id).select(AppRow::as_select()).first(conn).optional()?;
+    of_user_and_admin(conn, user_id).map(|(factors, _)| factors)
+}
+
+/// [`of_user`], and whether the user holds the `admin` role (the second-factor policy may cover
+/// admins only), in one statement: every password sign-in reads this before its bcrypt check.
+pub fn of_user_and_admin(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<(Factors, bool)> {
+    use super::schema::{passkeys, user_roles, users};
     let recovery_codes_left = recovery_codes::table
         .filter(recovery_codes::user_id.eq(user_id))
         .filter(recovery_codes::used_at.is_null())
         .count()
-        .get_result(conn)?;
-    let passkeys =
-        super::schema::passkeys::table.filter(super::schema::passkeys::user_id.eq(user_id)).count().get_result(conn)?;
+        .single_value();
+    let passkeys = passkeys::table.filter(passkeys::user_id.eq(user_id)).count().single_value();
+    let is_admin = diesel::dsl::exists(
+        user_roles::table
+            .filter(user_roles::user_id.eq(user_id))
+            .filter(user_roles::role_name.eq(crate::domain::RoleName::ADMIN)),
+    );
+    let found: Option<(Option<AppRow>, Option<i64>, Option<i64>, bool)> = users::table
+        .left_join(user_totp::table)
+        .filter(users::id.eq(user_id))
+        .select((Option::<AppRow>::as_select(), recovery_codes_left, passkeys, is_admin))
+        .first(conn)
+        .optional()?;
+    // A user removed meanwhile has nothing (the caller finds them gone elsewhere).
+    let (row, recovery_codes_left, passkeys, is_admin) = found.unwrap_or((None, None, None, false));
     let (app, pending) = match row {
         Some(row) if row.confirmed_at.is_some() => (Some(row), None),
         Some(row) => (None, Some(row)),
         None => (None, None),
     };
-    Ok(Factors { app, pending, recovery_codes_left, passkeys })
+    let factors = Factors {
+        app,
+        pending,
+        recovery_codes_left: recovery_codes_left.unwrap_or(0),
+        passkeys: passkeys.unwrap_or(0),
+    };
+    Ok((factors, is_admin))
 }
 
 /// Whether the user has a second factor (a confirmed app or a passkey): the one fact the pages'

@@ -80,38 +80,32 @@ async fn authorize_page(
     let browser = BrowserSignIn { auth_time, someone_else_hinted };
     // One trip to the database for what the decision needs and, when it is to issue, the code
     // itself: this is the request every app's sign-in makes (see docs/performance.md, f).
+    let scope = grantable(&state, &request, &user);
+    if scope.is_empty() {
+        return Ok(fail(&state, &request, "access_denied", "the account may not grant any of the requested scopes"));
+    }
+    // One trip to the database: the stored consent (only a third-party app's matters) and, when
+    // the answer is a code, the code itself. Every app's sign-in passes here (docs/performance.md, f).
     let decided = {
-        let (request, first_party) = (request.clone(), client.first_party);
+        let (request, scope, first_party) = (request.clone(), scope.clone(), client.first_party);
         let (amr, code) = (amr_of(&session), crate::random::token(32));
         db::run(&state.pool, move |conn| {
-            let allowed = db::users::allowed_scopes(conn, user_id)?;
-            let scope = request.scope.intersection(&allowed);
-            if scope.is_empty() {
-                return Ok(Decided::NothingGrantable);
-            }
-            let consented = db::authorizations::consent_covers(conn, user_id, &request.client_id, &scope)?;
+            let consented =
+                !first_party && db::authorizations::consent_covers(conn, user_id, &request.client_id, &scope)?;
             let now = Utc::now();
             match authorize::next_step(&request, Some(browser), first_party, consented, false, now) {
                 NextStep::Issue => {
                     grant::store_code(conn, &request, &code, &scope, user_id, auth_time, &amr, now)?;
                     Ok(Decided::Issued(code))
                 }
-                step => Ok(Decided::Next(step, scope)),
+                step => Ok(Decided::Next(step)),
             }
         })
         .await?
     };
-    let (step, scope) = match decided {
-        Decided::NothingGrantable => {
-            return Ok(fail(
-                &state,
-                &request,
-                "access_denied",
-                "the account may not grant any of the requested scopes",
-            ));
-        }
+    let step = match decided {
         Decided::Issued(code) => return Ok(redirect_with_code(&state, &request, &code)),
-        Decided::Next(step, scope) => (step, scope),
+        Decided::Next(step) => step,
     };
     match step {
         NextStep::SignIn { .. } => {
@@ -191,7 +185,7 @@ async fn consent(
         Some("deny") => return Ok(fail(&state, &request, "access_denied", "the person denied the request")),
         _ => return Err(WebError::BadRequest),
     }
-    let scope = grantable(&state, &request, &user).await?;
+    let scope = grantable(&state, &request, &user);
     if scope.is_empty() {
         return Ok(fail(&state, &request, "access_denied", "the account may not grant any of the requested scopes"));
     }
@@ -229,21 +223,18 @@ async fn read_request(
 }
 
 /// What this person may grant of the request: the requested scopes their roles allow (RFC 6749
-/// §3.3 lets the answer narrow them; the token answer names what was granted).
-async fn grantable(state: &AppState, request: &AuthorizeRequest, user: &SignedInUser) -> Result<ScopeSet, WebError> {
-    let user_id = user.user.id;
-    let allowed = db::run(&state.pool, move |conn| db::users::allowed_scopes(conn, user_id)).await?;
-    Ok(request.scope.intersection(&allowed))
+/// §3.3 lets the answer narrow them; the token answer names what was granted). The roles were read
+/// with the session on this request; what each role allows is read at start.
+fn grantable(state: &AppState, request: &AuthorizeRequest, user: &SignedInUser) -> ScopeSet {
+    request.scope.intersection(&state.role_scopes.allowed_for(&user.roles))
 }
 
 /// What the signed-in GET decided in its trip to the database.
 enum Decided {
-    /// The person's roles allow none of the requested scopes.
-    NothingGrantable,
     /// A code was stored: off to the app with it.
     Issued(String),
-    /// Anything but issuing, with the scopes the person could grant.
-    Next(NextStep, ScopeSet),
+    /// Anything but issuing.
+    Next(NextStep),
 }
 
 async fn issue(

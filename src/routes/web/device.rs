@@ -115,8 +115,7 @@ async fn device_form(
         return render(StatusCode::BAD_REQUEST, &page);
     };
     let user_id = user.user.id;
-    let allowed = db::run(&state.pool, move |conn| db::users::allowed_scopes(conn, user_id)).await?;
-    let granted = pending.scope.intersection(&allowed);
+    let granted = pending.scope.intersection(&state.role_scopes.allowed_for(&user.roles));
     // Nothing the person may grant: allowing it would only give the device an error later.
     let decision = if granted.is_empty() { Decision::Denied } else { decision };
     let auth_time = session::sign_in_of(&session).map(|sign_in| sign_in.signed_in_at).ok_or(WebError::BadRequest)?;
