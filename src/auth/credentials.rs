@@ -349,13 +349,30 @@ const CLAIM_RETRY_EVERY: Duration = Duration::from_millis(25);
 /// than be refused, and a guess that arrives then waits to learn whether they locked the account.
 /// The wait ends at the check's `deadline` (the same one the hashing queue keeps, so the two waits
 /// never add up): past it the check is answered busy (`503`).
-async fn claim_when_free(pool: &PgPool, username: &str, deadline: std::time::Instant) -> Result<Claim, ServerError> {
+async fn claim_when_free(
+    pool: &PgPool,
+    username: &str,
+    deadline: std::time::Instant,
+    with_factors: bool,
+) -> Result<(Claim, Option<(Factors, bool)>), ServerError> {
     let deadline = tokio::time::Instant::from_std(deadline);
     loop {
         let name = username.to_owned();
-        let claim = db::run(pool, move |conn| db::users::claim_check(conn, &name, &LOCKOUT)).await?;
-        if !matches!(claim, Claim::Busy) {
-            return Ok(claim);
+        // A granted sign-in's second factors (and whether the account is an admin's) come in the
+        // same trip to the database: see `check` for why they are read whatever the verdict.
+        let claimed = db::run(pool, move |conn| {
+            let claim = db::users::claim_check(conn, &name, &LOCKOUT)?;
+            let factors = match &claim {
+                Claim::Granted(check) if with_factors => {
+                    Some(db::second_factors::of_user_and_admin(conn, check.user_id)?)
+                }
+                _ => None,
+            };
+            Ok((claim, factors))
+        })
+        .await?;
+        if !matches!(claimed.0, Claim::Busy) {
+            return Ok(claimed);
         }
         if tokio::time::Instant::now() + CLAIM_RETRY_EVERY > deadline {
             return Err(ServerError::Busy { retry_after_secs: MAX_WAIT.as_secs() });
@@ -376,8 +393,12 @@ async fn check(
     let counted = |outcome: Outcome| {
         metrics.logins.get_or_create(&LoginLabels { channel: attempt.channel.as_str(), outcome }).inc();
     };
-    let claim = match claim_when_free(pool, username, ticket.deadline()).await {
-        Ok(claim) => claim,
+    // A sign-in's second factors are read for every account whose password is checked, before bcrypt
+    // and whatever its verdict: a right password with a wrong code then costs what a wrong password
+    // costs (the answer is the same, so the time must be too).
+    let for_sign_in = matches!(purpose, Purpose::SignIn(..));
+    let (claim, second_factors) = match claim_when_free(pool, username, ticket.deadline(), for_sign_in).await {
+        Ok(claimed) => claimed,
         Err(err) => {
             if matches!(err, ServerError::Busy { .. }) {
                 counted(Outcome::busy);
@@ -389,16 +410,6 @@ async fn check(
     let stored = match &claim {
         Claim::Granted(check) => Some(check.password_hash.clone()),
         Claim::Refused { .. } | Claim::Busy | Claim::UnknownUser => None,
-    };
-    // A sign-in's second factors are read for every account whose password is checked, before bcrypt
-    // and whatever its verdict: a right password with a wrong code then costs what a wrong password
-    // costs (the answer is the same, so the time must be too).
-    let second_factors = match (&claim, &purpose) {
-        (Claim::Granted(check), Purpose::SignIn(..)) => {
-            let user_id = check.user_id;
-            Some(db::run(pool, move |conn| db::second_factors::of_user_and_admin(conn, user_id)).await?)
-        }
-        _ => None,
     };
     let verification = match ticket.verify(password, stored).await {
         Ok(verification) => verification,

@@ -111,6 +111,16 @@ fn lock_account(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<Lo
 }
 
 fn store_lock_state(conn: &mut PgConnection, user_id: Uuid, state: &LockState) -> QueryResult<()> {
+    store_lock_state_signed_in(conn, user_id, state, false)
+}
+
+/// The lock state, and with `signed_in` the sign-in's time as the last one, in one statement.
+fn store_lock_state_signed_in(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    state: &LockState,
+    signed_in: bool,
+) -> QueryResult<()> {
     diesel::update(users::table.find(user_id))
         .set((
             users::failed_logins.eq(state.failed_logins),
@@ -118,6 +128,8 @@ fn store_lock_state(conn: &mut PgConnection, user_id: Uuid, state: &LockState) -
             users::locked_until.eq(state.locked_until),
             users::check_claims.eq(state.check_claims),
             users::claims_expire_at.eq(state.claims_expire_at),
+            // `None` sets nothing.
+            signed_in.then_some(users::last_login_at.eq(diesel::dsl::now)),
         ))
         .execute(conn)
         .map(|_| ())
@@ -196,8 +208,10 @@ pub fn record_success(
     event: &NewEvent,
 ) -> QueryResult<()> {
     conn.transaction(|conn| {
-        settle(conn, user_id, decide_success)?;
-        diesel::update(users::table.find(user_id)).set(users::last_login_at.eq(diesel::dsl::now)).execute(conn)?;
+        if let Some(account) = lock_account(conn, user_id)? {
+            let state = decide_success(&account.lock_state(), account.now);
+            store_lock_state_signed_in(conn, user_id, &state, true)?;
+        }
         if let Some(upgrade) = upgrade {
             diesel::update(users::table.find(user_id).filter(users::password_hash.eq(upgrade.verified)))
                 .set(users::password_hash.eq(upgrade.new_hash))
