@@ -14,7 +14,7 @@ use crate::auth::jwt::{AccessClaims, Subject, TokenRejection, VerifiedToken, Ver
 use crate::auth::keys::KeyRing;
 use crate::auth::pat::{self, Dead, StoredToken};
 use crate::auth::token_checks::TokenChecks;
-use crate::db::users::{TokenHolder, User};
+use crate::db::users::{AccessCheck, TokenHolder, User};
 use crate::db::{self, PgPool, personal_tokens};
 use crate::domain::{RoleScopes, ScopeSet};
 use crate::errors::ServerError;
@@ -135,8 +135,9 @@ pub struct Verifier<'a> {
 
 /// Checks `token` at `now`: signature (once per token and worker: later presentations hit the cache,
 /// while the signing key must still be accepted) and the time window; then, batched with the
-/// worker's other requests, that its user exists and is active, that it was not revoked, and that it
-/// was issued after the user's latest invalidation cut-off. A client's own token instead needs its
+/// worker's other requests, that its user exists and is active, that it was not revoked, that it
+/// was issued after the user's latest invalidation cut-off, and that the client it was issued to (if
+/// any) is still registered. A client's own token instead needs its
 /// client to be registered still (one unbatched query: client tokens are for services, not the hot
 /// path). A personal access token goes to [`authenticate_personal_token`].
 pub async fn authenticate(verifier: &Verifier<'_>, token: &str, now: DateTime<Utc>) -> Result<Caller, BearerError> {
@@ -172,8 +173,9 @@ pub async fn authenticate(verifier: &Verifier<'_>, token: &str, now: DateTime<Ut
             return Ok(Caller { holder, credential: Credential::AccessToken(verified) });
         }
     };
-    let found = verifier.checks.token_holder(user_id, claims.jti).await?;
-    let Some(TokenHolder { user, roles, token_revoked }) = found else {
+    let check = AccessCheck { user_id, jti: claims.jti, client_id: claims.client_id.clone() };
+    let found = verifier.checks.token_holder(check).await?;
+    let Some(TokenHolder { user, roles, token_revoked, client_removed }) = found else {
         return Err(BearerError::Invalid(TokenRejection::UnknownUser));
     };
     if !user.is_active {
@@ -183,10 +185,8 @@ pub async fn authenticate(verifier: &Verifier<'_>, token: &str, now: DateTime<Ut
         return Err(BearerError::Invalid(TokenRejection::Revoked));
     }
     // A person's token issued to a registered client ends with the client, as the client's own do
-    // (a password-grant token of no client costs no query).
-    if let Some(client_id) = claims.client_id.clone()
-        && !db::run(verifier.pool, move |conn| db::clients::is_live(conn, &client_id)).await?
-    {
+    // (read in the same batched lookup).
+    if client_removed {
         return Err(BearerError::Invalid(TokenRejection::UnknownClient));
     }
     Ok(Caller { holder: Holder::Person { user, roles }, credential: Credential::AccessToken(verified) })

@@ -1,7 +1,8 @@
 //! The database half of every bearer check, batched per worker thread.
 //!
-//! Each API request must load its token's user, their roles and the token's revocation state (for a
-//! personal access token: its row, with its owner and what their roles allow). Diesel
+//! Each API request must load its token's user, their roles, the token's revocation state and
+//! whether the client it was issued to is still registered (for a personal access token: its row,
+//! with its owner and what their roles allow). Diesel
 //! is synchronous, so a lookup on its own costs a hop to a blocking thread and back plus a round trip
 //! to PostgreSQL; on a busy server those hops, not the queries, are most of what a request costs. So
 //! the requests one worker thread serves queue their lookups here, and at most [`MAX_BATCHES`] drain
@@ -17,9 +18,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
-use crate::db::{self, CHECKOUT_TIMEOUT, PgPool, personal_tokens::PresentedToken, users::TokenHolder};
+use crate::db::users::{AccessCheck, TokenHolder};
+use crate::db::{self, CHECKOUT_TIMEOUT, PgPool, personal_tokens::PresentedToken};
 use crate::errors::{Message, ServerError};
 use crate::metrics::Metrics;
 
@@ -46,10 +47,10 @@ struct Lookup {
     answer: oneshot::Sender<Result<Found, ServerError>>,
 }
 
-/// What a request asks for: an access token's user and revocation, or a personal access token by
-/// its hash. One batch answers both kinds, in one trip to the database.
+/// What a request asks for: an access token's user, revocation and client, or a personal access
+/// token by its hash. One batch answers both kinds, in one trip to the database.
 enum Key {
-    Access { user_id: Uuid, jti: Uuid },
+    Access(AccessCheck),
     Personal { hash: Vec<u8> },
 }
 
@@ -68,9 +69,10 @@ impl TokenChecks {
         })
     }
 
-    /// The holder of the token `jti` if user `user_id` exists (active or not), read after this call began.
-    pub async fn token_holder(self: &Rc<Self>, user_id: Uuid, jti: Uuid) -> Result<Option<TokenHolder>, ServerError> {
-        match self.look_up(Key::Access { user_id, jti }).await? {
+    /// The holder of the token `check.jti` if user `check.user_id` exists (active or not), read after
+    /// this call began.
+    pub async fn token_holder(self: &Rc<Self>, check: AccessCheck) -> Result<Option<TokenHolder>, ServerError> {
+        match self.look_up(Key::Access(check)).await? {
             Found::Access(holder) => Ok(holder),
             Found::Personal(_) => Err(ServerError::internal(Message("a token lookup got another kind's answer"))),
         }
@@ -108,11 +110,11 @@ impl TokenChecks {
                 return;
             }
             self.batch_size.observe(batch.len() as f64);
-            let mut checks: Vec<(Uuid, Uuid)> = Vec::new();
+            let mut checks: Vec<AccessCheck> = Vec::new();
             let mut hashes: Vec<Vec<u8>> = Vec::new();
             for lookup in &batch {
                 match &lookup.key {
-                    Key::Access { user_id, jti } => checks.push((*user_id, *jti)),
+                    Key::Access(check) => checks.push(check.clone()),
                     Key::Personal { hash } => hashes.push(hash.clone()),
                 }
             }
@@ -134,7 +136,7 @@ impl TokenChecks {
                     let (mut holders, mut tokens) = (holders.into_iter(), tokens.into_iter());
                     for lookup in batch {
                         let found = match lookup.key {
-                            Key::Access { .. } => Found::Access(holders.next().flatten()),
+                            Key::Access(_) => Found::Access(holders.next().flatten()),
                             Key::Personal { .. } => Found::Personal(tokens.next().flatten()),
                         };
                         let _ = lookup.answer.send(Ok(found));

@@ -58,7 +58,9 @@ pub fn of_user_and_admin(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<
             .filter(user_roles::user_id.eq(user_id))
             .filter(user_roles::role_name.eq(crate::domain::RoleName::ADMIN)),
     );
-    let found: Option<(Option<AppRow>, Option<i64>, Option<i64>, bool)> = users::table
+    // The app row (if any), unused recovery codes, passkeys, and the admin role.
+    type Found = (Option<AppRow>, Option<i64>, Option<i64>, bool);
+    let found: Option<Found> = users::table
         .left_join(user_totp::table)
         .filter(users::id.eq(user_id))
         .select((Option::<AppRow>::as_select(), recovery_codes_left, passkeys, is_admin))

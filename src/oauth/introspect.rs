@@ -98,14 +98,21 @@ pub async fn introspect(
         };
         let as_access = |conn: &mut diesel::PgConnection| -> diesel::QueryResult<Option<TokenDetails>> {
             let Some(claims) = &access else { return Ok(None) };
-            // The same checks as a bearer token on `/api`: a user's token needs its user active and
-            // the token neither revoked nor cut off; a client's own token needs its client registered.
+            // The same checks as a bearer token on `/api`: a user's token needs its user active, the
+            // token neither revoked nor cut off, and the client it was issued to (if any) registered;
+            // a client's own token needs its client registered.
             let live = match &claims.sub {
                 Subject::User(user_id) => {
-                    let holders = db::users::token_holders(conn, &[(*user_id, claims.jti)])?;
+                    let check = db::users::AccessCheck {
+                        user_id: *user_id,
+                        jti: claims.jti,
+                        client_id: claims.client_id.clone(),
+                    };
+                    let holders = db::users::token_holders(conn, &[check])?;
                     holders.into_iter().flatten().next().is_some_and(|holder| {
                         holder.user.is_active
                             && !holder.token_revoked
+                            && !holder.client_removed
                             && claims.issued_at() >= holder.user.tokens_valid_after
                     })
                 }

@@ -2,6 +2,7 @@
 
 use base64::Engine as _;
 use diesel::RunQueryDsl;
+use gatehouse::db::users::AccessCheck;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::{self, HeaderValue};
 use serde_json::{Value, json};
@@ -471,24 +472,39 @@ async fn a_batch_of_token_lookups_answers_each_lookup_in_order() {
         ),
     );
     let nobody = Uuid::now_v7();
-    let checks = [(alice.id, kept), (nobody, kept), (admin.id, revoked), (alice.id, revoked), (alice.id, kept)];
+    let live_client = crate::oidc::public_app(&app, "RS256", false).id;
+    let removed_client = crate::oidc::public_app(&app, "RS256", false).id;
+    execute(&app, &format!("UPDATE oauth_clients SET removed_at = now() WHERE client_id = '{removed_client}'"));
+    let check = |user_id, jti, client_id: Option<&String>| AccessCheck { user_id, jti, client_id: client_id.cloned() };
+    let checks = [
+        check(alice.id, kept, None),
+        check(nobody, kept, None),
+        check(admin.id, revoked, None),
+        check(alice.id, revoked, Some(&live_client)),
+        check(alice.id, kept, Some(&removed_client)),
+        check(alice.id, kept, Some(&"gc_never-registered".to_owned())),
+    ];
     let answers = gatehouse::db::users::token_holders(&mut app.db.conn(), &checks).unwrap();
-    let summary: Vec<Option<(String, Vec<String>, bool)>> = answers
+    let summary: Vec<Option<(String, Vec<String>, bool, bool)>> = answers
         .into_iter()
-        .map(|answer| answer.map(|holder| (holder.user.username, holder.roles, holder.token_revoked)))
+        .map(|answer| {
+            answer.map(|holder| (holder.user.username, holder.roles, holder.token_revoked, holder.client_removed))
+        })
         .collect();
-    let user = |name: &str, roles: &[&str], revoked| {
-        Some((name.to_owned(), roles.iter().map(|r| r.to_string()).collect(), revoked))
+    let user = |name: &str, roles: &[&str], revoked, client_removed| {
+        Some((name.to_owned(), roles.iter().map(|r| r.to_string()).collect(), revoked, client_removed))
     };
     assert_eq!(
         summary,
         vec![
-            user("alice", &["user"], false),
+            user("alice", &["user"], false, false),
             None,
             // Revocation is by jti: the same jti under another user still counts as revoked.
-            user("root-admin", &["admin", "user"], true),
-            user("alice", &["user"], true),
-            user("alice", &["user"], false),
+            user("root-admin", &["admin", "user"], true, false),
+            user("alice", &["user"], true, false),
+            // A client that was removed, or never registered, is gone for its tokens.
+            user("alice", &["user"], false, true),
+            user("alice", &["user"], false, true),
         ]
     );
     assert!(gatehouse::db::users::token_holders(&mut app.db.conn(), &[]).unwrap().is_empty());

@@ -995,8 +995,23 @@ async fn a_code_of_a_sign_in_cut_off_since_and_tokens_of_a_removed_client_are_re
     let tokens: Value = exchange(&app, &client, &code, &verifier).await.json().await.unwrap();
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(app.get("/api/users/me", Some(access)).await.status(), 200);
+    let service = app.create_user("billing-service", "billing-service-password", &["service"]);
+    let caller = app.access_token(&service, Some("tokens:introspect")).await;
+    let active = || async {
+        let response = app
+            .client
+            .post(app.url("/introspect"))
+            .bearer_auth(&caller)
+            .form(&[("token", access)])
+            .send()
+            .await
+            .unwrap();
+        response.json::<Value>().await.unwrap()["active"].as_bool().unwrap()
+    };
+    assert!(active().await);
     clients::remove(&mut app.db.conn(), &Actor::command_line(), &client.id, Utc::now()).unwrap();
     assert_eq!(app.get("/api/users/me", Some(access)).await.status(), 401);
+    assert!(!active().await, "introspection agrees with /api");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ mod bearer;
 mod signin;
 
 pub use admin::{AccountChange, UserWrite, as_admin, change, create, create_recorded, search};
-pub use bearer::{TokenHolder, TokenHoldersQuery, token_holders};
+pub use bearer::{AccessCheck, TokenHolder, TokenHoldersQuery, token_holders};
 pub use signin::{
     Claim, GrantedCheck, HashUpgrade, claim_check, claim_check_of, record_confirmation, record_failure, record_success,
     release_claim,
