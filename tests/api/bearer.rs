@@ -485,7 +485,9 @@ async fn a_batch_of_token_lookups_answers_each_lookup_in_order() {
         check(alice.id, kept, Some(&"gc_never-registered".to_owned())),
     ];
     let answers = gatehouse::db::users::token_holders(&mut app.db.conn(), &checks).unwrap();
-    let summary: Vec<Option<(String, Vec<String>, bool, bool)>> = answers
+    // Username, roles, revoked, client removed.
+    type Summary = (String, Vec<String>, bool, bool);
+    let summary: Vec<Option<Summary>> = answers
         .into_iter()
         .map(|answer| {
             answer.map(|holder| (holder.user.username, holder.roles, holder.token_revoked, holder.client_removed))
