@@ -125,9 +125,10 @@ pub fn disconnect(
     event: &NewEvent,
 ) -> QueryResult<bool> {
     conn.transaction(|conn| {
-        // Stronger than the share lock every exchange takes: a code exchange or device delivery in
-        // flight finishes first (and its family ends below), or starts after (and finds its code spent).
-        lock_user_for_consent_change(conn, user_id)?;
+        // Locks in the order the exchanges take them, or two of them deadlock: the codes first (an
+        // exchange in flight holds its code until it commits, and then its code is no longer
+        // pending here), then the user's row, stronger than the share lock every exchange takes.
+        // So an exchange either finishes first (and its family ends below) or finds its code spent.
         let spent = diesel::update(
             authorization_codes::table
                 .filter(authorization_codes::user_id.eq(user_id))
@@ -144,6 +145,7 @@ pub fn disconnect(
         )
         .set(device_codes::delivered_at.eq(now))
         .execute(conn)?;
+        lock_user_for_consent_change(conn, user_id)?;
         let forgot = diesel::delete(oauth_consents::table.find((user_id, client_id.to_owned()))).execute(conn)? > 0;
         let ended = diesel::update(
             refresh_families::table
