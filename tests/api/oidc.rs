@@ -147,6 +147,15 @@ pub(crate) fn hidden(html: &str, name: &str) -> String {
 
 /// Signs `user` in at the login page `login_location` points to, and follows the redirect back.
 pub(crate) async fn sign_in_at(app: &TestApp, browser: &Client, login_location: &str, user: &TestUser) -> Response {
+    let signed_in = submit_login(app, browser, login_location, user).await;
+    assert_eq!(signed_in.status(), 303, "signed in");
+    let back = location(&signed_in);
+    assert!(back.starts_with("/authorize?"), "back to the authorization request: {back}");
+    browser.get(app.url(&back)).send().await.unwrap()
+}
+
+/// Opens the login page at `login_location` and submits it with `user`'s password: the answer.
+async fn submit_login(app: &TestApp, browser: &Client, login_location: &str, user: &TestUser) -> Response {
     let page = browser.get(app.url(login_location)).send().await.unwrap();
     assert_eq!(page.status(), 200, "the login page");
     let html = page.text().await.unwrap();
@@ -156,11 +165,7 @@ pub(crate) async fn sign_in_at(app: &TestApp, browser: &Client, login_location: 
         ("password", user.password.clone()),
         ("next", hidden(&html, "next")),
     ];
-    let signed_in = browser.post(app.url("/login")).form(&fields).send().await.unwrap();
-    assert_eq!(signed_in.status(), 303, "signed in");
-    let back = location(&signed_in);
-    assert!(back.starts_with("/authorize?"), "back to the authorization request: {back}");
-    browser.get(app.url(&back)).send().await.unwrap()
+    browser.post(app.url("/login")).form(&fields).send().await.unwrap()
 }
 
 /// Answers the consent page `page` (Allow or Deny); returns the redirect to the client.
@@ -657,14 +662,7 @@ async fn prompt_none_answers_for_another_hinted_person_and_for_a_pending_enrolme
     let admin_browser = browser();
     let url = authorize_url(&app, &client.id, &challenge, &[]);
     let first = admin_browser.get(&url).send().await.unwrap();
-    let login_page = admin_browser.get(app.url(&location(&first))).send().await.unwrap().text().await.unwrap();
-    let fields = [
-        ("csrf_token", hidden(&login_page, "csrf_token")),
-        ("username", admin.username.clone()),
-        ("password", admin.password.clone()),
-        ("next", hidden(&login_page, "next")),
-    ];
-    let signed_in = admin_browser.post(app.url("/login")).form(&fields).send().await.unwrap();
+    let signed_in = submit_login(&app, &admin_browser, &location(&first), &admin).await;
     assert_eq!(signed_in.status(), 303);
     assert!(location(&signed_in).starts_with("/account/second-factor"), "{}", location(&signed_in));
     let none =
