@@ -53,16 +53,23 @@ def process_cpu_us(pid, only_hash_threads=False):
     return total
 
 
-def server_cpu_ns(pid):
-    """CPU time of every live thread of the server, in nanoseconds."""
-    total = 0
+def threads_cpu_ns(pid):
+    """CPU time of each live thread of the server, in nanoseconds, by thread id."""
+    times = {}
     for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
         try:
             with open(path) as stat:
-                total += int(stat.read().split()[0])
+                times[path.split("/")[4]] = int(stat.read().split()[0])
         except (FileNotFoundError, ProcessLookupError):
             pass  # a thread that ended meanwhile
-    return total
+    return times
+
+
+def cpu_between(before, after):
+    """What the server's threads used between two readings: a thread that started meanwhile counts
+    from zero; one that ended meanwhile (tokio's idle blocking threads exit) is left out, rather than
+    taking its whole life's time out of the sum."""
+    return sum(ns - before.get(tid, 0) for tid, ns in after.items())
 
 
 class Connection:
@@ -73,18 +80,20 @@ class Connection:
         self.conn = None
 
     def request(self, method, target, body=None, headers=None):
-        if self.conn is None or not self.keep:
-            if self.conn is not None:
-                self.conn.close()
+        if self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         self.conn.request(method, target, body=body, headers=headers or {})
         response = self.conn.getresponse()
         data = response.read()
+        if not self.keep:
+            # Closed within the request's own measurement, not the next one's.
+            self.close()
         return response, data
 
     def close(self):
         if self.conn is not None:
             self.conn.close()
+            self.conn = None
 
 
 def die(message):
@@ -132,10 +141,10 @@ def main():
             if form is not None:
                 body = urllib.parse.urlencode(form)
                 headers["Content-Type"] = "application/x-www-form-urlencoded"
-            before, clock = server_cpu_ns(pid), time.monotonic()
+            before, clock = threads_cpu_ns(pid), time.monotonic()
             response, data = connection.request(method, target, body, headers)
             wall += time.monotonic() - clock
-            steps_ns[index] += server_cpu_ns(pid) - before
+            steps_ns[index] += cpu_between(before, threads_cpu_ns(pid))
             if response.status != expected:
                 die(f"{method} {target} answered {response.status} (expected {expected}): {data[:400]!r}")
             if browser_request:

@@ -290,7 +290,8 @@ pub fn exchange_code<S: IssuedAccess>(
             amr: &amr,
         };
         let event = event.detail(format!("authorization_code for client {}", code.client_id));
-        // A savepoint: a refused start leaves the code spent, not the whole exchange undone.
+        // In this transaction: a refused start writes nothing, so the code stays spent; an error
+        // (a signature that failed) undoes the whole exchange, the code's spending with it.
         let started = refresh_tokens::start_family_in_transaction(
             conn,
             &family,

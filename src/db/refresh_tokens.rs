@@ -155,31 +155,16 @@ struct LockedUser {
     tokens_valid_after: DateTime<Utc>,
     #[diesel(sql_type = diesel::sql_types::Timestamptz)]
     now: DateTime<Utc>,
-    /// The user's role names, sorted.
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    roles: Vec<String>,
-    /// Every scope one of those roles allows.
-    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
-    allowed_scopes: Vec<String>,
-}
-
-impl LockedUser {
-    fn allowed(&self) -> QueryResult<ScopeSet> {
-        // Scope names are CHECKed by the schema to be valid scope tokens.
-        ScopeSet::parse(&self.allowed_scopes.join(" "))
-            .map_err(|err| diesel::result::Error::DeserializationError(Box::new(err)))
-    }
 }
 
 /// Locks the user's row against invalidation (which updates it) until the transaction ends, and
-/// reads the database's clock once the lock is held; with it, in the same statement, the roles and
-/// what they allow, which every token issued under the lock needs.
+/// reads the database's clock once the lock is held. What the user's roles allow is read by the
+/// next statement ([`super::users::roles_and_allowed_scopes`]), never by this one: a statement's
+/// snapshot is taken before it waits for the lock, so a role change committed while it waited
+/// would be missed.
 fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<LockedUser>> {
     diesel::sql_query(
-        "SELECT username, full_name, email, email_verified, is_active, tokens_valid_after, clock_timestamp() AS now, \
-           ARRAY(SELECT role_name FROM user_roles WHERE user_id = users.id ORDER BY role_name) AS roles, \
-           ARRAY(SELECT DISTINCT rs.scope_name FROM user_roles ur JOIN role_scopes rs ON rs.role_name = ur.role_name \
-                 WHERE ur.user_id = users.id) AS allowed_scopes \
+        "SELECT username, full_name, email, email_verified, is_active, tokens_valid_after, clock_timestamp() AS now \
          FROM users WHERE id = $1 FOR SHARE",
     )
     .bind::<diesel::sql_types::Uuid, _>(user_id)
@@ -211,7 +196,7 @@ pub fn start_family_in_transaction<S: IssuedAccess>(
     if !user.is_active || start.auth_time < user.tokens_valid_after {
         return Ok(Start::Invalidated);
     }
-    let allowed = user.allowed()?;
+    let (roles, allowed) = super::users::roles_and_allowed_scopes(conn, start.user_id)?;
     let scopes = if start.requested.is_empty() { allowed.clone() } else { start.requested.clone() };
     if !scopes.is_subset(&allowed) {
         return Ok(Start::ScopeNotAllowed(scopes.difference(&allowed)));
@@ -238,7 +223,7 @@ pub fn start_family_in_transaction<S: IssuedAccess>(
         full_name: user.full_name,
         email: user.email,
         email_verified: user.email_verified,
-        roles: user.roles,
+        roles,
         scopes,
         issued_at: start.issued_at,
         auth_time: start.auth_time,
@@ -313,7 +298,7 @@ pub fn rotate<S: IssuedAccess>(
         if family.client_id.as_deref().is_some_and(|owner| client_id != Some(owner)) {
             return Ok(Rotation::Refused);
         }
-        let allowed = user.allowed()?;
+        let (roles, allowed) = super::users::roles_and_allowed_scopes(conn, family.user_id)?;
         let token =
             PresentedToken { scope: &stored.scope, expires_at: stored.expires_at, used: stored.used_at.is_some() };
         let state = FamilyState {
@@ -348,7 +333,7 @@ pub fn rotate<S: IssuedAccess>(
             full_name: user.full_name,
             email: user.email,
             email_verified: user.email_verified,
-            roles: user.roles,
+            roles,
             scopes,
             issued_at: user.now,
             auth_time: family.auth_time,

@@ -580,3 +580,40 @@ async fn wait_until_reading_stdin(pid: u32) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A refresh that waits for a role change in flight on the other instance (its user-row lock held
+/// until it commits) is issued with the roles the change leaves, never the ones it removed: the
+/// roles are read after the lock is granted, by a statement of their own.
+#[tokio::test]
+async fn a_refresh_waiting_for_a_role_change_is_issued_with_the_roles_it_leaves() {
+    let (a, b) = spawn_pair(&[NO_THROTTLE]).await;
+    let carol = a.create_user("carol", "carol-password-1234", &["user", "service"]);
+    let tokens = a.login(&carol, Some("profile")).await;
+    let roles_of = |token: &str| crate::keys::jwt_part(token, 1)["roles"].clone();
+    assert_eq!(roles_of(tokens["access_token"].as_str().unwrap()), serde_json::json!(["service", "user"]));
+
+    // The change as an admin's takes it: the user's row locked, the role rows rewritten.
+    let mut change = a.db.conn();
+    diesel::sql_query("BEGIN").execute(&mut change).unwrap();
+    diesel::sql_query(format!("SELECT 1 FROM users WHERE id = '{}' FOR NO KEY UPDATE", carol.id))
+        .execute(&mut change)
+        .unwrap();
+    diesel::sql_query(format!("DELETE FROM user_roles WHERE user_id = '{}' AND role_name = 'service'", carol.id))
+        .execute(&mut change)
+        .unwrap();
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let waiting = {
+        let request = b
+            .client
+            .post(b.url("/token"))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token.as_str())]);
+        tokio::spawn(send(request))
+    };
+    let mut watcher = a.db.conn();
+    wait_until("the refresh waits for the user's row", || lock_waiters(&mut watcher) >= 1).await;
+    diesel::sql_query("COMMIT").execute(&mut change).unwrap();
+
+    let (status, refreshed) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{refreshed}");
+    assert_eq!(roles_of(refreshed["access_token"].as_str().unwrap()), serde_json::json!(["user"]));
+}

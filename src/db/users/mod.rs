@@ -160,6 +160,22 @@ pub fn allowed_scopes(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Sco
     ScopeSet::parse(&names.join(" ")).map_err(|err| diesel::result::Error::DeserializationError(Box::new(err)))
 }
 
+/// The user's role names (sorted) and every scope they allow, in one query: what a token's claims
+/// need when a family starts or rotates (after the user's row is locked: see `refresh_tokens`).
+pub fn roles_and_allowed_scopes(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<(Vec<String>, ScopeSet)> {
+    let rows: Vec<(String, Option<String>)> = user_roles::table
+        .left_join(role_scopes::table.on(role_scopes::role_name.eq(user_roles::role_name)))
+        .filter(user_roles::user_id.eq(user_id))
+        .select((user_roles::role_name, role_scopes::scope_name.nullable()))
+        .load(conn)?;
+    let roles: std::collections::BTreeSet<String> = rows.iter().map(|(role, _)| role.clone()).collect();
+    let names: Vec<String> = rows.into_iter().filter_map(|(_, scope)| scope).collect();
+    // Scope names are CHECKed by the schema to be valid scope tokens.
+    let allowed =
+        ScopeSet::parse(&names.join(" ")).map_err(|err| diesel::result::Error::DeserializationError(Box::new(err)))?;
+    Ok((roles.into_iter().collect(), allowed))
+}
+
 /// Every role that exists, by name.
 pub fn all_role_names(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
     roles::table.select(roles::name).order(roles::name).load(conn)
