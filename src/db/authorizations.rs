@@ -246,7 +246,8 @@ pub struct CodeGrant<'a> {
 /// Exchanges the code whose hash is `hash`: takes it (one conditional `UPDATE`), lets `binding`
 /// check it against the request, begins the family (signing with `sign`, which sees the code for
 /// its nonce), and records what was issued on the code. A code that fails its checks stays spent:
-/// whoever holds it without its verifier loses it.
+/// whoever holds it without its verifier loses it. `consent_required` (a third-party client): the
+/// person's stored consent must still cover the code's scopes.
 #[allow(clippy::too_many_arguments)]
 pub fn exchange_code<S: IssuedAccess>(
     conn: &mut PgConnection,
@@ -254,6 +255,7 @@ pub fn exchange_code<S: IssuedAccess>(
     now: DateTime<Utc>,
     binding: impl FnOnce(&StoredCode) -> Result<(), &'static str>,
     grant: &CodeGrant<'_>,
+    consent_required: bool,
     event: NewEvent,
     sign: impl FnOnce(&Grantee, &StoredCode) -> Result<Issued<S>, IssueFailure>,
     reuse_event: NewEvent,
@@ -288,6 +290,7 @@ pub fn exchange_code<S: IssuedAccess>(
             family_expires_at: grant.family_expires_at,
             client_addr: grant.client_addr,
             amr: &amr,
+            consent_required,
         };
         let event = event.detail(format!("authorization_code for client {}", code.client_id));
         // In this transaction: a refused start writes nothing, so the code stays spent; an error
@@ -526,6 +529,8 @@ pub fn poll_device<S: IssuedAccess>(
             family_expires_at: grant.family_expires_at,
             client_addr: grant.client_addr,
             amr: &amr,
+            // The person allowed this device on the page itself: no stored consent is involved.
+            consent_required: false,
         };
         let event = event.detail(format!("device_code for client {client_id}"));
         match refresh_tokens::start_family_in_transaction(conn, &family, event, sign)? {

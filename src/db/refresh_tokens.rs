@@ -93,6 +93,9 @@ pub struct FamilyStart<'a> {
     pub client_addr: Option<&'a str>,
     /// How the person signed in (RFC 8176 methods).
     pub amr: &'a [String],
+    /// The person's stored consent to `client_id` must still cover the scopes (a code for a
+    /// third-party app: a Disconnect since its consent was read ends it here).
+    pub consent_required: bool,
 }
 
 #[derive(Debug)]
@@ -194,6 +197,11 @@ pub fn start_family_in_transaction<S: IssuedAccess>(
 ) -> Result<Start<S>, IssueFailure> {
     let Some(user) = lock_user(conn, start.user_id)? else { return Ok(Start::Invalidated) };
     if !user.is_active || start.auth_time < user.tokens_valid_after {
+        return Ok(Start::Invalidated);
+    }
+    if let (true, Some(client_id)) = (start.consent_required, start.client_id)
+        && !super::authorizations::consent_covers(conn, start.user_id, client_id, start.requested)?
+    {
         return Ok(Start::Invalidated);
     }
     let (roles, allowed) = super::users::roles_and_allowed_scopes(conn, start.user_id)?;

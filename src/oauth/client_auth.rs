@@ -108,6 +108,7 @@ pub struct ClientAtToken {
     pub grants: Vec<GrantType>,
     pub scope: ScopeSet,
     pub id_token_alg: IdTokenAlg,
+    pub first_party: bool,
     pub secrets: Vec<StoredSecret>,
 }
 
@@ -119,6 +120,7 @@ impl ClientAtToken {
             grants: client.grants,
             scope: client.scope,
             id_token_alg: client.id_token_alg,
+            first_party: client.first_party,
             secrets,
         }
     }
@@ -155,8 +157,9 @@ impl ClientFailure {
 pub enum ClientVerdict {
     /// No registered client named (or one naming nothing registered, for the grants that ignore it).
     Anonymous,
-    /// A registered client, authenticated if confidential, allowed this grant.
-    Client { client_id: String, scope: ScopeSet, id_token_alg: IdTokenAlg },
+    /// A registered client, authenticated if confidential, allowed this grant. `first_party`: its
+    /// people are never asked for consent.
+    Client { client_id: String, scope: ScopeSet, id_token_alg: IdTokenAlg, first_party: bool },
 }
 
 /// Why the request stops here.
@@ -218,6 +221,7 @@ pub fn decide(
         client_id: client.client_id.clone(),
         scope: client.scope.clone(),
         id_token_alg: client.id_token_alg,
+        first_party: client.first_party,
     })
 }
 
@@ -280,6 +284,7 @@ mod tests {
             grants: grants.to_vec(),
             scope: ScopeSet::parse("tokens:introspect").unwrap(),
             id_token_alg: IdTokenAlg::Rs256,
+            first_party: false,
             secrets: vec![StoredSecret { id: Uuid::nil(), hash: secret_hash("right").to_vec(), expires_at: None }],
         }
     }
@@ -302,6 +307,7 @@ mod tests {
                 client_id: "gc_x".into(),
                 scope: ScopeSet::parse("tokens:introspect").unwrap(),
                 id_token_alg: IdTokenAlg::Rs256,
+                first_party: false,
             })
         };
         let service = client(Confidential, &[ClientCredentials]);

@@ -59,6 +59,8 @@ impl IssuedAccess for IssuedTokens {
 pub struct GrantClient {
     pub client_id: String,
     pub id_token_alg: IdTokenAlg,
+    /// Its people are never asked for consent (so none is stored to check at an exchange).
+    pub first_party: bool,
 }
 
 /// An ID token to add to the answer: its algorithm and the nonce of the authorization request.
@@ -194,6 +196,7 @@ impl Grants {
                 family_expires_at: signed_in.began_at + policy.family_max_age,
                 client_addr: client_addr.as_deref(),
                 amr: &amr,
+                consent_required: false,
             };
             let sign =
                 Box::new(|grantee: &Grantee| sign(&keys, grantee, refresh_token, None).map(|(tokens, _)| tokens));
@@ -309,6 +312,7 @@ impl Grants {
         let event = NewEvent::new(EventKind::TokenIssued, attempt.channel).client(family.client_addr.clone());
         let reuse_event = NewEvent::new(EventKind::CodeReused, attempt.channel).client(family.client_addr.clone());
         let client_id = client.client_id.clone();
+        let consent_required = !client.first_party;
         let exchanged = db::run_with(&self.pool, move |conn| {
             let binding = |code: &StoredCode| {
                 if code.client_id != client.client_id {
@@ -335,7 +339,17 @@ impl Grants {
                 let (tokens, _) = sign(&keys, grantee, family.refresh_token.clone(), Some(wanted))?;
                 Ok(Issued { answer: tokens, family_id: grantee.family_id })
             };
-            db::authorizations::exchange_code(conn, &hash, now, binding, &grant, event, sign, reuse_event)
+            db::authorizations::exchange_code(
+                conn,
+                &hash,
+                now,
+                binding,
+                &grant,
+                consent_required,
+                event,
+                sign,
+                reuse_event,
+            )
         })
         .await?;
         match exchanged {

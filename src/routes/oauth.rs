@@ -110,8 +110,8 @@ async fn token(
     let request = TokenRequest::from_form(&form, state.settings.strict_grant_type)?;
     let verdict = authenticate_client(&req, &form, request.grant_type(), &state, &attempt, now).await?;
     let client = match &verdict {
-        ClientVerdict::Client { client_id, id_token_alg, .. } => {
-            Some(GrantClient { client_id: client_id.clone(), id_token_alg: *id_token_alg })
+        ClientVerdict::Client { client_id, id_token_alg, first_party, .. } => {
+            Some(GrantClient { client_id: client_id.clone(), id_token_alg: *id_token_alg, first_party: *first_party })
         }
         ClientVerdict::Anonymous => None,
     };

@@ -10,7 +10,7 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use reqwest::{Client, Response, header};
 use serde_json::Value;
 
-use crate::helpers::{StoredEvent, TestApp, TestUser, assert_token_error, spawn_pair};
+use crate::helpers::{StoredEvent, TestApp, TestUser, assert_token_error, lock_waiters, spawn_pair};
 
 const NO_THROTTLE: (&str, &str) = ("GATEHOUSE_LOGIN_RATE_PER_MINUTE", "0");
 /// A burst of 10, then one attempt every 6 s: the 11th quick attempt is refused however slow the machine.
@@ -58,21 +58,6 @@ fn execute(app: &TestApp, sql: &str) {
 
 fn failures_with(events: &[StoredEvent], reason: &str) -> usize {
     events.iter().filter(|e| e.kind == "login_failed" && e.reason.as_deref() == Some(reason)).count()
-}
-
-/// Backends of this test's database waiting for a lock.
-fn lock_waiters(conn: &mut PgConnection) -> i64 {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-    .get_result::<Row>(conn)
-    .unwrap()
-    .n
 }
 
 // --- Lockout ---

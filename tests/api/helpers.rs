@@ -409,3 +409,18 @@ pub async fn assert_bearer_error(response: Response, status: u16, challenge: Opt
     assert_eq!(body["error"], error, "body: {body}");
     body
 }
+
+/// Backends of this test's database waiting for a lock.
+pub fn lock_waiters(conn: &mut PgConnection) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .get_result::<Row>(conn)
+    .unwrap()
+    .n
+}

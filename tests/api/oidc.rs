@@ -750,6 +750,49 @@ async fn disconnecting_while_a_code_is_exchanged_on_another_instance_leaves_no_w
     println!("the exchange came first in {exchanged} of 6 rounds");
 }
 
+/// A Disconnect that commits while a signed-in `/authorize` is between reading the stored consent
+/// and storing its code (held there: the code's foreign-key check waits for the client's row, which
+/// the test locks): the code is stored after the Disconnect, and its exchange finds no consent.
+#[tokio::test]
+async fn a_code_stored_just_after_a_disconnect_that_raced_its_consent_check_gets_no_tokens() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let client = public_app(&app, "RS256", false);
+    let browser = browser();
+    let (_, challenge) = pkce();
+    code_for(&app, &browser, &authorize_url(&app, &client.id, &challenge, &[]), &alice).await;
+    let account = browser.get(app.url("/account")).send().await.unwrap().text().await.unwrap();
+    let csrf = hidden(&account, "csrf_token");
+
+    let mut holder = app.db.conn();
+    diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
+    diesel::sql_query(format!("SELECT 1 FROM oauth_clients WHERE client_id = '{}' FOR UPDATE", client.id))
+        .execute(&mut holder)
+        .unwrap();
+    let (verifier, challenge) = pkce();
+    let pending = tokio::spawn(browser.get(authorize_url(&app, &client.id, &challenge, &[])).send());
+    let mut watcher = app.db.conn();
+    for _ in 0..1000 {
+        if crate::helpers::lock_waiters(&mut watcher) >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(crate::helpers::lock_waiters(&mut watcher), 1, "the code's insert waits for the client's row");
+    let disconnect = browser
+        .post(app.url(&format!("/account/apps/{}/disconnect", client.id)))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disconnect.status(), 303);
+    diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
+
+    let answer = pending.await.unwrap().unwrap();
+    let code = params(&location(&answer)).get("code").cloned().expect("the code was stored after all");
+    assert_token_error(exchange(&app, &client, &code, &verifier).await, 400, "invalid_grant").await;
+}
+
 #[tokio::test]
 async fn userinfo_answers_by_scope_and_refuses_a_token_without_openid() {
     let app = spawn_app().await;
