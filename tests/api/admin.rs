@@ -9,7 +9,7 @@ use reqwest::redirect::Policy;
 use reqwest::{Client, Response, header};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, assert_bearer_error, spawn_app, spawn_pair};
+use crate::helpers::{TestApp, TestUser, assert_bearer_error, lock_waiters, spawn_app, spawn_pair, until_lock_waiters};
 
 /// A password the strength estimate lets through.
 const STRONG: &str = "velvet-otter-sings-47";
@@ -547,32 +547,6 @@ async fn race_two_admins(first_change: Value, second_change: Value) {
         "SELECT count(*) AS n FROM users JOIN user_roles ON user_id = id WHERE role_name = 'admin' AND is_active",
     );
     assert_eq!(active_admins, 1);
-}
-
-/// Waits until `n` requests wait for a row lock (one the test holds, or one they hold among them).
-async fn until_lock_waiters(app: &TestApp, n: i64, what: &str) {
-    let mut watcher = PgConnection::establish(&app.db.url).unwrap();
-    for _ in 0..1000 {
-        if lock_waiters(&mut watcher) == n {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(lock_waiters(&mut watcher), n, "{what}");
-}
-
-fn lock_waiters(conn: &mut PgConnection) -> i64 {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-    .get_result::<Row>(conn)
-    .unwrap()
-    .n
 }
 
 #[tokio::test]

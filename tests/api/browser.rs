@@ -1130,15 +1130,7 @@ async fn a_person_connects_a_device_by_typing_its_code() {
     let client_id = register_app(&app, "Living Room TV", &[device_grant, "refresh_token"], &[]);
 
     // The device asks for a code and shows it (RFC 8628 §3.1–3.2).
-    let started = app
-        .client
-        .post(app.url("/device_authorization"))
-        .form(&[("client_id", client_id.as_str()), ("scope", "openid profile")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 200);
-    let started: Value = started.json().await.unwrap();
+    let started = crate::oidc::start_device(&app, &client_id, Some("openid profile")).await;
     let user_code = started["user_code"].as_str().unwrap().to_owned();
     assert!(
         user_code.len() == 9

@@ -594,8 +594,7 @@ async fn a_refresh_waiting_for_a_role_change_is_issued_with_the_roles_it_leaves(
             .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token.as_str())]);
         tokio::spawn(send(request))
     };
-    let mut watcher = a.db.conn();
-    wait_until("the refresh waits for the user's row", || lock_waiters(&mut watcher) >= 1).await;
+    crate::helpers::until_lock_waiters(&a, 1, "the refresh waits for the user's row").await;
     diesel::sql_query("COMMIT").execute(&mut change).unwrap();
 
     let (status, refreshed) = waiting.await.unwrap();

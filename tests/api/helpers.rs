@@ -424,3 +424,15 @@ pub fn lock_waiters(conn: &mut PgConnection) -> i64 {
     .unwrap()
     .n
 }
+
+/// Waits until `n` requests wait for a row lock (one the test holds, or one they hold among them).
+pub async fn until_lock_waiters(app: &TestApp, n: i64, what: &str) {
+    let mut watcher = PgConnection::establish(&app.db.url).unwrap();
+    for _ in 0..1000 {
+        if lock_waiters(&mut watcher) == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(lock_waiters(&mut watcher), n, "{what}");
+}

@@ -198,6 +198,36 @@ pub(crate) async fn code_for(app: &TestApp, browser: &Client, url: &str, user: &
     back.get("code").cloned().expect("a code")
 }
 
+/// A public app of a device (a TV, a CLI): the device grant and refresh tokens, allowed `scopes`.
+fn device_app(app: &TestApp, scopes: &[&str]) -> RegisteredClient {
+    register(
+        app,
+        ClientDraft {
+            name: "TV".into(),
+            public: true,
+            scopes: scopes.iter().map(|scope| scope.to_string()).collect(),
+            grants: vec!["urn:ietf:params:oauth:grant-type:device_code".into(), "refresh_token".into()],
+            ..ClientDraft::default()
+        },
+    )
+}
+
+/// The "Disconnect" button of Connected apps on `/account`, for `client_id`.
+fn disconnect_request(app: &TestApp, browser: &Client, client_id: &str, csrf: &str) -> reqwest::RequestBuilder {
+    browser.post(app.url(&format!("/account/apps/{client_id}/disconnect"))).form(&[("csrf_token", csrf)])
+}
+
+/// A device's request (RFC 8628 §3.1) for `client_id`: the answer, which must be a `200`.
+pub(crate) async fn start_device(app: &TestApp, client_id: &str, scope: Option<&str>) -> Value {
+    let mut form = vec![("client_id", client_id)];
+    if let Some(scope) = scope {
+        form.push(("scope", scope));
+    }
+    let response = app.client.post(app.url("/device_authorization")).form(&form).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
 async fn exchange(app: &TestApp, client: &RegisteredClient, code: &str, verifier: &str) -> Response {
     let mut request = app.client.post(app.url("/token"));
     if let Some(secret) = &client.secret {
@@ -685,12 +715,7 @@ async fn disconnecting_an_app_ends_its_refresh_tokens_and_asks_for_consent_again
     let account = browser.get(app.url("/account")).send().await.unwrap().text().await.unwrap();
     assert!(account.contains("Phone app"), "listed under Connected apps");
     let csrf = hidden(&account, "csrf_token");
-    let disconnect = browser
-        .post(app.url(&format!("/account/apps/{}/disconnect", client.id)))
-        .form(&[("csrf_token", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let disconnect = disconnect_request(&app, &browser, &client.id, &csrf).send().await.unwrap();
     assert_eq!(disconnect.status(), 303);
     let refresh = [
         ("grant_type", "refresh_token"),
@@ -727,10 +752,7 @@ async fn disconnecting_while_a_code_is_exchanged_on_another_instance_leaves_no_w
                 csrf.insert(hidden(&account, "csrf_token"))
             }
         };
-        let disconnect = browser
-            .post(a.url(&format!("/account/apps/{}/disconnect", client.id)))
-            .form(&[("csrf_token", csrf.as_str())])
-            .send();
+        let disconnect = disconnect_request(&a, &browser, &client.id, csrf).send();
         let (exchange, disconnect) = tokio::join!(exchange(&b, &client, &code, &verifier), disconnect);
         assert_eq!(disconnect.unwrap().status(), 303, "round {round}");
         if exchange.status() == 200 {
@@ -771,20 +793,8 @@ async fn a_code_stored_just_after_a_disconnect_that_raced_its_consent_check_gets
         .unwrap();
     let (verifier, challenge) = pkce();
     let pending = tokio::spawn(browser.get(authorize_url(&app, &client.id, &challenge, &[])).send());
-    let mut watcher = app.db.conn();
-    for _ in 0..1000 {
-        if crate::helpers::lock_waiters(&mut watcher) >= 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(crate::helpers::lock_waiters(&mut watcher), 1, "the code's insert waits for the client's row");
-    let disconnect = browser
-        .post(app.url(&format!("/account/apps/{}/disconnect", client.id)))
-        .form(&[("csrf_token", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    crate::helpers::until_lock_waiters(&app, 1, "the code's insert waits for the client's row").await;
+    let disconnect = disconnect_request(&app, &browser, &client.id, &csrf).send().await.unwrap();
     assert_eq!(disconnect.status(), 303);
     diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
 
@@ -910,25 +920,8 @@ async fn decide_device(app: &TestApp, browser: &Client, user_code: &str, decisio
 async fn the_device_grant_polls_pending_slow_down_then_delivers_once_on_either_instance() {
     let (a, b) = spawn_pair(&[]).await;
     let alice = a.alice();
-    let client = register(
-        &a,
-        ClientDraft {
-            name: "TV".into(),
-            public: true,
-            scopes: vec!["openid".into(), "profile".into()],
-            grants: vec!["urn:ietf:params:oauth:grant-type:device_code".into(), "refresh_token".into()],
-            ..ClientDraft::default()
-        },
-    );
-    let started = a
-        .client
-        .post(a.url("/device_authorization"))
-        .form(&[("client_id", client.id.as_str()), ("scope", "openid")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 200);
-    let device: Value = started.json().await.unwrap();
+    let client = device_app(&a, &["openid", "profile"]);
+    let device = start_device(&a, &client.id, Some("openid")).await;
     let user_code = device["user_code"].as_str().unwrap().to_owned();
     assert_eq!(user_code.len(), 9);
     assert_eq!(&user_code[4..5], "-");
@@ -959,28 +952,10 @@ async fn the_device_grant_polls_pending_slow_down_then_delivers_once_on_either_i
     assert_token_error(poll(&a, &client.id, device_code).await, 400, "invalid_grant").await;
 
     // Denied: access_denied. Expired: expired_token.
-    let denied: Value = a
-        .client
-        .post(a.url("/device_authorization"))
-        .form(&[("client_id", client.id.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let denied = start_device(&a, &client.id, None).await;
     decide_device(&a, &browser, denied["user_code"].as_str().unwrap(), "deny").await;
     assert_token_error(poll(&a, &client.id, denied["device_code"].as_str().unwrap()).await, 400, "access_denied").await;
-    let expired: Value = a
-        .client
-        .post(a.url("/device_authorization"))
-        .form(&[("client_id", client.id.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let expired = start_device(&a, &client.id, None).await;
     diesel::sql_query("UPDATE device_codes SET expires_at = now() - interval '1 second' WHERE decision IS NULL")
         .execute(&mut a.db.conn())
         .unwrap();
@@ -1129,26 +1104,8 @@ async fn another_persons_id_token_hint_does_not_sign_anyone_out_without_asking()
 async fn two_decisions_on_one_device_at_once_on_two_instances_count_once() {
     let (a, b) = spawn_pair(&[]).await;
     let alice = a.alice();
-    let client = register(
-        &a,
-        ClientDraft {
-            name: "TV".into(),
-            public: true,
-            scopes: vec!["openid".into()],
-            grants: vec!["urn:ietf:params:oauth:grant-type:device_code".into()],
-            ..ClientDraft::default()
-        },
-    );
-    let device: Value = a
-        .client
-        .post(a.url("/device_authorization"))
-        .form(&[("client_id", client.id.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let client = device_app(&a, &["openid"]);
+    let device = start_device(&a, &client.id, None).await;
     let code = device["user_code"].as_str().unwrap();
     let (on_a, on_b) = (signed_in_browser(&a, &alice).await, signed_in_browser(&b, &alice).await);
     let (first, second) = tokio::join!(decide_device(&a, &on_a, code, "allow"), decide_device(&b, &on_b, code, "deny"));

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use uuid::Uuid;
 
-use crate::helpers::{PAIR_ISSUER, TEST_BCRYPT_COST, TestApp, TestUser, assert_bearer_error, spawn_app, spawn_pair};
+use crate::helpers::{
+    PAIR_ISSUER, TEST_BCRYPT_COST, TestApp, TestUser, assert_bearer_error, lock_waiters, spawn_app, spawn_pair,
+};
 
 const ME: &str = "/api/users/me";
 const TOKENS: &str = "/api/users/me/tokens";
@@ -54,21 +56,6 @@ fn count(app: &TestApp, sql: &str) -> i64 {
         n: i64,
     }
     diesel::sql_query(sql).get_result::<Row>(&mut app.db.conn()).unwrap().n
-}
-
-/// Backends of this test's database waiting for a lock.
-fn lock_waiters(conn: &mut PgConnection) -> i64 {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-    .get_result::<Row>(conn)
-    .unwrap()
-    .n
 }
 
 async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
