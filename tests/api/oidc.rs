@@ -901,6 +901,11 @@ async fn signed_in_browser(app: &TestApp, user: &TestUser) -> Client {
 
 /// Answers a device's request at `/device` as the signed-in person of `browser`.
 async fn decide_device(app: &TestApp, browser: &Client, user_code: &str, decision: &str) -> String {
+    send_device_decision(app, browser, &show_device(app, browser, user_code).await, decision).await
+}
+
+/// Types `user_code` at `/device`: the page asking to allow or deny, with its form fields.
+async fn show_device(app: &TestApp, browser: &Client, user_code: &str) -> String {
     let page = browser.get(app.url("/device")).send().await.unwrap().text().await.unwrap();
     let csrf = hidden(&page, "csrf_token");
     let shown = browser
@@ -911,8 +916,17 @@ async fn decide_device(app: &TestApp, browser: &Client, user_code: &str, decisio
         .unwrap();
     assert_eq!(shown.status(), 200);
     let html = shown.text().await.unwrap();
-    assert!(html.contains("id=\"device-client\""), "{html}");
-    let fields = [("csrf_token", csrf.as_str()), ("user_code", &hidden(&html, "user_code")), ("decision", decision)];
+    assert!(html.contains(r#"id="device-client""#), "{html}");
+    html
+}
+
+/// Sends `decision` from the page `show_device` gave.
+async fn send_device_decision(app: &TestApp, browser: &Client, shown: &str, decision: &str) -> String {
+    let fields = [
+        ("csrf_token", hidden(shown, "csrf_token")),
+        ("user_code", hidden(shown, "user_code")),
+        ("decision", decision.to_owned()),
+    ];
     browser.post(app.url("/device")).form(&fields).send().await.unwrap().text().await.unwrap()
 }
 
@@ -1108,7 +1122,12 @@ async fn two_decisions_on_one_device_at_once_on_two_instances_count_once() {
     let device = start_device(&a, &client.id, None).await;
     let code = device["user_code"].as_str().unwrap();
     let (on_a, on_b) = (signed_in_browser(&a, &alice).await, signed_in_browser(&b, &alice).await);
-    let (first, second) = tokio::join!(decide_device(&a, &on_a, code, "allow"), decide_device(&b, &on_b, code, "deny"));
+    // Both people see the question first; then both answers go at once.
+    let (shown_a, shown_b) = (show_device(&a, &on_a, code).await, show_device(&b, &on_b, code).await);
+    let (first, second) = tokio::join!(
+        send_device_decision(&a, &on_a, &shown_a, "allow"),
+        send_device_decision(&b, &on_b, &shown_b, "deny")
+    );
     let counted = [&first, &second]
         .iter()
         .filter(|html| html.contains("id=\"device-done\"") && !html.contains("already answered"))
