@@ -209,6 +209,7 @@ pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> Result<Server
                 web::scope("")
                     .wrap(session_middleware(&state))
                     .wrap(from_fn(routes::web::session_store_failures_as_503))
+                    .wrap(from_fn(routes::web::with_room_for_the_session_user))
                     .configure(routes::web::configure)
                     .default_service(web::to(routes::web::fallback)),
             )

@@ -8,6 +8,7 @@
 //! check began with the user's invalidation cut-off, so a session written just after a password
 //! change or sign-out-everywhere, by a sign-in that began before it, does not work.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -144,12 +145,23 @@ impl SessionStore for HybridSessionStore {
         let hash = key_hash(session_key);
         let now = Utc::now();
         let expires_at = now + IDLE_TIMEOUT;
-        let state = db::run(&self.pool, move |conn| db::sessions::load_live_and_touch(conn, &hash, expires_at, now))
-            .await
-            .map_err(|err| LoadError::Other(err.into()))?;
-        state
-            .map(|value| serde_json::from_value(value).map_err(|err| LoadError::Deserialization(err.into())))
-            .transpose()
+        // A request with room for it gets the session's user in the same trip to the database.
+        let wanted = LOADED_WITH_SESSION.try_with(|_| ()).is_ok();
+        let loaded = db::run(&self.pool, move |conn| {
+            let Some((state, user_id)) = db::sessions::load_live_and_touch(conn, &hash, expires_at, now)? else {
+                return Ok(None);
+            };
+            let user = if wanted { Some(db::users::with_roles(conn, user_id)?) } else { None };
+            Ok(Some((state, user_id, user)))
+        })
+        .await
+        .map_err(|err| LoadError::Other(err.into()))?;
+        let Some((state, user_id, user)) = loaded else { return Ok(None) };
+        if let Some(user) = user {
+            // Outside the room (`try_with` fails) there is nothing to keep.
+            let _ = LOADED_WITH_SESSION.try_with(|room| *room.borrow_mut() = Some(LoadedUser { user_id, user }));
+        }
+        serde_json::from_value(state).map(Some).map_err(|err| LoadError::Deserialization(err.into()))
     }
 
     async fn save(&self, state: HashMap<String, String>, ttl: &CookieDuration) -> Result<SessionKey, SaveError> {
@@ -322,12 +334,43 @@ pub fn previous_sign_in(session: &Session) -> Option<DateTime<Utc>> {
 pub async fn current_user(pool: &PgPool, session: &Session) -> Result<Option<(User, Vec<String>)>, ServerError> {
     let Some(sign_in) = sign_in_of(session) else { return Ok(None) };
     let user_id = sign_in.user_id;
-    let found = db::run(pool, move |conn| db::users::with_roles(conn, user_id)).await?;
+    let found = match take_loaded_user(user_id) {
+        Some(found) => found,
+        None => db::run(pool, move |conn| db::users::with_roles(conn, user_id)).await?,
+    };
     let valid = found.filter(|(user, _)| user.is_active && sign_in.signed_in_at >= user.tokens_valid_after);
     if valid.is_none() {
         session.purge();
     }
     Ok(valid)
+}
+
+/// The user (and roles) the store read with this request's session, if it did and it is `user_id`'s;
+/// taken, so only the first look of a request uses it (a later one, after a change, reads anew).
+fn take_loaded_user(user_id: Uuid) -> Option<Option<(User, Vec<String>)>> {
+    let loaded = LOADED_WITH_SESSION.try_with(|room| room.borrow_mut().take()).ok().flatten()?;
+    (loaded.user_id == user_id).then_some(loaded.user)
+}
+
+/// A user read with the session that names them.
+struct LoadedUser {
+    user_id: Uuid,
+    /// `None`: no such user (any more).
+    user: Option<(User, Vec<String>)>,
+}
+
+tokio::task_local! {
+    /// Room for the user the session store reads with a request's session, in the same trip to the
+    /// database as the session itself: nearly every request of a signed-in browser needs both, and
+    /// each trip is a hop to a blocking thread and back (docs/performance.md, f). Per request: the
+    /// website's scope runs every request inside [`with_room_for_its_user`].
+    static LOADED_WITH_SESSION: RefCell<Option<LoadedUser>>;
+}
+
+/// Runs a request (the rest of its middleware and its handler) with room for the user its session
+/// store load reads.
+pub async fn with_room_for_its_user<F: std::future::Future>(request: F) -> F::Output {
+    LOADED_WITH_SESSION.scope(RefCell::new(None), request).await
 }
 
 /// The session's CSRF token, created on first use (synchronizer-token pattern).

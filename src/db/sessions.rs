@@ -40,8 +40,8 @@ pub struct SessionInfo {
     pub user_agent: Option<String>,
 }
 
-/// The state of a live session (neither idle-expired nor past its absolute lifetime).
-/// A live session's state, its idle expiry pushed to `expires_at` (never past the absolute one) in
+/// The state of a live session (neither idle-expired nor past its absolute lifetime) and whose it is,
+/// its idle expiry pushed to `expires_at` (never past the absolute one) in
 /// the same statement: every request that brings the session is activity, and one round trip
 /// instead of a read now and a touch after the response.
 pub fn load_live_and_touch(
@@ -49,7 +49,7 @@ pub fn load_live_and_touch(
     key_hash: &[u8],
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> QueryResult<Option<serde_json::Value>> {
+) -> QueryResult<Option<(serde_json::Value, Uuid)>> {
     diesel::update(
         sessions::table
             .find(key_hash)
@@ -57,7 +57,7 @@ pub fn load_live_and_touch(
             .filter(sessions::absolute_expires_at.gt(now)),
     )
     .set((sessions::expires_at.eq(capped!(expires_at)), sessions::last_seen_at.eq(now)))
-    .returning(sessions::state)
+    .returning((sessions::state, sessions::user_id))
     .get_result(conn)
     .optional()
 }

@@ -65,6 +65,15 @@ pub async fn session_store_failures_as_503(
     }
 }
 
+/// Every website request runs with room for the user its session brings: the session store reads
+/// them in the same trip as the session (`auth::session::with_room_for_its_user`).
+pub async fn with_room_for_the_session_user(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    crate::auth::session::with_room_for_its_user(next.call(req)).await
+}
+
 /// The website's own addresses: a wrong method there gets an HTML page; elsewhere (OAuth2, health,
 /// documents) the JSON error body.
 pub const PAGES: &[&str] = &[
