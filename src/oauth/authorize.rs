@@ -89,6 +89,9 @@ pub fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
 /// page's `next`, which keeps local paths of up to 2048 characters.
 pub const MAX_REQUEST_CHARS: usize = 1800;
 
+/// The 400 page's words for a `client_id` that names no live client.
+pub const UNREGISTERED_CLIENT: &str = "The request names a client that is not registered here.";
+
 /// Reads an authorization request (`query`) for `client`, the live registered client its
 /// `client_id` names (`None`: no such client). `raw_len`: the query string's length.
 pub fn read(query: &FormFields, raw_len: usize, client: Option<&Client>) -> Result<AuthorizeRequest, Refusal> {
@@ -96,7 +99,7 @@ pub fn read(query: &FormFields, raw_len: usize, client: Option<&Client>) -> Resu
         return Err(Refusal::Page("The request names no client (client_id is missing).".to_owned()));
     };
     let Some(client) = client.filter(|client| client.client_id == client_id) else {
-        return Err(Refusal::Page("The request names a client that is not registered here.".to_owned()));
+        return Err(Refusal::Page(UNREGISTERED_CLIENT.to_owned()));
     };
     let redirect_uri = match query.get("redirect_uri") {
         Some(uri) if client.redirect_uris.iter().any(|registered| registered == uri) => uri.to_owned(),

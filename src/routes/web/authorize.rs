@@ -2,6 +2,8 @@
 //! RFC 7636, OpenID Connect Core §3.1.2). The rules are `oauth::authorize`'s; this reads the request,
 //! the browser's sign-in and the stored consent, and carries the decision out.
 
+use std::sync::Arc;
+
 use actix_session::Session;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
@@ -51,61 +53,101 @@ async fn authorize_page(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     let raw = req.query_string().to_owned();
-    let (request, client) = read_request(&state, &raw).await?;
+    let query = parse_query(&raw)?;
+    if let Ok(MaybeSignedIn(Some(user))) = &user {
+        return signed_in_request(&state, &session, raw, query, user).await;
+    }
+    let (request, _) = read_request(&state, query, raw.len()).await?;
     let request = match request {
         Ok(request) => request,
         Err(redirect) => return Ok(redirect_to(&redirect.location(&state.issuer))),
     };
-    let user = match user {
-        Ok(user) => user.0,
+    match user {
         // Signed in, but the second-factor policy keeps them at enrolment: that is interaction.
         Err(WebError::SecondFactorRequired) if request.prompt.none => {
-            return Ok(fail(&state, &request, "interaction_required", "the person must set up a second factor"));
+            Ok(fail(&state, &request, "interaction_required", "the person must set up a second factor"))
         }
-        Err(err) => return Err(err),
-    };
-    let Some(user) = user else {
-        if request.prompt.none {
-            return Ok(fail(&state, &request, "login_required", "the person is not signed in"));
-        }
+        Err(err) => Err(err),
+        Ok(_) if request.prompt.none => Ok(fail(&state, &request, "login_required", "the person is not signed in")),
         // The sign-in about to happen satisfies prompt=login and max_age: they are not asked again.
-        return Ok(to_login(&request, &for_new_sign_in(&raw), false));
-    };
-    let auth_time = signed_in_at(&session)?;
-    let user_id = user.user.id;
-    let someone_else_hinted = request.id_token_hint.as_deref().is_some_and(|hint| {
-        let subject = state.grants.keys.id_token_audience(hint, Utc::now()).map(|(_, subject)| subject);
-        subject.is_some_and(|subject| subject != user_id.to_string())
-    });
-    let browser = BrowserSignIn { auth_time, someone_else_hinted };
-    // One trip to the database for what the decision needs and, when it is to issue, the code
-    // itself: this is the request every app's sign-in makes (see docs/performance.md, f).
-    let scope = grantable(&state, &request, &user);
-    if scope.is_empty() {
-        return Ok(fail(&state, &request, "access_denied", "the account may not grant any of the requested scopes"));
+        Ok(_) => Ok(to_login(&request, &for_new_sign_in(&raw), false)),
     }
-    // One trip to the database: the stored consent (only a third-party app's matters) and, when
-    // the answer is a code, the code itself. Every app's sign-in passes here (docs/performance.md, f).
-    let decided = {
-        let (request, scope, first_party) = (request.clone(), scope.clone(), client.first_party);
-        let (amr, code) = (amr_of(&session), crate::random::token(32));
-        db::run(&state.pool, move |conn| {
-            let consented =
-                !first_party && db::authorizations::consent_covers(conn, user_id, &request.client_id, &scope)?;
-            let now = Utc::now();
-            match authorize::next_step(&request, Some(browser), first_party, consented, false, now) {
-                NextStep::Issue => {
-                    grant::store_code(conn, &request, &code, &scope, user_id, auth_time, &amr, now)?;
-                    Ok(Decided::Issued(code))
-                }
-                step => Ok(Decided::Next(step)),
+}
+
+/// What the signed-in GET found and decided in its one trip to the database.
+enum SignedInRead {
+    /// The request itself is refused (`authorize::read`).
+    Refused(Refusal),
+    /// The person may grant none of the requested scopes.
+    NothingGrantable(AuthorizeRequest),
+    /// A code was stored: off to the app with it.
+    Issued(AuthorizeRequest, String),
+    /// Anything but issuing.
+    Next { request: AuthorizeRequest, client: crate::db::clients::Client, scope: ScopeSet, step: NextStep },
+}
+
+/// A signed-in browser's request: the client, the stored consent (only a third-party app's
+/// matters) and, when the answer is a code, the code itself, in one trip to the database. Every
+/// app's sign-in passes here (docs/performance.md, f).
+async fn signed_in_request(
+    state: &AppState,
+    session: &Session,
+    raw: String,
+    query: FormFields,
+    user: &SignedInUser,
+) -> Result<HttpResponse, WebError> {
+    let auth_time = signed_in_at(session)?;
+    let user_id = user.user.id;
+    // What this person may grant: the requested scopes their roles allow (RFC 6749 §3.3 lets the
+    // answer narrow them; the token answer names what was granted). The roles were read with the
+    // session; what each role allows is read at start.
+    let allowed = state.role_scopes.allowed_for(&user.roles);
+    let keys = Arc::clone(&state.grants.keys);
+    let (amr, code, raw_len) = (amr_of(session), crate::random::token(32), raw.len());
+    let read = db::run(&state.pool, move |conn| {
+        let client = match query.get("client_id") {
+            Some(client_id) => db::clients::find(conn, client_id)?,
+            None => None,
+        };
+        let request = match authorize::read(&query, raw_len, client.as_ref()) {
+            Ok(request) => request,
+            Err(refusal) => return Ok(SignedInRead::Refused(refusal)),
+        };
+        // `read` accepts only a request naming a registered client, so it is here.
+        let Some(client) = client else {
+            return Ok(SignedInRead::Refused(Refusal::Page(authorize::UNREGISTERED_CLIENT.to_owned())));
+        };
+        let scope = request.scope.intersection(&allowed);
+        if scope.is_empty() {
+            return Ok(SignedInRead::NothingGrantable(request));
+        }
+        let now = Utc::now();
+        let someone_else_hinted = request.id_token_hint.as_deref().is_some_and(|hint| {
+            let subject = keys.id_token_audience(hint, now).map(|(_, subject)| subject);
+            subject.is_some_and(|subject| subject != user_id.to_string())
+        });
+        let browser = BrowserSignIn { auth_time, someone_else_hinted };
+        let consented =
+            !client.first_party && db::authorizations::consent_covers(conn, user_id, &request.client_id, &scope)?;
+        match authorize::next_step(&request, Some(browser), client.first_party, consented, false, now) {
+            NextStep::Issue => {
+                grant::store_code(conn, &request, &code, &scope, user_id, auth_time, &amr, now)?;
+                Ok(SignedInRead::Issued(request, code))
             }
-        })
-        .await?
-    };
-    let step = match decided {
-        Decided::Issued(code) => return Ok(redirect_with_code(&state, &request, &code)),
-        Decided::Next(step) => step,
+            step => Ok(SignedInRead::Next { request, client, scope, step }),
+        }
+    })
+    .await?;
+    let (request, client, scope, step) = match read {
+        SignedInRead::Refused(Refusal::Page(message)) => return Err(WebError::InvalidAuthorization(message)),
+        SignedInRead::Refused(Refusal::Redirect(redirect)) => {
+            return Ok(redirect_to(&redirect.location(&state.issuer)));
+        }
+        SignedInRead::NothingGrantable(request) => {
+            return Ok(fail(state, &request, "access_denied", "the account may not grant any of the requested scopes"));
+        }
+        SignedInRead::Issued(request, code) => return Ok(redirect_with_code(state, &request, &code)),
+        SignedInRead::Next { request, client, scope, step } => (request, client, scope, step),
     };
     match step {
         NextStep::SignIn { .. } => {
@@ -115,39 +157,49 @@ async fn authorize_page(
             // would otherwise never be).
             Ok(to_login(&request, &for_new_sign_in(&raw), true))
         }
-        NextStep::Fail(error) => Ok(fail(&state, &request, error, "the person must interact with gatehouse")),
-        // Issued above, in the same trip to the database.
+        NextStep::Fail(error) => Ok(fail(state, &request, error, "the person must interact with gatehouse")),
+        // Issued in the trip above.
         NextStep::Issue => Err(WebError::BadRequest),
-        NextStep::Consent => {
-            let descriptions = db::run(&state.pool, db::roles::all_scopes).await?;
-            let scopes = scope
-                .iter()
-                .map(|name| ScopeLine {
-                    name: name.to_string(),
-                    description: descriptions
-                        .iter()
-                        .find(|known| known.name == name.as_str())
-                        .map(|known| known.description.clone())
-                        .unwrap_or_default(),
-                })
-                .collect();
-            let page = ConsentPage {
-                layout: user.layout(),
-                csrf_token: user.csrf_token.clone(),
-                client_name: client.name.clone(),
-                redirect_host: url::Url::parse(&request.redirect_uri)
-                    .ok()
-                    .and_then(|url| url.host_str().map(str::to_owned))
-                    .unwrap_or_else(|| request.redirect_uri.clone()),
-                scopes,
-                request: raw,
-            };
-            let mut response = render(StatusCode::OK, &page)?;
-            // The consent page must not be framed by the app asking (clickjacking of "Allow").
-            response.headers_mut().insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
-            Ok(response)
-        }
+        NextStep::Consent => consent_page(state, user, &client, &request, &scope, raw).await,
     }
+}
+
+/// The consent page: which app asks, where the person goes next, and what each scope allows.
+async fn consent_page(
+    state: &AppState,
+    user: &SignedInUser,
+    client: &crate::db::clients::Client,
+    request: &AuthorizeRequest,
+    scope: &ScopeSet,
+    raw: String,
+) -> Result<HttpResponse, WebError> {
+    let descriptions = db::run(&state.pool, db::roles::all_scopes).await?;
+    let scopes = scope
+        .iter()
+        .map(|name| ScopeLine {
+            name: name.to_string(),
+            description: descriptions
+                .iter()
+                .find(|known| known.name == name.as_str())
+                .map(|known| known.description.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let page = ConsentPage {
+        layout: user.layout(),
+        csrf_token: user.csrf_token.clone(),
+        client_name: client.name.clone(),
+        redirect_host: url::Url::parse(&request.redirect_uri)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| request.redirect_uri.clone()),
+        scopes,
+        request: raw,
+    };
+    let mut response = render(StatusCode::OK, &page)?;
+    // The consent page must not be framed by the app asking (clickjacking of "Allow").
+    response.headers_mut().insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    Ok(response)
 }
 
 /// The consent form: `decision` is `allow` or `deny`; `request` is the authorization request,
@@ -174,7 +226,7 @@ async fn consent(
         return Err(WebError::CsrfRejected);
     }
     let raw = form.get("request").unwrap_or_default().to_owned();
-    let (request, _) = read_request(&state, &raw).await?;
+    let (request, _) = read_request(&state, parse_query(&raw)?, raw.len()).await?;
     let request = match request {
         Ok(request) => request,
         Err(redirect) => return Ok(redirect_to(&redirect.location(&state.issuer))),
@@ -199,15 +251,19 @@ async fn consent(
     issue(&state, &request, scope, &user, &session).await
 }
 
+/// The query of an authorization request, strictly parsed (a repeated parameter is refused).
+fn parse_query(raw: &str) -> Result<FormFields, WebError> {
+    FormFields::parse_query(raw)
+        .map_err(|err| WebError::InvalidAuthorization(format!("The authorization request could not be read: {err}.")))
+}
+
 /// Reads the query against the client it names: a request, or the redirect that refuses it; a
 /// client or redirect URI that cannot be trusted is the 400 page.
 async fn read_request(
     state: &AppState,
-    raw: &str,
+    query: FormFields,
+    raw_len: usize,
 ) -> Result<(Result<AuthorizeRequest, ErrorRedirect>, crate::db::clients::Client), WebError> {
-    let query = FormFields::parse_query(raw).map_err(|err| {
-        WebError::InvalidAuthorization(format!("The authorization request could not be read: {err}."))
-    })?;
     let client = match query.get("client_id") {
         Some(client_id) => {
             let client_id = client_id.to_owned();
@@ -215,26 +271,16 @@ async fn read_request(
         }
         None => None,
     };
-    match authorize::read(&query, raw.len(), client.as_ref()) {
+    match authorize::read(&query, raw_len, client.as_ref()) {
         Ok(request) => Ok((Ok(request), client.ok_or(WebError::BadRequest)?)),
         Err(Refusal::Page(message)) => Err(WebError::InvalidAuthorization(message)),
         Err(Refusal::Redirect(redirect)) => Ok((Err(redirect), client.ok_or(WebError::BadRequest)?)),
     }
 }
 
-/// What this person may grant of the request: the requested scopes their roles allow (RFC 6749
-/// §3.3 lets the answer narrow them; the token answer names what was granted). The roles were read
-/// with the session on this request; what each role allows is read at start.
+/// What this person may grant of the request (as [`signed_in_request`] reads it).
 fn grantable(state: &AppState, request: &AuthorizeRequest, user: &SignedInUser) -> ScopeSet {
     request.scope.intersection(&state.role_scopes.allowed_for(&user.roles))
-}
-
-/// What the signed-in GET decided in its trip to the database.
-enum Decided {
-    /// A code was stored: off to the app with it.
-    Issued(String),
-    /// Anything but issuing.
-    Next(NextStep),
 }
 
 async fn issue(
