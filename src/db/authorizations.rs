@@ -261,26 +261,36 @@ pub fn exchange_code<S: IssuedAccess>(
     reuse_event: NewEvent,
 ) -> Result<CodeExchange<S>, IssueFailure> {
     conn.transaction(|conn| {
+        // The family the exchange would begin is named with the code's spending (one statement
+        // fewer than naming it after), and unnamed again when the exchange is refused.
+        let family_id = Uuid::now_v7();
         let taken: Option<StoredCode> = diesel::update(
             authorization_codes::table
                 .filter(authorization_codes::code_hash.eq(hash))
                 .filter(authorization_codes::used_at.is_null()),
         )
-        .set(authorization_codes::used_at.eq(now))
+        .set((authorization_codes::used_at.eq(now), authorization_codes::family_id.eq(family_id)))
         .returning(StoredCode::as_returning())
         .get_result(conn)
         .optional()?;
         let Some(code) = taken else {
             return Ok(revoke_what_it_issued(conn, hash, now, reuse_event)?);
         };
+        let refused = |conn: &mut PgConnection, why: &'static str| -> QueryResult<CodeExchange<S>> {
+            diesel::update(authorization_codes::table.filter(authorization_codes::code_hash.eq(hash)))
+                .set(authorization_codes::family_id.eq(None::<Uuid>))
+                .execute(conn)?;
+            Ok(CodeExchange::Refused(why))
+        };
         if code.expires_at <= now {
-            return Ok(CodeExchange::Refused("expired"));
+            return Ok(refused(conn, "expired")?);
         }
         if let Err(why) = binding(&code) {
-            return Ok(CodeExchange::Refused(why));
+            return Ok(refused(conn, why)?);
         }
         let amr: Vec<String> = code.amr.iter().flatten().cloned().collect();
         let family = FamilyStart {
+            family_id,
             user_id: code.user_id,
             auth_time: code.auth_time,
             issued_at: now,
@@ -302,14 +312,9 @@ pub fn exchange_code<S: IssuedAccess>(
             Box::new(|grantee| sign(grantee, &code)),
         )?;
         match started {
-            Start::Issued(issued) => {
-                diesel::update(authorization_codes::table.filter(authorization_codes::code_hash.eq(hash)))
-                    .set(authorization_codes::family_id.eq(issued.family_id))
-                    .execute(conn)?;
-                Ok(CodeExchange::Issued(issued.answer))
-            }
-            Start::Invalidated => Ok(CodeExchange::Refused("sign-in ended")),
-            Start::ScopeNotAllowed(_) => Ok(CodeExchange::Refused("scopes no longer allowed")),
+            Start::Issued(issued) => Ok(CodeExchange::Issued(issued.answer)),
+            Start::Invalidated => Ok(refused(conn, "sign-in ended")?),
+            Start::ScopeNotAllowed(_) => Ok(refused(conn, "scopes no longer allowed")?),
         }
     })
 }
@@ -520,6 +525,7 @@ pub fn poll_device<S: IssuedAccess>(
             .execute(conn)?;
         let amr: Vec<String> = stored.amr.unwrap_or_default().into_iter().flatten().collect();
         let family = FamilyStart {
+            family_id: Uuid::now_v7(),
             user_id,
             auth_time,
             issued_at: now,

@@ -77,6 +77,8 @@ pub struct NewToken<'a> {
 
 /// A family about to begin (a password grant, an authorization code, a device code).
 pub struct FamilyStart<'a> {
+    /// The family's id, chosen by the caller (a code exchange records it with the code's spending).
+    pub family_id: Uuid,
     pub user_id: Uuid,
     /// When the credential check began: nothing is stored if the user's credentials were
     /// invalidated since.
@@ -209,7 +211,7 @@ pub fn start_family_in_transaction<S: IssuedAccess>(
     if !scopes.is_subset(&allowed) {
         return Ok(Start::ScopeNotAllowed(scopes.difference(&allowed)));
     }
-    let family_id = Uuid::now_v7();
+    let family_id = start.family_id;
     diesel::insert_into(refresh_families::table)
         .values((
             refresh_families::id.eq(family_id),

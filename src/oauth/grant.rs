@@ -187,6 +187,7 @@ impl Grants {
         let keys = Arc::clone(&self.keys);
         let started = db::run_with(&self.pool, move |conn| {
             let start = FamilyStart {
+                family_id: uuid::Uuid::now_v7(),
                 user_id: signed_in.user_id,
                 auth_time: signed_in.began_at,
                 issued_at: signed_in.began_at,
