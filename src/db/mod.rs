@@ -59,7 +59,8 @@ pub const MIGRATIONS_COUNT: usize = 16;
 /// Short, so an outage answers 503 quickly instead of piling up requests.
 pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A failed query, told apart: a connection the outage broke means "unavailable", anything else is ours.
+/// A failed query, told apart: a connection the outage broke means "unavailable", a transaction
+/// that lost a race is "busy, try again", anything else is ours.
 impl From<DieselError> for ServerError {
     fn from(err: DieselError) -> Self {
         match &err {
@@ -68,8 +69,28 @@ impl From<DieselError> for ServerError {
                 _,
             )
             | DieselError::BrokenTransactionManager => ServerError::unavailable(err),
+            _ if lost_a_race(&err) => {
+                log::warn!("a transaction lost a race and was rolled back: {err}");
+                ServerError::Busy { retry_after_secs: RETRY_AFTER_LOST_RACE_SECS }
+            }
             _ => ServerError::internal(err),
         }
+    }
+}
+
+/// How long a client whose transaction lost a race waits before trying again.
+const RETRY_AFTER_LOST_RACE_SECS: u64 = 1;
+
+/// A transaction PostgreSQL aborted because it raced another: a deadlock's victim or a
+/// serialization failure. Nothing of it was written and the same request a moment later succeeds,
+/// so the answer is `503` with a short `Retry-After`, not a `500`.
+fn lost_a_race(err: &DieselError) -> bool {
+    match err {
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        // SQLSTATE 40P01, which diesel does not name; the server's message text is fixed (in the
+        // default English messages: a server set to another language answers 500 as before).
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => info.message().starts_with("deadlock detected"),
+        _ => false,
     }
 }
 
@@ -213,4 +234,28 @@ pub fn purge_expired(conn: &mut PgConnection, now: chrono::DateTime<chrono::Utc>
             + throttle::purge_recovered(conn)?
             + clients::purge_expired_secrets(conn, now)?)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database_error(kind: DatabaseErrorKind, message: &str) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(message.to_owned()))
+    }
+
+    #[test]
+    fn a_transaction_that_lost_a_race_is_busy_and_anything_else_broken_is_internal() {
+        let deadlock = database_error(DatabaseErrorKind::Unknown, "deadlock detected");
+        let serialization = database_error(DatabaseErrorKind::SerializationFailure, "could not serialize access");
+        for lost in [deadlock, serialization] {
+            assert!(matches!(ServerError::from(lost), ServerError::Busy { retry_after_secs: 1 }));
+        }
+        let other = database_error(DatabaseErrorKind::Unknown, "division by zero");
+        assert!(matches!(ServerError::from(other), ServerError::Internal(_)));
+        let unique = database_error(DatabaseErrorKind::UniqueViolation, "duplicate key value");
+        assert!(matches!(ServerError::from(unique), ServerError::Internal(_)));
+        let closed = database_error(DatabaseErrorKind::ClosedConnection, "server closed the connection");
+        assert!(matches!(ServerError::from(closed), ServerError::Unavailable(_)));
+    }
 }
