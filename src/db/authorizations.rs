@@ -128,14 +128,15 @@ pub fn disconnect(
         // Locks in the order the exchanges take them, or two of them deadlock: the codes first (an
         // exchange in flight holds its code until it commits, and then its code is no longer
         // pending here), then the user's row, stronger than the share lock every exchange takes.
-        // So an exchange either finishes first (and its family ends below) or finds its code spent.
-        let spent = diesel::update(
+        // So an exchange either finishes first (and its family ends below) or finds its code gone.
+        // Gone, not spent: presented later, a withdrawn code is unknown, not a code used twice
+        // (which would audit and count a reuse that never happened).
+        let withdrawn = diesel::delete(
             authorization_codes::table
                 .filter(authorization_codes::user_id.eq(user_id))
                 .filter(authorization_codes::client_id.eq(client_id))
                 .filter(authorization_codes::used_at.is_null()),
         )
-        .set(authorization_codes::used_at.eq(now))
         .execute(conn)?;
         diesel::update(
             device_codes::table
@@ -155,7 +156,7 @@ pub fn disconnect(
         )
         .set(refresh_families::revoked_at.eq(now))
         .execute(conn)?;
-        let any = forgot || ended > 0 || spent > 0;
+        let any = forgot || ended > 0 || withdrawn > 0;
         if any {
             auth_events::record(conn, event)?;
         }

@@ -728,6 +728,25 @@ async fn disconnecting_an_app_ends_its_refresh_tokens_and_asks_for_consent_again
     assert!(app.event_kinds().contains(&"consent_revoked".to_owned()));
 }
 
+/// A code the person's Disconnect withdrew before the app exchanged it: refused like any unknown
+/// code, and not audited or counted as a code used twice (nobody used it).
+#[tokio::test]
+async fn a_code_withdrawn_by_a_disconnect_is_refused_and_not_taken_for_a_reused_one() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let client = public_app(&app, "RS256", false);
+    let browser = browser();
+    let (verifier, challenge) = pkce();
+    let code = code_for(&app, &browser, &authorize_url(&app, &client.id, &challenge, &[]), &alice).await;
+    let account = browser.get(app.url("/account")).send().await.unwrap().text().await.unwrap();
+    let disconnect = disconnect_request(&app, &browser, &client.id, &hidden(&account, "csrf_token")).send();
+    assert_eq!(disconnect.await.unwrap().status(), 303);
+    assert_token_error(exchange(&app, &client, &code, &verifier).await, 400, "invalid_grant").await;
+    let kinds = app.event_kinds();
+    assert!(kinds.contains(&"consent_revoked".to_owned()), "{kinds:?}");
+    assert!(!kinds.contains(&"code_reused".to_owned()), "{kinds:?}");
+}
+
 /// Disconnect on one instance while the app exchanges a code on another: whichever comes first, the
 /// app is left with no working refresh token (the code is spent first, or its family ended after).
 #[tokio::test]
