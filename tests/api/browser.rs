@@ -210,6 +210,23 @@ impl Browser {
         }
     }
 
+    /// Waits until the element `css` finds reads `expected`: right after a click, the page it
+    /// leads to may still be loading, and an element of the old page would answer.
+    async fn wait_for_text(&self, css: &str, expected: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text == expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "waited for `{css}` to read {expected:?}, but it reads {text:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     async fn find(&self, css: &str) -> Element {
         match self.client.wait().at_most(PATIENCE).for_element(Locator::Css(css)).await {
             Ok(element) => element,
@@ -670,7 +687,7 @@ async fn an_admin_registers_a_client_copies_its_secret_once_rotates_it_and_remov
     assert_eq!(token.status(), 200);
 
     browser.by_text("main", "button", "Rotate secret").await.click().await.unwrap();
-    assert_eq!(browser.text("#secret-heading").await, "New secret");
+    browser.wait_for_text("#secret-heading", "New secret").await;
     let rotated = browser.field_labelled("client_secret").await.prop("value").await.unwrap().unwrap();
     assert_ne!(rotated, secret);
 
@@ -764,7 +781,7 @@ async fn a_person_adds_an_authenticator_app_keeps_the_recovery_codes_and_signs_i
     let code = totp::code_at(&secret, now()).unwrap();
     browser.field_labelled("The 6-digit code the app shows").await.send_keys(&code).await.unwrap();
     browser.by_text("main", "button", "Turn on").await.click().await.unwrap();
-    assert_eq!(browser.text("main h1").await, "Your recovery codes");
+    browser.wait_for_text("main h1", "Your recovery codes").await;
     let codes = browser.client.find_all(Locator::Css("#recovery-codes li")).await.unwrap();
     assert_eq!(codes.len(), 10);
     browser.screenshot("recovery-codes").await;
