@@ -286,6 +286,29 @@ async fn a_sign_in_in_flight_during_deactivation_is_refused_and_reactivation_bri
     assert_eq!(live_families(&a), 0);
 }
 
+/// A sign-in's claim is decided on the account as last committed and stored only if nothing it was
+/// decided on changed since: a lock that another instance commits between the two (held open by the
+/// test while the sign-in reads) makes the store miss, and the claim, decided again under the row
+/// lock, is refused, the right password answered like a wrong one.
+#[tokio::test]
+async fn a_lock_committed_between_a_claims_read_and_its_write_refuses_the_sign_in() {
+    let (a, b) = spawn_pair(&[]).await;
+    let alice = a.alice();
+    let mut locker = a.db.conn();
+    diesel::sql_query("BEGIN").execute(&mut locker).unwrap();
+    diesel::sql_query(format!(
+        "UPDATE users SET locked_until = now() + interval '1 hour', lockouts = 1 WHERE id = '{}'",
+        alice.id
+    ))
+    .execute(&mut locker)
+    .unwrap();
+    let waiting = tokio::spawn(send(password_grant(&b, "alice", &alice.password)));
+    crate::helpers::until_lock_waiters(&a, 1, "the claim's write waits for the user's row").await;
+    diesel::sql_query("COMMIT").execute(&mut locker).unwrap();
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+}
+
 #[tokio::test]
 async fn tokens_issued_while_the_cli_prompts_for_a_new_password_end_when_it_is_stored() {
     use std::io::Write as _;

@@ -93,21 +93,29 @@ const LOCKED_ACCOUNT: &str = "SELECT id, username, password_hash, is_active, las
                                      locked_until, check_claims, claims_expire_at, clock_timestamp() AS now \
                               FROM users";
 
-fn lock_account_named(conn: &mut PgConnection, username: &str) -> QueryResult<Option<LockedAccount>> {
+/// `username`'s account, locked (`lock`) or as last committed.
+fn account_named(conn: &mut PgConnection, username: &str, lock: bool) -> QueryResult<Option<LockedAccount>> {
     if !storable(username) {
         return Ok(None);
     }
-    diesel::sql_query(format!("{LOCKED_ACCOUNT} WHERE lower(username) = lower($1) FOR NO KEY UPDATE"))
+    let locking = if lock { " FOR NO KEY UPDATE" } else { "" };
+    diesel::sql_query(format!("{LOCKED_ACCOUNT} WHERE lower(username) = lower($1){locking}"))
         .bind::<Text, _>(username)
         .get_result(conn)
         .optional()
 }
 
-fn lock_account(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<LockedAccount>> {
-    diesel::sql_query(format!("{LOCKED_ACCOUNT} WHERE id = $1 FOR NO KEY UPDATE"))
+/// The account `user_id`, locked (`lock`) or as last committed.
+fn account_of(conn: &mut PgConnection, user_id: Uuid, lock: bool) -> QueryResult<Option<LockedAccount>> {
+    let locking = if lock { " FOR NO KEY UPDATE" } else { "" };
+    diesel::sql_query(format!("{LOCKED_ACCOUNT} WHERE id = $1{locking}"))
         .bind::<SqlUuid, _>(user_id)
         .get_result(conn)
         .optional()
+}
+
+fn lock_account(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<LockedAccount>> {
+    account_of(conn, user_id, true)
 }
 
 fn store_lock_state(conn: &mut PgConnection, user_id: Uuid, state: &LockState) -> QueryResult<()> {
@@ -135,25 +143,76 @@ fn store_lock_state_signed_in(
         .map(|_| ())
 }
 
-/// Claims one verification against the real hash of `username`'s account: the account's row is
-/// locked, [`decide_claim`] rules on its counters, and a granted claim is stored before the lock
-/// is let go. However many guesses arrive at once, on however many instances, at most
-/// `policy.threshold` verifications run per lock window (the others are [`Claim::Busy`] until
-/// those settle); claims expire after `policy.claim_ttl` (a crashed instance cannot hold them).
+/// Claims one verification against the real hash of `username`'s account: [`decide_claim`] rules
+/// on the account's counters, and a granted claim is stored only over the counters it was decided
+/// on. However many guesses arrive at once, on however many instances, at most `policy.threshold`
+/// verifications run per lock window (the others are [`Claim::Busy`] until those settle); claims
+/// expire after `policy.claim_ttl` (a crashed instance cannot hold them).
 pub fn claim_check(conn: &mut PgConnection, username: &str, policy: &LockoutPolicy) -> QueryResult<Claim> {
-    conn.transaction(|conn| {
-        let account = lock_account_named(conn, username)?;
-        claim_locked(conn, account, policy)
-    })
+    claim_with(conn, policy, |conn, lock| account_named(conn, username, lock))
 }
 
 /// [`claim_check`] for the account `user_id`: a sign-in's second step is a verification like the
 /// password's, under the same lockout (at most `threshold` running at once, failures counted).
 pub fn claim_check_of(conn: &mut PgConnection, user_id: Uuid, policy: &LockoutPolicy) -> QueryResult<Claim> {
+    claim_with(conn, policy, |conn, lock| account_of(conn, user_id, lock))
+}
+
+/// Optimistic first: the account as last committed, the decision, and a claim stored by one
+/// `UPDATE` that matches only if nothing it was decided on changed meanwhile (two round trips, no
+/// transaction: every sign-in passes here). When something did (a racing check, a password change),
+/// the same again under the account's row lock.
+fn claim_with(
+    conn: &mut PgConnection,
+    policy: &LockoutPolicy,
+    account: impl Fn(&mut PgConnection, bool) -> QueryResult<Option<LockedAccount>>,
+) -> QueryResult<Claim> {
+    let read = account(conn, false)?;
+    if let Some(claim) = claim_if_unchanged(conn, read, policy)? {
+        return Ok(claim);
+    }
     conn.transaction(|conn| {
-        let account = lock_account(conn, user_id)?;
-        claim_locked(conn, account, policy)
+        let locked = account(conn, true)?;
+        claim_locked(conn, locked, policy)
     })
+}
+
+/// The claim of [`claim_locked`] from an account read without its lock: `None` when the account's
+/// counters, hash or state changed before the claim could be stored.
+fn claim_if_unchanged(
+    conn: &mut PgConnection,
+    account: Option<LockedAccount>,
+    policy: &LockoutPolicy,
+) -> QueryResult<Option<Claim>> {
+    let Some(account) = account else { return Ok(Some(Claim::UnknownUser)) };
+    let before = account.lock_state();
+    match decide_claim(&before, policy, account.now) {
+        ClaimDecision::Locked => Ok(Some(Claim::Refused { user_id: account.id })),
+        ClaimDecision::Busy => Ok(Some(Claim::Busy)),
+        ClaimDecision::Grant(state) => {
+            let stored = diesel::update(
+                users::table
+                    .find(account.id)
+                    .filter(users::failed_logins.eq(before.failed_logins))
+                    .filter(users::lockouts.eq(before.lockouts))
+                    .filter(users::locked_until.is_not_distinct_from(before.locked_until))
+                    .filter(users::check_claims.eq(before.check_claims))
+                    .filter(users::claims_expire_at.is_not_distinct_from(before.claims_expire_at))
+                    // The hash about to be verified and the state read with it are still the account's.
+                    .filter(users::password_hash.eq(&account.password_hash))
+                    .filter(users::is_active.eq(account.is_active)),
+            )
+            .set((
+                users::failed_logins.eq(state.failed_logins),
+                users::lockouts.eq(state.lockouts),
+                users::locked_until.eq(state.locked_until),
+                users::check_claims.eq(state.check_claims),
+                users::claims_expire_at.eq(state.claims_expire_at),
+            ))
+            .execute(conn)?;
+            Ok((stored == 1).then(|| Claim::Granted(granted(account))))
+        }
+    }
 }
 
 fn claim_locked(conn: &mut PgConnection, account: Option<LockedAccount>, policy: &LockoutPolicy) -> QueryResult<Claim> {
@@ -163,15 +222,19 @@ fn claim_locked(conn: &mut PgConnection, account: Option<LockedAccount>, policy:
         ClaimDecision::Busy => Ok(Claim::Busy),
         ClaimDecision::Grant(state) => {
             store_lock_state(conn, account.id, &state)?;
-            Ok(Claim::Granted(GrantedCheck {
-                user_id: account.id,
-                username: account.username,
-                password_hash: account.password_hash,
-                is_active: account.is_active,
-                last_login_at: account.last_login_at,
-                began_at: account.now,
-            }))
+            Ok(Claim::Granted(granted(account)))
         }
+    }
+}
+
+fn granted(account: LockedAccount) -> GrantedCheck {
+    GrantedCheck {
+        user_id: account.id,
+        username: account.username,
+        password_hash: account.password_hash,
+        is_active: account.is_active,
+        last_login_at: account.last_login_at,
+        began_at: account.now,
     }
 }
 
