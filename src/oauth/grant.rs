@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::GrantError;
-use super::client_auth::ClientFailure;
+use super::client_auth::{ClientAtToken, ClientFailure, ClientRefusal, ClientVerdict, PresentedClient, decide};
 use crate::auth::credentials::{self, Attempt, LoginError, SecondFactors, SecondStep, SignIn};
 use crate::auth::jwt::{AccessClaims, TokenSubject};
 use crate::auth::keys::KeyRing;
@@ -19,7 +19,7 @@ use crate::db::auth_events::NewEvent;
 use crate::db::authorizations::{CodeExchange, CodeGrant, Issued, StoredCode};
 use crate::db::refresh_tokens::{self, FamilyStart, Grantee, IssueFailure, IssuedAccess, NewToken, Rotation, Start};
 use crate::db::{self, PgPool};
-use crate::domain::{EventKind, IdTokenAlg, ScopeSet};
+use crate::domain::{EventKind, GrantType, IdTokenAlg, ScopeSet};
 use crate::errors::ServerError;
 use crate::metrics::{ClientAuthLabels, GrantLabels, Metrics};
 use crate::oauth::id_token::{self, IdTokenClaims, Person, PersonClaims};
@@ -61,6 +61,12 @@ pub struct GrantClient {
     pub id_token_alg: IdTokenAlg,
     /// Its people are never asked for consent (so none is stored to check at an exchange).
     pub first_party: bool,
+}
+
+/// What a code exchange's trip to the database came back with: its client refused, or the exchange.
+enum ClientExchange<S> {
+    Refused(ClientRefusal),
+    Exchanged(String, CodeExchange<S>),
 }
 
 /// An ID token to add to the answer: its algorithm and the nonce of the authorization request.
@@ -294,27 +300,50 @@ impl Grants {
         })
     }
 
-    /// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6): exchanges a code for tokens, once. The client has
-    /// authenticated already (a public one named itself). A code presented again revokes what its
-    /// first exchange issued.
+    /// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6): exchanges a code for tokens, once, for the client
+    /// `presented` names, authenticated here (`client_auth::decide`) in the exchange's own trip to
+    /// the database; a refused client is the inner `Err`, for the caller to answer. A code
+    /// presented again revokes what its first exchange issued.
+    #[allow(clippy::too_many_arguments)] // what /token parsed, one value per field
     pub async fn authorization_code(
         &self,
-        client: GrantClient,
+        presented: Option<PresentedClient>,
+        password_grant_open: bool,
         code: SecretString,
         redirect_uri: Option<String>,
         verifier: Option<SecretString>,
         attempt: &Attempt,
         now: DateTime<Utc>,
-    ) -> Result<IssuedTokens, GrantError> {
-        self.ensure_id_token_key(client.id_token_alg, now).await?;
+    ) -> Result<Result<IssuedTokens, ClientRefusal>, GrantError> {
         let hash = refresh_tokens::token_hash(code.expose_secret());
         let family = FamilyToBe::new(self.policy, attempt, now);
         let keys = Arc::clone(&self.keys);
         let event = NewEvent::new(EventKind::TokenIssued, attempt.channel).client(family.client_addr.clone());
         let reuse_event = NewEvent::new(EventKind::CodeReused, attempt.channel).client(family.client_addr.clone());
-        let client_id = client.client_id.clone();
-        let consent_required = !client.first_party;
-        let exchanged = db::run_with(&self.pool, move |conn| {
+        let exchanged = db::run_with(&self.pool, move |conn| -> Result<_, IssueFailure> {
+            let registered = match &presented {
+                Some(presented) => db::clients::with_live_secrets(conn, &presented.client_id, now)?
+                    .map(|(client, secrets)| ClientAtToken::new(client, secrets)),
+                None => None,
+            };
+            let grant_type = GrantType::AuthorizationCode;
+            let client = match decide(grant_type, presented.as_ref(), registered.as_ref(), password_grant_open, now) {
+                Ok(ClientVerdict::Client { client_id, id_token_alg, first_party, .. }) => {
+                    GrantClient { client_id, id_token_alg, first_party }
+                }
+                // `decide` lets no anonymous request of this grant through.
+                Ok(ClientVerdict::Anonymous) => {
+                    return Ok(ClientExchange::Refused(ClientRefusal::InvalidClient(ClientFailure::NoClient)));
+                }
+                Err(refusal) => return Ok(ClientExchange::Refused(refusal)),
+            };
+            // A client registered a moment ago may need the first key of its algorithm (as
+            // `ensure_id_token_key`, here in the same trip).
+            let alg: SigningAlgorithm = crate::auth::keys::id_token_signing_alg(client.id_token_alg);
+            if !keys.can_sign_id_token(alg, now) {
+                keys.reload(conn, now).map_err(|err| IssueFailure::Sign(Box::new(err)))?;
+            }
+            let consent_required = !client.first_party;
             let binding = |code: &StoredCode| {
                 if code.client_id != client.client_id {
                     return Err("issued to another client");
@@ -334,13 +363,12 @@ impl Grants {
                 Ok(())
             };
             let grant = family.grant();
-            let alg: SigningAlgorithm = crate::auth::keys::id_token_signing_alg(client.id_token_alg);
             let sign = |grantee: &Grantee, code: &StoredCode| {
                 let wanted = IdTokenWanted { alg, nonce: code.nonce.clone() };
                 let (tokens, _) = sign(&keys, grantee, family.refresh_token.clone(), Some(wanted))?;
                 Ok(Issued { answer: tokens, family_id: grantee.family_id })
             };
-            db::authorizations::exchange_code(
+            let exchanged = db::authorizations::exchange_code(
                 conn,
                 &hash,
                 now,
@@ -350,11 +378,16 @@ impl Grants {
                 event,
                 sign,
                 reuse_event,
-            )
+            )?;
+            Ok(ClientExchange::Exchanged(client.client_id, exchanged))
         })
         .await?;
+        let (client_id, exchanged) = match exchanged {
+            ClientExchange::Refused(refusal) => return Ok(Err(refusal)),
+            ClientExchange::Exchanged(client_id, exchanged) => (client_id, exchanged),
+        };
         match exchanged {
-            CodeExchange::Issued(tokens) => Ok(self.count_issued(tokens, "authorization_code")),
+            CodeExchange::Issued(tokens) => Ok(Ok(self.count_issued(tokens, "authorization_code"))),
             CodeExchange::Refused(why) => {
                 log::info!("authorization code refused for client {client_id}: {why}");
                 Err(GrantError::InvalidGrant("The authorization code is invalid, expired or used"))

@@ -108,7 +108,25 @@ async fn token(
     let attempt = api_attempt(&req, &state);
     let form = read_form(&req, payload).await?;
     let request = TokenRequest::from_form(&form, state.settings.strict_grant_type)?;
-    let verdict = authenticate_client(&req, &form, request.grant_type(), &state, &attempt, now).await?;
+    let presented = presented_client(&req, &form)?;
+    if let TokenRequest::AuthorizationCode { code, redirect_uri, code_verifier } = request {
+        // The client is looked up in the exchange's own trip to the database: every app's sign-in
+        // ends here (docs/performance.md, f).
+        let client_id = presented.as_ref().map(|presented| presented.client_id.clone());
+        let password_grant = state.settings.password_grant;
+        let exchanged = state
+            .grants
+            .authorization_code(presented, password_grant, code, redirect_uri, code_verifier, &attempt, now)
+            .await?;
+        return match exchanged {
+            Ok(issued) => {
+                state.grants.count_client_authentication("ok");
+                Ok(no_store(HttpResponse::Ok()).json(issued))
+            }
+            Err(refusal) => Err(client_refused(refusal, client_id.as_deref(), &state, &attempt).await),
+        };
+    }
+    let verdict = authenticate_client(presented, request.grant_type(), &state, &attempt, now).await?;
     let client = match &verdict {
         ClientVerdict::Client { client_id, id_token_alg, first_party, .. } => {
             Some(GrantClient { client_id: client_id.clone(), id_token_alg: *id_token_alg, first_party: *first_party })
@@ -128,11 +146,8 @@ async fn token(
         TokenRequest::RefreshToken { refresh_token, scope } => {
             state.grants.refresh(refresh_token, scope, client, &attempt, now).await?
         }
-        TokenRequest::AuthorizationCode { code, redirect_uri, code_verifier } => {
-            // `decide` lets no anonymous request of this grant through.
-            let client = client.ok_or(GrantError::InvalidClient(ClientFailure::NoClient))?;
-            state.grants.authorization_code(client, code, redirect_uri, code_verifier, &attempt, now).await?
-        }
+        // Answered above, with its client.
+        TokenRequest::AuthorizationCode { .. } => return Err(GrantError::InvalidClient(ClientFailure::NoClient).into()),
         TokenRequest::DeviceCode { device_code } => {
             let client = client.ok_or(GrantError::InvalidClient(ClientFailure::NoClient))?;
             state.grants.device_code(client, device_code, &attempt, now).await?
@@ -148,18 +163,9 @@ async fn token(
     Ok(no_store(HttpResponse::Ok()).json(issued))
 }
 
-/// The client rule at `/token` (`oauth::client_auth::decide`): reads the presented credentials,
-/// loads the registered client they name, and refuses what the rule refuses. A failed client
-/// authentication spends the address's sign-in budget (successes spend nothing) and is audited and
-/// counted; once the budget is spent it is answered `429` instead, not audited, as for passwords.
-async fn authenticate_client(
-    req: &HttpRequest,
-    form: &FormFields,
-    grant: GrantType,
-    state: &AppState,
-    attempt: &Attempt,
-    now: chrono::DateTime<Utc>,
-) -> Result<ClientVerdict, TokenError> {
+/// The client credentials a token request presents (`oauth::client_auth::presented`): at most one
+/// `Authorization` header.
+fn presented_client(req: &HttpRequest, form: &FormFields) -> Result<Option<client_auth::PresentedClient>, TokenError> {
     let mut authorization = req.headers().get_all(header::AUTHORIZATION);
     let first = authorization.next();
     if authorization.next().is_some() {
@@ -169,7 +175,18 @@ async fn authenticate_client(
         .map(|value| value.to_str())
         .transpose()
         .map_err(|_| GrantError::InvalidRequest("the Authorization header is not valid".to_owned()))?;
-    let presented = client_auth::presented(header_value, form)?;
+    Ok(client_auth::presented(header_value, form)?)
+}
+
+/// The client rule at `/token` (`oauth::client_auth::decide`): loads the registered client the
+/// presented credentials name, and refuses what the rule refuses ([`client_refused`]).
+async fn authenticate_client(
+    presented: Option<client_auth::PresentedClient>,
+    grant: GrantType,
+    state: &AppState,
+    attempt: &Attempt,
+    now: chrono::DateTime<Utc>,
+) -> Result<ClientVerdict, TokenError> {
     // A request that names no client costs no lookup (the password grant's path stays as it was).
     let registered = match &presented {
         Some(presented) => {
@@ -187,18 +204,40 @@ async fn authenticate_client(
             }
             Ok(verdict)
         }
-        Err(ClientRefusal::PasswordGrantOff) => Err(GrantError::UnsupportedGrantType.into()),
-        Err(ClientRefusal::UnauthorizedClient(grant)) => Err(GrantError::UnauthorizedClient(grant).into()),
-        Err(ClientRefusal::InvalidClient(failure)) => {
+        Err(refusal) => {
+            let client_id = presented.as_ref().map(|presented| presented.client_id.as_str());
+            Err(client_refused(refusal, client_id, state, attempt).await)
+        }
+    }
+}
+
+/// The answer to a refused client. A failed client authentication spends the address's sign-in
+/// budget (successes spend nothing) and is audited and counted; once the budget is spent it is
+/// answered `429` instead, not audited, as for passwords.
+async fn client_refused(
+    refusal: ClientRefusal,
+    client_id: Option<&str>,
+    state: &AppState,
+    attempt: &Attempt,
+) -> TokenError {
+    match refusal {
+        ClientRefusal::PasswordGrantOff => GrantError::UnsupportedGrantType.into(),
+        ClientRefusal::UnauthorizedClient(grant) => GrantError::UnauthorizedClient(grant).into(),
+        ClientRefusal::InvalidClient(failure) => {
             let bucket = attempt.client.map(AddressBucket::of);
-            if let Err(wait) = state.login_throttle.check(&state.pool, bucket).await? {
-                state.grants.metrics.throttled.inc();
-                return Err(TokenError::SlowDown { retry_after_secs: retry_after_secs(wait) });
+            match state.login_throttle.check(&state.pool, bucket).await {
+                Err(err) => return err.into(),
+                Ok(Err(wait)) => {
+                    state.grants.metrics.throttled.inc();
+                    return TokenError::SlowDown { retry_after_secs: retry_after_secs(wait) };
+                }
+                Ok(Ok(())) => {}
             }
             state.grants.count_client_authentication(failure.as_str());
-            let client_id = presented.as_ref().map(|presented| presented.client_id.as_str());
-            state.grants.client_failed(client_id, failure, attempt).await?;
-            Err(GrantError::InvalidClient(failure).into())
+            if let Err(err) = state.grants.client_failed(client_id, failure, attempt).await {
+                return err.into();
+            }
+            GrantError::InvalidClient(failure).into()
         }
     }
 }
@@ -254,7 +293,8 @@ async fn device_authorization(
     let now = Utc::now();
     let attempt = api_attempt(&req, &state);
     let form = read_form(&req, payload).await?;
-    let verdict = authenticate_client(&req, &form, GrantType::DeviceCode, &state, &attempt, now).await?;
+    let verdict =
+        authenticate_client(presented_client(&req, &form)?, GrantType::DeviceCode, &state, &attempt, now).await?;
     let ClientVerdict::Client { client_id, scope: client_scope, .. } = verdict else {
         return Err(GrantError::InvalidClient(ClientFailure::NoClient).into());
     };
