@@ -98,13 +98,18 @@ pub fn record(conn: &mut PgConnection, event: &NewEvent) -> QueryResult<()> {
 
 /// Records `events`, each naming the request being served now (if the caller named none).
 pub fn record_many(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<()> {
-    let request_id = crate::log_context::current().map(|id| id.as_str().to_owned());
+    let request_id = current_request_id();
     let events: Vec<NewEvent> = events
         .iter()
         .cloned()
         .map(|event| NewEvent { request_id: event.request_id.or_else(|| request_id.clone()), ..event })
         .collect();
     diesel::insert_into(auth_events::table).values(&events).execute(conn).map(|_| ())
+}
+
+/// The id of the request being served now, for the events it causes.
+pub fn current_request_id() -> Option<String> {
+    crate::log_context::current().map(|id| id.as_str().to_owned())
 }
 
 /// The newest `limit` events, newest first.

@@ -309,6 +309,33 @@ async fn a_lock_committed_between_a_claims_read_and_its_write_refuses_the_sign_i
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
 }
 
+/// A sign-in's success gives back its own claim and no other: a claim another instance stores while
+/// this one verifies (the test's, held open as the success writes) makes the success's optimistic
+/// write miss, and the success, settled again under the row lock, leaves that claim running.
+#[tokio::test]
+async fn a_claim_stored_while_a_sign_in_verifies_outlives_that_sign_ins_success() {
+    let (a, b) = spawn_pair(&[]).await;
+    let alice = a.alice();
+    // A hash of the production cost: the verification takes a quarter of a second, time enough to
+    // step in between the claim and the success (a dearer stored hash is not re-hashed).
+    let slow_hash = bcrypt::hash(&alice.password, 12).unwrap();
+    let claims =
+        |app: &TestApp| scalar(app, &format!("SELECT check_claims::bigint AS n FROM users WHERE id = '{}'", alice.id));
+    execute(&a, &format!("UPDATE users SET password_hash = '{slow_hash}' WHERE id = '{}'", alice.id));
+    let signing_in = tokio::spawn(send(password_grant(&b, "alice", &alice.password)));
+    wait_until("the sign-in's claim is stored", || claims(&a) == 1).await;
+    let mut other = a.db.conn();
+    diesel::sql_query("BEGIN").execute(&mut other).unwrap();
+    diesel::sql_query(format!("UPDATE users SET check_claims = 2 WHERE id = '{}'", alice.id))
+        .execute(&mut other)
+        .unwrap();
+    crate::helpers::until_lock_waiters(&a, 1, "the success's write waits for the user's row").await;
+    diesel::sql_query("COMMIT").execute(&mut other).unwrap();
+    let (status, body) = signing_in.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(claims(&a), 1, "the other instance's claim is still counted");
+}
+
 #[tokio::test]
 async fn tokens_issued_while_the_cli_prompts_for_a_new_password_end_when_it_is_stored() {
     use std::io::Write as _;

@@ -263,13 +263,21 @@ pub struct HashUpgrade<'a> {
 
 /// A successful sign-in: gives the claim back, forgets earlier failures and lockouts, remembers when,
 /// stores an upgraded hash (only if the verified one is still current: a concurrent password change
-/// wins) and records `event`, all at once.
+/// wins) and records `event`, all at once. Without an upgrade (nearly always), optimistic like the
+/// claim: the counters as last committed, then one statement that writes them and the audit row
+/// only if they are unchanged; on a collision, under the row lock.
 pub fn record_success(
     conn: &mut PgConnection,
     user_id: Uuid,
     upgrade: Option<HashUpgrade<'_>>,
     event: &NewEvent,
 ) -> QueryResult<()> {
+    if upgrade.is_none()
+        && let Some(account) = account_of(conn, user_id, false)?
+        && success_if_unchanged(conn, &account, event)?
+    {
+        return Ok(());
+    }
     conn.transaction(|conn| {
         if let Some(account) = lock_account(conn, user_id)? {
             let state = decide_success(&account.lock_state(), account.now);
@@ -282,6 +290,46 @@ pub fn record_success(
         }
         auth_events::record(conn, event)
     })
+}
+
+/// The success's counters (from `account`, read without its lock) and `event`, in one statement that
+/// writes both only if the counters are still those read; false when they were not (nothing written).
+fn success_if_unchanged(conn: &mut PgConnection, account: &LockedAccount, event: &NewEvent) -> QueryResult<bool> {
+    let before = account.lock_state();
+    let after = decide_success(&before, account.now);
+    let written = diesel::sql_query(
+        "WITH settled AS ( \
+             UPDATE users SET failed_logins = $2, lockouts = $3, locked_until = $4, check_claims = $5, \
+                              claims_expire_at = $6, last_login_at = now() \
+             WHERE id = $1 AND failed_logins = $7 AND lockouts = $8 AND locked_until IS NOT DISTINCT FROM $9 \
+               AND check_claims = $10 AND claims_expire_at IS NOT DISTINCT FROM $11 \
+             RETURNING id) \
+         INSERT INTO auth_events (kind, channel, user_id, attempted_username, client_addr, reason, detail, \
+                                  actor_id, request_id) \
+         SELECT $12, $13, $14, $15, $16, $17, $18, $19, $20 FROM settled",
+    )
+    .bind::<SqlUuid, _>(account.id)
+    .bind::<Integer, _>(after.failed_logins)
+    .bind::<Integer, _>(after.lockouts)
+    .bind::<Nullable<Timestamptz>, _>(after.locked_until)
+    .bind::<Integer, _>(after.check_claims)
+    .bind::<Nullable<Timestamptz>, _>(after.claims_expire_at)
+    .bind::<Integer, _>(before.failed_logins)
+    .bind::<Integer, _>(before.lockouts)
+    .bind::<Nullable<Timestamptz>, _>(before.locked_until)
+    .bind::<Integer, _>(before.check_claims)
+    .bind::<Nullable<Timestamptz>, _>(before.claims_expire_at)
+    .bind::<Text, _>(event.kind)
+    .bind::<Text, _>(event.channel)
+    .bind::<Nullable<SqlUuid>, _>(event.user_id)
+    .bind::<Nullable<Text>, _>(event.attempted_username.as_deref())
+    .bind::<Nullable<Text>, _>(event.client_addr.as_deref())
+    .bind::<Nullable<Text>, _>(event.reason)
+    .bind::<Nullable<Text>, _>(event.detail.as_deref())
+    .bind::<Nullable<SqlUuid>, _>(event.actor_id)
+    .bind::<Nullable<Text>, _>(event.request_id.clone().or_else(auth_events::current_request_id))
+    .execute(conn)?;
+    Ok(written == 1)
 }
 
 /// A confirmed password (a signed-in user proved they know it): gives the claim back and forgets
