@@ -122,6 +122,29 @@ fn store_lock_state(conn: &mut PgConnection, user_id: Uuid, state: &LockState) -
     store_lock_state_signed_in(conn, user_id, state, false)
 }
 
+/// The lockout's columns of `users`, as a [`LockState`] sets them (`None` sets NULL).
+#[derive(AsChangeset)]
+#[diesel(table_name = users, treat_none_as_null = true)]
+struct LockCounters {
+    failed_logins: i32,
+    lockouts: i32,
+    locked_until: Option<DateTime<Utc>>,
+    check_claims: i32,
+    claims_expire_at: Option<DateTime<Utc>>,
+}
+
+impl From<&LockState> for LockCounters {
+    fn from(state: &LockState) -> Self {
+        Self {
+            failed_logins: state.failed_logins,
+            lockouts: state.lockouts,
+            locked_until: state.locked_until,
+            check_claims: state.check_claims,
+            claims_expire_at: state.claims_expire_at,
+        }
+    }
+}
+
 /// The lock state, and with `signed_in` the sign-in's time as the last one, in one statement.
 fn store_lock_state_signed_in(
     conn: &mut PgConnection,
@@ -131,11 +154,7 @@ fn store_lock_state_signed_in(
 ) -> QueryResult<()> {
     diesel::update(users::table.find(user_id))
         .set((
-            users::failed_logins.eq(state.failed_logins),
-            users::lockouts.eq(state.lockouts),
-            users::locked_until.eq(state.locked_until),
-            users::check_claims.eq(state.check_claims),
-            users::claims_expire_at.eq(state.claims_expire_at),
+            LockCounters::from(state),
             // `None` sets nothing.
             signed_in.then_some(users::last_login_at.eq(diesel::dsl::now)),
         ))
@@ -202,13 +221,7 @@ fn claim_if_unchanged(
                     .filter(users::password_hash.eq(&account.password_hash))
                     .filter(users::is_active.eq(account.is_active)),
             )
-            .set((
-                users::failed_logins.eq(state.failed_logins),
-                users::lockouts.eq(state.lockouts),
-                users::locked_until.eq(state.locked_until),
-                users::check_claims.eq(state.check_claims),
-                users::claims_expire_at.eq(state.claims_expire_at),
-            ))
+            .set(LockCounters::from(&state))
             .execute(conn)?;
             Ok((stored == 1).then(|| Claim::Granted(granted(account))))
         }
