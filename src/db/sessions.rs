@@ -40,10 +40,10 @@ pub struct SessionInfo {
     pub user_agent: Option<String>,
 }
 
-/// The state of a live session (neither idle-expired nor past its absolute lifetime) and whose it is,
-/// its idle expiry pushed to `expires_at` (never past the absolute one) in
-/// the same statement: every request that brings the session is activity, and one round trip
-/// instead of a read now and a touch after the response.
+/// A live session's state and user (neither idle-expired nor past its absolute lifetime), its idle
+/// expiry pushed to `expires_at` (never past the absolute one) in the same statement: every request
+/// that brings the session is activity, and one round trip instead of a read now and a touch after
+/// the response.
 pub fn load_live_and_touch(
     conn: &mut PgConnection,
     key_hash: &[u8],
