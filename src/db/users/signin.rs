@@ -310,38 +310,31 @@ pub fn record_success(
 fn success_if_unchanged(conn: &mut PgConnection, account: &LockedAccount, event: &NewEvent) -> QueryResult<bool> {
     let before = account.lock_state();
     let after = decide_success(&before, account.now);
-    let written = diesel::sql_query(
+    let statement = format!(
         "WITH settled AS ( \
              UPDATE users SET failed_logins = $2, lockouts = $3, locked_until = $4, check_claims = $5, \
                               claims_expire_at = $6, last_login_at = now() \
              WHERE id = $1 AND failed_logins = $7 AND lockouts = $8 AND locked_until IS NOT DISTINCT FROM $9 \
                AND check_claims = $10 AND claims_expire_at IS NOT DISTINCT FROM $11 \
              RETURNING id) \
-         INSERT INTO auth_events (kind, channel, user_id, attempted_username, client_addr, reason, detail, \
-                                  actor_id, request_id) \
+         INSERT INTO auth_events ({}) \
          SELECT $12, $13, $14, $15, $16, $17, $18, $19, $20 FROM settled",
-    )
-    .bind::<SqlUuid, _>(account.id)
-    .bind::<Integer, _>(after.failed_logins)
-    .bind::<Integer, _>(after.lockouts)
-    .bind::<Nullable<Timestamptz>, _>(after.locked_until)
-    .bind::<Integer, _>(after.check_claims)
-    .bind::<Nullable<Timestamptz>, _>(after.claims_expire_at)
-    .bind::<Integer, _>(before.failed_logins)
-    .bind::<Integer, _>(before.lockouts)
-    .bind::<Nullable<Timestamptz>, _>(before.locked_until)
-    .bind::<Integer, _>(before.check_claims)
-    .bind::<Nullable<Timestamptz>, _>(before.claims_expire_at)
-    .bind::<Text, _>(event.kind)
-    .bind::<Text, _>(event.channel)
-    .bind::<Nullable<SqlUuid>, _>(event.user_id)
-    .bind::<Nullable<Text>, _>(event.attempted_username.as_deref())
-    .bind::<Nullable<Text>, _>(event.client_addr.as_deref())
-    .bind::<Nullable<Text>, _>(event.reason)
-    .bind::<Nullable<Text>, _>(event.detail.as_deref())
-    .bind::<Nullable<SqlUuid>, _>(event.actor_id)
-    .bind::<Nullable<Text>, _>(event.request_id.clone().or_else(auth_events::current_request_id))
-    .execute(conn)?;
+        auth_events::EVENT_COLUMNS
+    );
+    let query = diesel::sql_query(statement)
+        .into_boxed()
+        .bind::<SqlUuid, _>(account.id)
+        .bind::<Integer, _>(after.failed_logins)
+        .bind::<Integer, _>(after.lockouts)
+        .bind::<Nullable<Timestamptz>, _>(after.locked_until)
+        .bind::<Integer, _>(after.check_claims)
+        .bind::<Nullable<Timestamptz>, _>(after.claims_expire_at)
+        .bind::<Integer, _>(before.failed_logins)
+        .bind::<Integer, _>(before.lockouts)
+        .bind::<Nullable<Timestamptz>, _>(before.locked_until)
+        .bind::<Integer, _>(before.check_claims)
+        .bind::<Nullable<Timestamptz>, _>(before.claims_expire_at);
+    let written = auth_events::bind_event(query, event).execute(conn)?;
     Ok(written == 1)
 }
 
